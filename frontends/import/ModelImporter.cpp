@@ -1,0 +1,255 @@
+//===- ModelImporter.cpp - ModelConfig -> dsv3 IR -------------------------===//
+//
+// Emits the model-structure IR: embedding, decoder layers (MLA + dense MLP or
+// MoE), final norm and head, the next-token loss, then each MTP depth (input
+// projection, one decoder block, its own norm, the shared head, its loss).
+//
+//===----------------------------------------------------------------------===//
+#include "frontends/import/ModelImporter.h"
+
+#include "ir/DSV3/DSV3Dialect.h"
+
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/IR/Builders.h"
+#include "mlir/IR/Verifier.h"
+
+#include <cmath>
+
+using namespace mlir;
+
+namespace dsv3 {
+namespace {
+
+class Importer {
+public:
+  Importer(MLIRContext &ctx, const ModelConfig &c, const ImportOptions &o)
+      : b(&ctx), loc(b.getUnknownLoc()), c(c), o(o) {}
+
+  llvm::Expected<OwningOpRef<ModuleOp>> run();
+
+private:
+  RankedTensorType f32(ArrayRef<int64_t> shape) {
+    return RankedTensorType::get(shape, b.getF32Type());
+  }
+  Value param(const std::string &name, ArrayRef<int64_t> shape) {
+    return ParamOp::create(b, loc, f32(shape), b.getStringAttr(name), nullptr);
+  }
+  Value stackedParam(const std::string &name, int64_t count,
+                     ArrayRef<int64_t> shape) {
+    SmallVector<int64_t> full{count};
+    full.append(shape.begin(), shape.end());
+    return ParamOp::create(b, loc, f32(full), b.getStringAttr(name),
+                           b.getI64IntegerAttr(count));
+  }
+  std::string layer(int64_t l) { return "model.layers." + std::to_string(l) + "."; }
+  Value rmsNorm(Value x, const std::string &w) {
+    int64_t d = cast<RankedTensorType>(x.getType()).getShape().back();
+    return RMSNormOp::create(b, loc, x.getType(), x, param(w, {d}),
+                             b.getF64FloatAttr(c.rmsNormEps));
+  }
+  /// Static slice [:, from : from+len] of a [B, T(, ...)] tensor.
+  Value sliceSeq(Value x, int64_t from, int64_t len) {
+    auto shape = cast<RankedTensorType>(x.getType()).getShape();
+    SmallVector<OpFoldResult> offsets(shape.size(), b.getIndexAttr(0)),
+        strides(shape.size(), b.getIndexAttr(1)), sizes;
+    for (int64_t s : shape)
+      sizes.push_back(b.getIndexAttr(s));
+    offsets[1] = b.getIndexAttr(from);
+    sizes[1] = b.getIndexAttr(len);
+    return tensor::ExtractSliceOp::create(b, loc, x, offsets, sizes, strides);
+  }
+  Value attention(int64_t l, Value x);
+  /// Returns the layer output; appends the chosen experts of MoE layers.
+  Value decoderLayer(int64_t l, Value h);
+  Value head(Value h, const std::string &norm) {
+    Value n = rmsNorm(h, norm);
+    auto shape = cast<RankedTensorType>(h.getType()).getShape();
+    Value w = param(c.tieWordEmbeddings ? "model.embed_tokens.weight"
+                                        : "lm_head.weight",
+                    {c.vocabSize, c.hiddenSize});
+    return LinearOp::create(b, loc, f32({shape[0], shape[1], c.vocabSize}), n,
+                            w);
+  }
+  Value crossEntropy(Value logits, Value labels) {
+    return CrossEntropyOp::create(b, loc,
+                                  RankedTensorType::get({}, b.getF32Type()),
+                                  logits, labels);
+  }
+
+  OpBuilder b;
+  Location loc;
+  const ModelConfig &c;
+  const ImportOptions &o;
+  SmallVector<Value> outputs;
+  SmallVector<std::string> outputNames;
+};
+
+Value Importer::attention(int64_t l, Value x) {
+  std::string p = layer(l) + "self_attn.";
+  int64_t d = c.hiddenSize, h = c.numAttentionHeads, qk = c.qkHeadDim();
+  Value qa, qan, qb, qproj;
+  if (c.qLoraRank > 0) {
+    qa = param(p + "q_a_proj.weight", {c.qLoraRank, d});
+    qan = param(p + "q_a_layernorm.weight", {c.qLoraRank});
+    qb = param(p + "q_b_proj.weight", {h * qk, c.qLoraRank});
+  } else {
+    qproj = param(p + "q_proj.weight", {h * qk, d});
+  }
+  Value kva = param(p + "kv_a_proj_with_mqa.weight",
+                    {c.kvLoraRank + c.qkRopeHeadDim, d});
+  Value kvn = param(p + "kv_a_layernorm.weight", {c.kvLoraRank});
+  Value kvb = param(p + "kv_b_proj.weight",
+                    {h * (c.qkNopeHeadDim + c.vHeadDim), c.kvLoraRank});
+  Value wo = param(p + "o_proj.weight", {d, h * c.vHeadDim});
+  return MLAAttentionOp::create(
+      b, loc, x.getType(), x, qa, qan, qb, qproj, kva, kvn, kvb, wo,
+      b.getI64IntegerAttr(h), b.getI64IntegerAttr(c.qLoraRank),
+      b.getI64IntegerAttr(c.kvLoraRank), b.getI64IntegerAttr(c.qkNopeHeadDim),
+      b.getI64IntegerAttr(c.qkRopeHeadDim), b.getI64IntegerAttr(c.vHeadDim),
+      b.getF64FloatAttr(c.softmaxScale()), b.getF64FloatAttr(c.rmsNormEps),
+      b.getDenseF64ArrayAttr(c.ropeInverseFrequencies()),
+      b.getF64FloatAttr(c.ropeAttentionFactor()));
+}
+
+Value Importer::decoderLayer(int64_t l, Value h) {
+  std::string p = layer(l);
+  Value a = attention(l, rmsNorm(h, p + "input_layernorm.weight"));
+  h = arith::AddFOp::create(b, loc, h, a);
+  Value f = rmsNorm(h, p + "post_attention_layernorm.weight");
+  int64_t d = c.hiddenSize;
+  Value m;
+  if (c.isMoELayer(l)) {
+    int64_t e = c.nRoutedExperts, i = c.moeIntermediateSize;
+    std::string mp = p + "mlp.";
+    Value router = param(mp + "gate.weight", {e, d});
+    Value bias =
+        c.hasRoutingBias
+            ? param(mp + "gate.e_score_correction_bias", {e})
+            : arith::ConstantOp::create(
+                  b, loc, DenseElementsAttr::get(f32({e}), 0.0f));
+    Value eg = stackedParam(mp + "experts.*.gate_proj.weight", e, {i, d});
+    Value eu = stackedParam(mp + "experts.*.up_proj.weight", e, {i, d});
+    Value ed = stackedParam(mp + "experts.*.down_proj.weight", e, {d, i});
+    Value sg, su, sd;
+    if (c.nSharedExperts > 0) {
+      int64_t si = i * c.nSharedExperts;
+      sg = param(mp + "shared_experts.gate_proj.weight", {si, d});
+      su = param(mp + "shared_experts.up_proj.weight", {si, d});
+      sd = param(mp + "shared_experts.down_proj.weight", {d, si});
+    }
+    auto shape = cast<RankedTensorType>(f.getType()).getShape();
+    auto moe = MoEOp::create(
+        b, loc, f.getType(),
+        RankedTensorType::get({shape[0] * shape[1], c.numExpertsPerTok},
+                              b.getI64Type()),
+        f, router, bias, eg, eu, ed, sg, su, sd,
+        b.getI64IntegerAttr(c.numExpertsPerTok), b.getI64IntegerAttr(c.nGroup),
+        b.getI64IntegerAttr(c.topkGroup), b.getBoolAttr(c.normTopkProb),
+        b.getF64FloatAttr(c.routedScalingFactor));
+    m = moe.getResult();
+    if (o.emitRoutingChoices) {
+      outputs.push_back(moe.getExpertIds());
+      outputNames.push_back("topk_ids." + mp + "gate");
+    }
+  } else {
+    m = MLPOp::create(b, loc, f.getType(), f,
+                      param(p + "mlp.gate_proj.weight", {c.intermediateSize, d}),
+                      param(p + "mlp.up_proj.weight", {c.intermediateSize, d}),
+                      param(p + "mlp.down_proj.weight", {d, c.intermediateSize}));
+  }
+  return arith::AddFOp::create(b, loc, h, m);
+}
+
+llvm::Expected<OwningOpRef<ModuleOp>> Importer::run() {
+  int64_t bs = o.batch, t = o.seqLen, depth = o.includeMTP ? c.numNextnPredictLayers : 0;
+  if (bs <= 0 || t <= 0)
+    return llvm::createStringError("batch and sequence length must be positive");
+  if (t < 2)
+    return llvm::createStringError("sequence length " + std::to_string(t) +
+                                   " is too short for a next-token loss (needs >= 2)");
+  if (t > c.maxPositionEmbeddings)
+    return llvm::createStringError(
+        "sequence length " + std::to_string(t) +
+        " exceeds max_position_embeddings (" +
+        std::to_string(c.maxPositionEmbeddings) + ")");
+  if (depth > 0 && t < depth + 2)
+    return llvm::createStringError(
+        "sequence length " + std::to_string(t) + " is too short for MTP depth " +
+        std::to_string(depth) + " (needs >= " + std::to_string(depth + 2) + ")");
+
+  OwningOpRef<ModuleOp> module = ModuleOp::create(loc);
+  b.setInsertionPointToEnd(module->getBody());
+  auto idsType = RankedTensorType::get({bs, t}, b.getI64Type());
+  auto func = func::FuncOp::create(b, loc, "forward",
+                                   b.getFunctionType({idsType}, {}));
+  Block *body = func.addEntryBlock();
+  b.setInsertionPointToStart(body);
+  Value ids = body->getArgument(0);
+
+  Value emb = param("model.embed_tokens.weight", {c.vocabSize, c.hiddenSize});
+  Value h = EmbeddingOp::create(b, loc, f32({bs, t, c.hiddenSize}), ids, emb);
+  for (int64_t l = 0; l < c.numHiddenLayers; ++l)
+    h = decoderLayer(l, h);
+  Value logits = head(h, "model.norm.weight");
+  SmallVector<Value> mainOutputs{logits,
+                                 crossEntropy(sliceSeq(logits, 0, t - 1),
+                                              sliceSeq(ids, 1, t - 1))};
+  SmallVector<std::string> mainNames{"logits", "loss"};
+
+  if (depth > 0) {
+    // Depth k predicts token i+k+1 from position i; its input is the
+    // previous depth's normed hidden state (depth 1: the main model's).
+    Value prev = rmsNorm(h, "model.norm.weight");
+    Value mtpLossSum;
+    for (int64_t k = 1; k <= depth; ++k) {
+      int64_t l = c.numHiddenLayers + k - 1, len = t - k;
+      std::string p = layer(l);
+      Value nextEmb = EmbeddingOp::create(b, loc, f32({bs, len, c.hiddenSize}),
+                                          sliceSeq(ids, k, len), emb);
+      Value x = MTPInputOp::create(
+          b, loc, f32({bs, len, c.hiddenSize}), sliceSeq(prev, 0, len), nextEmb,
+          param(p + "enorm.weight", {c.hiddenSize}),
+          param(p + "hnorm.weight", {c.hiddenSize}),
+          param(p + "eh_proj.weight", {c.hiddenSize, 2 * c.hiddenSize}),
+          b.getF64FloatAttr(c.rmsNormEps));
+      Value block = decoderLayer(l, x);
+      Value mtpLogits = head(block, p + "shared_head.norm.weight");
+      Value lossK = crossEntropy(sliceSeq(mtpLogits, 0, len - 1),
+                                 sliceSeq(ids, k + 1, len - 1));
+      mtpLossSum = mtpLossSum ? arith::AddFOp::create(b, loc, mtpLossSum, lossK)
+                              : lossK;
+      mainOutputs.push_back(mtpLogits);
+      mainNames.push_back(k == 1 ? "mtp_logits" : "mtp_logits." + std::to_string(k));
+      prev = rmsNorm(block, p + "shared_head.norm.weight");
+    }
+    // mtp_loss = (1/D) sum_k L_k, so total = loss + lambda * mtp_loss.
+    if (depth > 1) {
+      Value inv = arith::ConstantOp::create(
+          b, loc, DenseElementsAttr::get(RankedTensorType::get({}, b.getF32Type()),
+                                         1.0f / static_cast<float>(depth)));
+      mtpLossSum = arith::MulFOp::create(b, loc, mtpLossSum, inv);
+    }
+    mainOutputs.push_back(mtpLossSum);
+    mainNames.push_back("mtp_loss");
+  }
+
+  mainOutputs.append(outputs.begin(), outputs.end());
+  mainNames.append(outputNames.begin(), outputNames.end());
+  func::ReturnOp::create(b, loc, mainOutputs);
+  func.setType(b.getFunctionType({idsType}, ValueRange(mainOutputs).getTypes()));
+  for (auto [i, name] : llvm::enumerate(mainNames))
+    func.setResultAttr(i, "dsv3.output", b.getStringAttr(name));
+  if (failed(verify(*module)))
+    return llvm::createStringError("internal error: the imported IR does not verify");
+  return module;
+}
+
+} // namespace
+
+llvm::Expected<OwningOpRef<ModuleOp>>
+importModel(MLIRContext &ctx, const ModelConfig &config,
+            const ImportOptions &options) {
+  return Importer(ctx, config, options).run();
+}
+
+} // namespace dsv3

@@ -1,0 +1,25 @@
+//===- ParamLoader.h - checkpoint -> flat parameter buffer ------*- C++ -*-===//
+//
+// Fills the float32 parameter buffer whose layout dsv3-materialize-params
+// recorded, from a (possibly sharded) safetensors checkpoint: F32/BF16/F16
+// tensors convert, FP8 E4M3 weights with `weight_scale_inv` block scales are
+// dequantised, stacked expert slots gather one tensor per expert.
+//
+//===----------------------------------------------------------------------===//
+#ifndef DSV3_FRONTENDS_IMPORT_PARAMLOADER_H
+#define DSV3_FRONTENDS_IMPORT_PARAMLOADER_H
+
+#include "frontends/model/Safetensors.h"
+#include "runtime/jit/JitModule.h"
+
+#include <vector>
+
+namespace dsv3 {
+
+/// Every slot of `layout` must be found in `store` with the slot's shape.
+llvm::Error loadParameters(const WeightStore &store, const ParamLayout &layout,
+                           std::vector<float> &buffer);
+
+} // namespace dsv3
+
+#endif // DSV3_FRONTENDS_IMPORT_PARAMLOADER_H

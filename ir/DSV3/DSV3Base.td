@@ -1,0 +1,39 @@
+//===- DSV3Base.td - dsv3 dialect record and op base class -*- tablegen -*-===//
+//
+// The dialect that every dsv3 op file includes.
+//
+//===----------------------------------------------------------------------===//
+#ifndef DSV3_IR_DSV3BASE_TD
+#define DSV3_IR_DSV3BASE_TD
+
+include "mlir/IR/OpBase.td"
+include "mlir/IR/AttrTypeBase.td"
+include "mlir/Interfaces/SideEffectInterfaces.td"
+
+def DSV3_Dialect : Dialect {
+  let name = "dsv3";
+  let cppNamespace = "::dsv3";
+  let summary = "DeepSeek-V3 architecture: MLA attention, DeepSeekMoE routing, MTP";
+  let description = [{
+    Two levels of ops live here. Model-structure ops (`dsv3.mla_attention`,
+    `dsv3.moe`, `dsv3.mlp`, `dsv3.mtp_input`) state the architecture with its
+    hyper-parameters as attributes; `dsv3-decompose` rewrites them into the
+    tensor-level ops (`dsv3.linear`, `dsv3.rope`, `dsv3.mla_core`,
+    `dsv3.moe_router`, `dsv3.moe_experts`, ...) that `convert-dsv3-to-linalg`
+    lowers to upstream dialects. Weights enter the IR through `dsv3.param`,
+    named with the Hugging Face hub tensor names.
+  }];
+  let dependentDialects = ["::mlir::tensor::TensorDialect",
+                           "::mlir::arith::ArithDialect"];
+  let usePropertiesForAttributes = 1;
+}
+
+class DSV3_Op<string mnemonic, list<Trait> traits = []>
+    : Op<DSV3_Dialect, mnemonic, !listconcat(traits, [Pure])>;
+
+// Ranked float32 tensors are the only activation type until the FP8/BF16
+// passes introduce others.
+def DSV3_F32Tensor : RankedTensorOf<[F32]>;
+def DSV3_IndexTensor : RankedTensorOf<[I64]>;
+
+#endif // DSV3_IR_DSV3BASE_TD

@@ -1,0 +1,22 @@
+//===- DSV3Dialect.h - dsv3 dialect and op declarations ---------*- C++ -*-===//
+//
+// The single header to include for the dsv3 dialect and its ops.
+//
+//===----------------------------------------------------------------------===//
+#ifndef DSV3_IR_DSV3DIALECT_H
+#define DSV3_IR_DSV3DIALECT_H
+
+#include "mlir/Bytecode/BytecodeOpInterface.h"
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Tensor/IR/Tensor.h"
+#include "mlir/IR/BuiltinTypes.h"
+#include "mlir/IR/Dialect.h"
+#include "mlir/IR/OpDefinition.h"
+#include "mlir/Interfaces/SideEffectInterfaces.h"
+
+#include "ir/DSV3/DSV3OpsDialect.h.inc"
+
+#define GET_OP_CLASSES
+#include "ir/DSV3/DSV3Ops.h.inc"
+
+#endif // DSV3_IR_DSV3DIALECT_H

@@ -1,0 +1,148 @@
+//===- DSV3TensorOps.td - tensor-level ops ---------------*- tablegen -*-===//
+//
+// The compute primitives that model-structure ops decompose into and that
+// `convert-dsv3-to-linalg` lowers to linalg/tensor/arith/math/scf.
+//
+//===----------------------------------------------------------------------===//
+#ifndef DSV3_IR_DSV3TENSOROPS_TD
+#define DSV3_IR_DSV3TENSOROPS_TD
+
+include "ir/DSV3/DSV3Base.td"
+
+def DSV3_LinearOp : DSV3_Op<"linear"> {
+  let summary = "y = x W^T over the last dimension (no bias, as in DeepSeek-V3)";
+  let description = [{
+    `x` is `[..., K]`, `weight` is `[N, K]` (row-major `[out, in]`, the hub
+    layout); the result is `[..., N]`.
+
+    ```mlir
+    %y = dsv3.linear %x, %w : (tensor<2x32x256xf32>, tensor<128x256xf32>) -> tensor<2x32x128xf32>
+    ```
+  }];
+  let arguments = (ins DSV3_F32Tensor:$x, DSV3_F32Tensor:$weight);
+  let results = (outs DSV3_F32Tensor:$result);
+  let assemblyFormat = "$x `,` $weight attr-dict `:` functional-type(operands, results)";
+  let hasVerifier = 1;
+}
+
+def DSV3_RMSNormOp : DSV3_Op<"rms_norm"> {
+  let summary = "RMSNorm over the last dimension: x * rsqrt(mean(x^2) + eps) * w";
+  let description = [{
+    ```mlir
+    %y = dsv3.rms_norm %x, %w {epsilon = 1.0e-06} : (tensor<2x32x256xf32>, tensor<256xf32>) -> tensor<2x32x256xf32>
+    ```
+  }];
+  let arguments = (ins DSV3_F32Tensor:$x, DSV3_F32Tensor:$weight, F64Attr:$epsilon);
+  let results = (outs DSV3_F32Tensor:$result);
+  let assemblyFormat = "$x `,` $weight attr-dict `:` functional-type(operands, results)";
+  let hasVerifier = 1;
+}
+
+def DSV3_RopeOp : DSV3_Op<"rope"> {
+  let summary = "rotary position embedding on interleaved pairs";
+  let description = [{
+    `x` is `[B, T, H, R]`. Pair `i` = `(x[2i], x[2i+1])` at position
+    `p = position_offset + t` is rotated by `p * inv_freq[i]`, with cos and
+    sin multiplied by `attention_scaling` (YaRN's magnitude correction).
+    Output pairs stay interleaved.
+
+    ```mlir
+    %r = dsv3.rope %x {inv_freq = array<f64: 1.0, 0.31>, attention_scaling = 1.0, position_offset = 0}
+         : (tensor<2x32x4x4xf32>) -> tensor<2x32x4x4xf32>
+    ```
+  }];
+  let arguments = (ins DSV3_F32Tensor:$x, DenseF64ArrayAttr:$inv_freq,
+                       F64Attr:$attention_scaling, I64Attr:$position_offset);
+  let results = (outs DSV3_F32Tensor:$result);
+  let assemblyFormat = "$x attr-dict `:` functional-type(operands, results)";
+  let hasVerifier = 1;
+}
+
+def DSV3_MLACoreOp : DSV3_Op<"mla_core"> {
+  let summary = "MLA attention core: causal softmax(scale * (q_nope k_nope^T + q_rope k_rope^T)) v";
+  let description = [{
+    `q_nope [B,T,H,Dn]`, `q_rope [B,T,H,R]`, `k_nope [B,T,H,Dn]`,
+    `k_rope [B,T,R]` (one rope key shared by every head), `v [B,T,H,Dv]`;
+    result `[B,T,H,Dv]`. Position `t` attends to `u <= t`.
+
+    ```mlir
+    %o = dsv3.mla_core %qn, %qr, %kn, %kr, %v {softmax_scale = 0.27}
+         : (tensor<2x32x4x32xf32>, tensor<2x32x4x16xf32>, tensor<2x32x4x32xf32>, tensor<2x32x16xf32>, tensor<2x32x4x32xf32>) -> tensor<2x32x4x32xf32>
+    ```
+  }];
+  let arguments = (ins DSV3_F32Tensor:$q_nope, DSV3_F32Tensor:$q_rope,
+      DSV3_F32Tensor:$k_nope, DSV3_F32Tensor:$k_rope, DSV3_F32Tensor:$v,
+      F64Attr:$softmax_scale);
+  let results = (outs DSV3_F32Tensor:$result);
+  let assemblyFormat = "$q_nope `,` $q_rope `,` $k_nope `,` $k_rope `,` $v attr-dict `:` functional-type(operands, results)";
+  let hasVerifier = 1;
+}
+
+def DSV3_SwiGLUOp : DSV3_Op<"swiglu"> {
+  let summary = "silu(gate) * up, elementwise";
+  let description = [{
+    ```mlir
+    %a = dsv3.swiglu %g, %u : (tensor<64x32xf32>, tensor<64x32xf32>) -> tensor<64x32xf32>
+    ```
+  }];
+  let arguments = (ins DSV3_F32Tensor:$gate, DSV3_F32Tensor:$up);
+  let results = (outs DSV3_F32Tensor:$result);
+  let assemblyFormat = "$gate `,` $up attr-dict `:` functional-type(operands, results)";
+  let hasVerifier = 1;
+}
+
+def DSV3_MoERouterOp : DSV3_Op<"moe_router"> {
+  let summary = "DeepSeek-V3 router: sigmoid scores, bias for selection, group-limited top-k";
+  let description = [{
+    `x [N, D]`, `router [E, D]`, `bias [E]`. Returns the gate weights
+    `[N, top_k]` and the chosen expert ids `[N, top_k]` (selection order;
+    ties go to the lower expert id). See `dsv3.moe` for the rule.
+
+    ```mlir
+    %w, %ids = dsv3.moe_router %x, %r, %b {top_k = 4, n_group = 4, topk_group = 2, norm_topk_prob = true, routed_scaling_factor = 2.5}
+               : (tensor<64x256xf32>, tensor<16x256xf32>, tensor<16xf32>) -> (tensor<64x4xf32>, tensor<64x4xi64>)
+    ```
+  }];
+  let arguments = (ins DSV3_F32Tensor:$x, DSV3_F32Tensor:$router, DSV3_F32Tensor:$bias,
+      I64Attr:$top_k, I64Attr:$n_group, I64Attr:$topk_group,
+      BoolAttr:$norm_topk_prob, F64Attr:$routed_scaling_factor);
+  let results = (outs DSV3_F32Tensor:$weights, DSV3_IndexTensor:$expert_ids);
+  let assemblyFormat = "$x `,` $router `,` $bias attr-dict `:` functional-type(operands, results)";
+  let hasVerifier = 1;
+}
+
+def DSV3_MoEExpertsOp : DSV3_Op<"moe_experts"> {
+  let summary = "weighted sum of the chosen routed experts' SwiGLU outputs";
+  let description = [{
+    `y[n] = sum_k weights[n,k] * down_e(silu(gate_e x[n]) * up_e x[n])` with
+    `e = expert_ids[n,k]`; `gate/up [E, I, D]`, `down [E, D, I]`.
+
+    ```mlir
+    %y = dsv3.moe_experts %x, %w, %ids, %g, %u, %d
+         : (tensor<64x256xf32>, tensor<64x4xf32>, tensor<64x4xi64>, tensor<16x32x256xf32>, tensor<16x32x256xf32>, tensor<16x256x32xf32>) -> tensor<64x256xf32>
+    ```
+  }];
+  let arguments = (ins DSV3_F32Tensor:$x, DSV3_F32Tensor:$weights,
+      DSV3_IndexTensor:$expert_ids, DSV3_F32Tensor:$gate, DSV3_F32Tensor:$up,
+      DSV3_F32Tensor:$down);
+  let results = (outs DSV3_F32Tensor:$result);
+  let assemblyFormat = "$x `,` $weights `,` $expert_ids `,` $gate `,` $up `,` $down attr-dict `:` functional-type(operands, results)";
+  let hasVerifier = 1;
+}
+
+def DSV3_CrossEntropyOp : DSV3_Op<"cross_entropy"> {
+  let summary = "mean cross entropy of logits [B,T,V] against labels [B,T]";
+  let description = [{
+    `mean_{b,t} (logsumexp(logits[b,t,:]) - logits[b,t,labels[b,t]])`.
+
+    ```mlir
+    %l = dsv3.cross_entropy %logits, %labels : (tensor<2x31x512xf32>, tensor<2x31xi64>) -> tensor<f32>
+    ```
+  }];
+  let arguments = (ins DSV3_F32Tensor:$logits, DSV3_IndexTensor:$labels);
+  let results = (outs 0DTensorOf<[F32]>:$result);
+  let assemblyFormat = "$logits `,` $labels attr-dict `:` functional-type(operands, results)";
+  let hasVerifier = 1;
+}
+
+#endif // DSV3_IR_DSV3TENSOROPS_TD

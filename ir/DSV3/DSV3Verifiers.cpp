@@ -1,0 +1,360 @@
+//===- DSV3Verifiers.cpp - shape and attribute checks for dsv3 ops -------===//
+//
+// Every dsv3 op checks ranks, the dimensions it relates and its attributes, so
+// that a malformed model description fails at the frontend with a diagnostic
+// naming the operand instead of producing wrong numbers after lowering.
+//
+//===----------------------------------------------------------------------===//
+#include "ir/DSV3/DSV3Dialect.h"
+
+#include "llvm/ADT/STLExtras.h"
+
+using namespace mlir;
+using namespace dsv3;
+
+namespace {
+
+/// Small helper bound to one op that emits "'<name>' ..." diagnostics.
+class ShapeChecker {
+public:
+  explicit ShapeChecker(Operation *op) : op(op) {}
+
+  /// Checks `v` has rank `rank` and returns its shape through `shape`.
+  LogicalResult rank(Value v, StringRef name, int64_t rank,
+                     ArrayRef<int64_t> &shape) {
+    auto type = cast<RankedTensorType>(v.getType());
+    if (type.getRank() != rank)
+      return op->emitOpError() << "'" << name << "' must have rank " << rank
+                               << ", got " << type;
+    shape = type.getShape();
+    return success();
+  }
+
+  /// Checks a dimension against an expected size (dynamic sizes pass).
+  LogicalResult dim(StringRef name, ArrayRef<int64_t> shape, int64_t index,
+                    int64_t expected, StringRef what) {
+    int64_t got = shape[index];
+    if (ShapedType::isDynamic(got) || ShapedType::isDynamic(expected) ||
+        got == expected)
+      return success();
+    return op->emitOpError() << "'" << name << "' dimension " << index
+                             << " is " << got << " but " << what << " is "
+                             << expected;
+  }
+
+  /// Checks `v` has exactly `expected` as shape; `what` names the source of
+  /// the expectation.
+  LogicalResult shape(Value v, StringRef name, ArrayRef<int64_t> expected,
+                      StringRef what) {
+    ArrayRef<int64_t> got;
+    if (failed(rank(v, name, expected.size(), got)))
+      return failure();
+    for (auto [i, e] : llvm::enumerate(expected))
+      if (failed(dim(name, got, i, e, what)))
+        return failure();
+    return success();
+  }
+
+  LogicalResult positive(StringRef attr, int64_t value) {
+    if (value > 0)
+      return success();
+    return op->emitOpError() << "attribute '" << attr
+                             << "' must be positive, got " << value;
+  }
+
+private:
+  Operation *op;
+};
+
+/// Routing attributes shared by dsv3.moe and dsv3.moe_router.
+LogicalResult verifyRouting(Operation *op, int64_t experts, int64_t topK,
+                            int64_t nGroup, int64_t topkGroup) {
+  ShapeChecker c(op);
+  if (failed(c.positive("top_k", topK)) ||
+      failed(c.positive("n_group", nGroup)) ||
+      failed(c.positive("topk_group", topkGroup)))
+    return failure();
+  if (ShapedType::isDynamic(experts))
+    return success();
+  if (experts % nGroup != 0)
+    return op->emitOpError() << "n_group (" << nGroup
+                             << ") must divide the number of experts ("
+                             << experts << ")";
+  if (nGroup > 64)
+    return op->emitOpError() << "n_group (" << nGroup
+                             << ") above 64 is not supported";
+  if (topkGroup > nGroup)
+    return op->emitOpError() << "topk_group (" << topkGroup
+                             << ") exceeds n_group (" << nGroup << ")";
+  if (topK > topkGroup * (experts / nGroup))
+    return op->emitOpError()
+           << "top_k (" << topK << ") exceeds the experts in the kept groups ("
+           << topkGroup * (experts / nGroup) << ")";
+  return success();
+}
+
+} // namespace
+
+LogicalResult ParamOp::verify() {
+  StringRef name = getName();
+  if (name.empty())
+    return emitOpError() << "parameter name must not be empty";
+  size_t stars = name.count('*');
+  if (auto stack = getStack()) {
+    if (*stack <= 0)
+      return emitOpError() << "stack count must be positive, got " << *stack;
+    if (stars != 1)
+      return emitOpError() << "a stacked parameter name needs exactly one '*', got '"
+                           << name << "'";
+    auto type = getResult().getType();
+    if (type.getRank() < 1 || type.getDimSize(0) != static_cast<int64_t>(*stack))
+      return emitOpError() << "result leading dimension must equal the stack count "
+                           << *stack << ", got " << type;
+  } else if (stars != 0) {
+    return emitOpError() << "'*' in parameter name '" << name
+                         << "' requires a stack count";
+  }
+  return success();
+}
+
+LogicalResult EmbeddingOp::verify() {
+  ShapeChecker c(*this);
+  ArrayRef<int64_t> ids, table;
+  if (failed(c.rank(getIds(), "ids", 2, ids)) ||
+      failed(c.rank(getTable(), "table", 2, table)))
+    return failure();
+  return c.shape(getResult(), "result", {ids[0], ids[1], table[1]},
+                 "[batch, seq] of ids and the table width");
+}
+
+LogicalResult MLAAttentionOp::verify() {
+  ShapeChecker c(*this);
+  ArrayRef<int64_t> x;
+  if (failed(c.rank(getX(), "x", 3, x)))
+    return failure();
+  int64_t d = x[2], heads = getNumHeads(), qr = getQLoraRank(),
+          kvr = getKvLoraRank(), nope = getQkNopeHeadDim(),
+          rope = getQkRopeHeadDim(), vd = getVHeadDim();
+  if (failed(c.positive("num_heads", heads)) ||
+      failed(c.positive("kv_lora_rank", kvr)) ||
+      failed(c.positive("qk_nope_head_dim", nope)) ||
+      failed(c.positive("qk_rope_head_dim", rope)) ||
+      failed(c.positive("v_head_dim", vd)))
+    return failure();
+  if (rope % 2 != 0)
+    return emitOpError() << "qk_rope_head_dim must be even, got " << rope;
+  if (static_cast<int64_t>(getRopeInvFreq().size()) != rope / 2)
+    return emitOpError() << "rope_inv_freq has " << getRopeInvFreq().size()
+                         << " entries, expected qk_rope_head_dim / 2 = "
+                         << rope / 2;
+  if (getSoftmaxScale().convertToDouble() <= 0)
+    return emitOpError() << "softmax_scale must be positive";
+  int64_t qOut = heads * (nope + rope);
+  if (qr > 0) {
+    if (!getQA() || !getQANorm() || !getQB() || getQProj())
+      return emitOpError() << "q_lora_rank " << qr
+                           << " needs q_a, q_a_norm and q_b and no q_proj";
+    if (failed(c.shape(getQA(), "q_a", {qr, d}, "[q_lora_rank, hidden]")) ||
+        failed(c.shape(getQANorm(), "q_a_norm", {qr}, "[q_lora_rank]")) ||
+        failed(c.shape(getQB(), "q_b", {qOut, qr},
+                       "[heads*(qk_nope+qk_rope), q_lora_rank]")))
+      return failure();
+  } else {
+    if (!getQProj() || getQA() || getQANorm() || getQB())
+      return emitOpError()
+             << "without query compression (q_lora_rank 0) only q_proj is allowed";
+    if (failed(c.shape(getQProj(), "q_proj", {qOut, d},
+                       "[heads*(qk_nope+qk_rope), hidden]")))
+      return failure();
+  }
+  if (failed(c.shape(getKvA(), "kv_a", {kvr + rope, d},
+                     "[kv_lora_rank+qk_rope, hidden]")) ||
+      failed(c.shape(getKvANorm(), "kv_a_norm", {kvr}, "[kv_lora_rank]")) ||
+      failed(c.shape(getKvB(), "kv_b", {heads * (nope + vd), kvr},
+                     "[heads*(qk_nope+v_head), kv_lora_rank]")) ||
+      failed(c.shape(getO(), "o", {d, heads * vd}, "[hidden, heads*v_head]")))
+    return failure();
+  return c.shape(getResult(), "result", x, "the input shape");
+}
+
+LogicalResult MLPOp::verify() {
+  ShapeChecker c(*this);
+  auto x = getX().getType().getShape();
+  if (x.empty())
+    return emitOpError() << "'x' must have rank >= 1";
+  ArrayRef<int64_t> gate;
+  if (failed(c.rank(getGate(), "gate", 2, gate)))
+    return failure();
+  int64_t d = x.back(), inner = gate[0];
+  if (failed(c.shape(getGate(), "gate", {inner, d}, "[inner, hidden]")) ||
+      failed(c.shape(getUp(), "up", {inner, d}, "[inner, hidden]")) ||
+      failed(c.shape(getDown(), "down", {d, inner}, "[hidden, inner]")))
+    return failure();
+  return c.shape(getResult(), "result", x, "the input shape");
+}
+
+LogicalResult MoEOp::verify() {
+  ShapeChecker c(*this);
+  ArrayRef<int64_t> x, router, gate;
+  if (failed(c.rank(getX(), "x", 3, x)) ||
+      failed(c.rank(getRouter(), "router", 2, router)) ||
+      failed(c.rank(getExpertGate(), "expert_gate", 3, gate)))
+    return failure();
+  int64_t d = x[2], e = router[0], inner = gate[1];
+  if (failed(c.shape(getRouter(), "router", {e, d}, "[experts, hidden]")) ||
+      failed(c.shape(getBias(), "bias", {e}, "[experts]")) ||
+      failed(c.shape(getExpertGate(), "expert_gate", {e, inner, d},
+                     "[experts, inner, hidden]")) ||
+      failed(c.shape(getExpertUp(), "expert_up", {e, inner, d},
+                     "[experts, inner, hidden]")) ||
+      failed(c.shape(getExpertDown(), "expert_down", {e, d, inner},
+                     "[experts, hidden, inner]")))
+    return failure();
+  if (getSharedGate()) {
+    ArrayRef<int64_t> sg;
+    if (failed(c.rank(getSharedGate(), "shared_gate", 2, sg)) ||
+        failed(c.shape(getSharedGate(), "shared_gate", {sg[0], d},
+                       "[shared inner, hidden]")) ||
+        failed(c.shape(getSharedUp(), "shared_up", {sg[0], d},
+                       "[shared inner, hidden]")) ||
+        failed(c.shape(getSharedDown(), "shared_down", {d, sg[0]},
+                       "[hidden, shared inner]")))
+      return failure();
+  }
+  if (failed(verifyRouting(*this, e, getTopK(), getNGroup(), getTopkGroup())))
+    return failure();
+  int64_t tokens = ShapedType::isDynamic(x[0]) || ShapedType::isDynamic(x[1])
+                       ? ShapedType::kDynamic
+                       : x[0] * x[1];
+  if (failed(c.shape(getResult(), "result", x, "the input shape")) ||
+      failed(c.shape(getExpertIds(), "expert_ids", {tokens, static_cast<int64_t>(getTopK())},
+                     "[batch*seq, top_k]")))
+    return failure();
+  return success();
+}
+
+LogicalResult MTPInputOp::verify() {
+  ShapeChecker c(*this);
+  ArrayRef<int64_t> h;
+  if (failed(c.rank(getHidden(), "hidden", 3, h)))
+    return failure();
+  int64_t d = h[2];
+  if (failed(c.shape(getEmbedding(), "embedding", h, "the hidden shape")) ||
+      failed(c.shape(getEnorm(), "enorm", {d}, "[hidden]")) ||
+      failed(c.shape(getHnorm(), "hnorm", {d}, "[hidden]")) ||
+      failed(c.shape(getEhProj(), "eh_proj",
+                     {d, ShapedType::isDynamic(d) ? d : 2 * d},
+                     "[hidden, 2*hidden]")))
+    return failure();
+  return c.shape(getResult(), "result", h, "the hidden shape");
+}
+
+LogicalResult LinearOp::verify() {
+  ShapeChecker c(*this);
+  auto x = getX().getType().getShape();
+  ArrayRef<int64_t> w;
+  if (x.empty())
+    return emitOpError() << "'x' must have rank >= 1";
+  if (failed(c.rank(getWeight(), "weight", 2, w)) ||
+      failed(c.dim("weight", w, 1, x.back(), "the last dimension of 'x'")))
+    return failure();
+  SmallVector<int64_t> expected(x);
+  expected.back() = w[0];
+  return c.shape(getResult(), "result", expected, "x[..., :] W^T");
+}
+
+LogicalResult RMSNormOp::verify() {
+  ShapeChecker c(*this);
+  auto x = getX().getType().getShape();
+  if (x.empty())
+    return emitOpError() << "'x' must have rank >= 1";
+  if (getEpsilon().convertToDouble() < 0)
+    return emitOpError() << "epsilon must not be negative";
+  if (failed(c.shape(getWeight(), "weight", {x.back()},
+                     "the last dimension of 'x'")))
+    return failure();
+  return c.shape(getResult(), "result", x, "the input shape");
+}
+
+LogicalResult RopeOp::verify() {
+  ShapeChecker c(*this);
+  ArrayRef<int64_t> x;
+  if (failed(c.rank(getX(), "x", 4, x)))
+    return failure();
+  if (!ShapedType::isDynamic(x[3])) {
+    if (x[3] % 2 != 0)
+      return emitOpError() << "rotary dimension must be even, got " << x[3];
+    if (static_cast<int64_t>(getInvFreq().size()) != x[3] / 2)
+      return emitOpError() << "inv_freq has " << getInvFreq().size()
+                           << " entries, expected " << x[3] / 2;
+  }
+  if (getPositionOffset() < 0)
+    return emitOpError() << "position_offset must not be negative";
+  return c.shape(getResult(), "result", x, "the input shape");
+}
+
+LogicalResult MLACoreOp::verify() {
+  ShapeChecker c(*this);
+  ArrayRef<int64_t> qn, qr, v;
+  if (failed(c.rank(getQNope(), "q_nope", 4, qn)) ||
+      failed(c.rank(getQRope(), "q_rope", 4, qr)) ||
+      failed(c.rank(getV(), "v", 4, v)))
+    return failure();
+  int64_t b = qn[0], t = qn[1], h = qn[2];
+  if (failed(c.shape(getQRope(), "q_rope", {b, t, h, qr[3]}, "q_nope's [B,T,H]")) ||
+      failed(c.shape(getKNope(), "k_nope", qn, "the q_nope shape")) ||
+      failed(c.shape(getKRope(), "k_rope", {b, t, qr[3]}, "[B, T, rope dim]")) ||
+      failed(c.shape(getV(), "v", {b, t, h, v[3]}, "q_nope's [B,T,H]")))
+    return failure();
+  if (getSoftmaxScale().convertToDouble() <= 0)
+    return emitOpError() << "softmax_scale must be positive";
+  return c.shape(getResult(), "result", v, "the v shape");
+}
+
+LogicalResult SwiGLUOp::verify() {
+  if (getGate().getType() != getUp().getType() ||
+      getGate().getType() != getResult().getType())
+    return emitOpError() << "gate, up and result must have the same type";
+  return success();
+}
+
+LogicalResult MoERouterOp::verify() {
+  ShapeChecker c(*this);
+  ArrayRef<int64_t> x, r;
+  if (failed(c.rank(getX(), "x", 2, x)) ||
+      failed(c.rank(getRouter(), "router", 2, r)) ||
+      failed(c.dim("router", r, 1, x[1], "the hidden size of 'x'")) ||
+      failed(c.shape(getBias(), "bias", {r[0]}, "[experts]")) ||
+      failed(verifyRouting(*this, r[0], getTopK(), getNGroup(), getTopkGroup())) ||
+      failed(c.shape(getWeights(), "weights", {x[0], static_cast<int64_t>(getTopK())}, "[tokens, top_k]")) ||
+      failed(c.shape(getExpertIds(), "expert_ids", {x[0], static_cast<int64_t>(getTopK())},
+                     "[tokens, top_k]")))
+    return failure();
+  return success();
+}
+
+LogicalResult MoEExpertsOp::verify() {
+  ShapeChecker c(*this);
+  ArrayRef<int64_t> x, w, g;
+  if (failed(c.rank(getX(), "x", 2, x)) ||
+      failed(c.rank(getWeights(), "weights", 2, w)) ||
+      failed(c.rank(getGate(), "gate", 3, g)))
+    return failure();
+  int64_t n = x[0], d = x[1], e = g[0], inner = g[1];
+  if (failed(c.shape(getWeights(), "weights", {n, w[1]}, "[tokens, top_k]")) ||
+      failed(c.shape(getExpertIds(), "expert_ids", {n, w[1]}, "[tokens, top_k]")) ||
+      failed(c.shape(getGate(), "gate", {e, inner, d}, "[experts, inner, hidden]")) ||
+      failed(c.shape(getUp(), "up", {e, inner, d}, "[experts, inner, hidden]")) ||
+      failed(c.shape(getDown(), "down", {e, d, inner}, "[experts, hidden, inner]")))
+    return failure();
+  return c.shape(getResult(), "result", x, "the input shape");
+}
+
+LogicalResult CrossEntropyOp::verify() {
+  ShapeChecker c(*this);
+  ArrayRef<int64_t> logits;
+  if (failed(c.rank(getLogits(), "logits", 3, logits)))
+    return failure();
+  return c.shape(getLabels(), "labels", {logits[0], logits[1]},
+                 "[batch, seq] of the logits");
+}

@@ -1,0 +1,179 @@
+//===- MaterializeParams.cpp - flat parameter buffer and memref ABI -------===//
+//
+// Runs after convert-dsv3-to-linalg and before bufferization. Gives each
+// dsv3.param a slice of one float32 buffer (the runtime fills it from the
+// checkpoint and, for training, keeps gradients and optimizer state in
+// buffers of the same layout) and rewrites public functions to take inputs
+// and outputs as memrefs, so the JIT calls them through the C interface.
+//
+//===----------------------------------------------------------------------===//
+#include "ir/DSV3/DSV3Dialect.h"
+#include "lowering/Passes.h"
+
+#include "llvm/ADT/StringMap.h"
+#include "llvm/Support/MathExtras.h"
+
+namespace dsv3 {
+#define GEN_PASS_DEF_DSV3MATERIALIZEPARAMSPASS
+#include "lowering/Passes.h.inc"
+} // namespace dsv3
+
+using namespace mlir;
+using namespace dsv3;
+
+namespace {
+
+struct ParamSlot {
+  int64_t offset;
+  RankedTensorType type;
+};
+
+MemRefType identityMemRef(Type t) {
+  auto tensor = cast<RankedTensorType>(t);
+  return MemRefType::get(tensor.getShape(), tensor.getElementType());
+}
+
+struct DSV3MaterializeParamsPass
+    : dsv3::impl::DSV3MaterializeParamsPassBase<DSV3MaterializeParamsPass> {
+  using Base::Base;
+
+  void runOnOperation() override {
+    ModuleOp module = getOperation();
+    MLIRContext *ctx = &getContext();
+    if (alignment <= 0) {
+      module.emitError() << "alignment must be positive";
+      return signalPassFailure();
+    }
+
+    // Layout: first-use order, one slot per distinct parameter name.
+    llvm::StringMap<ParamSlot> slots;
+    SmallVector<Attribute> layout;
+    int64_t total = 0;
+    WalkResult walk = module.walk([&](ParamOp p) {
+      std::string key = p.getName().str();
+      auto type = p.getResult().getType();
+      auto it = slots.find(key);
+      if (it != slots.end()) {
+        if (it->second.type != type) {
+          p.emitOpError() << "parameter used with two types: " << it->second.type
+                          << " and " << type;
+          return WalkResult::interrupt();
+        }
+        return WalkResult::advance();
+      }
+      int64_t offset = llvm::alignTo(total, alignment);
+      slots[key] = {offset, type};
+      total = offset + type.getNumElements();
+      NamedAttribute fields[] = {
+          NamedAttribute(StringAttr::get(ctx, "name"), p.getNameAttr()),
+          NamedAttribute(StringAttr::get(ctx, "offset"),
+                         IntegerAttr::get(IntegerType::get(ctx, 64), offset)),
+          NamedAttribute(StringAttr::get(ctx, "shape"),
+                         DenseI64ArrayAttr::get(ctx, type.getShape()))};
+      layout.push_back(DictionaryAttr::get(ctx, fields));
+      return WalkResult::advance();
+    });
+    if (walk.wasInterrupted())
+      return signalPassFailure();
+    // A model without parameters still gets a 1-element buffer so the
+    // calling convention does not change shape.
+    auto paramsType = MemRefType::get({std::max<int64_t>(total, 1)},
+                                      Float32Type::get(ctx));
+
+    for (auto func : llvm::make_early_inc_range(module.getOps<func::FuncOp>())) {
+      if (func.isExternal() || func.isPrivate())
+        continue;
+      if (failed(convertFunction(func, paramsType, slots)))
+        return signalPassFailure();
+    }
+    module->setAttr("dsv3.param_layout", ArrayAttr::get(ctx, layout));
+    module->setAttr("dsv3.param_count",
+                    IntegerAttr::get(IntegerType::get(ctx, 64), total));
+  }
+
+  LogicalResult convertFunction(func::FuncOp func, MemRefType paramsType,
+                                const llvm::StringMap<ParamSlot> &slots) {
+    MLIRContext *ctx = func.getContext();
+    FunctionType oldType = func.getFunctionType();
+    for (Type t : llvm::concat<const Type>(oldType.getInputs(),
+                                           oldType.getResults()))
+      if (!isa<RankedTensorType>(t) ||
+          !cast<RankedTensorType>(t).hasStaticShape())
+        return func.emitOpError()
+               << "entry points take and return statically shaped tensors, got "
+               << t;
+
+    // Output names travel from result attributes to one function attribute.
+    SmallVector<Attribute> outputNames;
+    for (unsigned i = 0; i < oldType.getNumResults(); ++i) {
+      auto name = func.getResultAttrOfType<StringAttr>(i, "dsv3.output");
+      outputNames.push_back(name ? name : StringAttr::get(ctx, "out" + std::to_string(i)));
+    }
+
+    Block &entry = func.front();
+    Location loc = func.getLoc();
+    unsigned numOld = entry.getNumArguments();
+    SmallVector<Type> newInputs{paramsType};
+    Value params = entry.addArgument(paramsType, loc);
+    OpBuilder b = OpBuilder::atBlockBegin(&entry);
+    for (unsigned i = 0; i < numOld; ++i) {
+      BlockArgument old = entry.getArgument(i);
+      MemRefType mt = identityMemRef(old.getType());
+      newInputs.push_back(mt);
+      Value m = entry.addArgument(mt, old.getLoc());
+      Value t = bufferization::ToTensorOp::create(b, old.getLoc(), old.getType(),
+                                                  m, UnitAttr::get(ctx));
+      old.replaceAllUsesWith(t);
+    }
+    SmallVector<Value> outs;
+    for (Type r : oldType.getResults()) {
+      MemRefType mt = identityMemRef(r);
+      newInputs.push_back(mt);
+      outs.push_back(entry.addArgument(mt, loc));
+    }
+    entry.eraseArguments(0, numOld);
+
+    // Parameters become to_tensor views of the flat buffer.
+    SmallVector<ParamOp> params_;
+    func.walk([&](ParamOp p) { params_.push_back(p); });
+    for (ParamOp p : params_) {
+      const ParamSlot &slot = slots.find(p.getName())->second;
+      auto shape = slot.type.getShape();
+      SmallVector<int64_t> strides(shape.size(), 1);
+      for (int64_t i = static_cast<int64_t>(shape.size()) - 2; i >= 0; --i)
+        strides[i] = strides[i + 1] * shape[i + 1];
+      auto viewType = MemRefType::get(
+          shape, slot.type.getElementType(),
+          StridedLayoutAttr::get(ctx, slot.offset, strides));
+      OpBuilder pb(p);
+      Value view = memref::ReinterpretCastOp::create(
+          pb, p.getLoc(), viewType, params, slot.offset, shape, strides);
+      Value t = bufferization::ToTensorOp::create(pb, p.getLoc(), slot.type,
+                                                  view, UnitAttr::get(ctx));
+      p.replaceAllUsesWith(t);
+      p.erase();
+    }
+
+    // Results are written into the caller's output buffers.
+    SmallVector<func::ReturnOp> returns;
+    func.walk([&](func::ReturnOp r) { returns.push_back(r); });
+    for (func::ReturnOp r : returns) {
+      OpBuilder rb(r);
+      for (auto [v, out] : llvm::zip(r.getOperands(), outs))
+        bufferization::MaterializeInDestinationOp::create(
+            rb, r.getLoc(), TypeRange{}, v, out, /*restrict=*/true,
+            /*writable=*/true);
+      func::ReturnOp::create(rb, r.getLoc());
+      r.erase();
+    }
+
+    func.setType(FunctionType::get(ctx, newInputs, {}));
+    func.removeArgAttrsAttr();
+    func.removeResAttrsAttr();
+    func->setAttr("llvm.emit_c_interface", UnitAttr::get(ctx));
+    func->setAttr("dsv3.outputs", ArrayAttr::get(ctx, outputNames));
+    return success();
+  }
+};
+
+} // namespace

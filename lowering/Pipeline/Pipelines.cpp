@@ -1,0 +1,133 @@
+//===- Pipelines.cpp - the named compilation pipelines --------------------===//
+//
+// dsv3 (model) --dsv3-decompose--> dsv3 (tensor ops)
+//   --convert-dsv3-to-linalg--> linalg on tensors
+//   --materialize params, fuse, bufferize, ukernels, loops--> LLVM dialect
+//
+//===----------------------------------------------------------------------===//
+#include "lowering/Pipeline/Pipelines.h"
+
+#include "lowering/Passes.h"
+#include "passes/Passes.h"
+
+#include "ir/DSV3/DSV3Dialect.h"
+
+#include "mlir/Conversion/Passes.h"
+#include "mlir/Dialect/Affine/IR/AffineOps.h"
+#include "mlir/Dialect/Arith/Transforms/BufferizableOpInterfaceImpl.h"
+#include "mlir/Dialect/Bufferization/IR/Bufferization.h"
+#include "mlir/Dialect/ControlFlow/IR/ControlFlow.h"
+#include "mlir/Dialect/LLVMIR/LLVMDialect.h"
+#include "mlir/Dialect/Linalg/Transforms/BufferizableOpInterfaceImpl.h"
+#include "mlir/Dialect/SCF/Transforms/BufferizableOpInterfaceImpl.h"
+#include "mlir/Dialect/Tensor/Transforms/BufferizableOpInterfaceImpl.h"
+#include "mlir/Target/LLVMIR/Dialect/Builtin/BuiltinToLLVMIRTranslation.h"
+#include "mlir/Target/LLVMIR/Dialect/LLVMIR/LLVMToLLVMIRTranslation.h"
+#include "mlir/Dialect/Bufferization/Pipelines/Passes.h"
+#include "mlir/Dialect/Bufferization/Transforms/Passes.h"
+#include "mlir/Dialect/Linalg/Passes.h"
+#include "mlir/Dialect/MemRef/Transforms/Passes.h"
+#include "mlir/Pass/PassRegistry.h"
+#include "mlir/Transforms/Passes.h"
+
+using namespace mlir;
+
+namespace dsv3 {
+
+std::optional<Phase> parsePhase(llvm::StringRef name) {
+  return llvm::StringSwitch<std::optional<Phase>>(name)
+      .Case("dsv3", Phase::DSV3)
+      .Case("tensor", Phase::Tensor)
+      .Case("linalg", Phase::Linalg)
+      .Case("llvm", Phase::LLVM)
+      .Default(std::nullopt);
+}
+
+llvm::StringRef phaseName(Phase phase) {
+  switch (phase) {
+  case Phase::DSV3:
+    return "dsv3";
+  case Phase::Tensor:
+    return "tensor";
+  case Phase::Linalg:
+    return "linalg";
+  case Phase::LLVM:
+    return "llvm";
+  }
+  llvm_unreachable("unknown phase");
+}
+
+void registerPipelineDialects(DialectRegistry &registry) {
+  registry.insert<DSV3Dialect, func::FuncDialect, arith::ArithDialect,
+                  math::MathDialect, tensor::TensorDialect,
+                  linalg::LinalgDialect, scf::SCFDialect, memref::MemRefDialect,
+                  bufferization::BufferizationDialect, affine::AffineDialect,
+                  cf::ControlFlowDialect, LLVM::LLVMDialect>();
+  arith::registerBufferizableOpInterfaceExternalModels(registry);
+  linalg::registerBufferizableOpInterfaceExternalModels(registry);
+  scf::registerBufferizableOpInterfaceExternalModels(registry);
+  tensor::registerBufferizableOpInterfaceExternalModels(registry);
+  registerBuiltinDialectTranslation(registry);
+  registerLLVMDialectTranslation(registry);
+}
+
+void buildDecomposePipeline(OpPassManager &pm) {
+  pm.addPass(createDSV3DecomposePass());
+}
+
+void buildLinalgPipeline(OpPassManager &pm) {
+  pm.addPass(createConvertDSV3ToLinalgPass());
+  // Residual adds are arith ops on tensors until here.
+  pm.addNestedPass<func::FuncOp>(createConvertElementwiseToLinalgPass());
+}
+
+void buildLLVMPipeline(OpPassManager &pm, const CPUPipelineOptions &options) {
+  pm.addPass(createDSV3MaterializeParamsPass());
+  if (options.fuseElementwise)
+    pm.addNestedPass<func::FuncOp>(createDSV3FuseElementwisePass());
+  pm.addPass(createCanonicalizerPass());
+  pm.addPass(createCSEPass());
+  // Let the last op of each output write straight into the caller's buffer.
+  pm.addPass(bufferization::createEmptyTensorEliminationPass());
+  pm.addPass(bufferization::createOneShotBufferizePass());
+  bufferization::buildBufferDeallocationPipeline(pm);
+  if (options.useUkernels)
+    pm.addPass(createDSV3LinalgToUkernelPass());
+  pm.addNestedPass<func::FuncOp>(createConvertLinalgToLoopsPass());
+  pm.addPass(memref::createExpandStridedMetadataPass());
+  pm.addPass(createLowerAffinePass());
+  pm.addPass(createSCFToControlFlowPass());
+  pm.addPass(createConvertMathToLLVMPass());
+  pm.addPass(createConvertMathToLibmPass());
+  pm.addPass(createArithToLLVMConversionPass());
+  pm.addPass(createConvertIndexToLLVMPass());
+  pm.addPass(createFinalizeMemRefToLLVMConversionPass());
+  pm.addPass(createConvertFuncToLLVMPass());
+  pm.addPass(createConvertControlFlowToLLVMPass());
+  pm.addPass(createReconcileUnrealizedCastsPass());
+  pm.addPass(createCanonicalizerPass());
+}
+
+void buildPipeline(OpPassManager &pm, Phase to,
+                   const CPUPipelineOptions &options) {
+  if (to >= Phase::Tensor)
+    buildDecomposePipeline(pm);
+  if (to >= Phase::Linalg)
+    buildLinalgPipeline(pm);
+  if (to >= Phase::LLVM)
+    buildLLVMPipeline(pm, options);
+}
+
+void registerPipelines() {
+  PassPipelineRegistration<>("dsv3-decompose-pipeline",
+                             "dsv3 model ops to tensor-level dsv3 ops",
+                             buildDecomposePipeline);
+  PassPipelineRegistration<>(
+      "dsv3-to-linalg-pipeline", "dsv3 model ops to linalg on tensors",
+      [](OpPassManager &pm) { buildPipeline(pm, Phase::Linalg); });
+  PassPipelineRegistration<>(
+      "dsv3-to-llvm-pipeline", "dsv3 model ops to the LLVM dialect",
+      [](OpPassManager &pm) { buildPipeline(pm, Phase::LLVM); });
+}
+
+} // namespace dsv3

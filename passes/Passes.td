@@ -1,0 +1,25 @@
+//===- Passes.td - passes on dsv3 IR ---------------------*- tablegen -*-===//
+//
+// Transformations that keep the program in the dsv3 dialect. Conversions out
+// of it are declared in lowering/Passes.td.
+//
+//===----------------------------------------------------------------------===//
+#ifndef DSV3_PASSES_PASSES_TD
+#define DSV3_PASSES_PASSES_TD
+
+include "mlir/Pass/PassBase.td"
+
+def DSV3DecomposePass : Pass<"dsv3-decompose"> {
+  let summary = "Expand model-structure ops into tensor-level dsv3 ops";
+  let description = [{
+    Rewrites `dsv3.mla_attention`, `dsv3.mlp`, `dsv3.moe` and
+    `dsv3.mtp_input` into `dsv3.linear`, `dsv3.rms_norm`, `dsv3.rope`,
+    `dsv3.mla_core`, `dsv3.swiglu`, `dsv3.moe_router`, `dsv3.moe_experts` and
+    tensor reshapes/slices. After this pass the IR is what
+    `dsv3c compile --emit=tensor` prints.
+  }];
+  let dependentDialects = ["::mlir::tensor::TensorDialect",
+                           "::mlir::arith::ArithDialect"];
+}
+
+#endif // DSV3_PASSES_PASSES_TD

@@ -1,0 +1,74 @@
+//===- JitModule.h - JIT-compiled dsv3 module -------------------*- C++ -*-===//
+//
+// Last stage of the pipeline: takes the LLVM-dialect module that
+// buildLLVMPipeline produced, compiles it at O3 for the host CPU with
+// MLIR's ExecutionEngine, binds the runtime microkernels, and calls entry
+// points with plain host buffers.
+//
+//===----------------------------------------------------------------------===//
+#ifndef DSV3_RUNTIME_JIT_JITMODULE_H
+#define DSV3_RUNTIME_JIT_JITMODULE_H
+
+#include "mlir/ExecutionEngine/ExecutionEngine.h"
+#include "mlir/IR/BuiltinOps.h"
+#include "llvm/Support/Error.h"
+
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace dsv3 {
+
+/// Where one parameter lives in the flat float32 parameter buffer.
+struct ParamSlot {
+  std::string name; // hub name; a '*' marks a stack over experts
+  int64_t offset = 0;
+  std::vector<int64_t> shape;
+  int64_t numElements() const;
+};
+
+/// Layout recorded by dsv3-materialize-params on the module.
+struct ParamLayout {
+  std::vector<ParamSlot> slots;
+  int64_t totalElements = 0;
+};
+
+/// A host buffer handed to or filled by JIT code.
+struct BufferArg {
+  void *data;
+  std::vector<int64_t> shape; // row-major, contiguous
+};
+
+/// Signature of one entry point: output names in order.
+struct EntryPoint {
+  std::string name;
+  std::vector<std::string> outputs;
+};
+
+class JitModule {
+public:
+  /// Compiles `module` (LLVM dialect). Reads the parameter layout and entry
+  /// point signatures before translation.
+  static llvm::Expected<std::unique_ptr<JitModule>>
+  compile(mlir::ModuleOp module, unsigned optLevel = 3);
+
+  const ParamLayout &layout() const { return layout_; }
+  const EntryPoint *entry(llvm::StringRef name) const;
+
+  /// Calls `name(params, inputs..., outputs...)`.
+  llvm::Error call(llvm::StringRef name, float *params,
+                   llvm::ArrayRef<BufferArg> inputs,
+                   llvm::ArrayRef<BufferArg> outputs);
+
+private:
+  std::unique_ptr<mlir::ExecutionEngine> engine_;
+  ParamLayout layout_;
+  std::vector<EntryPoint> entries_;
+};
+
+/// Reads `dsv3.param_layout` / `dsv3.param_count` from a module.
+llvm::Expected<ParamLayout> readParamLayout(mlir::ModuleOp module);
+
+} // namespace dsv3
+
+#endif // DSV3_RUNTIME_JIT_JITMODULE_H

@@ -1,0 +1,59 @@
+//===- E2EUtil.cpp - run dsv3c from tests and read its outputs ------------===//
+#include "tests/e2e/E2EUtil.h"
+
+#include <gtest/gtest.h>
+
+#include <array>
+#include <cstdio>
+#include <filesystem>
+
+namespace dsv3::test {
+
+RunResult runDsv3c(const std::string &args) {
+  std::string cmd = std::string(DSV3C_PATH) + " " + args + " 2>&1";
+  RunResult r{-1, ""};
+  FILE *pipe = popen(cmd.c_str(), "r");
+  if (!pipe)
+    return r;
+  std::array<char, 4096> buf;
+  size_t n;
+  while ((n = fread(buf.data(), 1, buf.size(), pipe)) > 0)
+    r.output.append(buf.data(), n);
+  int status = pclose(pipe);
+  r.exitCode = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  return r;
+}
+
+std::string scratchDir(const std::string &name) {
+  auto dir = std::filesystem::temp_directory_path() /
+             ("dsv3-e2e-" + std::to_string(getpid()) + "-" + name);
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  return dir.string();
+}
+
+std::string sourcePath(const std::string &relative) {
+  return std::string(DSV3_SOURCE_DIR) + "/" + relative;
+}
+
+std::vector<float> readF32(const SafetensorsFile &f, const std::string &name) {
+  const TensorInfo *t = f.lookup(name);
+  if (!t) {
+    ADD_FAILURE() << "missing tensor " << name << " in " << f.path().str();
+    return {};
+  }
+  std::vector<float> v(t->numElements());
+  llvm::Error e = convertToF32(*t, v.data());
+  EXPECT_FALSE(static_cast<bool>(e)) << llvm::toString(std::move(e));
+  return v;
+}
+
+void writeTokens(const std::string &path, const std::vector<int64_t> &shape,
+                 const std::vector<int64_t> &ids) {
+  SafetensorsWriter w;
+  w.addI64("input_ids", shape, ids);
+  llvm::Error e = w.write(path);
+  ASSERT_FALSE(static_cast<bool>(e)) << llvm::toString(std::move(e));
+}
+
+} // namespace dsv3::test

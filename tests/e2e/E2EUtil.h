@@ -1,0 +1,35 @@
+//===- E2EUtil.h - run dsv3c from tests and read its outputs ----*- C++ -*-===//
+#ifndef DSV3_TESTS_E2E_E2EUTIL_H
+#define DSV3_TESTS_E2E_E2EUTIL_H
+
+#include "frontends/model/Safetensors.h"
+
+#include <string>
+#include <vector>
+
+namespace dsv3::test {
+
+struct RunResult {
+  int exitCode;
+  std::string output; // stdout and stderr together
+};
+
+/// Runs `dsv3c <args>` through the shell.
+RunResult runDsv3c(const std::string &args);
+
+/// A fresh scratch directory for one test.
+std::string scratchDir(const std::string &name);
+
+/// Path inside the source tree.
+std::string sourcePath(const std::string &relative);
+
+/// Reads a float tensor (any float dtype) from a safetensors file.
+std::vector<float> readF32(const SafetensorsFile &f, const std::string &name);
+
+/// Writes `input_ids` of the given shape as int64.
+void writeTokens(const std::string &path, const std::vector<int64_t> &shape,
+                 const std::vector<int64_t> &ids);
+
+} // namespace dsv3::test
+
+#endif

@@ -1,0 +1,175 @@
+// RUN: dsv3-opt %s -split-input-file -verify-diagnostics
+// One verifier diagnostic per case.
+
+// A linear whose weight does not match the input width.
+func.func @linear_width(%x: tensor<4x8xf32>, %w: tensor<16x7xf32>) -> tensor<4x16xf32> {
+  // expected-error @+1 {{'weight' dimension 1 is 7 but the last dimension of 'x' is 8}}
+  %y = dsv3.linear %x, %w : (tensor<4x8xf32>, tensor<16x7xf32>) -> tensor<4x16xf32>
+  return %y : tensor<4x16xf32>
+}
+
+// -----
+
+// A linear whose result width is not the weight's output dimension.
+func.func @linear_result(%x: tensor<4x8xf32>, %w: tensor<16x8xf32>) -> tensor<4x15xf32> {
+  // expected-error @+1 {{'result' dimension 1 is 15 but x[..., :] W^T is 16}}
+  %y = dsv3.linear %x, %w : (tensor<4x8xf32>, tensor<16x8xf32>) -> tensor<4x15xf32>
+  return %y : tensor<4x15xf32>
+}
+
+// -----
+
+// A stacked parameter needs a '*' placeholder.
+func.func @param_stack() -> tensor<4x2xf32> {
+  // expected-error @+1 {{a stacked parameter name needs exactly one '*', got 'experts.gate'}}
+  %p = dsv3.param "experts.gate" stack 4 : tensor<4x2xf32>
+  return %p : tensor<4x2xf32>
+}
+
+// -----
+
+// '*' without a stack count.
+func.func @param_star() -> tensor<4x2xf32> {
+  // expected-error @+1 {{'*' in parameter name 'experts.*.gate' requires a stack count}}
+  %p = dsv3.param "experts.*.gate" : tensor<4x2xf32>
+  return %p : tensor<4x2xf32>
+}
+
+// -----
+
+// The stack count must match the leading dimension.
+func.func @param_stack_dim() -> tensor<3x2xf32> {
+  // expected-error @+1 {{result leading dimension must equal the stack count 4}}
+  %p = dsv3.param "e.*.w" stack 4 : tensor<3x2xf32>
+  return %p : tensor<3x2xf32>
+}
+
+// -----
+
+// RMSNorm weight must match the normalised dimension.
+func.func @rms_weight(%x: tensor<2x8xf32>, %w: tensor<7xf32>) -> tensor<2x8xf32> {
+  // expected-error @+1 {{'weight' dimension 0 is 7 but the last dimension of 'x' is 8}}
+  %y = dsv3.rms_norm %x, %w {epsilon = 1.0e-6 : f64} : (tensor<2x8xf32>, tensor<7xf32>) -> tensor<2x8xf32>
+  return %y : tensor<2x8xf32>
+}
+
+// -----
+
+// RoPE needs one frequency per pair.
+func.func @rope_freq(%x: tensor<1x2x1x4xf32>) -> tensor<1x2x1x4xf32> {
+  // expected-error @+1 {{inv_freq has 1 entries, expected 2}}
+  %y = dsv3.rope %x {inv_freq = array<f64: 1.0>, attention_scaling = 1.0 : f64, position_offset = 0 : i64} : (tensor<1x2x1x4xf32>) -> tensor<1x2x1x4xf32>
+  return %y : tensor<1x2x1x4xf32>
+}
+
+// -----
+
+// RoPE on an odd dimension.
+func.func @rope_odd(%x: tensor<1x2x1x3xf32>) -> tensor<1x2x1x3xf32> {
+  // expected-error @+1 {{rotary dimension must be even, got 3}}
+  %y = dsv3.rope %x {inv_freq = array<f64: 1.0>, attention_scaling = 1.0 : f64, position_offset = 0 : i64} : (tensor<1x2x1x3xf32>) -> tensor<1x2x1x3xf32>
+  return %y : tensor<1x2x1x3xf32>
+}
+
+// -----
+
+// n_group must divide the experts.
+func.func @router_groups(%x: tensor<4x8xf32>, %r: tensor<6x8xf32>, %b: tensor<6xf32>) -> tensor<4x2xi64> {
+  // expected-error @+1 {{n_group (4) must divide the number of experts (6)}}
+  %w, %i = dsv3.moe_router %x, %r, %b {top_k = 2 : i64, n_group = 4 : i64, topk_group = 2 : i64, norm_topk_prob = true, routed_scaling_factor = 1.0 : f64}
+      : (tensor<4x8xf32>, tensor<6x8xf32>, tensor<6xf32>) -> (tensor<4x2xf32>, tensor<4x2xi64>)
+  return %i : tensor<4x2xi64>
+}
+
+// -----
+
+// topk_group cannot exceed n_group.
+func.func @router_topk_group(%x: tensor<4x8xf32>, %r: tensor<8x8xf32>, %b: tensor<8xf32>) -> tensor<4x2xi64> {
+  // expected-error @+1 {{topk_group (3) exceeds n_group (2)}}
+  %w, %i = dsv3.moe_router %x, %r, %b {top_k = 2 : i64, n_group = 2 : i64, topk_group = 3 : i64, norm_topk_prob = true, routed_scaling_factor = 1.0 : f64}
+      : (tensor<4x8xf32>, tensor<8x8xf32>, tensor<8xf32>) -> (tensor<4x2xf32>, tensor<4x2xi64>)
+  return %i : tensor<4x2xi64>
+}
+
+// -----
+
+// top_k larger than the experts of the kept groups.
+func.func @router_topk(%x: tensor<4x8xf32>, %r: tensor<8x8xf32>, %b: tensor<8xf32>) -> tensor<4x5xi64> {
+  // expected-error @+1 {{top_k (5) exceeds the experts in the kept groups (4)}}
+  %w, %i = dsv3.moe_router %x, %r, %b {top_k = 5 : i64, n_group = 2 : i64, topk_group = 1 : i64, norm_topk_prob = true, routed_scaling_factor = 1.0 : f64}
+      : (tensor<4x8xf32>, tensor<8x8xf32>, tensor<8xf32>) -> (tensor<4x5xf32>, tensor<4x5xi64>)
+  return %i : tensor<4x5xi64>
+}
+
+// -----
+
+// Routing bias of the wrong length.
+func.func @router_bias(%x: tensor<4x8xf32>, %r: tensor<8x8xf32>, %b: tensor<7xf32>) -> tensor<4x2xi64> {
+  // expected-error @+1 {{'bias' dimension 0 is 7 but [experts] is 8}}
+  %w, %i = dsv3.moe_router %x, %r, %b {top_k = 2 : i64, n_group = 1 : i64, topk_group = 1 : i64, norm_topk_prob = true, routed_scaling_factor = 1.0 : f64}
+      : (tensor<4x8xf32>, tensor<8x8xf32>, tensor<7xf32>) -> (tensor<4x2xf32>, tensor<4x2xi64>)
+  return %i : tensor<4x2xi64>
+}
+
+// -----
+
+// Expert down projection with the wrong inner size.
+func.func @experts_down(%x: tensor<4x8xf32>, %w: tensor<4x2xf32>, %i: tensor<4x2xi64>, %g: tensor<3x5x8xf32>, %d: tensor<3x8x6xf32>) -> tensor<4x8xf32> {
+  // expected-error @+1 {{'down' dimension 2 is 6 but [experts, hidden, inner] is 5}}
+  %y = dsv3.moe_experts %x, %w, %i, %g, %g, %d : (tensor<4x8xf32>, tensor<4x2xf32>, tensor<4x2xi64>, tensor<3x5x8xf32>, tensor<3x5x8xf32>, tensor<3x8x6xf32>) -> tensor<4x8xf32>
+  return %y : tensor<4x8xf32>
+}
+
+// -----
+
+// MLA without query compression must not carry q_a.
+func.func @mla_q(%x: tensor<1x2x16xf32>, %qa: tensor<8x16xf32>, %kva: tensor<6x16xf32>, %kvn: tensor<4xf32>, %kvb: tensor<16x4xf32>, %o: tensor<16x8xf32>) -> tensor<1x2x16xf32> {
+  // expected-error @+1 {{without query compression (q_lora_rank 0) only q_proj is allowed}}
+  %a = dsv3.mla_attention %x q_a %qa kv_a %kva kv_a_norm %kvn kv_b %kvb o %o
+      {num_heads = 2 : i64, q_lora_rank = 0 : i64, kv_lora_rank = 4 : i64, qk_nope_head_dim = 4 : i64,
+       qk_rope_head_dim = 2 : i64, v_head_dim = 4 : i64, softmax_scale = 0.4 : f64, rms_norm_eps = 1.0e-06 : f64,
+       rope_inv_freq = array<f64: 1.0>, rope_attention_scaling = 1.0 : f64}
+      : (tensor<1x2x16xf32>, tensor<8x16xf32>, tensor<6x16xf32>, tensor<4xf32>, tensor<16x4xf32>, tensor<16x8xf32>) -> tensor<1x2x16xf32>
+  return %a : tensor<1x2x16xf32>
+}
+
+// -----
+
+// MLA kv_a rows must be kv_lora_rank + qk_rope_head_dim.
+func.func @mla_kva(%x: tensor<1x2x16xf32>, %q: tensor<12x16xf32>, %kva: tensor<5x16xf32>, %kvn: tensor<4xf32>, %kvb: tensor<16x4xf32>, %o: tensor<16x8xf32>) -> tensor<1x2x16xf32> {
+  // expected-error @+1 {{'kv_a' dimension 0 is 5 but [kv_lora_rank+qk_rope, hidden] is 6}}
+  %a = dsv3.mla_attention %x q_proj %q kv_a %kva kv_a_norm %kvn kv_b %kvb o %o
+      {num_heads = 2 : i64, q_lora_rank = 0 : i64, kv_lora_rank = 4 : i64, qk_nope_head_dim = 4 : i64,
+       qk_rope_head_dim = 2 : i64, v_head_dim = 4 : i64, softmax_scale = 0.4 : f64, rms_norm_eps = 1.0e-06 : f64,
+       rope_inv_freq = array<f64: 1.0>, rope_attention_scaling = 1.0 : f64}
+      : (tensor<1x2x16xf32>, tensor<12x16xf32>, tensor<5x16xf32>, tensor<4xf32>, tensor<16x4xf32>, tensor<16x8xf32>) -> tensor<1x2x16xf32>
+  return %a : tensor<1x2x16xf32>
+}
+
+// -----
+
+// MTP projection must map 2*hidden to hidden.
+func.func @mtp_proj(%h: tensor<1x2x4xf32>, %n: tensor<4xf32>, %eh: tensor<4x4xf32>) -> tensor<1x2x4xf32> {
+  // expected-error @+1 {{'eh_proj' dimension 1 is 4 but [hidden, 2*hidden] is 8}}
+  %x = dsv3.mtp_input %h, %h, %n, %n, %eh {rms_norm_eps = 1.0e-06 : f64}
+      : (tensor<1x2x4xf32>, tensor<1x2x4xf32>, tensor<4xf32>, tensor<4xf32>, tensor<4x4xf32>) -> tensor<1x2x4xf32>
+  return %x : tensor<1x2x4xf32>
+}
+
+// -----
+
+// Labels must match the logits' [batch, seq].
+func.func @ce_labels(%l: tensor<2x4x8xf32>, %lab: tensor<2x3xi64>) -> tensor<f32> {
+  // expected-error @+1 {{'labels' dimension 1 is 3 but [batch, seq] of the logits is 4}}
+  %c = dsv3.cross_entropy %l, %lab : (tensor<2x4x8xf32>, tensor<2x3xi64>) -> tensor<f32>
+  return %c : tensor<f32>
+}
+
+// -----
+
+// Embedding result width comes from the table.
+func.func @embedding_width(%ids: tensor<2x4xi64>, %t: tensor<10x8xf32>) -> tensor<2x4x7xf32> {
+  // expected-error @+1 {{'result' dimension 2 is 7 but [batch, seq] of ids and the table width is 8}}
+  %h = dsv3.embedding %ids, %t : tensor<2x4xi64>, tensor<10x8xf32> -> tensor<2x4x7xf32>
+  return %h : tensor<2x4x7xf32>
+}

@@ -1,0 +1,50 @@
+// RUN: dsv3-opt %s | dsv3-opt | FileCheck %s
+// Every dsv3 op prints and parses back unchanged.
+
+// CHECK-LABEL: func.func @model_ops
+func.func @model_ops(%ids: tensor<2x8xi64>) -> (tensor<2x8x16xf32>, tensor<16x2xi64>) {
+  // CHECK: dsv3.param "model.embed_tokens.weight" : tensor<32x16xf32>
+  %emb = dsv3.param "model.embed_tokens.weight" : tensor<32x16xf32>
+  // CHECK: dsv3.embedding %{{.*}}, %{{.*}} : tensor<2x8xi64>, tensor<32x16xf32> -> tensor<2x8x16xf32>
+  %h = dsv3.embedding %ids, %emb : tensor<2x8xi64>, tensor<32x16xf32> -> tensor<2x8x16xf32>
+  %qa = dsv3.param "qa" : tensor<8x16xf32>
+  %qn = dsv3.param "qn" : tensor<8xf32>
+  %qb = dsv3.param "qb" : tensor<12x8xf32>
+  %kva = dsv3.param "kva" : tensor<6x16xf32>
+  %kvn = dsv3.param "kvn" : tensor<4xf32>
+  %kvb = dsv3.param "kvb" : tensor<16x4xf32>
+  %o = dsv3.param "o" : tensor<16x8xf32>
+  // CHECK: dsv3.mla_attention %{{.*}} q_a %{{.*}} q_a_norm %{{.*}} q_b %{{.*}} kv_a %{{.*}} kv_a_norm %{{.*}} kv_b %{{.*}} o %{{.*}} {kv_lora_rank = 4 : i64, num_heads = 2 : i64
+  %a = dsv3.mla_attention %h q_a %qa q_a_norm %qn q_b %qb kv_a %kva kv_a_norm %kvn kv_b %kvb o %o
+      {num_heads = 2 : i64, q_lora_rank = 8 : i64, kv_lora_rank = 4 : i64, qk_nope_head_dim = 4 : i64,
+       qk_rope_head_dim = 2 : i64, v_head_dim = 4 : i64, softmax_scale = 0.4 : f64, rms_norm_eps = 1.0e-06 : f64,
+       rope_inv_freq = array<f64: 1.0>, rope_attention_scaling = 1.0 : f64}
+      : (tensor<2x8x16xf32>, tensor<8x16xf32>, tensor<8xf32>, tensor<12x8xf32>, tensor<6x16xf32>, tensor<4xf32>, tensor<16x4xf32>, tensor<16x8xf32>) -> tensor<2x8x16xf32>
+  %r = dsv3.param "router" : tensor<4x16xf32>
+  %b = dsv3.param "bias" : tensor<4xf32>
+  // CHECK: dsv3.param "experts.*.gate" stack 4 : tensor<4x8x16xf32>
+  %g = dsv3.param "experts.*.gate" stack 4 : tensor<4x8x16xf32>
+  %u = dsv3.param "experts.*.up" stack 4 : tensor<4x8x16xf32>
+  %d = dsv3.param "experts.*.down" stack 4 : tensor<4x16x8xf32>
+  // CHECK: dsv3.moe %{{.*}} router %{{.*}} bias %{{.*}} experts %{{.*}}, %{{.*}}, %{{.*}} {n_group = 2 : i64
+  %y, %sel = dsv3.moe %a router %r bias %b experts %g, %u, %d
+      {top_k = 2 : i64, n_group = 2 : i64, topk_group = 1 : i64, norm_topk_prob = true, routed_scaling_factor = 2.5 : f64}
+      : (tensor<2x8x16xf32>, tensor<4x16xf32>, tensor<4xf32>, tensor<4x8x16xf32>, tensor<4x8x16xf32>, tensor<4x16x8xf32>) -> (tensor<2x8x16xf32>, tensor<16x2xi64>)
+  return %y, %sel : tensor<2x8x16xf32>, tensor<16x2xi64>
+}
+
+// CHECK-LABEL: func.func @tensor_ops
+func.func @tensor_ops(%x: tensor<2x4x3x4xf32>, %kr: tensor<2x4x4xf32>, %l: tensor<2x4x8xf32>, %lab: tensor<2x4xi64>)
+    -> (tensor<2x4x3x4xf32>, tensor<f32>) {
+  // CHECK: dsv3.rope %{{.*}} {attention_scaling = 1.000000e+00 : f64, inv_freq = array<f64: 1.000000e+00, 1.000000e-01>, position_offset = 0 : i64}
+  %r = dsv3.rope %x {inv_freq = array<f64: 1.0, 0.1>, attention_scaling = 1.0 : f64, position_offset = 0 : i64}
+      : (tensor<2x4x3x4xf32>) -> tensor<2x4x3x4xf32>
+  // CHECK: dsv3.mla_core
+  %c = dsv3.mla_core %x, %r, %x, %kr, %x {softmax_scale = 0.5 : f64}
+      : (tensor<2x4x3x4xf32>, tensor<2x4x3x4xf32>, tensor<2x4x3x4xf32>, tensor<2x4x4xf32>, tensor<2x4x3x4xf32>) -> tensor<2x4x3x4xf32>
+  // CHECK: dsv3.swiglu
+  %s = dsv3.swiglu %c, %r : (tensor<2x4x3x4xf32>, tensor<2x4x3x4xf32>) -> tensor<2x4x3x4xf32>
+  // CHECK: dsv3.cross_entropy
+  %ce = dsv3.cross_entropy %l, %lab : (tensor<2x4x8xf32>, tensor<2x4xi64>) -> tensor<f32>
+  return %s, %ce : tensor<2x4x3x4xf32>, tensor<f32>
+}
