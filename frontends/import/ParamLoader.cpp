@@ -52,8 +52,9 @@ llvm::Error loadTensor(const WeightStore &store, const std::string &name,
   if (!t)
     return fail(store, "missing tensor '" + name + "'");
   if (llvm::ArrayRef<int64_t>(t->shape) != shape)
-    return fail(store, "tensor '" + name + "' has shape " + shapeString(t->shape) +
-                           " but the config implies " + shapeString(shape));
+    return llvm::createStringError(t->file + ": tensor '" + name + "' has shape " +
+                                   shapeString(t->shape) +
+                                   " but the config implies " + shapeString(shape));
   llvm::Error e = t->dtype == DType::F8_E4M3 ? dequantizeFP8(store, *t, dst)
                                              : convertToF32(*t, dst);
   if (e)

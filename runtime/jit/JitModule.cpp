@@ -4,6 +4,7 @@
 #include "runtime/kernels/Kernels.h"
 
 #include "mlir/Dialect/LLVMIR/LLVMDialect.h"
+#include "mlir/ExecutionEngine/CRunnerUtils.h"
 #include "mlir/ExecutionEngine/OptUtils.h"
 #include "mlir/IR/BuiltinAttributes.h"
 #include "mlir/Target/LLVMIR/Dialect/Builtin/BuiltinToLLVMIRTranslation.h"
@@ -59,7 +60,8 @@ llvm::Expected<std::unique_ptr<JitModule>> JitModule::compile(ModuleOp module,
   jit->layout_ = std::move(*layout);
   for (auto fn : module.getOps<LLVM::LLVMFuncOp>()) {
     auto outputs = fn->getAttrOfType<ArrayAttr>("dsv3.outputs");
-    if (!outputs || fn.isExternal())
+    // FuncToLLVM copies attributes onto the C-interface wrapper too.
+    if (!outputs || fn.isExternal() || fn.getName().starts_with("_mlir_ciface_"))
       continue;
     EntryPoint e;
     e.name = fn.getName().str();
@@ -76,8 +78,10 @@ llvm::Expected<std::unique_ptr<JitModule>> JitModule::compile(ModuleOp module,
   auto tmBuilder = llvm::orc::JITTargetMachineBuilder::detectHost();
   if (!tmBuilder)
     return tmBuilder.takeError();
-  tmBuilder->setCodeGenOptLevel(optLevel >= 3 ? llvm::CodeGenOptLevel::Aggressive
-                                              : llvm::CodeGenOptLevel::Default);
+  llvm::CodeGenOptLevel codeGenLevel = optLevel >= 3
+                                           ? llvm::CodeGenOptLevel::Aggressive
+                                           : llvm::CodeGenOptLevel::Default;
+  tmBuilder->setCodeGenOptLevel(codeGenLevel);
   auto tm = tmBuilder->createTargetMachine();
   if (!tm)
     return tm.takeError();
@@ -86,7 +90,7 @@ llvm::Expected<std::unique_ptr<JitModule>> JitModule::compile(ModuleOp module,
       makeOptimizingTransformer(optLevel, /*sizeLevel=*/0, tm->get());
   ExecutionEngineOptions options;
   options.transformer = optimize;
-  options.jitCodeGenOptLevel = tmBuilder->getCodeGenOptLevel();
+  options.jitCodeGenOptLevel = codeGenLevel;
   auto engine = ExecutionEngine::create(module, options, std::move(*tm));
   if (!engine)
     return engine.takeError();
@@ -96,8 +100,19 @@ llvm::Expected<std::unique_ptr<JitModule>> JitModule::compile(ModuleOp module,
     for (const rt::KernelSymbol *s = rt::kernelSymbols(); s->name; ++s)
       map[interner(s->name)] = {llvm::orc::ExecutorAddr::fromPtr(s->address),
                                 llvm::JITSymbolFlags::Exported};
+    // Copies between differently laid-out buffers lower to this MLIR
+    // runtime helper.
+    map[interner("memrefCopy")] = {llvm::orc::ExecutorAddr::fromPtr(&memrefCopy),
+                                   llvm::JITSymbolFlags::Exported};
     return map;
   });
+  // Materialise now, so that compile time is not charged to the first call.
+  for (EntryPoint &e : jit->entries_) {
+    auto fn = jit->engine_->lookupPacked("_mlir_ciface_" + e.name);
+    if (!fn)
+      return fn.takeError();
+    e.packed = *fn;
+  }
   return jit;
 }
 
@@ -146,7 +161,8 @@ llvm::Error JitModule::call(llvm::StringRef name, float *params,
     descPtrs.push_back(d.data());
   for (auto &p : descPtrs)
     args.push_back(&p);
-  return engine_->invokePacked("_mlir_ciface_" + name.str(), args);
+  e->packed(args.data());
+  return llvm::Error::success();
 }
 
 } // namespace dsv3

@@ -43,6 +43,8 @@ struct BufferArg {
 struct EntryPoint {
   std::string name;
   std::vector<std::string> outputs;
+  /// The packed C-interface wrapper: one pointer per argument.
+  void (*packed)(void **) = nullptr;
 };
 
 class JitModule {

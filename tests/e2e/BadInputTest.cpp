@@ -139,7 +139,7 @@ TEST(BadInput, CheckpointMissingTensor) {
                                       "\"num_hidden_layers\": 4");
   expectCleanFailure(runDsv3c(evalArgs(model, sourcePath("tests/golden/tiny/reference.safetensors"),
                                        model + "/o")),
-                     "model.safetensors", "missing tensor");
+                     "-missing", "missing tensor 'model.layers.4.");
 }
 
 TEST(BadInput, UnknownCommandAndMissingModel) {

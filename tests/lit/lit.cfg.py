@@ -16,4 +16,4 @@ config.substitutions.append(("%golden", os.path.join(config.dsv3_src_root, "test
 
 llvm_config.use_default_substitutions()
 llvm_config.add_tool_substitutions(
-    ["dsv3-opt", "dsv3c"], [config.dsv3_tools_dir, config.llvm_tools_dir])
+    ["dsv3-opt", "dsv3c", "not", "count"], [config.dsv3_tools_dir, config.llvm_tools_dir])

@@ -14,10 +14,17 @@
 #include "frontends/import/ParamLoader.h"
 #include "frontends/model/ModelDescription.h"
 #include "frontends/model/Safetensors.h"
+#include "lowering/Passes.h"
 #include "lowering/Pipeline/Pipelines.h"
+#include "passes/Passes.h"
 #include "runtime/jit/JitModule.h"
 
+#include "mlir/Conversion/Passes.h"
+#include "mlir/Dialect/Bufferization/Transforms/Passes.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/Linalg/Passes.h"
+#include "mlir/Dialect/MemRef/Transforms/Passes.h"
+#include "mlir/Transforms/Passes.h"
 #include "mlir/IR/MLIRContext.h"
 #include "mlir/Pass/PassManager.h"
 #include "mlir/Support/Timing.h"
@@ -49,13 +56,14 @@ namespace {
 cl::OptionCategory commonCat("dsv3c options");
 cl::OptionCategory evalCat("dsv3c eval options");
 cl::OptionCategory compileCat("dsv3c compile options");
+cl::OptionCategory mlirCat("MLIR pass-pipeline debugging options");
 
 cl::opt<std::string> modelPath(cl::Positional, cl::desc("MODEL"),
                                cl::cat(commonCat));
 cl::opt<std::string> dumpDir(
     "dump-dir", cl::desc("Write the IR after each pipeline phase to DIR"),
     cl::value_desc("DIR"), cl::cat(commonCat));
-cl::opt<unsigned> threads("threads",
+cl::opt<unsigned> threads("num-threads",
                           cl::desc("Worker threads (0: all cores)"),
                           cl::init(0), cl::cat(commonCat));
 cl::opt<bool> noUkernels("no-ukernels",
@@ -204,7 +212,7 @@ int runCompile() {
     return fail(std::move(e));
 
   std::error_code ec;
-  llvm::ToolOutputFile out(outputPath.empty() ? "-" : outputPath, ec,
+  llvm::ToolOutputFile out(outputPath.empty() ? std::string("-") : outputPath.getValue(), ec,
                            llvm::sys::fs::OF_Text);
   if (ec)
     return fail(outputPath + ": " + ec.message());
@@ -288,6 +296,16 @@ int runEval() {
         }))
       return fail(std::move(e));
 
+  // Weights load before JIT compilation so a bad checkpoint fails fast.
+  std::vector<float> params;
+  {
+    TimingScope t = s.timing->nest("load-weights");
+    auto layout = dsv3::readParamLayout(**module);
+    if (!layout)
+      return fail(layout.takeError());
+    if (llvm::Error e = dsv3::loadParameters(**store, *layout, params))
+      return fail(std::move(e));
+  }
   std::unique_ptr<dsv3::JitModule> jit;
   {
     TimingScope t = s.timing->nest("jit-compile");
@@ -295,12 +313,6 @@ int runEval() {
     if (!compiled)
       return fail(compiled.takeError());
     jit = std::move(*compiled);
-  }
-  std::vector<float> params;
-  {
-    TimingScope t = s.timing->nest("load-weights");
-    if (llvm::Error e = dsv3::loadParameters(**store, jit->layout(), params))
-      return fail(std::move(e));
   }
   const dsv3::EntryPoint *entry = jit->entry("forward");
   std::vector<std::vector<float>> floatOuts(outShapes.size());
@@ -397,13 +409,24 @@ int main(int argc, char **argv) {
     return 1;
   }
 
+  // Pass names must be known for --mlir-print-ir-before/after=<pass>.
+  dsv3::registerDSV3Passes();
+  dsv3::registerDSV3LoweringPasses();
+  registerTransformsPasses();
+  registerConversionPasses();
+  registerLinalgPasses();
+  bufferization::registerBufferizationPasses();
+  memref::registerMemRefPasses();
   registerAsmPrinterCLOptions();
   registerMLIRContextCLOptions();
   registerPassManagerCLOptions();
   registerDefaultTimingManagerCLOptions();
-  // Show this command's options, the common ones, and MLIR's debugging flags.
-  cl::HideUnrelatedOptions({command->category, &commonCat,
-                            &cl::getGeneralCategory()});
+  // Show this command's options, the common ones, and MLIR's debugging flags
+  // (not the hundreds of LLVM backend flags of the general category).
+  for (auto &[name, opt] : cl::getRegisteredOptions())
+    if (name.starts_with("mlir-"))
+      opt->addCategory(mlirCat);
+  cl::HideUnrelatedOptions({command->category, &commonCat, &mlirCat});
   std::vector<const char *> args{argv[0]};
   args.insert(args.end(), argv + 2, argv + argc);
   std::string overview = std::string("dsv3c ") + command->name + ": " +
