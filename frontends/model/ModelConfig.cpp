@@ -396,7 +396,7 @@ const json::Object *FieldReader::object(StringRef key, bool required) {
 
 void FieldReader::fail(StringRef key, const Twine &message) {
   if (problem->empty())
-    *problem = (file + ": key '" + keyName(key) + "' " + message).str();
+    *problem = ("key '" + keyName(key) + "' " + message).str();
 }
 
 void FieldReader::rejectUnknownKeys() {
@@ -416,8 +416,7 @@ void FieldReader::rejectUnknownKeys() {
 Error FieldReader::takeError() {
   if (problem->empty())
     return Error::success();
-  return createStringError(inconvertibleErrorCode(),
-                           std::exchange(*problem, std::string()));
+  return makeFileError(file, std::exchange(*problem, std::string()));
 }
 
 //===----------------------------------------------------------------------===//

@@ -14,8 +14,6 @@
 
 #include <toml++/toml.h>
 
-#include <algorithm>
-
 using namespace llvm;
 
 namespace dsv3 {
@@ -71,12 +69,10 @@ Expected<toml::table> parseToml(StringRef path) {
                                         (*buffer)->getBufferSize()),
                        std::string_view(path.data(), path.size()));
   } catch (const toml::parse_error &e) {
-    std::string what(e.description());
-    std::replace(what.begin(), what.end(), '\n', ' ');
     return makeFileError(formatv("{0}:{1}:{2}", path, e.source().begin.line,
                                  e.source().begin.column)
                              .str(),
-                         what);
+                         e.description());
   }
 }
 

@@ -17,6 +17,7 @@
 #include "llvm/Support/Path.h"
 #include "llvm/Support/raw_ostream.h"
 
+#include <algorithm>
 #include <array>
 #include <cerrno>
 #include <cmath>
@@ -232,7 +233,12 @@ Error syncDirectoryOf(StringRef path) {
 } // namespace
 
 Error makeFileError(StringRef file, const Twine &problem) {
-  return createStringError(inconvertibleErrorCode(), file + ": " + problem);
+  // One line per error, whatever names the input contained.
+  std::string text = (file + ": " + problem).str();
+  std::replace_if(
+      text.begin(), text.end(), [](char c) { return c == '\n' || c == '\r'; },
+      ' ');
+  return createStringError(inconvertibleErrorCode(), text);
 }
 
 Expected<std::unique_ptr<MemoryBuffer>> readInputFile(StringRef path,

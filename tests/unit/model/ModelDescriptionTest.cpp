@@ -10,38 +10,37 @@
 
 #include "llvm/Support/FormatVariadic.h"
 
+#include <sstream>
+
 using namespace dsv3;
 using namespace dsv3::test;
 
 namespace {
 
-/// Every field, for comparing two configs.
+/// Every field (doubles exactly), for comparing two configs.
 std::string dump(const ModelConfig &c) {
+  std::ostringstream os;
+  os.precision(17);
+  os << c.vocabSize << ' ' << c.hiddenSize << ' ' << c.intermediateSize << ' '
+     << c.moeIntermediateSize << ' ' << c.numHiddenLayers << ' '
+     << c.firstKDenseReplace << ' ' << c.numAttentionHeads << ' ' << c.qLoraRank
+     << ' ' << c.kvLoraRank << ' ' << c.qkNopeHeadDim << ' ' << c.qkRopeHeadDim
+     << ' ' << c.vHeadDim << ' ' << c.nRoutedExperts << ' ' << c.nSharedExperts
+     << ' ' << c.numExpertsPerTok << ' ' << c.nGroup << ' ' << c.topkGroup
+     << ' ' << c.maxPositionEmbeddings << ' ' << c.numNextnPredictLayers << ' '
+     << c.moeLayerFreq << ' ' << c.routedScalingFactor << ' ' << c.rmsNormEps
+     << ' ' << c.ropeTheta << ' ' << c.normTopkProb << c.tieWordEmbeddings
+     << c.ropeInterleave << c.hasRoutingBias;
   const RopeScaling &r = c.rope;
-  std::string quant =
-      c.quantization ? llvm::formatv("{0} {1}x{2} {3}", c.quantization->fmt,
-                                     c.quantization->weightBlockRows,
-                                     c.quantization->weightBlockCols,
-                                     c.quantization->activationScheme)
-                           .str()
-                     : "none";
-  return llvm::formatv(
-             "{0} {1} {2} {3} {4} {5} {6} {7} {8} {9} {10} {11} {12} {13} {14} "
-             "{15} "
-             "{16} {17} {18} {19} {20} {21} {22} {23} {24} {25} {26}",
-             c.vocabSize, c.hiddenSize, c.intermediateSize,
-             c.moeIntermediateSize, c.numHiddenLayers, c.firstKDenseReplace,
-             c.numAttentionHeads, c.qLoraRank, c.kvLoraRank, c.qkNopeHeadDim,
-             c.qkRopeHeadDim, c.vHeadDim, c.nRoutedExperts, c.nSharedExperts,
-             c.numExpertsPerTok, c.nGroup, c.topkGroup, c.maxPositionEmbeddings,
-             c.numNextnPredictLayers, c.moeLayerFreq, c.routedScalingFactor,
-             c.rmsNormEps, c.ropeTheta, c.normTopkProb, c.tieWordEmbeddings,
-             c.ropeInterleave, c.hasRoutingBias)
-             .str() +
-         llvm::formatv(" rope {0} {1} {2} {3} {4} {5} {6} quant {7}", r.yarn,
-                       r.factor, r.originalMaxPositionEmbeddings, r.betaFast,
-                       r.betaSlow, r.mscale, r.mscaleAllDim, quant)
-             .str();
+  os << " rope " << r.yarn << ' ' << r.factor << ' '
+     << r.originalMaxPositionEmbeddings << ' ' << r.betaFast << ' '
+     << r.betaSlow << ' ' << r.mscale << ' ' << r.mscaleAllDim;
+  if (c.quantization)
+    os << " fp8 " << c.quantization->fmt << ' '
+       << c.quantization->weightBlockRows << 'x'
+       << c.quantization->weightBlockCols << ' '
+       << c.quantization->activationScheme;
+  return os.str();
 }
 
 /// The tiny config.json as a [model.architecture] table (JSON scalars and
@@ -138,8 +137,8 @@ TEST(ModelDescription, InlineArchitectureEqualsConfigJson) {
 
 TEST(ModelDescription, ReadsEverySetting) {
   Fixture f;
-  llvm::sys::fs::copy_file(sourcePath("models/tiny/config.json"),
-                           f.tmp.path("config.json"));
+  ASSERT_FALSE(llvm::sys::fs::copy_file(sourcePath("models/tiny/config.json"),
+                                        f.tmp.path("config.json")));
   llvm::Expected<ModelDescription> d =
       loadModelDescription(f.write(std::string(kHeader) + R"(
 [train]
@@ -189,8 +188,8 @@ promotion_interval = 256
 
 TEST(ModelDescription, RejectsMistakes) {
   Fixture f;
-  llvm::sys::fs::copy_file(sourcePath("models/tiny/config.json"),
-                           f.tmp.path("config.json"));
+  ASSERT_FALSE(llvm::sys::fs::copy_file(sourcePath("models/tiny/config.json"),
+                                        f.tmp.path("config.json")));
   std::string path = f.tmp.path("m.toml");
   std::string arch = "[init]\nseed = 1\n[model.architecture]\nvocab_size = "
                      "512\nhidden_size = \"abc\"\n";

@@ -271,6 +271,8 @@ TEST(Safetensors, RejectsMalformedFiles) {
                    std::string(f32x4) + R"(, "data_offsets": [8, 24]}})",
                24),
        "tensors 'a' [0, 16) and 'b' [8, 24) overlap"},
+      {"newline in name", rawFile(R"({"a\nb": 3})", 0),
+       "tensor 'a b' has a header entry that is not an object"},
       {"bad metadata", rawFile(R"({"__metadata__": {"k": 1}})", 0),
        "'__metadata__' value of 'k' is not a string"},
   };
