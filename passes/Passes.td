@@ -22,4 +22,27 @@ def DSV3DecomposePass : Pass<"dsv3-decompose"> {
                            "::mlir::arith::ArithDialect"];
 }
 
+def DSV3AutodiffPass : Pass<"dsv3-autodiff", "::mlir::ModuleOp"> {
+  let summary = "Reverse-mode differentiation of a tensor-level dsv3 function";
+  let description = [{
+    Builds `@<function>_grad`: the forward computation followed by its
+    reverse sweep, returning the original outputs and, for every parameter
+    the objective depends on, `grad.<parameter name>` (summed over all uses).
+    Ops with weights get separate input-gradient (B) and weight-gradient (W)
+    ops. The chosen expert ids and the routing bias are not differentiated.
+    Run after `dsv3-decompose`.
+  }];
+  let options = [
+    Option<"function", "function", "std::string", "\"forward\"",
+           "Function to differentiate">,
+    Option<"objective", "objective", "std::string", "\"total_loss\"",
+           "Name (dsv3.output) of the scalar result to differentiate">,
+    Option<"keepForward", "keep-forward", "bool", "false",
+           "Keep the original function next to the gradient function">
+  ];
+  let dependentDialects = ["::mlir::tensor::TensorDialect",
+                           "::mlir::arith::ArithDialect",
+                           "::mlir::func::FuncDialect"];
+}
+
 #endif // DSV3_PASSES_PASSES_TD

@@ -233,6 +233,18 @@ llvm::Expected<OwningOpRef<ModuleOp>> Importer::run() {
     mainNames.push_back("mtp_loss");
   }
 
+  if (o.mtpWeight) {
+    Value total = mainOutputs[1];
+    if (depth > 0) {
+      Value w = arith::ConstantOp::create(
+          b, loc, DenseElementsAttr::get(RankedTensorType::get({}, b.getF32Type()),
+                                         static_cast<float>(*o.mtpWeight)));
+      total = arith::AddFOp::create(
+          b, loc, total, arith::MulFOp::create(b, loc, mainOutputs.back(), w));
+    }
+    mainOutputs.push_back(total);
+    mainNames.push_back("total_loss");
+  }
   mainOutputs.append(outputs.begin(), outputs.end());
   mainNames.append(outputNames.begin(), outputNames.end());
   func::ReturnOp::create(b, loc, mainOutputs);

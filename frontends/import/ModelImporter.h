@@ -13,6 +13,8 @@
 #include "mlir/IR/BuiltinOps.h"
 #include "mlir/IR/OwningOpRef.h"
 
+#include <optional>
+
 namespace dsv3 {
 
 struct ImportOptions {
@@ -22,6 +24,9 @@ struct ImportOptions {
   bool includeMTP = true;
   /// Emit each MoE layer's chosen experts as an output.
   bool emitRoutingChoices = true;
+  /// When set, also emit the training objective
+  /// `total_loss = loss + mtpWeight * mtp_loss`.
+  std::optional<double> mtpWeight;
 };
 
 /// Builds `func.func @forward(ids) -> (logits, loss, [mtp_logits, mtp_loss],

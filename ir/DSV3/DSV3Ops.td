@@ -9,5 +9,6 @@
 include "ir/DSV3/DSV3Base.td"
 include "ir/DSV3/DSV3ModelOps.td"
 include "ir/DSV3/DSV3TensorOps.td"
+include "ir/DSV3/DSV3GradOps.td"
 
 #endif // DSV3_IR_DSV3OPS_TD

@@ -44,7 +44,8 @@ def DSV3_RopeOp : DSV3_Op<"rope"> {
     `x` is `[B, T, H, R]`. Pair `i` = `(x[2i], x[2i+1])` at position
     `p = position_offset + t` is rotated by `p * inv_freq[i]`, with cos and
     sin multiplied by `attention_scaling` (YaRN's magnitude correction).
-    Output pairs stay interleaved.
+    Output pairs stay interleaved. With `transpose`, the rotation is by
+    `-p * inv_freq[i]`: the gradient of the forward rotation.
 
     ```mlir
     %r = dsv3.rope %x {inv_freq = array<f64: 1.0, 0.31>, attention_scaling = 1.0, position_offset = 0}
@@ -52,7 +53,8 @@ def DSV3_RopeOp : DSV3_Op<"rope"> {
     ```
   }];
   let arguments = (ins DSV3_F32Tensor:$x, DenseF64ArrayAttr:$inv_freq,
-                       F64Attr:$attention_scaling, I64Attr:$position_offset);
+                       F64Attr:$attention_scaling, I64Attr:$position_offset,
+                       UnitAttr:$transpose);
   let results = (outs DSV3_F32Tensor:$result);
   let assemblyFormat = "$x attr-dict `:` functional-type(operands, results)";
   let hasVerifier = 1;

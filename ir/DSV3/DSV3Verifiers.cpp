@@ -358,3 +358,53 @@ LogicalResult CrossEntropyOp::verify() {
   return c.shape(getLabels(), "labels", {logits[0], logits[1]},
                  "[batch, seq] of the logits");
 }
+
+//===----------------------------------------------------------------------===//
+// Gradient ops
+//===----------------------------------------------------------------------===//
+
+LogicalResult LinearGradInputOp::verify() {
+  ShapeChecker c(*this);
+  auto dy = getDy().getType().getShape();
+  ArrayRef<int64_t> w;
+  if (dy.empty() || failed(c.rank(getWeight(), "weight", 2, w)) ||
+      failed(c.dim("weight", w, 0, dy.back(), "the last dimension of 'dy'")))
+    return failure();
+  SmallVector<int64_t> expected(dy);
+  expected.back() = w[1];
+  return c.shape(getDx(), "dx", expected, "dy W");
+}
+
+LogicalResult LinearGradWeightOp::verify() {
+  ShapeChecker c(*this);
+  auto dy = getDy().getType().getShape(), x = getX().getType().getShape();
+  if (dy.empty() || dy.size() != x.size())
+    return emitOpError() << "'dy' and 'x' must have the same rank >= 1";
+  for (size_t i = 0; i + 1 < dy.size(); ++i)
+    if (failed(c.dim("x", x, i, dy[i], "the matching dimension of 'dy'")))
+      return failure();
+  return c.shape(getDweight(), "dweight", {dy.back(), x.back()}, "[out, in]");
+}
+
+LogicalResult MoERouterGradOp::verify() {
+  ShapeChecker c(*this);
+  ArrayRef<int64_t> ids;
+  if (failed(c.rank(getExpertIds(), "expert_ids", 2, ids)) ||
+      failed(c.shape(getDweights(), "dweights", ids, "the expert_ids shape")) ||
+      failed(c.dim("logits", getLogits().getType().getShape(), 0, ids[0],
+                   "the token count of 'expert_ids'")))
+    return failure();
+  return success();
+}
+
+LogicalResult EmbeddingGradOp::verify() {
+  ShapeChecker c(*this);
+  ArrayRef<int64_t> ids, dy, table;
+  if (failed(c.rank(getIds(), "ids", 2, ids)) ||
+      failed(c.rank(getDy(), "dy", 3, dy)) ||
+      failed(c.rank(getDtable(), "dtable", 2, table)) ||
+      failed(c.shape(getDy(), "dy", {ids[0], ids[1], table[1]},
+                     "[batch, seq] of ids and the table width")))
+    return failure();
+  return success();
+}

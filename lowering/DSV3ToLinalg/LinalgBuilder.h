@@ -125,6 +125,11 @@ public:
 
   /// C[m,n] = sum_k A[m,k] * B[n,k], tagged for the GEMM microkernel.
   mlir::Value matmulNT(mlir::Value a, mlir::Value bT);
+  /// [r, c] -> [c, r], materialised so GEMMs keep the microkernel's layout.
+  mlir::Value transpose2D(mlir::Value x);
+  /// out += a * b generic body, the shape of every contraction here.
+  static void multiplyAccumulate(mlir::OpBuilder &b, mlir::Location loc,
+                                 mlir::ValueRange args);
 
 private:
   mlir::OpBuilder &b;
@@ -145,6 +150,14 @@ mlir::Value clampedIndex(mlir::OpBuilder &b, mlir::Location loc,
                          mlir::Value id, int64_t size);
 /// 1 / (1 + exp(-x)).
 mlir::Value sigmoid(mlir::OpBuilder &b, mlir::Location loc, mlir::Value x);
+/// silu(g) * u.
+mlir::Value siluTimes(mlir::OpBuilder &b, mlir::Location loc, mlir::Value g,
+                      mlir::Value u);
+/// Gradients (dg, du) of silu(g) * u for upstream gradient dy.
+std::pair<mlir::Value, mlir::Value> siluTimesGrad(mlir::OpBuilder &b,
+                                                  mlir::Location loc,
+                                                  mlir::Value g, mlir::Value u,
+                                                  mlir::Value dy);
 
 void populateCommonLoweringPatterns(mlir::RewritePatternSet &patterns);
 void populateAttentionLoweringPatterns(mlir::RewritePatternSet &patterns);

@@ -194,55 +194,237 @@ struct LowerMoERouter : OpRewritePattern<MoERouterOp> {
   }
 };
 
-/// dsv3.moe_experts -> combine matrix, batched expert SwiGLU, weighted sum.
+/// out[n,e] = sum_k (ids[n,k] == e) * values[n,k]: per-slot values spread
+/// over the expert axis.
+Value scatterToExperts(LinalgBuilder &lb, Value ids, Value values,
+                       int64_t experts) {
+  int64_t n = cast<RankedTensorType>(ids.getType()).getDimSize(0);
+  return lb.generic1(
+      {ids, values}, lb.filled({n, experts}, 0.0),
+      {lb.map(3, {0, 2}), lb.map(3, {0, 2}), lb.map(3, {0, 1})},
+      lb.iters(2, 1), [](OpBuilder &nb, Location l, ValueRange v) {
+        Value ex = arith::IndexCastOp::create(
+            nb, l, nb.getI64Type(), linalg::IndexOp::create(nb, l, 1));
+        Value hit = arith::CmpIOp::create(nb, l, arith::CmpIPredicate::eq, v[0], ex);
+        Value add = arith::AddFOp::create(nb, l, v[2], v[1]);
+        linalg::YieldOp::create(nb, l, ValueRange{arith::SelectOp::create(nb, l, hit, add, v[2])});
+      });
+}
+
+/// The dense expert evaluation shared by the forward and both gradients.
+struct ExpertActivations {
+  Value combine; // [N, E]: gate weight of expert e for token n, or 0
+  Value hg, hu;  // [E, N, I]: gate and up projections
+  Value act;     // [E, N, I]: silu(hg) * hu
+  Value y;       // [E, N, D]: expert outputs
+};
+
+ExpertActivations expertActivations(LinalgBuilder &lb, Value x, Value weights,
+                                    Value ids, Value gate, Value up,
+                                    Value down) {
+  auto xs = cast<RankedTensorType>(x.getType()).getShape();
+  auto gs = cast<RankedTensorType>(gate.getType()).getShape();
+  int64_t n = xs[0], d = xs[1], e = gs[0], inner = gs[1];
+  auto mac = LinalgBuilder::multiplyAccumulate;
+  ExpertActivations a;
+  a.combine = scatterToExperts(lb, ids, weights, e);
+  // Loops (e, n, i, d): x[n,d] * W[e,i,d] -> h[e,n,i].
+  auto upProject = [&](Value w) {
+    return lb.generic1({x, w}, lb.filled({e, n, inner}, 0.0),
+                       {lb.map(4, {1, 3}), lb.map(4, {0, 2, 3}), lb.map(4, {0, 1, 2})},
+                       lb.iters(3, 1), mac);
+  };
+  a.hg = upProject(gate);
+  a.hu = upProject(up);
+  a.act = lb.generic1({a.hg, a.hu}, lb.empty({e, n, inner}),
+                      {lb.identity(3), lb.identity(3), lb.identity(3)},
+                      lb.iters(3), [](OpBuilder &nb, Location l, ValueRange v) {
+                        linalg::YieldOp::create(nb, l, ValueRange{siluTimes(nb, l, v[0], v[1])});
+                      });
+  // Loops (e, n, d, i): act[e,n,i] * down[e,d,i] -> y[e,n,d].
+  a.y = lb.generic1({a.act, down}, lb.filled({e, n, d}, 0.0),
+                    {lb.map(4, {0, 1, 3}), lb.map(4, {0, 2, 3}), lb.map(4, {0, 1, 2})},
+                    lb.iters(3, 1), mac);
+  return a;
+}
+
+/// Gradients flowing back into the experts from dy [N, D].
+struct ExpertBackward {
+  Value dy3;     // [E, N, D]: combine[n,e] * dy[n,d]
+  Value dhg, dhu; // [E, N, I]
+};
+
+ExpertBackward expertBackward(LinalgBuilder &lb, const ExpertActivations &a,
+                              Value down, Value dy) {
+  auto ys = cast<RankedTensorType>(a.y.getType()).getShape();
+  auto hs = cast<RankedTensorType>(a.hg.getType()).getShape();
+  ExpertBackward g;
+  g.dy3 = lb.generic1({a.combine, dy}, lb.empty(ys),
+                      {lb.map(3, {1, 0}), lb.map(3, {1, 2}), lb.identity(3)},
+                      lb.iters(3), [](OpBuilder &nb, Location l, ValueRange v) {
+                        linalg::YieldOp::create(nb, l, ValueRange{arith::MulFOp::create(nb, l, v[0], v[1])});
+                      });
+  // Loops (e, n, i, d): dy3[e,n,d] * down[e,d,i] -> dact[e,n,i].
+  Value dact = lb.generic1({g.dy3, down}, lb.filled(hs, 0.0),
+                           {lb.map(4, {0, 1, 3}), lb.map(4, {0, 3, 2}), lb.map(4, {0, 1, 2})},
+                           lb.iters(3, 1), LinalgBuilder::multiplyAccumulate);
+  SmallVector<Value> d = lb.generic(
+      {a.hg, a.hu, dact}, {lb.empty(hs), lb.empty(hs)},
+      {lb.identity(3), lb.identity(3), lb.identity(3), lb.identity(3), lb.identity(3)},
+      lb.iters(3), [](OpBuilder &nb, Location l, ValueRange v) {
+        auto [dg, du] = siluTimesGrad(nb, l, v[0], v[1], v[2]);
+        linalg::YieldOp::create(nb, l, ValueRange{dg, du});
+      });
+  g.dhg = d[0];
+  g.dhu = d[1];
+  return g;
+}
+
+/// dsv3.moe_experts -> dense expert evaluation, weighted sum over experts.
 struct LowerMoEExperts : OpRewritePattern<MoEExpertsOp> {
   using OpRewritePattern::OpRewritePattern;
   LogicalResult matchAndRewrite(MoEExpertsOp op,
                                 PatternRewriter &rw) const override {
     LinalgBuilder lb(rw, op.getLoc());
-    int64_t n = op.getX().getType().getDimSize(0);
-    int64_t d = op.getX().getType().getDimSize(1);
-    auto gs = op.getGate().getType().getShape();
-    int64_t e = gs[0], inner = gs[1];
-
-    // combine[n,e] = sum_k (ids[n,k] == e) * weights[n,k]
-    Value combine = lb.generic1(
-        {op.getExpertIds(), op.getWeights()}, lb.filled({n, e}, 0.0),
-        {lb.map(3, {0, 2}), lb.map(3, {0, 2}), lb.map(3, {0, 1})},
-        lb.iters(2, 1), [](OpBuilder &nb, Location l, ValueRange a) {
-          Value ex = arith::IndexCastOp::create(
-              nb, l, nb.getI64Type(), linalg::IndexOp::create(nb, l, 1));
-          Value hit = arith::CmpIOp::create(nb, l, arith::CmpIPredicate::eq, a[0], ex);
-          Value add = arith::AddFOp::create(nb, l, a[2], a[1]);
-          linalg::YieldOp::create(nb, l, ValueRange{arith::SelectOp::create(nb, l, hit, add, a[2])});
-        });
-    auto contract = [](OpBuilder &nb, Location l, ValueRange a) {
-      Value mul = arith::MulFOp::create(nb, l, a[0], a[1]);
-      linalg::YieldOp::create(nb, l, ValueRange{arith::AddFOp::create(nb, l, a[2], mul)});
-    };
-    // Loops (e, n, i, d): x[n,d] * W[e,i,d] -> h[e,n,i].
-    auto upProject = [&](Value w) {
-      return lb.generic1({op.getX(), w}, lb.filled({e, n, inner}, 0.0),
-                         {lb.map(4, {1, 3}), lb.map(4, {0, 2, 3}), lb.map(4, {0, 1, 2})},
-                         lb.iters(3, 1), contract);
-    };
-    Value hg = upProject(op.getGate()), hu = upProject(op.getUp());
-    Value act = lb.generic1(
-        {hg, hu}, lb.empty({e, n, inner}),
-        {lb.identity(3), lb.identity(3), lb.identity(3)}, lb.iters(3),
-        [](OpBuilder &nb, Location l, ValueRange a) {
-          Value silu = arith::MulFOp::create(nb, l, a[0], sigmoid(nb, l, a[0]));
-          linalg::YieldOp::create(nb, l, ValueRange{arith::MulFOp::create(nb, l, silu, a[1])});
-        });
-    // Loops (e, n, d, i): act[e,n,i] * down[e,d,i] -> y[e,n,d].
-    Value y = lb.generic1({act, op.getDown()}, lb.filled({e, n, d}, 0.0),
-                          {lb.map(4, {0, 1, 3}), lb.map(4, {0, 2, 3}), lb.map(4, {0, 1, 2})},
-                          lb.iters(3, 1), contract);
+    ExpertActivations a =
+        expertActivations(lb, op.getX(), op.getWeights(), op.getExpertIds(),
+                          op.getGate(), op.getUp(), op.getDown());
     // Loops (n, d, e): combine[n,e] * y[e,n,d] -> out[n,d], experts ascending.
-    Value out = lb.generic1({combine, y}, lb.filled({n, d}, 0.0),
+    Value out = lb.generic1({a.combine, a.y},
+                            lb.filled(op.getX().getType().getShape(), 0.0),
                             {lb.map(3, {0, 2}), lb.map(3, {2, 0, 1}), lb.map(3, {0, 1})},
-                            lb.iters(2, 1), contract);
+                            lb.iters(2, 1), LinalgBuilder::multiplyAccumulate);
     rw.replaceOp(op, out);
+    return success();
+  }
+};
+
+/// dsv3.moe_experts_grad_input -> token and gate-weight gradients.
+struct LowerMoEExpertsGradInput : OpRewritePattern<MoEExpertsGradInputOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(MoEExpertsGradInputOp op,
+                                PatternRewriter &rw) const override {
+    LinalgBuilder lb(rw, op.getLoc());
+    auto mac = LinalgBuilder::multiplyAccumulate;
+    ExpertActivations a =
+        expertActivations(lb, op.getX(), op.getWeights(), op.getExpertIds(),
+                          op.getGate(), op.getUp(), op.getDown());
+    ExpertBackward g = expertBackward(lb, a, op.getDown(), op.getDy());
+    auto ws = op.getWeights().getType().getShape();
+    int64_t n = ws[0], e = op.getGate().getType().getDimSize(0);
+    // dcombine[n,e] = sum_d dy[n,d] y[e,n,d]; loops (n, e, d).
+    Value dcombine = lb.generic1({op.getDy(), a.y}, lb.filled({n, e}, 0.0),
+                                 {lb.map(3, {0, 2}), lb.map(3, {1, 0, 2}), lb.map(3, {0, 1})},
+                                 lb.iters(2, 1), mac);
+    Value dweights = lb.generic1(
+        {op.getExpertIds()}, lb.empty(ws), {lb.identity(2), lb.identity(2)},
+        lb.iters(2), [&](OpBuilder &nb, Location l, ValueRange v) {
+          Value tok = linalg::IndexOp::create(nb, l, 0);
+          Value ex = clampedIndex(nb, l, v[0], e);
+          linalg::YieldOp::create(
+              nb, l, ValueRange{tensor::ExtractOp::create(nb, l, dcombine, ValueRange{tok, ex})});
+        });
+    // dx[n,d] = sum_{e,i} dhg[e,n,i] gate[e,i,d] + dhu[e,n,i] up[e,i,d];
+    // loops (n, d, e, i).
+    auto maps = SmallVector<AffineMap>{lb.map(4, {2, 0, 3}), lb.map(4, {2, 3, 1}),
+                                       lb.map(4, {0, 1})};
+    Value dx = lb.generic1({g.dhg, op.getGate()},
+                           lb.filled(op.getX().getType().getShape(), 0.0), maps,
+                           lb.iters(2, 2), mac);
+    dx = lb.generic1({g.dhu, op.getUp()}, dx, maps, lb.iters(2, 2), mac);
+    rw.replaceOp(op, {dx, dweights});
+    return success();
+  }
+};
+
+/// dsv3.moe_experts_grad_weight -> expert weight gradients.
+struct LowerMoEExpertsGradWeight : OpRewritePattern<MoEExpertsGradWeightOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(MoEExpertsGradWeightOp op,
+                                PatternRewriter &rw) const override {
+    LinalgBuilder lb(rw, op.getLoc());
+    auto mac = LinalgBuilder::multiplyAccumulate;
+    ExpertActivations a =
+        expertActivations(lb, op.getX(), op.getWeights(), op.getExpertIds(),
+                          op.getGate(), op.getUp(), op.getDown());
+    ExpertBackward g = expertBackward(lb, a, op.getDown(), op.getDy());
+    // ddown[e,d,i] = sum_n dy3[e,n,d] act[e,n,i]; loops (e, d, i, n).
+    Value ddown = lb.generic1({g.dy3, a.act},
+                              lb.filled(op.getDown().getType().getShape(), 0.0),
+                              {lb.map(4, {0, 3, 1}), lb.map(4, {0, 3, 2}), lb.map(4, {0, 1, 2})},
+                              lb.iters(3, 1), mac);
+    // dW[e,i,d] = sum_n dh[e,n,i] x[n,d]; loops (e, i, d, n).
+    auto inputGrad = [&](Value dh) {
+      return lb.generic1({dh, op.getX()},
+                         lb.filled(op.getGate().getType().getShape(), 0.0),
+                         {lb.map(4, {0, 3, 1}), lb.map(4, {3, 2}), lb.map(4, {0, 1, 2})},
+                         lb.iters(3, 1), mac);
+    };
+    rw.replaceOp(op, {inputGrad(g.dhg), inputGrad(g.dhu), ddown});
+    return success();
+  }
+};
+
+/// dsv3.moe_router_grad -> gradient of the chosen sigmoid scores through the
+/// normalisation and scaling, scattered to the router logits.
+struct LowerMoERouterGrad : OpRewritePattern<MoERouterGradOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(MoERouterGradOp op,
+                                PatternRewriter &rw) const override {
+    LinalgBuilder lb(rw, op.getLoc());
+    Value logits = op.getLogits(), ids = op.getExpertIds(), dw = op.getDweights();
+    auto ls = op.getLogits().getType().getShape();
+    auto ks = op.getDweights().getType().getShape();
+    int64_t n = ls[0], e = ls[1];
+    double scale = op.getRoutedScalingFactor().convertToDouble();
+    bool normalize = op.getNormTopkProb();
+    // Unbiased scores of the chosen experts.
+    Value chosen = lb.generic1(
+        {ids}, lb.empty(ks), {lb.identity(2), lb.identity(2)}, lb.iters(2),
+        [&](OpBuilder &nb, Location l, ValueRange v) {
+          Value tok = linalg::IndexOp::create(nb, l, 0);
+          Value logit = tensor::ExtractOp::create(
+              nb, l, logits, ValueRange{tok, clampedIndex(nb, l, v[0], e)});
+          linalg::YieldOp::create(nb, l, ValueRange{sigmoid(nb, l, logit)});
+        });
+    // sum_k s_k and sum_k dw_k s_k per token.
+    SmallVector<Value> sums = lb.generic(
+        {chosen, dw}, {lb.filled({n}, 0.0), lb.filled({n}, 0.0)},
+        {lb.identity(2), lb.identity(2), lb.map(2, {0}), lb.map(2, {0})},
+        lb.iters(1, 1), [](OpBuilder &nb, Location l, ValueRange v) {
+          Value s = arith::AddFOp::create(nb, l, v[2], v[0]);
+          Value d = arith::AddFOp::create(nb, l, v[3],
+                                          arith::MulFOp::create(nb, l, v[0], v[1]));
+          linalg::YieldOp::create(nb, l, ValueRange{s, d});
+        });
+    // d/ds_k of scale * s_k / (sum + 1e-20): scale * (dw_k / S - sum(dw s) / S^2)
+    Value dchosen = lb.generic1(
+        {dw, sums[0], sums[1]}, lb.empty(ks),
+        {lb.identity(2), lb.map(2, {0}), lb.map(2, {0}), lb.identity(2)},
+        lb.iters(2), [&](OpBuilder &nb, Location l, ValueRange v) {
+          Value g = v[0];
+          if (normalize) {
+            Value denom = arith::AddFOp::create(nb, l, v[1], f32Const(nb, l, 1e-20));
+            Value a = arith::DivFOp::create(nb, l, v[0], denom);
+            Value b = arith::DivFOp::create(
+                nb, l, v[2], arith::MulFOp::create(nb, l, denom, denom));
+            g = arith::SubFOp::create(nb, l, a, b);
+          }
+          linalg::YieldOp::create(
+              nb, l, ValueRange{arith::MulFOp::create(nb, l, g, f32Const(nb, l, scale))});
+        });
+    // Scatter to experts, then through the sigmoid: ds * s (1 - s).
+    Value dscores = scatterToExperts(lb, ids, dchosen, e);
+    Value dlogits = lb.generic1(
+        {logits, dscores}, lb.empty({n, e}),
+        {lb.identity(2), lb.identity(2), lb.identity(2)}, lb.iters(2),
+        [](OpBuilder &nb, Location l, ValueRange v) {
+          Value s = sigmoid(nb, l, v[0]);
+          Value ds = arith::MulFOp::create(
+              nb, l, s, arith::SubFOp::create(nb, l, f32Const(nb, l, 1.0), s));
+          linalg::YieldOp::create(nb, l, ValueRange{arith::MulFOp::create(nb, l, v[1], ds)});
+        });
+    rw.replaceOp(op, dlogits);
     return success();
   }
 };
@@ -250,5 +432,6 @@ struct LowerMoEExperts : OpRewritePattern<MoEExpertsOp> {
 } // namespace
 
 void dsv3::lowering::populateMoELoweringPatterns(RewritePatternSet &patterns) {
-  patterns.add<LowerMoERouter, LowerMoEExperts>(patterns.getContext());
+  patterns.add<LowerMoERouter, LowerMoEExperts, LowerMoEExpertsGradInput,
+               LowerMoEExpertsGradWeight, LowerMoERouterGrad>(patterns.getContext());
 }

@@ -76,6 +76,11 @@ void buildDecomposePipeline(OpPassManager &pm) {
 }
 
 void buildLinalgPipeline(OpPassManager &pm) {
+  // Common subexpressions are merged on dsv3 ops (e.g. the final norm used by
+  // the head and by MTP). Not after lowering: merging the tensor.empty /
+  // linalg.fill destinations of distinct generics gave wrong results after
+  // bufferization (seen on the expert weight gradients).
+  pm.addPass(createCSEPass());
   pm.addPass(createConvertDSV3ToLinalgPass());
   // Residual adds are arith ops on tensors until here.
   pm.addNestedPass<func::FuncOp>(createConvertElementwiseToLinalgPass());
@@ -86,7 +91,6 @@ void buildLLVMPipeline(OpPassManager &pm, const CPUPipelineOptions &options) {
   if (options.fuseElementwise)
     pm.addNestedPass<func::FuncOp>(createDSV3FuseElementwisePass());
   pm.addPass(createCanonicalizerPass());
-  pm.addPass(createCSEPass());
   // Let the last op of each output write straight into the caller's buffer.
   pm.addPass(bufferization::createEmptyTensorEliminationPass());
   pm.addPass(bufferization::createOneShotBufferizePass());
@@ -94,6 +98,7 @@ void buildLLVMPipeline(OpPassManager &pm, const CPUPipelineOptions &options) {
   if (options.useUkernels)
     pm.addPass(createDSV3LinalgToUkernelPass());
   pm.addNestedPass<func::FuncOp>(createConvertLinalgToLoopsPass());
+  pm.addPass(createDSV3OutlineLoopNestsPass());
   pm.addPass(memref::createExpandStridedMetadataPass());
   pm.addPass(createLowerAffinePass());
   pm.addPass(createSCFToControlFlowPass());

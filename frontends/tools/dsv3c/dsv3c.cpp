@@ -54,7 +54,8 @@ namespace {
 //===----------------------------------------------------------------------===//
 
 cl::OptionCategory commonCat("dsv3c options");
-cl::OptionCategory evalCat("dsv3c eval options");
+cl::OptionCategory runCat("dsv3c eval/grad options");
+cl::OptionCategory gradCat("dsv3c grad options");
 cl::OptionCategory compileCat("dsv3c compile options");
 cl::OptionCategory mlirCat("MLIR pass-pipeline debugging options");
 
@@ -70,13 +71,23 @@ cl::opt<bool> noUkernels("no-ukernels",
                          cl::desc("Generate loops for GEMMs instead of "
                                   "calling the runtime microkernel"),
                          cl::cat(commonCat));
+cl::opt<unsigned> jitOptLevel("jit-opt-level",
+                               cl::desc("LLVM optimisation level of the JIT (0-3)"),
+                               cl::init(3), cl::cat(commonCat));
 cl::opt<std::string> outputPath("o", cl::desc("Output file"),
                                 cl::value_desc("FILE"), cl::cat(commonCat));
 
 cl::opt<std::string> tokensPath(
     "tokens",
     cl::desc("safetensors file with input_ids (int64/int32, [batch, seq])"),
-    cl::value_desc("T.safetensors"), cl::cat(evalCat));
+    cl::value_desc("T.safetensors"), cl::cat(runCat));
+cl::opt<double> mtpWeight("mtp-weight",
+                          cl::desc("Weight of the MTP loss in total_loss"),
+                          cl::init(0.3), cl::cat(gradCat));
+cl::opt<double> balanceAlpha(
+    "balance-alpha",
+    cl::desc("Weight of the sequence-wise balance loss (only 0 so far)"),
+    cl::init(0.0), cl::cat(gradCat));
 
 cl::opt<std::string> emit("emit",
                           cl::desc("Stop after a phase and print its IR: "
@@ -118,21 +129,25 @@ llvm::Error writeDump(llvm::StringRef name,
 
 /// Runs the pipeline up to `to`, one pass manager per phase so that
 /// --dump-dir can write each phase's result.
-llvm::Error lower(ModuleOp module, dsv3::Phase to, TimingScope &timing) {
+llvm::Error lower(ModuleOp module, dsv3::Phase to, TimingScope &timing,
+                  bool differentiate = false,
+                  dsv3::Phase from = dsv3::Phase::DSV3) {
   dsv3::CPUPipelineOptions options;
   options.useUkernels = !noUkernels;
-  int index = 0;
   auto dump = [&](dsv3::Phase phase) -> llvm::Error {
     if (dumpDir.empty())
       return llvm::Error::success();
-    std::string name = std::to_string(index++) + "-" +
+    std::string name = std::to_string(static_cast<int>(phase)) + "-" +
                        dsv3::phaseName(phase).str() + ".mlir";
     return writeDump(name, [&](llvm::raw_ostream &os) { module.print(os); });
   };
-  if (llvm::Error e = dump(dsv3::Phase::DSV3))
-    return e;
+  if (from == dsv3::Phase::DSV3)
+    if (llvm::Error e = dump(dsv3::Phase::DSV3))
+      return e;
   for (dsv3::Phase phase : {dsv3::Phase::Tensor, dsv3::Phase::Linalg,
                             dsv3::Phase::LLVM}) {
+    if (phase <= from)
+      continue;
     if (phase > to)
       break;
     PassManager pm(module->getName());
@@ -143,6 +158,8 @@ llvm::Error lower(ModuleOp module, dsv3::Phase to, TimingScope &timing) {
     switch (phase) {
     case dsv3::Phase::Tensor:
       dsv3::buildDecomposePipeline(pm);
+      if (differentiate)
+        pm.addPass(dsv3::createDSV3AutodiffPass());
       break;
     case dsv3::Phase::Linalg:
       dsv3::buildLinalgPipeline(pm);
@@ -256,11 +273,18 @@ readTokens(const dsv3::ModelConfig &config, std::vector<int64_t> &shape) {
   return ids;
 }
 
-int runEval() {
+/// `eval` and `grad`: compile for the token batch, load weights, run once,
+/// write every output (gradients of stacked expert parameters are split back
+/// into hub names).
+int runOnTokens(bool gradient) {
+  const char *command = gradient ? "grad" : "eval";
   if (tokensPath.empty())
-    return fail("eval needs --tokens T.safetensors");
+    return fail(llvm::Twine(command) + " needs --tokens T.safetensors");
   if (outputPath.empty())
-    return fail("eval needs -o OUT.safetensors");
+    return fail(llvm::Twine(command) + " needs -o OUT.safetensors");
+  if (balanceAlpha != 0.0)
+    return fail("--balance-alpha: the sequence-wise balance loss is not "
+                "implemented yet; only 0 is accepted");
   auto desc = dsv3::loadModelDescription(modelPath);
   if (!desc)
     return fail(desc.takeError());
@@ -278,17 +302,23 @@ int runEval() {
   dsv3::ImportOptions io;
   io.batch = shape[0];
   io.seqLen = shape[1];
+  if (gradient)
+    io.mtpWeight = mtpWeight;
   auto module = dsv3::importModel(*s.ctx, desc->config, io);
   if (!module)
     return fail(tokensPath + ": " + llvm::toString(module.takeError()));
-  // Output shapes come from the entry point before it is lowered.
-  auto forward = (*module)->lookupSymbol<func::FuncOp>("forward");
+  if (llvm::Error e = lower(**module, dsv3::Phase::Linalg, *s.timing, gradient))
+    return fail(std::move(e));
+  // Output shapes come from the entry point before it is bufferized.
+  std::string entryName = gradient ? "forward_grad" : "forward";
+  auto entryFn = (*module)->lookupSymbol<func::FuncOp>(entryName);
   std::vector<std::vector<int64_t>> outShapes;
-  for (Type t : forward.getFunctionType().getResults()) {
+  for (Type t : entryFn.getFunctionType().getResults()) {
     auto shape = cast<RankedTensorType>(t).getShape();
     outShapes.emplace_back(shape.begin(), shape.end());
   }
-  if (llvm::Error e = lower(**module, dsv3::Phase::LLVM, *s.timing))
+  if (llvm::Error e = lower(**module, dsv3::Phase::LLVM, *s.timing, false,
+                            dsv3::Phase::Linalg))
     return fail(std::move(e));
   if (!dumpDir.empty())
     if (llvm::Error e = writeDump("4-llvm-ir.ll", [&](llvm::raw_ostream &os) {
@@ -309,12 +339,12 @@ int runEval() {
   std::unique_ptr<dsv3::JitModule> jit;
   {
     TimingScope t = s.timing->nest("jit-compile");
-    auto compiled = dsv3::JitModule::compile(**module);
+    auto compiled = dsv3::JitModule::compile(**module, jitOptLevel);
     if (!compiled)
       return fail(compiled.takeError());
     jit = std::move(*compiled);
   }
-  const dsv3::EntryPoint *entry = jit->entry("forward");
+  const dsv3::EntryPoint *entry = jit->entry(entryName);
   std::vector<std::vector<float>> floatOuts(outShapes.size());
   std::vector<std::vector<int64_t>> intOuts(outShapes.size());
   std::vector<dsv3::BufferArg> outs;
@@ -335,7 +365,7 @@ int runEval() {
   }
   {
     TimingScope t = s.timing->nest("execute");
-    if (llvm::Error e = jit->call("forward", params.data(),
+    if (llvm::Error e = jit->call(entryName, params.data(),
                                   {{ids->data(), shape}}, outs))
       return fail(std::move(e));
   }
@@ -346,7 +376,15 @@ int runEval() {
     std::vector<int64_t> outShape = outShapes[i];
     if (outShape.empty())
       outShape = {1}; // scalars are stored as [1], like the reference files
-    if (!intOuts[i].empty()) {
+    size_t star = name.find('*');
+    if (star != std::string::npos) {
+      // A stacked expert gradient: one tensor per expert, under hub names.
+      std::vector<int64_t> each(outShape.begin() + 1, outShape.end());
+      size_t stride = floatOuts[i].size() / outShape[0];
+      for (int64_t e = 0; e < outShape[0]; ++e)
+        writer.addF32(name.substr(0, star) + std::to_string(e) + name.substr(star + 1),
+                      each, llvm::ArrayRef<float>(floatOuts[i]).slice(e * stride, stride));
+    } else if (!intOuts[i].empty()) {
       // Chosen experts, sorted per token for comparison with references.
       int64_t k = outShape.back();
       for (size_t r = 0; r < intOuts[i].size(); r += k)
@@ -363,7 +401,7 @@ int runEval() {
       llvm::outs() << "\n";
     }
   }
-  writer.setMetadata("producer", "dsv3c eval");
+  writer.setMetadata("producer", std::string("dsv3c ") + command);
   if (llvm::Error e = writer.write(outputPath))
     return fail(std::move(e));
   return 0;
@@ -372,14 +410,21 @@ int runEval() {
 struct Command {
   const char *name;
   const char *summary;
-  cl::OptionCategory *category;
+  std::vector<cl::OptionCategory *> categories;
   int (*run)();
 };
 const Command commands[] = {
     {"eval", "run the model on tokens; write logits, losses, routing choices",
-     &evalCat, runEval},
-    {"compile", "print the IR after a pipeline phase", &compileCat, runCompile},
+     {&runCat}, [] { return runOnTokens(false); }},
+    {"grad",
+     "losses and the gradient of total_loss for every trainable parameter",
+     {&runCat, &gradCat}, [] { return runOnTokens(true); }},
+    {"compile", "print the IR after a pipeline phase", {&compileCat}, runCompile},
 };
+/// The command-specific categories; options in none of a command's own
+/// categories are rejected for it.
+const cl::OptionCategory *const commandCategories[] = {&runCat, &gradCat,
+                                                       &compileCat};
 
 void printUsage() {
   llvm::outs() << "OVERVIEW: dsv3c - compiler for DeepSeek-V3-architecture models\n\n"
@@ -426,7 +471,11 @@ int main(int argc, char **argv) {
   for (auto &[name, opt] : cl::getRegisteredOptions())
     if (name.starts_with("mlir-"))
       opt->addCategory(mlirCat);
-  cl::HideUnrelatedOptions({command->category, &commonCat, &mlirCat});
+  std::vector<const cl::OptionCategory *> visible(command->categories.begin(),
+                                                  command->categories.end());
+  visible.push_back(&commonCat);
+  visible.push_back(&mlirCat);
+  cl::HideUnrelatedOptions(visible);
   std::vector<const char *> args{argv[0]};
   args.insert(args.end(), argv + 2, argv + argc);
   std::string overview = std::string("dsv3c ") + command->name + ": " +
@@ -434,14 +483,19 @@ int main(int argc, char **argv) {
   cl::ParseCommandLineOptions(args.size(), args.data(), overview);
 
   // Options of other commands are accepted by the parser; reject them here.
-  for (const Command &other : commands) {
-    if (&other == command)
+  for (auto &[name, opt] : cl::getRegisteredOptions()) {
+    if (!opt->getNumOccurrences())
       continue;
-    for (auto &[name, opt] : cl::getRegisteredOptions())
-      if (opt->getNumOccurrences() &&
-          llvm::is_contained(opt->Categories, other.category))
-        return fail("--" + name.str() + " is an option of 'dsv3c " + other.name +
+    for (const cl::OptionCategory *cat : commandCategories)
+      if (llvm::is_contained(opt->Categories, cat) &&
+          !llvm::is_contained(command->categories, cat)) {
+        const char *owner = "another command";
+        for (const Command &other : commands)
+          if (llvm::is_contained(other.categories, cat))
+            owner = other.name;
+        return fail("--" + name.str() + " is an option of 'dsv3c " + owner +
                     "', not of '" + command->name + "'");
+      }
   }
   if (modelPath.empty())
     return fail(llvm::Twine(command->name) + " needs a MODEL argument");

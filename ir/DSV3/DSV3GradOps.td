@@ -1,0 +1,136 @@
+//===- DSV3GradOps.td - gradient ops of the tensor-level ops -*- tablegen -*-===//
+//
+// What `dsv3-autodiff` emits. Every op with parameters has separate
+// input-gradient (`*_grad_input`, "B") and weight-gradient (`*_grad_weight`,
+// "W") forms, so that zero-bubble and DualPipe schedules can place them
+// independently. Activations they need are recomputed from their operands
+// inside the lowering unless the operands carry them.
+//
+//===----------------------------------------------------------------------===//
+#ifndef DSV3_IR_DSV3GRADOPS_TD
+#define DSV3_IR_DSV3GRADOPS_TD
+
+include "ir/DSV3/DSV3Base.td"
+
+def DSV3_LinearGradInputOp : DSV3_Op<"linear_grad_input"> {
+  let summary = "dx = dy W for y = x W^T (B)";
+  let description = [{
+    ```mlir
+    %dx = dsv3.linear_grad_input %dy, %w : (tensor<2x32x128xf32>, tensor<128x256xf32>) -> tensor<2x32x256xf32>
+    ```
+  }];
+  let arguments = (ins DSV3_F32Tensor:$dy, DSV3_F32Tensor:$weight);
+  let results = (outs DSV3_F32Tensor:$dx);
+  let assemblyFormat = "$dy `,` $weight attr-dict `:` functional-type(operands, results)";
+  let hasVerifier = 1;
+}
+
+def DSV3_LinearGradWeightOp : DSV3_Op<"linear_grad_weight"> {
+  let summary = "dW = dy^T x summed over all leading dimensions (W)";
+  let description = [{
+    ```mlir
+    %dw = dsv3.linear_grad_weight %dy, %x : (tensor<2x32x128xf32>, tensor<2x32x256xf32>) -> tensor<128x256xf32>
+    ```
+  }];
+  let arguments = (ins DSV3_F32Tensor:$dy, DSV3_F32Tensor:$x);
+  let results = (outs DSV3_F32Tensor:$dweight);
+  let assemblyFormat = "$dy `,` $x attr-dict `:` functional-type(operands, results)";
+  let hasVerifier = 1;
+}
+
+def DSV3_RMSNormGradInputOp : DSV3_Op<"rms_norm_grad_input",
+    [AllTypesMatch<["x", "dy", "dx"]>]> {
+  let summary = "input gradient of dsv3.rms_norm (B)";
+  let description = [{
+    `dx = r (w*dy) - x r^3 / D * sum(w*dy*x)` with `r = rsqrt(mean(x^2)+eps)`.
+  }];
+  let arguments = (ins DSV3_F32Tensor:$x, DSV3_F32Tensor:$weight,
+                       DSV3_F32Tensor:$dy, F64Attr:$epsilon);
+  let results = (outs DSV3_F32Tensor:$dx);
+  let assemblyFormat = "$x `,` $weight `,` $dy attr-dict `:` functional-type(operands, results)";
+}
+
+def DSV3_RMSNormGradWeightOp : DSV3_Op<"rms_norm_grad_weight",
+    [AllTypesMatch<["x", "dy"]>]> {
+  let summary = "weight gradient of dsv3.rms_norm: sum over rows of dy * x * r (W)";
+  let arguments = (ins DSV3_F32Tensor:$x, DSV3_F32Tensor:$dy, F64Attr:$epsilon);
+  let results = (outs DSV3_F32Tensor:$dweight);
+  let assemblyFormat = "$x `,` $dy attr-dict `:` functional-type(operands, results)";
+}
+
+def DSV3_MLACoreGradOp : DSV3_Op<"mla_core_grad",
+    [AllTypesMatch<["q_nope", "k_nope", "dq_nope", "dk_nope"]>,
+     AllTypesMatch<["q_rope", "dq_rope"]>, AllTypesMatch<["k_rope", "dk_rope"]>,
+     AllTypesMatch<["v", "dv", "dout"]>]> {
+  let summary = "gradients of dsv3.mla_core (the softmax is recomputed)";
+  let arguments = (ins DSV3_F32Tensor:$q_nope, DSV3_F32Tensor:$q_rope,
+      DSV3_F32Tensor:$k_nope, DSV3_F32Tensor:$k_rope, DSV3_F32Tensor:$v,
+      DSV3_F32Tensor:$dout, F64Attr:$softmax_scale);
+  let results = (outs DSV3_F32Tensor:$dq_nope, DSV3_F32Tensor:$dq_rope,
+      DSV3_F32Tensor:$dk_nope, DSV3_F32Tensor:$dk_rope, DSV3_F32Tensor:$dv);
+  let assemblyFormat = "$q_nope `,` $q_rope `,` $k_nope `,` $k_rope `,` $v `,` $dout attr-dict `:` functional-type(operands, results)";
+}
+
+def DSV3_SwiGLUGradOp : DSV3_Op<"swiglu_grad",
+    [AllTypesMatch<["gate", "up", "dy", "dgate", "dup"]>]> {
+  let summary = "gradients of silu(gate) * up";
+  let arguments = (ins DSV3_F32Tensor:$gate, DSV3_F32Tensor:$up, DSV3_F32Tensor:$dy);
+  let results = (outs DSV3_F32Tensor:$dgate, DSV3_F32Tensor:$dup);
+  let assemblyFormat = "$gate `,` $up `,` $dy attr-dict `:` functional-type(operands, results)";
+}
+
+def DSV3_MoERouterGradOp : DSV3_Op<"moe_router_grad",
+    [AllTypesMatch<["logits", "dlogits"]>]> {
+  let summary = "router-logit gradient of the gate weights (selection is not differentiated)";
+  let description = [{
+    `logits [N, E]`, chosen `expert_ids [N, K]` and the gradient of the gate
+    weights `[N, K]` give the gradient of the router logits; the routing bias
+    gets none.
+  }];
+  let arguments = (ins DSV3_F32Tensor:$logits, DSV3_IndexTensor:$expert_ids,
+      DSV3_F32Tensor:$dweights, BoolAttr:$norm_topk_prob,
+      F64Attr:$routed_scaling_factor);
+  let results = (outs DSV3_F32Tensor:$dlogits);
+  let assemblyFormat = "$logits `,` $expert_ids `,` $dweights attr-dict `:` functional-type(operands, results)";
+  // dweights and expert_ids share a shape, not an element type.
+  let hasVerifier = 1;
+}
+
+def DSV3_MoEExpertsGradInputOp : DSV3_Op<"moe_experts_grad_input",
+    [AllTypesMatch<["x", "dy", "dx"]>, AllTypesMatch<["weights", "dweights"]>]> {
+  let summary = "gradients of dsv3.moe_experts with respect to tokens and gate weights (B)";
+  let arguments = (ins DSV3_F32Tensor:$x, DSV3_F32Tensor:$weights,
+      DSV3_IndexTensor:$expert_ids, DSV3_F32Tensor:$gate, DSV3_F32Tensor:$up,
+      DSV3_F32Tensor:$down, DSV3_F32Tensor:$dy);
+  let results = (outs DSV3_F32Tensor:$dx, DSV3_F32Tensor:$dweights);
+  let assemblyFormat = "$x `,` $weights `,` $expert_ids `,` $gate `,` $up `,` $down `,` $dy attr-dict `:` functional-type(operands, results)";
+}
+
+def DSV3_MoEExpertsGradWeightOp : DSV3_Op<"moe_experts_grad_weight",
+    [AllTypesMatch<["gate", "up", "dgate", "dup"]>, AllTypesMatch<["down", "ddown"]>]> {
+  let summary = "gradients of dsv3.moe_experts with respect to the expert weights (W)";
+  let arguments = (ins DSV3_F32Tensor:$x, DSV3_F32Tensor:$weights,
+      DSV3_IndexTensor:$expert_ids, DSV3_F32Tensor:$gate, DSV3_F32Tensor:$up,
+      DSV3_F32Tensor:$down, DSV3_F32Tensor:$dy);
+  let results = (outs DSV3_F32Tensor:$dgate, DSV3_F32Tensor:$dup, DSV3_F32Tensor:$ddown);
+  let assemblyFormat = "$x `,` $weights `,` $expert_ids `,` $gate `,` $up `,` $down `,` $dy attr-dict `:` functional-type(operands, results)";
+}
+
+def DSV3_CrossEntropyGradOp : DSV3_Op<"cross_entropy_grad",
+    [AllTypesMatch<["logits", "dlogits"]>]> {
+  let summary = "dlogits = dloss / (B*T) * (softmax(logits) - onehot(labels))";
+  let arguments = (ins DSV3_F32Tensor:$logits, DSV3_IndexTensor:$labels,
+                       0DTensorOf<[F32]>:$dloss);
+  let results = (outs DSV3_F32Tensor:$dlogits);
+  let assemblyFormat = "$logits `,` $labels `,` $dloss attr-dict `:` functional-type(operands, results)";
+}
+
+def DSV3_EmbeddingGradOp : DSV3_Op<"embedding_grad"> {
+  let summary = "table gradient: rows of dy scattered-added at the ids (W)";
+  let arguments = (ins DSV3_IndexTensor:$ids, DSV3_F32Tensor:$dy);
+  let results = (outs DSV3_F32Tensor:$dtable);
+  let assemblyFormat = "$ids `,` $dy attr-dict `:` functional-type(operands, results)";
+  let hasVerifier = 1;
+}
+
+#endif // DSV3_IR_DSV3GRADOPS_TD
