@@ -91,4 +91,25 @@ llvm::Error loadParameters(const WeightStore &store, const ParamLayout &layout,
   return llvm::Error::success();
 }
 
+void addSplitTensor(SafetensorsWriter &writer, const std::string &name,
+                    llvm::ArrayRef<int64_t> shape, llvm::ArrayRef<float> data) {
+  size_t star = name.find('*');
+  if (star == std::string::npos) {
+    writer.addF32(name, shape, data);
+    return;
+  }
+  llvm::ArrayRef<int64_t> each = shape.drop_front();
+  size_t stride = data.size() / shape[0];
+  for (int64_t i = 0; i < shape[0]; ++i)
+    writer.addF32(name.substr(0, star) + std::to_string(i) + name.substr(star + 1),
+                  each, data.slice(i * stride, stride));
+}
+
+void addParameters(SafetensorsWriter &writer, const ParamLayout &layout,
+                   llvm::ArrayRef<float> buffer) {
+  for (const ParamSlot &slot : layout.slots)
+    addSplitTensor(writer, slot.name, slot.shape,
+                   buffer.slice(slot.offset, slot.numElements()));
+}
+
 } // namespace dsv3

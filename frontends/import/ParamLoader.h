@@ -20,6 +20,15 @@ namespace dsv3 {
 llvm::Error loadParameters(const WeightStore &store, const ParamLayout &layout,
                            std::vector<float> &buffer);
 
+/// Adds `data` under `name`; a stacked name (one '*') is split into one
+/// tensor per leading index, under the hub names.
+void addSplitTensor(SafetensorsWriter &writer, const std::string &name,
+                    llvm::ArrayRef<int64_t> shape, llvm::ArrayRef<float> data);
+
+/// Adds every parameter of `buffer` under its hub name.
+void addParameters(SafetensorsWriter &writer, const ParamLayout &layout,
+                   llvm::ArrayRef<float> buffer);
+
 } // namespace dsv3
 
 #endif // DSV3_FRONTENDS_IMPORT_PARAMLOADER_H

@@ -17,7 +17,10 @@
 #include "lowering/Passes.h"
 #include "lowering/Pipeline/Pipelines.h"
 #include "passes/Passes.h"
+#include "frontends/import/Optimizer.h"
 #include "runtime/jit/JitModule.h"
+#include "runtime/train/Data.h"
+#include "runtime/train/Trainer.h"
 
 #include "mlir/Conversion/Passes.h"
 #include "mlir/Dialect/Bufferization/Transforms/Passes.h"
@@ -57,6 +60,8 @@ cl::OptionCategory commonCat("dsv3c options");
 cl::OptionCategory runCat("dsv3c eval/grad options");
 cl::OptionCategory gradCat("dsv3c grad options");
 cl::OptionCategory compileCat("dsv3c compile options");
+cl::OptionCategory shapeCat("dsv3c compile/train shape options");
+cl::OptionCategory trainCat("dsv3c train options");
 cl::OptionCategory mlirCat("MLIR pass-pipeline debugging options");
 
 cl::opt<std::string> modelPath(cl::Positional, cl::desc("MODEL"),
@@ -93,10 +98,59 @@ cl::opt<std::string> emit("emit",
                           cl::desc("Stop after a phase and print its IR: "
                                    "dsv3|tensor|linalg|llvm|llvm-ir"),
                           cl::init("dsv3"), cl::cat(compileCat));
-cl::opt<int64_t> batchSize("batch", cl::desc("Batch size to compile for"),
-                           cl::init(1), cl::cat(compileCat));
-cl::opt<int64_t> seqLen("seq", cl::desc("Sequence length to compile for"),
-                        cl::init(32), cl::cat(compileCat));
+cl::opt<int64_t> batchSize("batch", cl::desc("Batch size (sequences)"),
+                           cl::init(1), cl::cat(shapeCat));
+cl::opt<int64_t> seqLen("seq", cl::desc("Sequence length"), cl::init(32),
+                        cl::cat(shapeCat));
+
+cl::opt<int64_t> trainSteps("steps", cl::desc("Optimizer steps"), cl::init(100),
+                            cl::cat(trainCat));
+cl::opt<double> learningRateOpt("lr", cl::desc("Peak learning rate"),
+                                cl::init(1e-3), cl::cat(trainCat));
+cl::opt<std::string> betasOpt("betas", cl::desc("AdamW betas: b1,b2"),
+                              cl::init("0.9,0.95"), cl::cat(trainCat));
+cl::opt<double> epsOpt("eps", cl::desc("AdamW epsilon"), cl::init(1e-8),
+                       cl::cat(trainCat));
+cl::opt<double> weightDecayOpt("weight-decay",
+                               cl::desc("Decoupled weight decay"),
+                               cl::init(0.1), cl::cat(trainCat));
+cl::opt<double> gradClipOpt("grad-clip",
+                            cl::desc("Global gradient-norm clip (0: off; default: "
+                                     "the .toml recipe's grad_clip = 1.0, off for "
+                                     "a bare hub directory)"),
+                            cl::init(1.0), cl::cat(trainCat));
+cl::opt<int64_t> warmupOpt("warmup-steps", cl::desc("Linear warm-up steps"),
+                           cl::init(0), cl::cat(trainCat));
+cl::opt<int64_t> decayStartOpt(
+    "decay-start", cl::desc("Step where cosine decay begins (-1: constant)"),
+    cl::init(-1), cl::cat(trainCat));
+cl::opt<double> minLrRatioOpt("min-lr-ratio",
+                              cl::desc("Final learning rate / peak"),
+                              cl::init(0.1), cl::cat(trainCat));
+cl::opt<double> biasUpdateOpt(
+    "bias-update",
+    cl::desc("Routing-bias update speed gamma (auxiliary-loss-free "
+             "balancing; 0 disables)"),
+    cl::init(1e-3), cl::cat(trainCat));
+cl::opt<int64_t> gradAccumOpt("grad-accum",
+                              cl::desc("Micro-batches per optimizer step"),
+                              cl::init(1), cl::cat(trainCat));
+cl::opt<uint64_t> seedOpt("seed", cl::desc("Data sampling seed"), cl::init(0),
+                          cl::cat(trainCat));
+cl::opt<std::string> corpusOpt(
+    "corpus", cl::desc("Text corpus (byte-level tokens); default: the bundled one"),
+    cl::init(DSV3_DEFAULT_CORPUS), cl::cat(trainCat));
+cl::opt<std::string> logJsonOpt("log-json",
+                                cl::desc("Write one JSON object per step"),
+                                cl::cat(trainCat));
+cl::opt<std::string> plotOpt("plot", cl::desc("Loss curve SVG"),
+                             cl::cat(trainCat));
+cl::opt<std::string> saveOpt("save",
+                             cl::desc("Write a hub-layout checkpoint to DIR"),
+                             cl::value_desc("DIR"), cl::cat(trainCat));
+cl::opt<std::string> resumeOpt("resume",
+                               cl::desc("Continue from a checkpoint DIR"),
+                               cl::value_desc("DIR"), cl::cat(trainCat));
 
 /// One-line error, in the driver's format.
 int fail(const llvm::Twine &msg) {
@@ -243,34 +297,67 @@ int runCompile() {
   return 0;
 }
 
-/// Reads and validates input_ids against the model.
-llvm::Expected<std::vector<int64_t>>
-readTokens(const dsv3::ModelConfig &config, std::vector<int64_t> &shape) {
-  auto file = dsv3::SafetensorsFile::open(tokensPath);
-  if (!file)
-    return file.takeError();
-  const dsv3::TensorInfo *t = (*file)->lookup("input_ids");
-  auto err = [&](const llvm::Twine &msg) {
-    return llvm::createStringError(tokensPath + ": " + msg.str());
-  };
-  if (!t)
-    return err("no tensor named 'input_ids'");
-  if (t->dtype != dsv3::DType::I64 && t->dtype != dsv3::DType::I32)
-    return err("input_ids must be int64 or int32, got " +
-               dsv3::dtypeName(t->dtype).str());
-  if (t->shape.size() != 2 || t->shape[0] <= 0 || t->shape[1] <= 0)
-    return err("input_ids must be a non-empty [batch, seq] matrix");
-  shape = t->shape;
-  std::vector<int64_t> ids(t->numElements());
-  if (llvm::Error e = dsv3::convertToI64(*t, ids.data()))
+/// A model compiled for one batch shape, with its weights loaded.
+struct CompiledModel {
+  std::unique_ptr<dsv3::JitModule> jit;
+  std::string entry;
+  std::vector<std::vector<int64_t>> outShapes;
+  std::vector<float> params;
+};
+
+/// Imports, lowers (with the reverse sweep when `gradient`), loads the
+/// weights (before JIT compilation, so a bad checkpoint fails fast) and
+/// JIT-compiles. Errors name `shapeSource` for shape problems.
+llvm::Expected<CompiledModel>
+compileModel(Session &s, const dsv3::ModelDescription &desc, int64_t batch,
+             int64_t seq, bool gradient, const std::string &shapeSource) {
+  if (desc.weightsPath.empty())
+    return llvm::createStringError(modelPath +
+                                   ": the description names no weights");
+  auto store = dsv3::WeightStore::open(desc.weightsPath);
+  if (!store)
+    return store.takeError();
+  dsv3::ImportOptions io;
+  io.batch = batch;
+  io.seqLen = seq;
+  if (gradient)
+    io.mtpWeight = mtpWeight;
+  auto module = dsv3::importModel(*s.ctx, desc.config, io);
+  if (!module)
+    return llvm::createStringError(shapeSource + ": " +
+                                   llvm::toString(module.takeError()));
+  if (llvm::Error e = lower(**module, dsv3::Phase::Linalg, *s.timing, gradient))
     return std::move(e);
-  for (size_t i = 0; i < ids.size(); ++i)
-    if (ids[i] < 0 || ids[i] >= config.vocabSize)
-      return err("input_ids[" + std::to_string(i / shape[1]) + ", " +
-                 std::to_string(i % shape[1]) + "] = " + std::to_string(ids[i]) +
-                 " is outside the vocabulary [0, " +
-                 std::to_string(config.vocabSize) + ")");
-  return ids;
+  CompiledModel c;
+  c.entry = gradient ? "forward_grad" : "forward";
+  // Output shapes come from the entry point before it is bufferized.
+  auto entryFn = (*module)->lookupSymbol<func::FuncOp>(c.entry);
+  for (Type t : entryFn.getFunctionType().getResults()) {
+    auto shape = cast<RankedTensorType>(t).getShape();
+    c.outShapes.emplace_back(shape.begin(), shape.end());
+  }
+  if (llvm::Error e = lower(**module, dsv3::Phase::LLVM, *s.timing, false,
+                            dsv3::Phase::Linalg))
+    return std::move(e);
+  if (!dumpDir.empty())
+    if (llvm::Error e = writeDump("4-llvm-ir.ll", [&](llvm::raw_ostream &os) {
+          llvm::consumeError(printLLVMIR(**module, os));
+        }))
+      return std::move(e);
+  {
+    TimingScope t = s.timing->nest("load-weights");
+    auto layout = dsv3::readParamLayout(**module);
+    if (!layout)
+      return layout.takeError();
+    if (llvm::Error e = dsv3::loadParameters(**store, *layout, c.params))
+      return std::move(e);
+  }
+  TimingScope t = s.timing->nest("jit-compile");
+  auto jit = dsv3::JitModule::compile(**module, jitOptLevel);
+  if (!jit)
+    return jit.takeError();
+  c.jit = std::move(*jit);
+  return c;
 }
 
 /// `eval` and `grad`: compile for the token batch, load weights, run once,
@@ -288,62 +375,21 @@ int runOnTokens(bool gradient) {
   auto desc = dsv3::loadModelDescription(modelPath);
   if (!desc)
     return fail(desc.takeError());
-  if (desc->weightsPath.empty())
-    return fail(modelPath + ": the description names no weights to evaluate");
-  std::vector<int64_t> shape;
-  auto ids = readTokens(desc->config, shape);
-  if (!ids)
-    return fail(ids.takeError());
-  auto store = dsv3::WeightStore::open(desc->weightsPath);
-  if (!store)
-    return fail(store.takeError());
+  auto data = dsv3::openFixedBatch(tokensPath, desc->config.vocabSize);
+  if (!data)
+    return fail(data.takeError());
+  std::vector<int64_t> ids;
+  (*data)->fill(0, 0, 0, ids);
+  std::vector<int64_t> shape{(*data)->batch(), (*data)->seqLen()};
 
   Session s;
-  dsv3::ImportOptions io;
-  io.batch = shape[0];
-  io.seqLen = shape[1];
-  if (gradient)
-    io.mtpWeight = mtpWeight;
-  auto module = dsv3::importModel(*s.ctx, desc->config, io);
-  if (!module)
-    return fail(tokensPath + ": " + llvm::toString(module.takeError()));
-  if (llvm::Error e = lower(**module, dsv3::Phase::Linalg, *s.timing, gradient))
-    return fail(std::move(e));
-  // Output shapes come from the entry point before it is bufferized.
-  std::string entryName = gradient ? "forward_grad" : "forward";
-  auto entryFn = (*module)->lookupSymbol<func::FuncOp>(entryName);
-  std::vector<std::vector<int64_t>> outShapes;
-  for (Type t : entryFn.getFunctionType().getResults()) {
-    auto shape = cast<RankedTensorType>(t).getShape();
-    outShapes.emplace_back(shape.begin(), shape.end());
-  }
-  if (llvm::Error e = lower(**module, dsv3::Phase::LLVM, *s.timing, false,
-                            dsv3::Phase::Linalg))
-    return fail(std::move(e));
-  if (!dumpDir.empty())
-    if (llvm::Error e = writeDump("4-llvm-ir.ll", [&](llvm::raw_ostream &os) {
-          llvm::consumeError(printLLVMIR(**module, os));
-        }))
-      return fail(std::move(e));
-
-  // Weights load before JIT compilation so a bad checkpoint fails fast.
-  std::vector<float> params;
-  {
-    TimingScope t = s.timing->nest("load-weights");
-    auto layout = dsv3::readParamLayout(**module);
-    if (!layout)
-      return fail(layout.takeError());
-    if (llvm::Error e = dsv3::loadParameters(**store, *layout, params))
-      return fail(std::move(e));
-  }
-  std::unique_ptr<dsv3::JitModule> jit;
-  {
-    TimingScope t = s.timing->nest("jit-compile");
-    auto compiled = dsv3::JitModule::compile(**module, jitOptLevel);
-    if (!compiled)
-      return fail(compiled.takeError());
-    jit = std::move(*compiled);
-  }
+  auto model = compileModel(s, *desc, shape[0], shape[1], gradient, tokensPath);
+  if (!model)
+    return fail(model.takeError());
+  const std::string &entryName = model->entry;
+  const auto &outShapes = model->outShapes;
+  auto &jit = model->jit;
+  auto &params = model->params;
   const dsv3::EntryPoint *entry = jit->entry(entryName);
   std::vector<std::vector<float>> floatOuts(outShapes.size());
   std::vector<std::vector<int64_t>> intOuts(outShapes.size());
@@ -366,7 +412,7 @@ int runOnTokens(bool gradient) {
   {
     TimingScope t = s.timing->nest("execute");
     if (llvm::Error e = jit->call(entryName, params.data(),
-                                  {{ids->data(), shape}}, outs))
+                                  {{ids.data(), shape}}, outs))
       return fail(std::move(e));
   }
 
@@ -376,14 +422,8 @@ int runOnTokens(bool gradient) {
     std::vector<int64_t> outShape = outShapes[i];
     if (outShape.empty())
       outShape = {1}; // scalars are stored as [1], like the reference files
-    size_t star = name.find('*');
-    if (star != std::string::npos) {
-      // A stacked expert gradient: one tensor per expert, under hub names.
-      std::vector<int64_t> each(outShape.begin() + 1, outShape.end());
-      size_t stride = floatOuts[i].size() / outShape[0];
-      for (int64_t e = 0; e < outShape[0]; ++e)
-        writer.addF32(name.substr(0, star) + std::to_string(e) + name.substr(star + 1),
-                      each, llvm::ArrayRef<float>(floatOuts[i]).slice(e * stride, stride));
+    if (name.find('*') != std::string::npos) {
+      dsv3::addSplitTensor(writer, name, outShape, floatOuts[i]);
     } else if (!intOuts[i].empty()) {
       // Chosen experts, sorted per token for comparison with references.
       int64_t k = outShape.back();
@@ -407,6 +447,115 @@ int runOnTokens(bool gradient) {
   return 0;
 }
 
+int runTrain() {
+  auto desc = dsv3::loadModelDescription(modelPath);
+  if (!desc)
+    return fail(desc.takeError());
+  if (balanceAlpha != 0.0)
+    return fail("--balance-alpha: the sequence-wise balance loss is not "
+                "implemented yet; only 0 is accepted");
+  const dsv3::TrainSettings &ts = desc->train;
+  // Command-line flags win; the description's [train] table fills the rest.
+  auto pick = [](auto &opt, auto fromFile, bool fileHasIt) {
+    return opt.getNumOccurrences() || !fileHasIt ? opt.getValue()
+                                                 : decltype(opt.getValue())(fromFile);
+  };
+  dsv3::TrainConfig c;
+  c.steps = pick(trainSteps, ts.steps, ts.steps > 0);
+  c.lr = pick(learningRateOpt, ts.lr, ts.lr > 0);
+  // A .toml description carries a training recipe; a bare hub directory
+  // does not, so there clipping is off unless asked for (Hugging Face's
+  // reference trajectories are unclipped).
+  bool recipe = llvm::StringRef(modelPath).ends_with(".toml");
+  c.eps = pick(epsOpt, ts.eps, recipe);
+  c.weightDecay = pick(weightDecayOpt, ts.weightDecay, recipe);
+  c.gradClip = gradClipOpt.getNumOccurrences() ? gradClipOpt.getValue()
+               : recipe                        ? ts.gradClip
+                                               : 0.0;
+  c.biasUpdateSpeed = pick(biasUpdateOpt, ts.biasUpdateSpeed, recipe);
+  if (!mtpWeight.getNumOccurrences() && recipe)
+    mtpWeight = ts.mtpWeight;
+  c.warmupSteps = pick(warmupOpt, ts.warmupSteps, ts.warmupSteps > 0);
+  if (decayStartOpt >= 0)
+    c.decayStart = decayStartOpt;
+  c.minLrRatio = minLrRatioOpt;
+  c.gradAccumulation = gradAccumOpt;
+  c.seed = pick(seedOpt, ts.seed, ts.seed > 0);
+  c.logJsonPath = logJsonOpt;
+  c.savePath = saveOpt;
+  c.resumePath = resumeOpt;
+  c.plotPath = !plotOpt.empty() ? plotOpt.getValue()
+               : !saveOpt.empty() ? saveOpt + ".loss.svg"
+                                  : std::string();
+  llvm::SmallVector<llvm::StringRef> betas;
+  llvm::StringRef(betasOpt).split(betas, ',');
+  bool betasOk = betas.size() == 2 && !betas[0].trim().getAsDouble(c.beta1) &&
+                 !betas[1].trim().getAsDouble(c.beta2);
+  if (!betasOpt.getNumOccurrences() && recipe) {
+    c.beta1 = ts.betas[0];
+    c.beta2 = ts.betas[1];
+  }
+  if (!betasOk || c.beta1 < 0 || c.beta1 >= 1 || c.beta2 < 0 || c.beta2 >= 1)
+    return fail("--betas must be two numbers in [0, 1) separated by a comma, got '" +
+                betasOpt + "'");
+  if (c.steps <= 0 || c.gradAccumulation <= 0 || c.lr <= 0)
+    return fail("--steps, --grad-accum and --lr must be positive");
+  c.configJsonPath = desc->config.sourcePath;
+
+  std::unique_ptr<dsv3::DataSource> data;
+  if (!tokensPath.empty()) {
+    auto fixed = dsv3::openFixedBatch(tokensPath, desc->config.vocabSize);
+    if (!fixed)
+      return fail(fixed.takeError());
+    data = std::move(*fixed);
+  } else {
+    int64_t b = pick(batchSize, ts.batchSize, ts.batchSize > 0);
+    int64_t t = pick(seqLen, ts.seqLen, ts.seqLen > 0);
+    auto corpus = dsv3::openByteCorpus(corpusOpt, desc->config.vocabSize, b, t);
+    if (!corpus)
+      return fail(corpus.takeError());
+    data = std::move(*corpus);
+  }
+
+  // A bad checkpoint to resume from must fail before the long compile.
+  if (!c.resumePath.empty())
+    for (const char *f : {"/model.safetensors", "/optimizer.safetensors"})
+      if (auto file = dsv3::SafetensorsFile::open(c.resumePath + f); !file)
+        return fail(file.takeError());
+
+  Session s;
+  auto model = compileModel(s, *desc, data->batch(), data->seqLen(),
+                            /*gradient=*/true, modelPath);
+  if (!model)
+    return fail(model.takeError());
+  // The optimizer update is compiled too: linalg on the flat buffer.
+  auto adamModule = dsv3::buildAdamWModule(*s.ctx, model->params.size());
+  dsv3::CPUPipelineOptions options;
+  PassManager pm(adamModule->getOperation()->getName());
+  dsv3::buildLLVMPipeline(pm, options);
+  if (failed(pm.run(*adamModule)))
+    return fail("internal error: the AdamW update failed to compile");
+  auto adamw = dsv3::JitModule::compile(*adamModule, jitOptLevel);
+  if (!adamw)
+    return fail(adamw.takeError());
+
+  llvm::outs() << "training " << modelPath << " on " << data->describe() << ", "
+               << data->batch() << "x" << data->seqLen() << " tokens x "
+               << c.gradAccumulation << " micro-batches per step, "
+               << model->params.size() << " parameters\n";
+  llvm::outs().flush();
+  dsv3::CompiledTraining compiled{model->jit.get(), adamw->get(),
+                                  model->outShapes};
+  TimingScope t = s.timing->nest("train");
+  if (llvm::Error e = dsv3::train(c, compiled, *data, model->params))
+    return fail(std::move(e));
+  if (!c.savePath.empty())
+    llvm::outs() << "checkpoint: " << c.savePath << "\n";
+  if (!c.plotPath.empty())
+    llvm::outs() << "loss curve: " << c.plotPath << "\n";
+  return 0;
+}
+
 struct Command {
   const char *name;
   const char *summary;
@@ -419,12 +568,15 @@ const Command commands[] = {
     {"grad",
      "losses and the gradient of total_loss for every trainable parameter",
      {&runCat, &gradCat}, [] { return runOnTokens(true); }},
-    {"compile", "print the IR after a pipeline phase", {&compileCat}, runCompile},
+    {"train", "train with the compiled gradient and AdamW step",
+     {&runCat, &gradCat, &shapeCat, &trainCat}, runTrain},
+    {"compile", "print the IR after a pipeline phase", {&compileCat, &shapeCat},
+     runCompile},
 };
 /// The command-specific categories; options in none of a command's own
 /// categories are rejected for it.
-const cl::OptionCategory *const commandCategories[] = {&runCat, &gradCat,
-                                                       &compileCat};
+const cl::OptionCategory *const commandCategories[] = {
+    &runCat, &gradCat, &compileCat, &shapeCat, &trainCat};
 
 void printUsage() {
   llvm::outs() << "OVERVIEW: dsv3c - compiler for DeepSeek-V3-architecture models\n\n"

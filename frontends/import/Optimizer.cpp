@@ -1,0 +1,69 @@
+//===- Optimizer.cpp - optimizer update as compiled IR --------------------===//
+#include "frontends/import/Optimizer.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/Linalg/IR/Linalg.h"
+#include "mlir/Dialect/Math/IR/Math.h"
+#include "mlir/Dialect/Tensor/IR/Tensor.h"
+
+using namespace mlir;
+
+namespace dsv3 {
+
+OwningOpRef<ModuleOp> buildAdamWModule(MLIRContext &ctx, int64_t n) {
+  OpBuilder b(&ctx);
+  Location loc = b.getUnknownLoc();
+  OwningOpRef<ModuleOp> module = ModuleOp::create(loc);
+  b.setInsertionPointToEnd(module->getBody());
+  auto vec = RankedTensorType::get({n}, b.getF32Type());
+  auto hyperType = RankedTensorType::get({kNumAdamWHyper}, b.getF32Type());
+  auto fn = func::FuncOp::create(
+      b, loc, "adamw_step",
+      b.getFunctionType({vec, vec, vec, vec, hyperType}, {vec, vec, vec}));
+  Block *body = fn.addEntryBlock();
+  b.setInsertionPointToStart(body);
+  SmallVector<Value> h;
+  for (int64_t i = 0; i < kNumAdamWHyper; ++i)
+    h.push_back(tensor::ExtractOp::create(
+        b, loc, body->getArgument(4),
+        ValueRange{arith::ConstantIndexOp::create(b, loc, i)}));
+
+  auto id = b.getMultiDimIdentityMap(1);
+  // One destination per result: a shared one would alias the outputs.
+  SmallVector<Value> inits;
+  for (int i = 0; i < 3; ++i)
+    inits.push_back(tensor::EmptyOp::create(b, loc, ArrayRef<int64_t>{n},
+                                            b.getF32Type()));
+  auto update = linalg::GenericOp::create(
+      b, loc, TypeRange{vec, vec, vec}, body->getArguments().take_front(4),
+      inits, SmallVector<AffineMap>(7, id),
+      SmallVector<utils::IteratorType>{utils::IteratorType::parallel},
+      [&](OpBuilder &nb, Location l, ValueRange a) {
+        auto f = [&](double v) {
+          return arith::ConstantOp::create(nb, l, nb.getF32FloatAttr(v)).getResult();
+        };
+        auto mul = [&](Value x, Value y) { return arith::MulFOp::create(nb, l, x, y).getResult(); };
+        auto add = [&](Value x, Value y) { return arith::AddFOp::create(nb, l, x, y).getResult(); };
+        auto sub = [&](Value x, Value y) { return arith::SubFOp::create(nb, l, x, y).getResult(); };
+        auto div = [&](Value x, Value y) { return arith::DivFOp::create(nb, l, x, y).getResult(); };
+        Value p = a[0], g = mul(a[1], h[kGradScale]), m = a[2], v = a[3];
+        Value one = f(1.0);
+        m = add(mul(h[kBeta1], m), mul(sub(one, h[kBeta1]), g));
+        v = add(mul(h[kBeta2], v), mul(sub(one, h[kBeta2]), mul(g, g)));
+        p = mul(p, sub(one, mul(h[kLearningRate], h[kWeightDecay])));
+        Value denom = add(div(math::SqrtOp::create(nb, l, v),
+                              math::SqrtOp::create(nb, l, h[kBiasCorrection2])),
+                          h[kEpsilon]);
+        Value step = div(h[kLearningRate], h[kBiasCorrection1]);
+        p = sub(p, mul(step, div(m, denom)));
+        linalg::YieldOp::create(nb, l, ValueRange{p, m, v});
+      });
+  func::ReturnOp::create(b, loc, update.getResults());
+  const char *names[] = {"params", "exp_avg", "exp_avg_sq"};
+  for (int i = 0; i < 3; ++i)
+    fn.setResultAttr(i, "dsv3.output", b.getStringAttr(names[i]));
+  return module;
+}
+
+} // namespace dsv3

@@ -1,0 +1,117 @@
+//===- Data.cpp - training batches ----------------------------------------===//
+#include "runtime/train/Data.h"
+
+#include "frontends/model/Safetensors.h"
+
+#include "llvm/Support/MemoryBuffer.h"
+
+namespace dsv3 {
+namespace {
+
+llvm::Error fileError(const std::string &path, const llvm::Twine &msg) {
+  return llvm::createStringError(path + ": " + msg.str());
+}
+
+class FixedBatch : public DataSource {
+public:
+  FixedBatch(std::vector<int64_t> ids, int64_t b, int64_t t, std::string path)
+      : ids(std::move(ids)), path(std::move(path)) {
+    batch_ = b;
+    seqLen_ = t;
+  }
+  void fill(uint64_t, int64_t, int64_t, std::vector<int64_t> &out) const override {
+    out = ids;
+  }
+  std::string describe() const override { return path + " (fixed batch)"; }
+
+private:
+  std::vector<int64_t> ids;
+  std::string path;
+};
+
+/// SplitMix64: a well-mixed hash of the window coordinates.
+uint64_t mix(uint64_t x) {
+  x += 0x9E3779B97F4A7C15ull;
+  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+  return x ^ (x >> 31);
+}
+
+class ByteCorpus : public DataSource {
+public:
+  ByteCorpus(std::unique_ptr<llvm::MemoryBuffer> text, int64_t b, int64_t t,
+             std::string path)
+      : text(std::move(text)), path(std::move(path)) {
+    batch_ = b;
+    seqLen_ = t;
+  }
+  void fill(uint64_t seed, int64_t step, int64_t micro,
+            std::vector<int64_t> &out) const override {
+    out.resize(batch_ * seqLen_);
+    auto bytes = text->getBuffer();
+    uint64_t windows = bytes.size() - seqLen_ + 1;
+    for (int64_t r = 0; r < batch_; ++r) {
+      uint64_t h = mix(mix(mix(mix(seed) ^ step) ^ micro) ^ r);
+      uint64_t start = h % windows;
+      for (int64_t i = 0; i < seqLen_; ++i)
+        out[r * seqLen_ + i] = static_cast<uint8_t>(bytes[start + i]);
+    }
+  }
+  std::string describe() const override {
+    return path + " (" + std::to_string(text->getBufferSize()) +
+           " bytes, byte-level tokens)";
+  }
+
+private:
+  std::unique_ptr<llvm::MemoryBuffer> text;
+  std::string path;
+};
+
+} // namespace
+
+llvm::Expected<std::unique_ptr<DataSource>>
+openFixedBatch(const std::string &path, int64_t vocabSize) {
+  auto file = SafetensorsFile::open(path);
+  if (!file)
+    return file.takeError();
+  const TensorInfo *t = (*file)->lookup("input_ids");
+  if (!t)
+    return fileError(path, "no tensor named 'input_ids'");
+  if (t->dtype != DType::I64 && t->dtype != DType::I32)
+    return fileError(path, "input_ids must be int64 or int32, got " +
+                               dtypeName(t->dtype).str());
+  if (t->shape.size() != 2 || t->shape[0] <= 0 || t->shape[1] <= 0)
+    return fileError(path, "input_ids must be a non-empty [batch, seq] matrix");
+  std::vector<int64_t> ids(t->numElements());
+  if (llvm::Error e = convertToI64(*t, ids.data()))
+    return std::move(e);
+  for (size_t i = 0; i < ids.size(); ++i)
+    if (ids[i] < 0 || ids[i] >= vocabSize)
+      return fileError(path, "input_ids[" + std::to_string(i / t->shape[1]) +
+                                 ", " + std::to_string(i % t->shape[1]) + "] = " +
+                                 std::to_string(ids[i]) +
+                                 " is outside the vocabulary [0, " +
+                                 std::to_string(vocabSize) + ")");
+  return std::make_unique<FixedBatch>(std::move(ids), t->shape[0], t->shape[1],
+                                      path);
+}
+
+llvm::Expected<std::unique_ptr<DataSource>>
+openByteCorpus(const std::string &path, int64_t vocabSize, int64_t batch,
+               int64_t seqLen) {
+  if (vocabSize < 256)
+    return fileError(path, "the byte-level tokenizer needs a vocabulary of at "
+                           "least 256, the model has " +
+                               std::to_string(vocabSize));
+  auto text = llvm::MemoryBuffer::getFile(path, /*IsText=*/false,
+                                          /*RequiresNullTerminator=*/false);
+  if (!text)
+    return fileError(path, text.getError().message());
+  if (static_cast<int64_t>((*text)->getBufferSize()) < seqLen + 1)
+    return fileError(path, "corpus of " + std::to_string((*text)->getBufferSize()) +
+                               " bytes is shorter than one sequence (" +
+                               std::to_string(seqLen) + ")");
+  return std::make_unique<ByteCorpus>(std::move(*text), batch, seqLen, path);
+}
+
+} // namespace dsv3

@@ -1,0 +1,46 @@
+//===- Data.h - training batches --------------------------------*- C++ -*-===//
+//
+// Where token batches come from: a fixed batch repeated every step, or
+// windows of a byte-tokenised text corpus. The window for (seed, step,
+// micro-batch, row) is a pure function of those numbers, so a resumed run
+// sees exactly the batches the uninterrupted run would have seen.
+//
+//===----------------------------------------------------------------------===//
+#ifndef DSV3_RUNTIME_TRAIN_DATA_H
+#define DSV3_RUNTIME_TRAIN_DATA_H
+
+#include "llvm/Support/Error.h"
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace dsv3 {
+
+class DataSource {
+public:
+  virtual ~DataSource() = default;
+  int64_t batch() const { return batch_; }
+  int64_t seqLen() const { return seqLen_; }
+  /// Fills `ids` ([batch, seq], row-major) for one micro-batch.
+  virtual void fill(uint64_t seed, int64_t step, int64_t micro,
+                    std::vector<int64_t> &ids) const = 0;
+  virtual std::string describe() const = 0;
+
+protected:
+  int64_t batch_ = 0, seqLen_ = 0;
+};
+
+/// input_ids of a safetensors file, the same batch every step.
+llvm::Expected<std::unique_ptr<DataSource>>
+openFixedBatch(const std::string &path, int64_t vocabSize);
+
+/// A text file read with the byte-level tokenizer (token = byte value).
+llvm::Expected<std::unique_ptr<DataSource>>
+openByteCorpus(const std::string &path, int64_t vocabSize, int64_t batch,
+               int64_t seqLen);
+
+} // namespace dsv3
+
+#endif // DSV3_RUNTIME_TRAIN_DATA_H

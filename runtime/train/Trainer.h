@@ -1,0 +1,57 @@
+//===- Trainer.h - the training loop ----------------------------*- C++ -*-===//
+//
+// Drives JIT-compiled code: the model's `forward_grad` (from dsv3-autodiff)
+// and the compiled AdamW update, over the flat parameter buffer. Host code
+// only moves data, clips, schedules the learning rate, updates the routing
+// biases (auxiliary-loss-free balancing), logs and checkpoints.
+//
+//===----------------------------------------------------------------------===//
+#ifndef DSV3_RUNTIME_TRAIN_TRAINER_H
+#define DSV3_RUNTIME_TRAIN_TRAINER_H
+
+#include "runtime/jit/JitModule.h"
+#include "runtime/train/Data.h"
+
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace dsv3 {
+
+struct TrainConfig {
+  int64_t steps = 100;
+  int64_t gradAccumulation = 1;
+  uint64_t seed = 0;
+  double lr = 1e-3, beta1 = 0.9, beta2 = 0.95, eps = 1e-8, weightDecay = 0.1;
+  double gradClip = 1.0;             // 0 disables
+  int64_t warmupSteps = 0;
+  std::optional<int64_t> decayStart; // cosine decay from here to `steps`
+  double minLrRatio = 0.1;
+  double biasUpdateSpeed = 1e-3;     // gamma; 0 disables
+  std::string logJsonPath, plotPath, savePath, resumePath;
+  std::string configJsonPath;        // copied into checkpoints
+};
+
+/// Learning rate of 1-based `step`: linear warm-up, constant, cosine decay.
+double learningRate(const TrainConfig &c, int64_t step);
+
+/// Auxiliary-loss-free balancing for one MoE layer: with the step's expert
+/// loads, b_i += gamma * sign(mean_load - load_i). Returns max/mean load
+/// (0 when nothing was routed).
+double updateRoutingBias(llvm::ArrayRef<int64_t> load, double gamma,
+                         float *bias);
+
+/// The compiled pieces and shapes the loop runs.
+struct CompiledTraining {
+  JitModule *grad;  // entry "forward_grad"
+  JitModule *adamw; // entry "adamw_step"
+  std::vector<std::vector<int64_t>> gradOutputShapes;
+};
+
+/// Trains in place on `params`; resumes from `config.resumePath` when set.
+llvm::Error train(const TrainConfig &config, const CompiledTraining &compiled,
+                  const DataSource &data, std::vector<float> &params);
+
+} // namespace dsv3
+
+#endif // DSV3_RUNTIME_TRAIN_TRAINER_H
