@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
-# The main job on the embedded default: build, then evaluate the bundled tiny
-# DeepSeek-V3-architecture model on its reference batch and print the losses.
+# The main job on the embedded default: build, then train the bundled tiny
+# DeepSeek-V3-architecture model on the bundled corpus (KJV Genesis+Exodus,
+# byte-level tokens) with its recipe (models/tiny/tiny.toml): progress,
+# JSON-lines metrics, a loss-curve SVG and a hub-layout checkpoint land in
+# build/demo. Extra flags go to `dsv3c train`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-mkdir -p build/demo
-exec build/bin/dsv3c eval models/tiny/tiny.toml \
-  --tokens tests/golden/tiny/reference.safetensors -o build/demo/eval.safetensors "$@"
+out=build/demo
+mkdir -p "$out"
+build/bin/dsv3c train models/tiny/tiny.toml --save "$out/checkpoint" \
+  --log-json "$out/train.jsonl" --plot "$out/loss.svg" "$@"
