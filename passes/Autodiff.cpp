@@ -214,6 +214,13 @@ LogicalResult ReverseSweep::differentiate(Operation *op) {
                                               grad(c)));
         return success();
       })
+      .Case([&](MoEBalanceLossOp l) {
+        accumulate(l.getLogits(),
+                   MoEBalanceLossGradOp::create(b, loc, l.getLogits().getType(),
+                                                l.getLogits(), l.getExpertIds(),
+                                                grad(l), l.getAlphaAttr()));
+        return success();
+      })
       .Case([&](EmbeddingOp e) {
         accumulate(e.getTable(),
                    EmbeddingGradOp::create(b, loc, e.getTable().getType(),

@@ -82,6 +82,8 @@ private:
   const ImportOptions &o;
   SmallVector<Value> outputs;
   SmallVector<std::string> outputNames;
+  /// Balance-loss terms of the MoE layers, summed into total_loss.
+  SmallVector<Value> balanceLosses;
 };
 
 Value Importer::attention(int64_t l, Value x) {
@@ -147,6 +149,13 @@ Value Importer::decoderLayer(int64_t l, Value h) {
         b.getI64IntegerAttr(c.topkGroup), b.getBoolAttr(c.normTopkProb),
         b.getF64FloatAttr(c.routedScalingFactor));
     m = moe.getResult();
+    if (o.mtpWeight && o.balanceAlpha > 0) {
+      Value logits = LinearOp::create(
+          b, loc, f32({shape[0], shape[1], e}), f, router);
+      balanceLosses.push_back(MoEBalanceLossOp::create(
+          b, loc, RankedTensorType::get({}, b.getF32Type()), logits,
+          moe.getExpertIds(), b.getF64FloatAttr(o.balanceAlpha)));
+    }
     if (o.emitRoutingChoices) {
       outputs.push_back(moe.getExpertIds());
       outputNames.push_back("topk_ids." + mp + "gate");
@@ -241,6 +250,14 @@ llvm::Expected<OwningOpRef<ModuleOp>> Importer::run() {
                                          static_cast<float>(*o.mtpWeight)));
       total = arith::AddFOp::create(
           b, loc, total, arith::MulFOp::create(b, loc, mainOutputs.back(), w));
+    }
+    if (!balanceLosses.empty()) {
+      Value balance = balanceLosses.front();
+      for (Value l : llvm::drop_begin(balanceLosses))
+        balance = arith::AddFOp::create(b, loc, balance, l);
+      total = arith::AddFOp::create(b, loc, total, balance);
+      mainOutputs.push_back(balance);
+      mainNames.push_back("balance_loss");
     }
     mainOutputs.push_back(total);
     mainNames.push_back("total_loss");

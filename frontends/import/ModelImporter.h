@@ -27,6 +27,9 @@ struct ImportOptions {
   /// When set, also emit the training objective
   /// `total_loss = loss + mtpWeight * mtp_loss`.
   std::optional<double> mtpWeight;
+  /// With mtpWeight set: weight of the sequence-wise balance loss of every
+  /// MoE layer, added to total_loss (0: none).
+  double balanceAlpha = 0.0;
 };
 
 /// Builds `func.func @forward(ids) -> (logits, loss, [mtp_logits, mtp_loss],

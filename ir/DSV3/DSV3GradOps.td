@@ -133,4 +133,13 @@ def DSV3_EmbeddingGradOp : DSV3_Op<"embedding_grad"> {
   let hasVerifier = 1;
 }
 
+def DSV3_MoEBalanceLossGradOp : DSV3_Op<"moe_balance_loss_grad",
+    [AllTypesMatch<["logits", "dlogits"]>]> {
+  let summary = "router-logit gradient of dsv3.moe_balance_loss";
+  let arguments = (ins DSV3_F32Tensor:$logits, DSV3_IndexTensor:$expert_ids,
+                       0DTensorOf<[F32]>:$dloss, F64Attr:$alpha);
+  let results = (outs DSV3_F32Tensor:$dlogits);
+  let assemblyFormat = "$logits `,` $expert_ids `,` $dloss attr-dict `:` functional-type(operands, results)";
+}
+
 #endif // DSV3_IR_DSV3GRADOPS_TD

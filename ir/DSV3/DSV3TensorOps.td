@@ -147,4 +147,25 @@ def DSV3_CrossEntropyOp : DSV3_Op<"cross_entropy"> {
   let hasVerifier = 1;
 }
 
+def DSV3_MoEBalanceLossOp : DSV3_Op<"moe_balance_loss"> {
+  let summary = "complementary sequence-wise balance loss of one MoE layer";
+  let description = [{
+    With router `logits [B,T,E]`, the chosen `expert_ids [B*T, K]`, scores
+    `s = sigmoid(logits)` normalised per token `s' = s / sum_j s_j`:
+    `f_i = E / (K T) * count_i`, `P_i = mean_t s'_i` per sequence, and the
+    result is `alpha * mean_b sum_i f_i P_i` (DeepSeek-V3 eq. 17-20, with the
+    actual selection as the indicator). `f` is a constant for gradients.
+
+    ```mlir
+    %l = dsv3.moe_balance_loss %logits, %ids {alpha = 1.0e-04 : f64}
+         : (tensor<2x32x16xf32>, tensor<64x4xi64>) -> tensor<f32>
+    ```
+  }];
+  let arguments = (ins DSV3_F32Tensor:$logits, DSV3_IndexTensor:$expert_ids,
+                       F64Attr:$alpha);
+  let results = (outs 0DTensorOf<[F32]>:$result);
+  let assemblyFormat = "$logits `,` $expert_ids attr-dict `:` functional-type(operands, results)";
+  let hasVerifier = 1;
+}
+
 #endif // DSV3_IR_DSV3TENSOROPS_TD

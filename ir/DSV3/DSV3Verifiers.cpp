@@ -359,6 +359,22 @@ LogicalResult CrossEntropyOp::verify() {
                  "[batch, seq] of the logits");
 }
 
+LogicalResult MoEBalanceLossOp::verify() {
+  ShapeChecker c(*this);
+  ArrayRef<int64_t> logits, ids;
+  if (failed(c.rank(getLogits(), "logits", 3, logits)) ||
+      failed(c.rank(getExpertIds(), "expert_ids", 2, ids)))
+    return failure();
+  int64_t tokens = ShapedType::isDynamic(logits[0]) || ShapedType::isDynamic(logits[1])
+                       ? ShapedType::kDynamic
+                       : logits[0] * logits[1];
+  if (failed(c.dim("expert_ids", ids, 0, tokens, "batch*seq of the logits")))
+    return failure();
+  if (getAlpha().convertToDouble() < 0)
+    return emitOpError() << "alpha must not be negative";
+  return success();
+}
+
 //===----------------------------------------------------------------------===//
 // Gradient ops
 //===----------------------------------------------------------------------===//

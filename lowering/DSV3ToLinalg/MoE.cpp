@@ -429,9 +429,125 @@ struct LowerMoERouterGrad : OpRewritePattern<MoERouterGradOp> {
   }
 };
 
+/// Per-token sigmoid scores, their per-token sums and per-sequence expert
+/// counts: the pieces of the sequence-wise balance loss.
+struct BalanceTerms {
+  Value scores; // [B, T, E]
+  Value sums;   // [B, T]
+  Value counts; // [B, E]
+  int64_t b, t, e, k;
+};
+
+BalanceTerms balanceTerms(LinalgBuilder &lb, Value logits, Value ids) {
+  BalanceTerms bt;
+  auto ls = cast<RankedTensorType>(logits.getType()).getShape();
+  bt.b = ls[0];
+  bt.t = ls[1];
+  bt.e = ls[2];
+  bt.k = cast<RankedTensorType>(ids.getType()).getDimSize(1);
+  SmallVector<Value> sc = lb.generic(
+      {logits}, {lb.empty(ls), lb.filled({bt.b, bt.t}, 0.0)},
+      {lb.identity(3), lb.identity(3), lb.map(3, {0, 1})}, lb.iters(2, 1),
+      [](OpBuilder &nb, Location l, ValueRange a) {
+        Value s = sigmoid(nb, l, a[0]);
+        linalg::YieldOp::create(nb, l, ValueRange{s, arith::AddFOp::create(nb, l, a[2], s)});
+      });
+  bt.scores = sc[0];
+  bt.sums = sc[1];
+  Value ids3 = tensor::ExpandShapeOp::create(
+      lb.builder(), lb.location(),
+      RankedTensorType::get({bt.b, bt.t, bt.k}, lb.builder().getI64Type()), ids,
+      SmallVector<ReassociationIndices>{{0, 1}, {2}});
+  // Loops (b, e, t, k): count the selections of expert e in sequence b.
+  bt.counts = lb.generic1(
+      {ids3}, lb.filled({bt.b, bt.e}, 0.0),
+      {lb.map(4, {0, 2, 3}), lb.map(4, {0, 1})}, lb.iters(2, 2),
+      [](OpBuilder &nb, Location l, ValueRange a) {
+        Value ex = arith::IndexCastOp::create(nb, l, nb.getI64Type(),
+                                              linalg::IndexOp::create(nb, l, 1));
+        Value hit = arith::CmpIOp::create(nb, l, arith::CmpIPredicate::eq, a[0], ex);
+        Value inc = arith::AddFOp::create(nb, l, a[1], f32Const(nb, l, 1.0));
+        linalg::YieldOp::create(nb, l, ValueRange{arith::SelectOp::create(nb, l, hit, inc, a[1])});
+      });
+  return bt;
+}
+
+/// The constant in front of count_i * sum_t s'_i: alpha/B * E/(K T) * 1/T.
+double balanceScale(const BalanceTerms &bt, double alpha) {
+  return alpha * bt.e / (double(bt.b) * bt.k * bt.t * bt.t);
+}
+
+/// dsv3.moe_balance_loss -> alpha/B sum_b sum_i f_i P_i.
+struct LowerMoEBalanceLoss : OpRewritePattern<MoEBalanceLossOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(MoEBalanceLossOp op,
+                                PatternRewriter &rw) const override {
+    LinalgBuilder lb(rw, op.getLoc());
+    BalanceTerms bt = balanceTerms(lb, op.getLogits(), op.getExpertIds());
+    double scale = balanceScale(bt, op.getAlpha().convertToDouble());
+    // Loops (b, t, e): count[b,e] * s[b,t,e] / S[b,t], all reduced.
+    Value total = lb.generic1(
+        {bt.counts, bt.scores, bt.sums}, lb.filled({}, 0.0),
+        {lb.map(3, {0, 2}), lb.identity(3), lb.map(3, {0, 1}),
+         AffineMap::get(3, 0, {}, rw.getContext())},
+        lb.iters(0, 3), [](OpBuilder &nb, Location l, ValueRange a) {
+          Value sn = arith::DivFOp::create(nb, l, a[1], a[2]);
+          Value t = arith::MulFOp::create(nb, l, a[0], sn);
+          linalg::YieldOp::create(nb, l, ValueRange{arith::AddFOp::create(nb, l, a[3], t)});
+        });
+    Value loss = lb.generic1(
+        {total}, lb.empty({}),
+        {AffineMap::get(0, 0, {}, rw.getContext()), AffineMap::get(0, 0, {}, rw.getContext())},
+        {}, [&](OpBuilder &nb, Location l, ValueRange a) {
+          linalg::YieldOp::create(
+              nb, l, ValueRange{arith::MulFOp::create(nb, l, a[0], f32Const(nb, l, scale))});
+        });
+    rw.replaceOp(op, loss);
+    return success();
+  }
+};
+
+/// dsv3.moe_balance_loss_grad -> with c = scale * count:
+/// dlogit = dloss * (c_e - sum_j c_j s'_j) / S * s (1 - s).
+struct LowerMoEBalanceLossGrad : OpRewritePattern<MoEBalanceLossGradOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(MoEBalanceLossGradOp op,
+                                PatternRewriter &rw) const override {
+    LinalgBuilder lb(rw, op.getLoc());
+    BalanceTerms bt = balanceTerms(lb, op.getLogits(), op.getExpertIds());
+    double scale = balanceScale(bt, op.getAlpha().convertToDouble());
+    // dot[b,t] = sum_e count[b,e] s[b,t,e] / S[b,t]
+    Value dot = lb.generic1(
+        {bt.counts, bt.scores, bt.sums}, lb.filled({bt.b, bt.t}, 0.0),
+        {lb.map(3, {0, 2}), lb.identity(3), lb.map(3, {0, 1}), lb.map(3, {0, 1})},
+        lb.iters(2, 1), [](OpBuilder &nb, Location l, ValueRange a) {
+          Value sn = arith::DivFOp::create(nb, l, a[1], a[2]);
+          linalg::YieldOp::create(
+              nb, l, ValueRange{arith::AddFOp::create(nb, l, a[3], arith::MulFOp::create(nb, l, a[0], sn))});
+        });
+    Value dl = lb.generic1(
+        {bt.counts, bt.scores, bt.sums, dot, op.getDloss()},
+        lb.empty({bt.b, bt.t, bt.e}),
+        {lb.map(3, {0, 2}), lb.identity(3), lb.map(3, {0, 1}), lb.map(3, {0, 1}),
+         AffineMap::get(3, 0, {}, rw.getContext()), lb.identity(3)},
+        lb.iters(3), [&](OpBuilder &nb, Location l, ValueRange a) {
+          Value diff = arith::SubFOp::create(nb, l, a[0], a[3]);
+          Value ds = arith::DivFOp::create(nb, l, diff, a[2]);
+          Value sig = arith::MulFOp::create(
+              nb, l, a[1], arith::SubFOp::create(nb, l, f32Const(nb, l, 1.0), a[1]));
+          Value g = arith::MulFOp::create(nb, l, arith::MulFOp::create(nb, l, ds, sig),
+                                          arith::MulFOp::create(nb, l, a[4], f32Const(nb, l, scale)));
+          linalg::YieldOp::create(nb, l, ValueRange{g});
+        });
+    rw.replaceOp(op, dl);
+    return success();
+  }
+};
+
 } // namespace
 
 void dsv3::lowering::populateMoELoweringPatterns(RewritePatternSet &patterns) {
   patterns.add<LowerMoERouter, LowerMoEExperts, LowerMoEExpertsGradInput,
-               LowerMoEExpertsGradWeight, LowerMoERouterGrad>(patterns.getContext());
+               LowerMoEExpertsGradWeight, LowerMoERouterGrad,
+               LowerMoEBalanceLoss, LowerMoEBalanceLossGrad>(patterns.getContext());
 }

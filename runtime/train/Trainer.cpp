@@ -59,7 +59,7 @@ llvm::Error pathError(const std::string &path, const llvm::Twine &msg) {
 
 /// Where each output of forward_grad goes.
 struct OutputRoles {
-  int loss = -1, mtpLoss = -1, totalLoss = -1;
+  int loss = -1, mtpLoss = -1, balanceLoss = -1, totalLoss = -1;
   std::vector<std::pair<int, int64_t>> grads;     // output -> slot offset
   std::vector<std::pair<int, int64_t>> routing;   // output -> bias offset
   std::vector<std::pair<int64_t, int64_t>> frozen; // bias slots (offset, size)
@@ -83,6 +83,8 @@ llvm::Expected<OutputRoles> assignRoles(const EntryPoint &entry,
       r.loss = i;
     else if (n == "mtp_loss")
       r.mtpLoss = i;
+    else if (n == "balance_loss")
+      r.balanceLoss = i;
     else if (n == "total_loss")
       r.totalLoss = i;
     else if (n.consume_front("grad.")) {
@@ -292,7 +294,7 @@ llvm::Error train(const TrainConfig &c, const CompiledTraining &compiled,
   for (int64_t step = startStep + 1; step <= c.steps; ++step) {
     auto stepStart = Clock::now();
     std::fill(grads.begin(), grads.end(), 0.f);
-    double loss = 0, mtpLoss = 0, totalLoss = 0;
+    double loss = 0, mtpLoss = 0, balanceLoss = 0, totalLoss = 0;
     // Expert loads per routed layer, over all micro-batches of the step.
     std::vector<std::vector<int64_t>> loads(roles->routing.size());
     for (int64_t micro = 0; micro < c.gradAccumulation; ++micro) {
@@ -305,6 +307,8 @@ llvm::Error train(const TrainConfig &c, const CompiledTraining &compiled,
       totalLoss += floats[roles->totalLoss][0];
       if (roles->mtpLoss >= 0)
         mtpLoss += floats[roles->mtpLoss][0];
+      if (roles->balanceLoss >= 0)
+        balanceLoss += floats[roles->balanceLoss][0];
       for (auto [out, offset] : roles->grads)
         for (size_t k = 0; k < floats[out].size(); ++k)
           grads[offset + k] += floats[out][k];
@@ -322,6 +326,7 @@ llvm::Error train(const TrainConfig &c, const CompiledTraining &compiled,
     double inv = 1.0 / c.gradAccumulation;
     loss *= inv;
     mtpLoss *= inv;
+    balanceLoss *= inv;
     totalLoss *= inv;
     double sq = 0;
     for (float &g : grads) {
@@ -376,6 +381,8 @@ llvm::Error train(const TrainConfig &c, const CompiledTraining &compiled,
                            {"load_imbalance", imbalance}};
       if (roles->mtpLoss >= 0)
         o["mtp_loss"] = mtpLoss;
+      if (roles->balanceLoss >= 0)
+        o["balance_loss"] = balanceLoss;
       *log << llvm::json::Value(std::move(o)) << "\n";
       log->flush();
     }

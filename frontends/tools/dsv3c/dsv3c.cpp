@@ -91,7 +91,9 @@ cl::opt<double> mtpWeight("mtp-weight",
                           cl::init(0.3), cl::cat(gradCat));
 cl::opt<double> balanceAlpha(
     "balance-alpha",
-    cl::desc("Weight of the sequence-wise balance loss (only 0 so far)"),
+    cl::desc("Weight of the sequence-wise balance loss in total_loss "
+             "(default: the .toml recipe's balance_alpha = 1e-4, 0 for a bare "
+             "hub directory)"),
     cl::init(0.0), cl::cat(gradCat));
 
 cl::opt<std::string> emit("emit",
@@ -320,8 +322,15 @@ compileModel(Session &s, const dsv3::ModelDescription &desc, int64_t batch,
   dsv3::ImportOptions io;
   io.batch = batch;
   io.seqLen = seq;
-  if (gradient)
-    io.mtpWeight = mtpWeight;
+  if (gradient) {
+    bool recipe = llvm::StringRef(modelPath).ends_with(".toml");
+    io.mtpWeight = mtpWeight.getNumOccurrences() || !recipe
+                       ? mtpWeight.getValue()
+                       : desc.train.mtpWeight;
+    io.balanceAlpha = balanceAlpha.getNumOccurrences() || !recipe
+                          ? balanceAlpha.getValue()
+                          : desc.train.balanceAlpha;
+  }
   auto module = dsv3::importModel(*s.ctx, desc.config, io);
   if (!module)
     return llvm::createStringError(shapeSource + ": " +
@@ -369,9 +378,8 @@ int runOnTokens(bool gradient) {
     return fail(llvm::Twine(command) + " needs --tokens T.safetensors");
   if (outputPath.empty())
     return fail(llvm::Twine(command) + " needs -o OUT.safetensors");
-  if (balanceAlpha != 0.0)
-    return fail("--balance-alpha: the sequence-wise balance loss is not "
-                "implemented yet; only 0 is accepted");
+  if (balanceAlpha < 0)
+    return fail("--balance-alpha must not be negative");
   auto desc = dsv3::loadModelDescription(modelPath);
   if (!desc)
     return fail(desc.takeError());
@@ -451,9 +459,8 @@ int runTrain() {
   auto desc = dsv3::loadModelDescription(modelPath);
   if (!desc)
     return fail(desc.takeError());
-  if (balanceAlpha != 0.0)
-    return fail("--balance-alpha: the sequence-wise balance loss is not "
-                "implemented yet; only 0 is accepted");
+  if (balanceAlpha < 0)
+    return fail("--balance-alpha must not be negative");
   const dsv3::TrainSettings &ts = desc->train;
   // Command-line flags win; the description's [train] table fills the rest.
   auto pick = [](auto &opt, auto fromFile, bool fileHasIt) {
@@ -473,8 +480,6 @@ int runTrain() {
                : recipe                        ? ts.gradClip
                                                : 0.0;
   c.biasUpdateSpeed = pick(biasUpdateOpt, ts.biasUpdateSpeed, recipe);
-  if (!mtpWeight.getNumOccurrences() && recipe)
-    mtpWeight = ts.mtpWeight;
   c.warmupSteps = pick(warmupOpt, ts.warmupSteps, ts.warmupSteps > 0);
   if (decayStartOpt >= 0)
     c.decayStart = decayStartOpt;
