@@ -155,7 +155,7 @@ LogicalResult ReverseSweep::differentiate(Operation *op) {
             b, loc, m.getQNope().getType(), m.getQRope().getType(),
             m.getKNope().getType(), m.getKRope().getType(), m.getV().getType(),
             m.getQNope(), m.getQRope(), m.getKNope(), m.getKRope(), m.getV(),
-            grad(m), m.getSoftmaxScaleAttr());
+            grad(m), m.getSegmentIds(), m.getSoftmaxScaleAttr());
         accumulate(m.getQNope(), g.getDqNope());
         accumulate(m.getQRope(), g.getDqRope());
         accumulate(m.getKNope(), g.getDkNope());

@@ -135,7 +135,7 @@ struct DecomposeMLA : OpRewritePattern<MLAAttentionOp> {
     auto vShape = cast<RankedTensorType>(v.getType()).getShape();
     Value core = MLACoreOp::create(rw, loc, f32Tensor(vShape, rw.getContext()),
                                    qNope, qRope, kNope, kRope, v,
-                                   op.getSoftmaxScaleAttr());
+                                   op.getSegmentIds(), op.getSoftmaxScaleAttr());
     rw.replaceOp(op, linear(rw, loc, mergeLast(rw, loc, core), op.getO()));
     return success();
   }

@@ -58,9 +58,23 @@ private:
     sizes[1] = b.getIndexAttr(len);
     return tensor::ExtractSliceOp::create(b, loc, x, offsets, sizes, strides);
   }
-  Value attention(int64_t l, Value x);
+  Value attention(int64_t l, Value x, Value segments);
   /// Returns the layer output; appends the chosen experts of MoE layers.
-  Value decoderLayer(int64_t l, Value h);
+  Value decoderLayer(int64_t l, Value h, Value segments);
+  /// Labels ids[:, shift : shift+len], with -1 (ignored) where the target is
+  /// in another document than position i (packed rows only).
+  Value labels(Value ids, Value segments, int64_t shift, int64_t len) {
+    Value target = sliceSeq(ids, shift, len);
+    if (!segments)
+      return target;
+    Value same = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq,
+                                       sliceSeq(segments, shift, len),
+                                       sliceSeq(segments, 0, len));
+    auto type = cast<RankedTensorType>(target.getType());
+    Value ignore = arith::ConstantOp::create(
+        b, loc, DenseElementsAttr::get(type, ArrayRef<Attribute>{b.getI64IntegerAttr(-1)}));
+    return arith::SelectOp::create(b, loc, same, target, ignore);
+  }
   Value head(Value h, const std::string &norm) {
     Value n = rmsNorm(h, norm);
     auto shape = cast<RankedTensorType>(h.getType()).getShape();
@@ -86,7 +100,7 @@ private:
   SmallVector<Value> balanceLosses;
 };
 
-Value Importer::attention(int64_t l, Value x) {
+Value Importer::attention(int64_t l, Value x, Value segments) {
   std::string p = layer(l) + "self_attn.";
   int64_t d = c.hiddenSize, h = c.numAttentionHeads, qk = c.qkHeadDim();
   Value qa, qan, qb, qproj;
@@ -104,7 +118,7 @@ Value Importer::attention(int64_t l, Value x) {
                     {h * (c.qkNopeHeadDim + c.vHeadDim), c.kvLoraRank});
   Value wo = param(p + "o_proj.weight", {d, h * c.vHeadDim});
   return MLAAttentionOp::create(
-      b, loc, x.getType(), x, qa, qan, qb, qproj, kva, kvn, kvb, wo,
+      b, loc, x.getType(), x, qa, qan, qb, qproj, kva, kvn, kvb, wo, segments,
       b.getI64IntegerAttr(h), b.getI64IntegerAttr(c.qLoraRank),
       b.getI64IntegerAttr(c.kvLoraRank), b.getI64IntegerAttr(c.qkNopeHeadDim),
       b.getI64IntegerAttr(c.qkRopeHeadDim), b.getI64IntegerAttr(c.vHeadDim),
@@ -113,9 +127,9 @@ Value Importer::attention(int64_t l, Value x) {
       b.getF64FloatAttr(c.ropeAttentionFactor()));
 }
 
-Value Importer::decoderLayer(int64_t l, Value h) {
+Value Importer::decoderLayer(int64_t l, Value h, Value segments) {
   std::string p = layer(l);
-  Value a = attention(l, rmsNorm(h, p + "input_layernorm.weight"));
+  Value a = attention(l, rmsNorm(h, p + "input_layernorm.weight"), segments);
   h = arith::AddFOp::create(b, loc, h, a);
   Value f = rmsNorm(h, p + "post_attention_layernorm.weight");
   int64_t d = c.hiddenSize;
@@ -189,20 +203,24 @@ llvm::Expected<OwningOpRef<ModuleOp>> Importer::run() {
   OwningOpRef<ModuleOp> module = ModuleOp::create(loc);
   b.setInsertionPointToEnd(module->getBody());
   auto idsType = RankedTensorType::get({bs, t}, b.getI64Type());
+  SmallVector<Type> inputs{idsType};
+  if (o.packed)
+    inputs.push_back(idsType);
   auto func = func::FuncOp::create(b, loc, "forward",
-                                   b.getFunctionType({idsType}, {}));
+                                   b.getFunctionType(inputs, {}));
   Block *body = func.addEntryBlock();
   b.setInsertionPointToStart(body);
   Value ids = body->getArgument(0);
+  Value segments = o.packed ? body->getArgument(1) : Value();
 
   Value emb = param("model.embed_tokens.weight", {c.vocabSize, c.hiddenSize});
   Value h = EmbeddingOp::create(b, loc, f32({bs, t, c.hiddenSize}), ids, emb);
   for (int64_t l = 0; l < c.numHiddenLayers; ++l)
-    h = decoderLayer(l, h);
+    h = decoderLayer(l, h, segments);
   Value logits = head(h, "model.norm.weight");
   SmallVector<Value> mainOutputs{logits,
                                  crossEntropy(sliceSeq(logits, 0, t - 1),
-                                              sliceSeq(ids, 1, t - 1))};
+                                              labels(ids, segments, 1, t - 1))};
   SmallVector<std::string> mainNames{"logits", "loss"};
 
   if (depth > 0) {
@@ -221,10 +239,10 @@ llvm::Expected<OwningOpRef<ModuleOp>> Importer::run() {
           param(p + "hnorm.weight", {c.hiddenSize}),
           param(p + "eh_proj.weight", {c.hiddenSize, 2 * c.hiddenSize}),
           b.getF64FloatAttr(c.rmsNormEps));
-      Value block = decoderLayer(l, x);
+      Value block = decoderLayer(l, x, segments ? sliceSeq(segments, 0, len) : Value());
       Value mtpLogits = head(block, p + "shared_head.norm.weight");
       Value lossK = crossEntropy(sliceSeq(mtpLogits, 0, len - 1),
-                                 sliceSeq(ids, k + 1, len - 1));
+                                 labels(ids, segments, k + 1, len - 1));
       mtpLossSum = mtpLossSum ? arith::AddFOp::create(b, loc, mtpLossSum, lossK)
                               : lossK;
       mainOutputs.push_back(mtpLogits);
@@ -265,7 +283,7 @@ llvm::Expected<OwningOpRef<ModuleOp>> Importer::run() {
   mainOutputs.append(outputs.begin(), outputs.end());
   mainNames.append(outputNames.begin(), outputNames.end());
   func::ReturnOp::create(b, loc, mainOutputs);
-  func.setType(b.getFunctionType({idsType}, ValueRange(mainOutputs).getTypes()));
+  func.setType(b.getFunctionType(inputs, ValueRange(mainOutputs).getTypes()));
   for (auto [i, name] : llvm::enumerate(mainNames))
     func.setResultAttr(i, "dsv3.output", b.getStringAttr(name));
   if (failed(verify(*module)))

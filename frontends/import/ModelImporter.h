@@ -20,6 +20,10 @@ namespace dsv3 {
 struct ImportOptions {
   int64_t batch = 1;
   int64_t seqLen = 32;
+  /// Packed rows: the entry point takes `segment_ids [batch, seq]` (document
+  /// ids) after the tokens; attention stays within a document and losses
+  /// skip predictions across document boundaries.
+  bool packed = false;
   /// Emit MTP logits/losses when the model has MTP layers.
   bool includeMTP = true;
   /// Emit each MoE layer's chosen experts as an output.

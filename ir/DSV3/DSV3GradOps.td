@@ -65,10 +65,11 @@ def DSV3_MLACoreGradOp : DSV3_Op<"mla_core_grad",
   let summary = "gradients of dsv3.mla_core (the softmax is recomputed)";
   let arguments = (ins DSV3_F32Tensor:$q_nope, DSV3_F32Tensor:$q_rope,
       DSV3_F32Tensor:$k_nope, DSV3_F32Tensor:$k_rope, DSV3_F32Tensor:$v,
-      DSV3_F32Tensor:$dout, F64Attr:$softmax_scale);
+      DSV3_F32Tensor:$dout, Optional<DSV3_IndexTensor>:$segment_ids,
+      F64Attr:$softmax_scale);
   let results = (outs DSV3_F32Tensor:$dq_nope, DSV3_F32Tensor:$dq_rope,
       DSV3_F32Tensor:$dk_nope, DSV3_F32Tensor:$dk_rope, DSV3_F32Tensor:$dv);
-  let assemblyFormat = "$q_nope `,` $q_rope `,` $k_nope `,` $k_rope `,` $v `,` $dout attr-dict `:` functional-type(operands, results)";
+  let assemblyFormat = "$q_nope `,` $q_rope `,` $k_nope `,` $k_rope `,` $v `,` $dout (`segments` $segment_ids^)? attr-dict `:` functional-type(operands, results)";
 }
 
 def DSV3_SwiGLUGradOp : DSV3_Op<"swiglu_grad",
@@ -118,7 +119,7 @@ def DSV3_MoEExpertsGradWeightOp : DSV3_Op<"moe_experts_grad_weight",
 
 def DSV3_CrossEntropyGradOp : DSV3_Op<"cross_entropy_grad",
     [AllTypesMatch<["logits", "dlogits"]>]> {
-  let summary = "dlogits = dloss / (B*T) * (softmax(logits) - onehot(labels))";
+  let summary = "dlogits = dloss / count * (softmax(logits) - onehot(labels)), 0 on ignored rows";
   let arguments = (ins DSV3_F32Tensor:$logits, DSV3_IndexTensor:$labels,
                        0DTensorOf<[F32]>:$dloss);
   let results = (outs DSV3_F32Tensor:$dlogits);

@@ -56,7 +56,9 @@ def DSV3_MLAAttentionOp : DSV3_Op<"mla_attention", [AttrSizedOperandSegments]> {
     RoPE (frequencies in `rope_inv_freq`, YaRN already folded in) rotates
     `q_rope` and `k_rope` at positions `0..T-1`. Logits are scaled by
     `softmax_scale`, masked causally, soft-maxed and applied to `v`; the
-    heads are concatenated and projected by `o_proj`.
+    heads are concatenated and projected by `o_proj`. With `segments`
+    (`[B, T]` document ids of a packed row), a token only attends to earlier
+    tokens of its own document.
 
     ```mlir
     %y = dsv3.mla_attention %x, q_a %qa, q_a_norm %qn, q_b %qb, kv_a %kva, kv_a_norm %kvn, kv_b %kvb, o %o
@@ -70,7 +72,7 @@ def DSV3_MLAAttentionOp : DSV3_Op<"mla_attention", [AttrSizedOperandSegments]> {
       Optional<DSV3_F32Tensor>:$q_a, Optional<DSV3_F32Tensor>:$q_a_norm,
       Optional<DSV3_F32Tensor>:$q_b, Optional<DSV3_F32Tensor>:$q_proj,
       DSV3_F32Tensor:$kv_a, DSV3_F32Tensor:$kv_a_norm, DSV3_F32Tensor:$kv_b,
-      DSV3_F32Tensor:$o,
+      DSV3_F32Tensor:$o, Optional<DSV3_IndexTensor>:$segment_ids,
       I64Attr:$num_heads, I64Attr:$q_lora_rank, I64Attr:$kv_lora_rank,
       I64Attr:$qk_nope_head_dim, I64Attr:$qk_rope_head_dim, I64Attr:$v_head_dim,
       F64Attr:$softmax_scale, F64Attr:$rms_norm_eps,
@@ -78,7 +80,8 @@ def DSV3_MLAAttentionOp : DSV3_Op<"mla_attention", [AttrSizedOperandSegments]> {
   let results = (outs DSV3_F32Tensor:$result);
   let assemblyFormat = [{
     $x (`q_a` $q_a^)? (`q_a_norm` $q_a_norm^)? (`q_b` $q_b^)? (`q_proj` $q_proj^)?
-    `kv_a` $kv_a `kv_a_norm` $kv_a_norm `kv_b` $kv_b `o` $o attr-dict
+    `kv_a` $kv_a `kv_a_norm` $kv_a_norm `kv_b` $kv_b `o` $o
+    (`segments` $segment_ids^)? attr-dict
     `:` functional-type(operands, results)
   }];
   let hasVerifier = 1;

@@ -65,7 +65,9 @@ def DSV3_MLACoreOp : DSV3_Op<"mla_core"> {
   let description = [{
     `q_nope [B,T,H,Dn]`, `q_rope [B,T,H,R]`, `k_nope [B,T,H,Dn]`,
     `k_rope [B,T,R]` (one rope key shared by every head), `v [B,T,H,Dv]`;
-    result `[B,T,H,Dv]`. Position `t` attends to `u <= t`.
+    result `[B,T,H,Dv]`. Position `t` attends to `u <= t`, and with
+    `segment_ids [B,T]` only where `segment_ids[b,u] == segment_ids[b,t]`
+    (packed documents).
 
     ```mlir
     %o = dsv3.mla_core %qn, %qr, %kn, %kr, %v {softmax_scale = 0.27}
@@ -74,9 +76,9 @@ def DSV3_MLACoreOp : DSV3_Op<"mla_core"> {
   }];
   let arguments = (ins DSV3_F32Tensor:$q_nope, DSV3_F32Tensor:$q_rope,
       DSV3_F32Tensor:$k_nope, DSV3_F32Tensor:$k_rope, DSV3_F32Tensor:$v,
-      F64Attr:$softmax_scale);
+      Optional<DSV3_IndexTensor>:$segment_ids, F64Attr:$softmax_scale);
   let results = (outs DSV3_F32Tensor:$result);
-  let assemblyFormat = "$q_nope `,` $q_rope `,` $k_nope `,` $k_rope `,` $v attr-dict `:` functional-type(operands, results)";
+  let assemblyFormat = "$q_nope `,` $q_rope `,` $k_nope `,` $k_rope `,` $v (`segments` $segment_ids^)? attr-dict `:` functional-type(operands, results)";
   let hasVerifier = 1;
 }
 
@@ -135,7 +137,9 @@ def DSV3_MoEExpertsOp : DSV3_Op<"moe_experts"> {
 def DSV3_CrossEntropyOp : DSV3_Op<"cross_entropy"> {
   let summary = "mean cross entropy of logits [B,T,V] against labels [B,T]";
   let description = [{
-    `mean_{b,t} (logsumexp(logits[b,t,:]) - logits[b,t,labels[b,t]])`.
+    `mean_{b,t} (logsumexp(logits[b,t,:]) - logits[b,t,labels[b,t]])` over
+    the positions whose label is not negative (a negative label marks a
+    position to ignore, e.g. across a document boundary); 0 if none is left.
 
     ```mlir
     %l = dsv3.cross_entropy %logits, %labels : (tensor<2x31x512xf32>, tensor<2x31xi64>) -> tensor<f32>

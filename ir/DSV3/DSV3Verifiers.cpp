@@ -174,6 +174,9 @@ LogicalResult MLAAttentionOp::verify() {
                      "[heads*(qk_nope+v_head), kv_lora_rank]")) ||
       failed(c.shape(getO(), "o", {d, heads * vd}, "[hidden, heads*v_head]")))
     return failure();
+  if (getSegmentIds() && failed(c.shape(getSegmentIds(), "segment_ids",
+                                        {x[0], x[1]}, "[batch, seq] of 'x'")))
+    return failure();
   return c.shape(getResult(), "result", x, "the input shape");
 }
 
@@ -305,6 +308,9 @@ LogicalResult MLACoreOp::verify() {
       failed(c.shape(getKNope(), "k_nope", qn, "the q_nope shape")) ||
       failed(c.shape(getKRope(), "k_rope", {b, t, qr[3]}, "[B, T, rope dim]")) ||
       failed(c.shape(getV(), "v", {b, t, h, v[3]}, "q_nope's [B,T,H]")))
+    return failure();
+  if (getSegmentIds() &&
+      failed(c.shape(getSegmentIds(), "segment_ids", {b, t}, "[B, T]")))
     return failure();
   if (getSoftmaxScale().convertToDouble() <= 0)
     return emitOpError() << "softmax_scale must be positive";

@@ -86,9 +86,10 @@ struct LowerRope : OpRewritePattern<RopeOp> {
 };
 
 /// Causal attention probabilities p[b,h,t,u] of dsv3.mla_core's operands:
-/// softmax over u <= t of scale * (q_nope.k_nope + q_rope.k_rope).
+/// softmax over u <= t (and, with `segments`, u in t's document) of
+/// scale * (q_nope.k_nope + q_rope.k_rope).
 Value attentionProbs(LinalgBuilder &lb, Value qNope, Value qRope, Value kNope,
-                     Value kRope, double scale) {
+                     Value kRope, Value segments, double scale) {
   auto qs = cast<RankedTensorType>(qNope.getType()).getShape();
   int64_t bs = qs[0], t = qs[1], h = qs[2];
   auto contract = LinalgBuilder::multiplyAccumulate;
@@ -103,11 +104,18 @@ Value attentionProbs(LinalgBuilder &lb, Value qNope, Value qRope, Value kNope,
       {lb.map(5, {0, 2, 1, 4}), lb.map(5, {0, 3, 4}), lb.map(5, {0, 1, 2, 3})},
       lb.iters(4, 1), contract);
 
-  // Scaled logit, or -inf above the diagonal.
-  auto masked = [scale](OpBuilder &nb, Location l, Value s) {
+  // Scaled logit, or -inf where masked.
+  auto masked = [scale, segments](OpBuilder &nb, Location l, Value s) {
     Value t = linalg::IndexOp::create(nb, l, 2);
     Value u = linalg::IndexOp::create(nb, l, 3);
     Value visible = arith::CmpIOp::create(nb, l, arith::CmpIPredicate::ule, u, t);
+    if (segments) {
+      Value b = linalg::IndexOp::create(nb, l, 0);
+      Value st = tensor::ExtractOp::create(nb, l, segments, ValueRange{b, t});
+      Value su = tensor::ExtractOp::create(nb, l, segments, ValueRange{b, u});
+      Value same = arith::CmpIOp::create(nb, l, arith::CmpIPredicate::eq, st, su);
+      visible = arith::AndIOp::create(nb, l, visible, same);
+    }
     Value scaled = arith::MulFOp::create(nb, l, s, f32Const(nb, l, scale));
     return arith::SelectOp::create(nb, l, visible, scaled,
                                    f32Const(nb, l, -INFINITY))
@@ -147,7 +155,7 @@ struct LowerMLACore : OpRewritePattern<MLACoreOp> {
                                 PatternRewriter &rw) const override {
     LinalgBuilder lb(rw, op.getLoc());
     Value probs = attentionProbs(lb, op.getQNope(), op.getQRope(), op.getKNope(),
-                                 op.getKRope(),
+                                 op.getKRope(), op.getSegmentIds(),
                                  op.getSoftmaxScale().convertToDouble());
     auto vs = op.getV().getType().getShape();
     // Loops (b, t, h, e, u): p[b,h,t,u] * v[b,u,h,e] -> o[b,t,h,e].
@@ -170,7 +178,7 @@ struct LowerMLACoreGrad : OpRewritePattern<MLACoreGradOp> {
     double scale = op.getSoftmaxScale().convertToDouble();
     Value qn = op.getQNope(), qr = op.getQRope(), kn = op.getKNope(),
           kr = op.getKRope(), v = op.getV(), dout = op.getDout();
-    Value p = attentionProbs(lb, qn, qr, kn, kr, scale);
+    Value p = attentionProbs(lb, qn, qr, kn, kr, op.getSegmentIds(), scale);
     auto qs = op.getQNope().getType().getShape();
     int64_t bs = qs[0], t = qs[1], h = qs[2];
     auto mac = LinalgBuilder::multiplyAccumulate;

@@ -83,6 +83,11 @@ Value dsv3::lowering::clampedIndex(OpBuilder &b, Location loc, Value id,
   return arith::IndexCastOp::create(b, loc, b.getIndexType(), c);
 }
 
+Value dsv3::lowering::isValidLabel(OpBuilder &b, Location loc, Value label) {
+  Value zero = arith::ConstantOp::create(b, loc, b.getI64IntegerAttr(0));
+  return arith::CmpIOp::create(b, loc, arith::CmpIPredicate::sge, label, zero);
+}
+
 Value dsv3::lowering::sigmoid(OpBuilder &b, Location loc, Value x) {
   Value one = f32Const(b, loc, 1.0);
   Value e = math::ExpOp::create(b, loc, arith::NegFOp::create(b, loc, x));
@@ -220,9 +225,11 @@ struct LowerCrossEntropy : OpRewritePattern<CrossEntropyOp> {
           Value e = math::ExpOp::create(nb, l, arith::SubFOp::create(nb, l, a[0], a[1]));
           linalg::YieldOp::create(nb, l, ValueRange{arith::AddFOp::create(nb, l, a[2], e)});
         });
-    Value nll = lb.generic1(
-        {mx, sum, op.getLabels()}, lb.empty({bs, ts}),
-        {lb.identity(2), lb.identity(2), lb.identity(2), lb.identity(2)},
+    // Per-token loss and validity (labels < 0 are ignored).
+    SmallVector<Value> nll = lb.generic(
+        {mx, sum, op.getLabels()}, {lb.empty({bs, ts}), lb.empty({bs, ts})},
+        {lb.identity(2), lb.identity(2), lb.identity(2), lb.identity(2),
+         lb.identity(2)},
         lb.iters(2), [&](OpBuilder &nb, Location l, ValueRange a) {
           Value b = linalg::IndexOp::create(nb, l, 0);
           Value t = linalg::IndexOp::create(nb, l, 1);
@@ -230,22 +237,29 @@ struct LowerCrossEntropy : OpRewritePattern<CrossEntropyOp> {
           Value picked =
               tensor::ExtractOp::create(nb, l, logits, ValueRange{b, t, label});
           Value lse = arith::AddFOp::create(nb, l, a[0], math::LogOp::create(nb, l, a[1]));
-          linalg::YieldOp::create(nb, l, ValueRange{arith::SubFOp::create(nb, l, lse, picked)});
-        });
-    Value total = lb.generic1(
-        {nll}, lb.filled({}, 0.0),
-        {lb.identity(2), AffineMap::get(2, 0, {}, rw.getContext())},
-        lb.iters(0, 2), [](OpBuilder &nb, Location l, ValueRange a) {
-          linalg::YieldOp::create(nb, l, ValueRange{arith::AddFOp::create(nb, l, a[1], a[0])});
-        });
-    Value mean = lb.generic1(
-        {total}, lb.empty({}),
-        {AffineMap::get(0, 0, {}, rw.getContext()),
-         AffineMap::get(0, 0, {}, rw.getContext())},
-        {}, [&](OpBuilder &nb, Location l, ValueRange a) {
+          Value valid = isValidLabel(nb, l, a[2]);
+          Value zero = f32Const(nb, l, 0.0);
           linalg::YieldOp::create(
-              nb, l, ValueRange{arith::DivFOp::create(nb, l, a[0],
-                                                   f32Const(nb, l, bs * ts))});
+              nb, l,
+              ValueRange{arith::SelectOp::create(nb, l, valid,
+                                                 arith::SubFOp::create(nb, l, lse, picked), zero),
+                         arith::SelectOp::create(nb, l, valid, f32Const(nb, l, 1.0), zero)});
+        });
+    auto scalar = AffineMap::get(2, 0, {}, rw.getContext());
+    SmallVector<Value> totals = lb.generic(
+        {nll[0], nll[1]}, {lb.filled({}, 0.0), lb.filled({}, 0.0)},
+        {lb.identity(2), lb.identity(2), scalar, scalar}, lb.iters(0, 2),
+        [](OpBuilder &nb, Location l, ValueRange a) {
+          linalg::YieldOp::create(nb, l,
+                                  ValueRange{arith::AddFOp::create(nb, l, a[2], a[0]),
+                                             arith::AddFOp::create(nb, l, a[3], a[1])});
+        });
+    auto none = AffineMap::get(0, 0, {}, rw.getContext());
+    Value mean = lb.generic1(
+        {totals[0], totals[1]}, lb.empty({}), {none, none, none}, {},
+        [&](OpBuilder &nb, Location l, ValueRange a) {
+          Value count = arith::MaximumFOp::create(nb, l, a[1], f32Const(nb, l, 1.0));
+          linalg::YieldOp::create(nb, l, ValueRange{arith::DivFOp::create(nb, l, a[0], count)});
         });
     rw.replaceOp(op, mean);
     return success();
@@ -415,10 +429,19 @@ struct LowerCrossEntropyGrad : OpRewritePattern<CrossEntropyGradOp> {
           Value e = math::ExpOp::create(nb, l, arith::SubFOp::create(nb, l, a[0], a[1]));
           linalg::YieldOp::create(nb, l, ValueRange{arith::AddFOp::create(nb, l, a[2], e)});
         });
+    Value count = lb.generic1(
+        {op.getLabels()}, lb.filled({}, 0.0),
+        {lb.identity(2), AffineMap::get(2, 0, {}, rw.getContext())}, lb.iters(0, 2),
+        [](OpBuilder &nb, Location l, ValueRange a) {
+          Value one = arith::SelectOp::create(nb, l, isValidLabel(nb, l, a[0]),
+                                              f32Const(nb, l, 1.0), f32Const(nb, l, 0.0));
+          linalg::YieldOp::create(nb, l, ValueRange{arith::AddFOp::create(nb, l, a[1], one)});
+        });
+    auto scalar = AffineMap::get(3, 0, {}, rw.getContext());
     Value dl = lb.generic1(
-        {logits, mx, sum, op.getLabels(), op.getDloss()}, lb.empty(s),
+        {logits, mx, sum, op.getLabels(), op.getDloss(), count}, lb.empty(s),
         {lb.identity(3), lb.map(3, {0, 1}), lb.map(3, {0, 1}), lb.map(3, {0, 1}),
-         AffineMap::get(3, 0, {}, rw.getContext()), lb.identity(3)},
+         scalar, scalar, lb.identity(3)},
         lb.iters(3), [&](OpBuilder &nb, Location l, ValueRange a) {
           Value p = arith::DivFOp::create(
               nb, l, math::ExpOp::create(nb, l, arith::SubFOp::create(nb, l, a[0], a[1])),
@@ -428,8 +451,12 @@ struct LowerCrossEntropyGrad : OpRewritePattern<CrossEntropyGradOp> {
           Value hit = arith::CmpIOp::create(nb, l, arith::CmpIPredicate::eq, a[3], v);
           Value g = arith::SelectOp::create(
               nb, l, hit, arith::SubFOp::create(nb, l, p, f32Const(nb, l, 1.0)), p);
-          Value w = arith::DivFOp::create(nb, l, a[4], f32Const(nb, l, bs * ts));
-          linalg::YieldOp::create(nb, l, ValueRange{arith::MulFOp::create(nb, l, g, w)});
+          Value n = arith::MaximumFOp::create(nb, l, a[5], f32Const(nb, l, 1.0));
+          Value w = arith::DivFOp::create(nb, l, a[4], n);
+          Value scaled = arith::MulFOp::create(nb, l, g, w);
+          linalg::YieldOp::create(
+              nb, l, ValueRange{arith::SelectOp::create(nb, l, isValidLabel(nb, l, a[3]),
+                                                        scaled, f32Const(nb, l, 0.0))});
         });
     rw.replaceOp(op, dl);
     return success();

@@ -148,6 +148,9 @@ inline mlir::Value indexConst(mlir::OpBuilder &b, mlir::Location loc,
 /// before execution; the clamp keeps a missed check from reading out of bounds.
 mlir::Value clampedIndex(mlir::OpBuilder &b, mlir::Location loc,
                          mlir::Value id, int64_t size);
+/// label >= 0: negative labels mark positions the loss ignores.
+mlir::Value isValidLabel(mlir::OpBuilder &b, mlir::Location loc,
+                         mlir::Value label);
 /// 1 / (1 + exp(-x)).
 mlir::Value sigmoid(mlir::OpBuilder &b, mlir::Location loc, mlir::Value x);
 /// silu(g) * u.

@@ -5,6 +5,8 @@
 
 #include "llvm/Support/MemoryBuffer.h"
 
+#include <optional>
+
 namespace dsv3 {
 namespace {
 
@@ -14,18 +16,25 @@ llvm::Error fileError(const std::string &path, const llvm::Twine &msg) {
 
 class FixedBatch : public DataSource {
 public:
-  FixedBatch(std::vector<int64_t> ids, int64_t b, int64_t t, std::string path)
-      : ids(std::move(ids)), path(std::move(path)) {
+  FixedBatch(std::vector<int64_t> ids, std::optional<std::vector<int64_t>> segs,
+             int64_t b, int64_t t, std::string path)
+      : ids(std::move(ids)), segs(std::move(segs)), path(std::move(path)) {
     batch_ = b;
     seqLen_ = t;
   }
   void fill(uint64_t, int64_t, int64_t, std::vector<int64_t> &out) const override {
     out = ids;
   }
-  std::string describe() const override { return path + " (fixed batch)"; }
+  std::string describe() const override {
+    return path + (segs ? " (fixed batch, packed documents)" : " (fixed batch)");
+  }
+  const std::vector<int64_t> *segments() const override {
+    return segs ? &*segs : nullptr;
+  }
 
 private:
   std::vector<int64_t> ids;
+  std::optional<std::vector<int64_t>> segs;
   std::string path;
 };
 
@@ -92,8 +101,16 @@ openFixedBatch(const std::string &path, int64_t vocabSize) {
                                  std::to_string(ids[i]) +
                                  " is outside the vocabulary [0, " +
                                  std::to_string(vocabSize) + ")");
-  return std::make_unique<FixedBatch>(std::move(ids), t->shape[0], t->shape[1],
-                                      path);
+  std::optional<std::vector<int64_t>> segs;
+  if (const TensorInfo *s = (*file)->lookup("segment_ids")) {
+    if ((s->dtype != DType::I64 && s->dtype != DType::I32) || s->shape != t->shape)
+      return fileError(path, "segment_ids must be int64/int32 with the shape of input_ids");
+    segs.emplace(s->numElements());
+    if (llvm::Error e = convertToI64(*s, segs->data()))
+      return std::move(e);
+  }
+  return std::make_unique<FixedBatch>(std::move(ids), std::move(segs),
+                                      t->shape[0], t->shape[1], path);
 }
 
 llvm::Expected<std::unique_ptr<DataSource>>

@@ -27,12 +27,16 @@ public:
   virtual void fill(uint64_t seed, int64_t step, int64_t micro,
                     std::vector<int64_t> &ids) const = 0;
   virtual std::string describe() const = 0;
+  /// Document ids of packed rows ([batch, seq]), or null when rows are
+  /// single sequences.
+  virtual const std::vector<int64_t> *segments() const { return nullptr; }
 
 protected:
   int64_t batch_ = 0, seqLen_ = 0;
 };
 
-/// input_ids of a safetensors file, the same batch every step.
+/// input_ids (and, for packed rows, segment_ids) of a safetensors file,
+/// the same batch every step.
 llvm::Expected<std::unique_ptr<DataSource>>
 openFixedBatch(const std::string &path, int64_t vocabSize);
 

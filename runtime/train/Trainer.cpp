@@ -299,9 +299,12 @@ llvm::Error train(const TrainConfig &c, const CompiledTraining &compiled,
     std::vector<std::vector<int64_t>> loads(roles->routing.size());
     for (int64_t micro = 0; micro < c.gradAccumulation; ++micro) {
       data.fill(c.seed, step, micro, ids);
-      if (llvm::Error e = compiled.grad->call(
-              "forward_grad", params.data(),
-              {{ids.data(), {data.batch(), data.seqLen()}}}, outs))
+      std::vector<BufferArg> inputs{{ids.data(), {data.batch(), data.seqLen()}}};
+      if (const std::vector<int64_t> *segs = data.segments())
+        inputs.push_back({const_cast<int64_t *>(segs->data()),
+                          {data.batch(), data.seqLen()}});
+      if (llvm::Error e = compiled.grad->call("forward_grad", params.data(),
+                                              inputs, outs))
         return e;
       loss += floats[roles->loss][0];
       totalLoss += floats[roles->totalLoss][0];

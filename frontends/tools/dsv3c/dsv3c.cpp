@@ -312,7 +312,8 @@ struct CompiledModel {
 /// JIT-compiles. Errors name `shapeSource` for shape problems.
 llvm::Expected<CompiledModel>
 compileModel(Session &s, const dsv3::ModelDescription &desc, int64_t batch,
-             int64_t seq, bool gradient, const std::string &shapeSource) {
+             int64_t seq, bool gradient, bool packed,
+             const std::string &shapeSource) {
   if (desc.weightsPath.empty())
     return llvm::createStringError(modelPath +
                                    ": the description names no weights");
@@ -322,6 +323,7 @@ compileModel(Session &s, const dsv3::ModelDescription &desc, int64_t batch,
   dsv3::ImportOptions io;
   io.batch = batch;
   io.seqLen = seq;
+  io.packed = packed;
   if (gradient) {
     bool recipe = llvm::StringRef(modelPath).ends_with(".toml");
     io.mtpWeight = mtpWeight.getNumOccurrences() || !recipe
@@ -391,7 +393,9 @@ int runOnTokens(bool gradient) {
   std::vector<int64_t> shape{(*data)->batch(), (*data)->seqLen()};
 
   Session s;
-  auto model = compileModel(s, *desc, shape[0], shape[1], gradient, tokensPath);
+  const std::vector<int64_t> *segments = (*data)->segments();
+  auto model = compileModel(s, *desc, shape[0], shape[1], gradient,
+                            segments != nullptr, tokensPath);
   if (!model)
     return fail(model.takeError());
   const std::string &entryName = model->entry;
@@ -419,8 +423,10 @@ int runOnTokens(bool gradient) {
   }
   {
     TimingScope t = s.timing->nest("execute");
-    if (llvm::Error e = jit->call(entryName, params.data(),
-                                  {{ids.data(), shape}}, outs))
+    std::vector<dsv3::BufferArg> inputs{{ids.data(), shape}};
+    if (segments)
+      inputs.push_back({const_cast<int64_t *>(segments->data()), shape});
+    if (llvm::Error e = jit->call(entryName, params.data(), inputs, outs))
       return fail(std::move(e));
   }
 
@@ -530,7 +536,8 @@ int runTrain() {
 
   Session s;
   auto model = compileModel(s, *desc, data->batch(), data->seqLen(),
-                            /*gradient=*/true, modelPath);
+                            /*gradient=*/true, data->segments() != nullptr,
+                            modelPath);
   if (!model)
     return fail(model.takeError());
   // The optimizer update is compiled too: linalg on the flat buffer.

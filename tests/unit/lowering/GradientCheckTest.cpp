@@ -191,6 +191,23 @@ TEST(GradientCheck, MLAWithRoPE) {
 )", 5, 16);
 }
 
+TEST(GradientCheck, MLAPackedDocuments) {
+  checkGradients(R"(
+  %x = dsv3.param "x" : tensor<1x6x16xf32>
+  %q = dsv3.param "q" : tensor<12x16xf32>
+  %kva = dsv3.param "kva" : tensor<6x16xf32>
+  %kvn = dsv3.param "kvn" : tensor<4xf32>
+  %kvb = dsv3.param "kvb" : tensor<16x4xf32>
+  %o = dsv3.param "o" : tensor<16x8xf32>
+  %seg = arith.constant dense<[[0, 0, 0, 1, 1, 1]]> : tensor<1x6xi64>
+  %y = dsv3.mla_attention %x q_proj %q kv_a %kva kv_a_norm %kvn kv_b %kvb o %o segments %seg
+      {num_heads = 2 : i64, q_lora_rank = 0 : i64, kv_lora_rank = 4 : i64, qk_nope_head_dim = 4 : i64,
+       qk_rope_head_dim = 2 : i64, v_head_dim = 4 : i64, softmax_scale = 0.4 : f64, rms_norm_eps = 1.0e-06 : f64,
+       rope_inv_freq = array<f64: 0.7>, rope_attention_scaling = 1.0 : f64}
+      : (tensor<1x6x16xf32>, tensor<12x16xf32>, tensor<6x16xf32>, tensor<4xf32>, tensor<16x4xf32>, tensor<16x8xf32>, tensor<1x6xi64>) -> tensor<1x6x16xf32>
+)", 6, 16);
+}
+
 TEST(GradientCheck, MoEWithSharedExpert) {
   checkGradients(R"(
   %x = dsv3.param "x" : tensor<1x6x8xf32>
