@@ -1,0 +1,89 @@
+// RUN: dsv3-opt %s -dsv3-autodiff=objective=l -split-input-file | FileCheck %s
+// One case per gradient rule: which B and W ops each forward op produces.
+
+// RMSNorm: input gradient and weight gradient from the same operands.
+// CHECK-LABEL: func.func @forward_grad
+// CHECK: %[[G:.*]] = dsv3.cross_entropy_grad
+// CHECK: dsv3.rms_norm_grad_input %{{.*}}, %{{.*}}, %[[G]] {epsilon =
+// CHECK: dsv3.rms_norm_grad_weight %{{.*}}, %[[G]] {epsilon =
+func.func @forward(%lab: tensor<1x3xi64>) -> (tensor<f32> {dsv3.output = "l"}) {
+  %x = dsv3.param "x" : tensor<1x3x4xf32>
+  %w = dsv3.param "w" : tensor<4xf32>
+  %y = dsv3.rms_norm %x, %w {epsilon = 1.0e-06 : f64} : (tensor<1x3x4xf32>, tensor<4xf32>) -> tensor<1x3x4xf32>
+  %l = dsv3.cross_entropy %y, %lab : (tensor<1x3x4xf32>, tensor<1x3xi64>) -> tensor<f32>
+  return %l : tensor<f32>
+}
+
+// -----
+
+// SwiGLU: one op yields both operand gradients.
+// CHECK-LABEL: func.func @forward_grad
+// CHECK: %[[DG:.*]], %[[DU:.*]] = dsv3.swiglu_grad
+// CHECK: return {{.*}}, %[[DG]], %[[DU]]
+func.func @forward(%lab: tensor<1x3xi64>) -> (tensor<f32> {dsv3.output = "l"}) {
+  %g = dsv3.param "g" : tensor<1x3x4xf32>
+  %u = dsv3.param "u" : tensor<1x3x4xf32>
+  %y = dsv3.swiglu %g, %u : (tensor<1x3x4xf32>, tensor<1x3x4xf32>) -> tensor<1x3x4xf32>
+  %l = dsv3.cross_entropy %y, %lab : (tensor<1x3x4xf32>, tensor<1x3xi64>) -> tensor<f32>
+  return %l : tensor<f32>
+}
+
+// -----
+
+// The attention core: five gradients, segments carried over.
+// CHECK-LABEL: func.func @forward_grad
+// CHECK: dsv3.mla_core_grad {{.*}} segments %{{.*}} {softmax_scale = 5.000000e-01 : f64}
+func.func @forward(%lab: tensor<1x2xi64>) -> (tensor<f32> {dsv3.output = "l"}) {
+  %q = dsv3.param "q" : tensor<1x2x1x2xf32>
+  %kr = dsv3.param "kr" : tensor<1x2x2xf32>
+  %seg = arith.constant dense<[[0, 1]]> : tensor<1x2xi64>
+  %o = dsv3.mla_core %q, %q, %q, %kr, %q segments %seg {softmax_scale = 0.5 : f64}
+      : (tensor<1x2x1x2xf32>, tensor<1x2x1x2xf32>, tensor<1x2x1x2xf32>, tensor<1x2x2xf32>, tensor<1x2x1x2xf32>, tensor<1x2xi64>) -> tensor<1x2x1x2xf32>
+  %y = tensor.collapse_shape %o [[0], [1], [2, 3]] : tensor<1x2x1x2xf32> into tensor<1x2x2xf32>
+  %l = dsv3.cross_entropy %y, %lab : (tensor<1x2x2xf32>, tensor<1x2xi64>) -> tensor<f32>
+  return %l : tensor<f32>
+}
+
+// -----
+
+// Routed experts: tokens and gate weights (B) apart from the expert weights (W).
+// CHECK-LABEL: func.func @forward_grad
+// CHECK: dsv3.moe_experts_grad_input
+// CHECK: dsv3.moe_experts_grad_weight
+// CHECK-SAME: -> (tensor<2x3x4xf32>, tensor<2x3x4xf32>, tensor<2x4x3xf32>)
+func.func @forward(%lab: tensor<1x2xi64>) -> (tensor<f32> {dsv3.output = "l"}) {
+  %x = dsv3.param "x" : tensor<2x4xf32>
+  %w = dsv3.param "w" : tensor<2x1xf32>
+  %ids = arith.constant dense<[[0], [1]]> : tensor<2x1xi64>
+  %g = dsv3.param "e.*.g" stack 2 : tensor<2x3x4xf32>
+  %d = dsv3.param "e.*.d" stack 2 : tensor<2x4x3xf32>
+  %y = dsv3.moe_experts %x, %w, %ids, %g, %g, %d : (tensor<2x4xf32>, tensor<2x1xf32>, tensor<2x1xi64>, tensor<2x3x4xf32>, tensor<2x3x4xf32>, tensor<2x4x3xf32>) -> tensor<2x4xf32>
+  %y3 = tensor.expand_shape %y [[0, 1], [2]] output_shape [1, 2, 4] : tensor<2x4xf32> into tensor<1x2x4xf32>
+  %l = dsv3.cross_entropy %y3, %lab : (tensor<1x2x4xf32>, tensor<1x2xi64>) -> tensor<f32>
+  return %l : tensor<f32>
+}
+
+// -----
+
+// Embedding: the table gradient is a scatter of the output gradient (W).
+// CHECK-LABEL: func.func @forward_grad
+// CHECK: %[[DT:.*]] = dsv3.embedding_grad %{{.*}}, %{{.*}} : (tensor<1x2xi64>, tensor<1x2x3xf32>) -> tensor<5x3xf32>
+// CHECK: return {{.*}}, %[[DT]]
+func.func @forward(%ids: tensor<1x2xi64>) -> (tensor<f32> {dsv3.output = "l"}) {
+  %t = dsv3.param "table" : tensor<5x3xf32>
+  %e = dsv3.embedding %ids, %t : tensor<1x2xi64>, tensor<5x3xf32> -> tensor<1x2x3xf32>
+  %l = dsv3.cross_entropy %e, %ids : (tensor<1x2x3xf32>, tensor<1x2xi64>) -> tensor<f32>
+  return %l : tensor<f32>
+}
+
+// -----
+
+// The balance loss differentiates into the router logits only.
+// CHECK-LABEL: func.func @forward_grad
+// CHECK: dsv3.moe_balance_loss_grad {{.*}} {alpha = 1.000000e-01 : f64}
+func.func @forward(%lab: tensor<1x2xi64>) -> (tensor<f32> {dsv3.output = "l"}) {
+  %lg = dsv3.param "logits" : tensor<1x2x2xf32>
+  %ids = arith.constant dense<[[1], [1]]> : tensor<2x1xi64>
+  %l = dsv3.moe_balance_loss %lg, %ids {alpha = 0.1 : f64} : (tensor<1x2x2xf32>, tensor<2x1xi64>) -> tensor<f32>
+  return %l : tensor<f32>
+}
