@@ -11,16 +11,20 @@ using namespace mlir;
 
 namespace dsv3 {
 
-OwningOpRef<ModuleOp> buildAdamWModule(MLIRContext &ctx, int64_t n) {
+OwningOpRef<ModuleOp> buildAdamWModule(MLIRContext &ctx, int64_t n,
+                                       bool bf16Moments) {
   OpBuilder b(&ctx);
   Location loc = b.getUnknownLoc();
   OwningOpRef<ModuleOp> module = ModuleOp::create(loc);
   b.setInsertionPointToEnd(module->getBody());
   auto vec = RankedTensorType::get({n}, b.getF32Type());
+  Type momentType = bf16Moments ? Type(b.getBF16Type()) : Type(b.getF32Type());
+  auto moments = RankedTensorType::get({n}, momentType);
   auto hyperType = RankedTensorType::get({kNumAdamWHyper}, b.getF32Type());
   auto fn = func::FuncOp::create(
       b, loc, "adamw_step",
-      b.getFunctionType({vec, vec, vec, vec, hyperType}, {vec, vec, vec}));
+      b.getFunctionType({vec, vec, moments, moments, hyperType},
+                        {vec, moments, moments}));
   Block *body = fn.addEntryBlock();
   b.setInsertionPointToStart(body);
   SmallVector<Value> h;
@@ -34,9 +38,9 @@ OwningOpRef<ModuleOp> buildAdamWModule(MLIRContext &ctx, int64_t n) {
   SmallVector<Value> inits;
   for (int i = 0; i < 3; ++i)
     inits.push_back(tensor::EmptyOp::create(b, loc, ArrayRef<int64_t>{n},
-                                            b.getF32Type()));
+                                            i == 0 ? b.getF32Type() : momentType));
   auto update = linalg::GenericOp::create(
-      b, loc, TypeRange{vec, vec, vec}, body->getArguments().take_front(4),
+      b, loc, TypeRange{vec, moments, moments}, body->getArguments().take_front(4),
       inits, SmallVector<AffineMap>(7, id),
       SmallVector<utils::IteratorType>{utils::IteratorType::parallel},
       [&](OpBuilder &nb, Location l, ValueRange a) {
@@ -47,7 +51,13 @@ OwningOpRef<ModuleOp> buildAdamWModule(MLIRContext &ctx, int64_t n) {
         auto add = [&](Value x, Value y) { return arith::AddFOp::create(nb, l, x, y).getResult(); };
         auto sub = [&](Value x, Value y) { return arith::SubFOp::create(nb, l, x, y).getResult(); };
         auto div = [&](Value x, Value y) { return arith::DivFOp::create(nb, l, x, y).getResult(); };
-        Value p = a[0], g = mul(a[1], h[kGradScale]), m = a[2], v = a[3];
+        auto widen = [&](Value x) {
+          return bf16Moments ? arith::ExtFOp::create(nb, l, nb.getF32Type(), x).getResult() : x;
+        };
+        auto narrow = [&](Value x) {
+          return bf16Moments ? arith::TruncFOp::create(nb, l, nb.getBF16Type(), x).getResult() : x;
+        };
+        Value p = a[0], g = mul(a[1], h[kGradScale]), m = widen(a[2]), v = widen(a[3]);
         Value one = f(1.0);
         m = add(mul(h[kBeta1], m), mul(sub(one, h[kBeta1]), g));
         v = add(mul(h[kBeta2], v), mul(sub(one, h[kBeta2]), mul(g, g)));
@@ -57,7 +67,7 @@ OwningOpRef<ModuleOp> buildAdamWModule(MLIRContext &ctx, int64_t n) {
                           h[kEpsilon]);
         Value step = div(h[kLearningRate], h[kBiasCorrection1]);
         p = sub(p, mul(step, div(m, denom)));
-        linalg::YieldOp::create(nb, l, ValueRange{p, m, v});
+        linalg::YieldOp::create(nb, l, ValueRange{p, narrow(m), narrow(v)});
       });
   func::ReturnOp::create(b, loc, update.getResults());
   const char *names[] = {"params", "exp_avg", "exp_avg_sq"};

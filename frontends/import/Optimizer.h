@@ -29,8 +29,11 @@ enum AdamWHyper : int64_t {
 /// PyTorch's AdamW with decoupled weight decay:
 ///   g = g * scale; m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
 ///   p = p (1 - lr wd) - lr/bc1 * m / (sqrt(v)/sqrt(bc2) + eps).
+/// With `bf16Moments`, m and v are stored as BF16 (as DeepSeek-V3 does) and
+/// widened to FP32 for the arithmetic; parameters stay FP32 master weights.
 mlir::OwningOpRef<mlir::ModuleOp> buildAdamWModule(mlir::MLIRContext &ctx,
-                                                   int64_t numElements);
+                                                   int64_t numElements,
+                                                   bool bf16Moments = false);
 
 } // namespace dsv3
 

@@ -123,9 +123,19 @@ llvm::Error writeDurably(const std::string &path, llvm::StringRef bytes) {
 
 /// A hub-layout checkpoint written to a fresh directory, then renamed over
 /// `dir`: a crash leaves either the previous checkpoint or the new one.
+/// AdamW moments as raw bytes: FP32 or BF16 elements.
+struct Moments {
+  DType dtype;
+  std::vector<uint8_t> m, v;
+  Moments(bool bf16, size_t n)
+      : dtype(bf16 ? DType::BF16 : DType::F32), m(n * dtypeSize(dtype), 0),
+        v(n * dtypeSize(dtype), 0) {}
+  size_t elementSize() const { return dtypeSize(dtype); }
+};
+
 llvm::Error saveCheckpoint(const TrainConfig &c, const ParamLayout &layout,
-                           llvm::ArrayRef<float> params, llvm::ArrayRef<float> m,
-                           llvm::ArrayRef<float> v, int64_t step) {
+                           llvm::ArrayRef<float> params, const Moments &mv,
+                           int64_t step) {
   std::string tmp = c.savePath + ".tmp-" + std::to_string(::getpid());
   llvm::sys::fs::remove_directories(tmp);
   if (std::error_code ec = llvm::sys::fs::create_directories(tmp))
@@ -136,9 +146,9 @@ llvm::Error saveCheckpoint(const TrainConfig &c, const ParamLayout &layout,
   if (llvm::Error e = model.write(tmp + "/model.safetensors"))
     return e;
   SafetensorsWriter opt;
-  int64_t n = static_cast<int64_t>(m.size());
-  opt.addF32("exp_avg", {n}, m);
-  opt.addF32("exp_avg_sq", {n}, v);
+  int64_t n = static_cast<int64_t>(params.size());
+  opt.addTensor("exp_avg", mv.dtype, {n}, mv.m);
+  opt.addTensor("exp_avg_sq", mv.dtype, {n}, mv.v);
   opt.setMetadata("step", std::to_string(step));
   opt.setMetadata("seed", std::to_string(c.seed));
   opt.setMetadata("param_count", std::to_string(n));
@@ -163,9 +173,7 @@ llvm::Error saveCheckpoint(const TrainConfig &c, const ParamLayout &layout,
 
 llvm::Expected<int64_t> loadCheckpoint(const TrainConfig &c,
                                        const ParamLayout &layout,
-                                       std::vector<float> &params,
-                                       std::vector<float> &m,
-                                       std::vector<float> &v) {
+                                       std::vector<float> &params, Moments &mv) {
   auto store = WeightStore::open(c.resumePath + "/model.safetensors");
   if (!store)
     return store.takeError();
@@ -175,14 +183,17 @@ llvm::Expected<int64_t> loadCheckpoint(const TrainConfig &c,
   auto opt = SafetensorsFile::open(optPath);
   if (!opt)
     return opt.takeError();
-  for (auto [name, dst] : {std::pair<const char *, std::vector<float> *>{"exp_avg", &m},
-                           {"exp_avg_sq", &v}}) {
+  for (auto [name, dst] : {std::pair<const char *, std::vector<uint8_t> *>{"exp_avg", &mv.m},
+                           {"exp_avg_sq", &mv.v}}) {
     const TensorInfo *t = (*opt)->lookup(name);
-    if (!t || t->numElements() != static_cast<int64_t>(dst->size()))
+    if (!t || t->numElements() != static_cast<int64_t>(params.size()))
       return pathError(optPath, std::string("missing or mis-sized '") + name +
                                     "' for this model");
-    if (llvm::Error e = convertToF32(*t, dst->data()))
-      return std::move(e);
+    if (t->dtype != mv.dtype)
+      return pathError(optPath, std::string("'") + name + "' is " +
+                                    dtypeName(t->dtype).str() + " but this run keeps " +
+                                    dtypeName(mv.dtype).str() + " moments");
+    std::memcpy(dst->data(), t->data, t->nbytes);
   }
   auto it = (*opt)->metadata().find("step");
   int64_t step;
@@ -250,10 +261,11 @@ llvm::Error train(const TrainConfig &c, const CompiledTraining &compiled,
   if (!roles)
     return roles.takeError();
   size_t p = params.size();
-  std::vector<float> m(p, 0.f), v(p, 0.f), grads(p), next(p), nextM(p), nextV(p);
+  std::vector<float> grads(p), next(p);
+  Moments mv(c.bf16Moments, p), nextMv(c.bf16Moments, p);
   int64_t startStep = 0;
   if (!c.resumePath.empty()) {
-    auto step = loadCheckpoint(c, layout, params, m, v);
+    auto step = loadCheckpoint(c, layout, params, mv);
     if (!step)
       return step.takeError();
     startStep = *step;
@@ -352,20 +364,20 @@ llvm::Error train(const TrainConfig &c, const CompiledTraining &compiled,
     int64_t n = static_cast<int64_t>(p);
     if (llvm::Error e = compiled.adamw->call(
             "adamw_step", params.data(),
-            {{params.data(), {n}}, {grads.data(), {n}}, {m.data(), {n}},
-             {v.data(), {n}}, {hyper, {kNumAdamWHyper}}},
-            {{next.data(), {n}}, {nextM.data(), {n}}, {nextV.data(), {n}}}))
+            {{params.data(), {n}}, {grads.data(), {n}}, {mv.m.data(), {n}},
+             {mv.v.data(), {n}}, {hyper, {kNumAdamWHyper}}},
+            {{next.data(), {n}}, {nextMv.m.data(), {n}}, {nextMv.v.data(), {n}}}))
       return e;
     // Routing biases are not trained by gradient (nor decayed): keep them,
     // then apply the load-balancing update b += gamma sign(mean - load).
-    for (auto [offset, size] : roles->frozen)
-      for (int64_t k = 0; k < size; ++k) {
-        next[offset + k] = params[offset + k];
-        nextM[offset + k] = nextV[offset + k] = 0;
-      }
+    size_t es = mv.elementSize();
+    for (auto [offset, size] : roles->frozen) {
+      std::copy_n(params.begin() + offset, size, next.begin() + offset);
+      std::memset(nextMv.m.data() + offset * es, 0, size * es);
+      std::memset(nextMv.v.data() + offset * es, 0, size * es);
+    }
     params.swap(next);
-    m.swap(nextM);
-    v.swap(nextV);
+    std::swap(mv, nextMv);
     double imbalance = 0;
     for (auto [r, role] : llvm::enumerate(roles->routing))
       imbalance = std::max(imbalance, updateRoutingBias(loads[r], c.biasUpdateSpeed,
@@ -405,7 +417,7 @@ llvm::Error train(const TrainConfig &c, const CompiledTraining &compiled,
       llvm::outs() << line << "\n";
     }
     if (!c.savePath.empty() && step == c.steps)
-      if (llvm::Error e = saveCheckpoint(c, layout, params, m, v, step))
+      if (llvm::Error e = saveCheckpoint(c, layout, params, mv, step))
         return e;
   }
   if (!c.plotPath.empty())

@@ -28,6 +28,7 @@ struct TrainConfig {
   std::optional<int64_t> decayStart; // cosine decay from here to `steps`
   double minLrRatio = 0.1;
   double biasUpdateSpeed = 1e-3;     // gamma; 0 disables
+  bool bf16Moments = false;          // AdamW m and v stored as BF16
   std::string logJsonPath, plotPath, savePath, resumePath;
   std::string configJsonPath;        // copied into checkpoints
 };

@@ -94,6 +94,24 @@ TEST(Train, ResumeIsBitForBitAndLossFalls) {
   EXPECT_EQ(eval.exitCode, 0) << eval.output;
 }
 
+TEST(Train, BF16MomentsAreStoredAsBF16) {
+  std::string dir = scratchDir("bf16");
+  RunResult r = runDsv3c("train " + tiny() +
+                         " --steps 3 --warmup-steps 0 --moments bf16 --log-json " +
+                         dir + "/log.jsonl --save " + dir + "/ck");
+  ASSERT_EQ(r.exitCode, 0) << r.output;
+  std::vector<double> l = losses(dir + "/log.jsonl");
+  ASSERT_EQ(l.size(), 3u);
+  EXPECT_LT(l[2], l[0]);
+  auto opt = dsv3::SafetensorsFile::open(dir + "/ck/optimizer.safetensors");
+  ASSERT_TRUE(static_cast<bool>(opt)) << llvm::toString(opt.takeError());
+  for (const char *name : {"exp_avg", "exp_avg_sq"}) {
+    const dsv3::TensorInfo *t = (*opt)->lookup(name);
+    ASSERT_NE(t, nullptr) << name;
+    EXPECT_EQ(t->dtype, dsv3::DType::BF16) << name;
+  }
+}
+
 TEST(Train, BadCheckpointAndCorpusFailCleanly) {
   std::string dir = scratchDir("badtrain");
   std::filesystem::create_directories(dir + "/ck");

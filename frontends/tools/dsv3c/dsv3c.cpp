@@ -134,6 +134,9 @@ cl::opt<double> biasUpdateOpt(
     cl::desc("Routing-bias update speed gamma (auxiliary-loss-free "
              "balancing; 0 disables)"),
     cl::init(1e-3), cl::cat(trainCat));
+cl::opt<std::string> momentsOpt(
+    "moments", cl::desc("AdamW moment storage: fp32 or bf16 (DeepSeek-V3)"),
+    cl::init("fp32"), cl::cat(trainCat));
 cl::opt<int64_t> gradAccumOpt("grad-accum",
                               cl::desc("Micro-batches per optimizer step"),
                               cl::init(1), cl::cat(trainCat));
@@ -512,6 +515,9 @@ int runTrain() {
   if (c.steps <= 0 || c.gradAccumulation <= 0 || c.lr <= 0)
     return fail("--steps, --grad-accum and --lr must be positive");
   c.configJsonPath = desc->config.sourcePath;
+  if (momentsOpt != "fp32" && momentsOpt != "bf16")
+    return fail("--moments must be fp32 or bf16, got '" + momentsOpt + "'");
+  c.bf16Moments = momentsOpt == "bf16";
 
   std::unique_ptr<dsv3::DataSource> data;
   if (!tokensPath.empty()) {
@@ -541,7 +547,8 @@ int runTrain() {
   if (!model)
     return fail(model.takeError());
   // The optimizer update is compiled too: linalg on the flat buffer.
-  auto adamModule = dsv3::buildAdamWModule(*s.ctx, model->params.size());
+  auto adamModule =
+      dsv3::buildAdamWModule(*s.ctx, model->params.size(), c.bf16Moments);
   dsv3::CPUPipelineOptions options;
   PassManager pm(adamModule->getOperation()->getName());
   dsv3::buildLLVMPipeline(pm, options);
