@@ -61,6 +61,18 @@ TEST(Train, ReproducesTheAdamWTrajectory) {
     double w = *(*want)[i].getAsNumber();
     EXPECT_LE(std::fabs(got[i] - w) / w, 1e-4) << "step " << i + 1;
   }
+
+  // Two micro-batches of the same batch average to the same gradient.
+  RunResult accum = runDsv3c(
+      "train " + sourcePath("models/tiny") + " --tokens " +
+      sourcePath("tests/golden/tiny/reference.safetensors") +
+      " --steps 4 --lr 1e-3 --mtp-weight 0 --bias-update 0 --grad-accum 2"
+      " --log-json " + dir + "/accum.jsonl");
+  ASSERT_EQ(accum.exitCode, 0) << accum.output;
+  std::vector<double> acc = losses(dir + "/accum.jsonl");
+  ASSERT_EQ(acc.size(), got.size());
+  for (size_t i = 0; i < got.size(); ++i)
+    EXPECT_NEAR(acc[i], got[i], 1e-6) << "step " << i + 1;
 }
 
 TEST(Train, ResumeIsBitForBitAndLossFalls) {
@@ -71,8 +83,10 @@ TEST(Train, ResumeIsBitForBitAndLossFalls) {
                             dir + "/full");
   ASSERT_EQ(full.exitCode, 0) << full.output;
   // The same run in two halves, through a checkpoint.
+  // The first half also runs on one thread: results must not depend on it.
   RunResult first = runDsv3c("train " + tiny() +
                              " --steps 4 --warmup-steps 0 --batch 2 --seq 32 --seed 7"
+                             " --num-threads 1"
                              " --log-json " + dir + "/split.jsonl --save " + dir + "/half");
   ASSERT_EQ(first.exitCode, 0) << first.output;
   RunResult second = runDsv3c(common + " --log-json " + dir + "/split.jsonl --resume " +
