@@ -203,6 +203,25 @@ struct LowerEmbedding : OpRewritePattern<EmbeddingOp> {
   }
 };
 
+/// Row maximum m[b,t] and sum_v exp(logits - m) of [B, T, V] logits.
+std::pair<Value, Value> softmaxRowStats(LinalgBuilder &lb, Value logits) {
+  auto s = cast<RankedTensorType>(logits.getType()).getShape();
+  Value mx = lb.generic1(
+      {logits}, lb.filled({s[0], s[1]}, -INFINITY),
+      {lb.identity(3), lb.map(3, {0, 1})}, lb.iters(2, 1),
+      [](OpBuilder &nb, Location l, ValueRange a) {
+        linalg::YieldOp::create(nb, l, ValueRange{arith::MaximumFOp::create(nb, l, a[0], a[1])});
+      });
+  Value sum = lb.generic1(
+      {logits, mx}, lb.filled({s[0], s[1]}, 0.0),
+      {lb.identity(3), lb.map(3, {0, 1}), lb.map(3, {0, 1})}, lb.iters(2, 1),
+      [](OpBuilder &nb, Location l, ValueRange a) {
+        Value e = math::ExpOp::create(nb, l, arith::SubFOp::create(nb, l, a[0], a[1]));
+        linalg::YieldOp::create(nb, l, ValueRange{arith::AddFOp::create(nb, l, a[2], e)});
+      });
+  return {mx, sum};
+}
+
 /// dsv3.cross_entropy -> row max, sum of exp, per-token NLL, mean.
 struct LowerCrossEntropy : OpRewritePattern<CrossEntropyOp> {
   using OpRewritePattern::OpRewritePattern;
@@ -212,19 +231,7 @@ struct LowerCrossEntropy : OpRewritePattern<CrossEntropyOp> {
     Value logits = op.getLogits();
     auto s = op.getLogits().getType().getShape();
     int64_t bs = s[0], ts = s[1], vocab = s[2];
-    auto rowMaps = SmallVector<AffineMap>{lb.identity(3), lb.map(3, {0, 1})};
-    Value mx = lb.generic1(
-        {logits}, lb.filled({bs, ts}, -INFINITY), rowMaps, lb.iters(2, 1),
-        [](OpBuilder &nb, Location l, ValueRange a) {
-          linalg::YieldOp::create(nb, l, ValueRange{arith::MaximumFOp::create(nb, l, a[0], a[1])});
-        });
-    Value sum = lb.generic1(
-        {logits, mx}, lb.filled({bs, ts}, 0.0),
-        {lb.identity(3), lb.map(3, {0, 1}), lb.map(3, {0, 1})}, lb.iters(2, 1),
-        [](OpBuilder &nb, Location l, ValueRange a) {
-          Value e = math::ExpOp::create(nb, l, arith::SubFOp::create(nb, l, a[0], a[1]));
-          linalg::YieldOp::create(nb, l, ValueRange{arith::AddFOp::create(nb, l, a[2], e)});
-        });
+    auto [mx, sum] = softmaxRowStats(lb, logits);
     // Per-token loss and validity (labels < 0 are ignored).
     SmallVector<Value> nll = lb.generic(
         {mx, sum, op.getLabels()}, {lb.empty({bs, ts}), lb.empty({bs, ts})},
@@ -415,20 +422,7 @@ struct LowerCrossEntropyGrad : OpRewritePattern<CrossEntropyGradOp> {
     LinalgBuilder lb(rw, op.getLoc());
     Value logits = op.getLogits();
     auto s = op.getLogits().getType().getShape();
-    int64_t bs = s[0], ts = s[1];
-    Value mx = lb.generic1(
-        {logits}, lb.filled({bs, ts}, -INFINITY),
-        {lb.identity(3), lb.map(3, {0, 1})}, lb.iters(2, 1),
-        [](OpBuilder &nb, Location l, ValueRange a) {
-          linalg::YieldOp::create(nb, l, ValueRange{arith::MaximumFOp::create(nb, l, a[0], a[1])});
-        });
-    Value sum = lb.generic1(
-        {logits, mx}, lb.filled({bs, ts}, 0.0),
-        {lb.identity(3), lb.map(3, {0, 1}), lb.map(3, {0, 1})}, lb.iters(2, 1),
-        [](OpBuilder &nb, Location l, ValueRange a) {
-          Value e = math::ExpOp::create(nb, l, arith::SubFOp::create(nb, l, a[0], a[1]));
-          linalg::YieldOp::create(nb, l, ValueRange{arith::AddFOp::create(nb, l, a[2], e)});
-        });
+    auto [mx, sum] = softmaxRowStats(lb, logits);
     Value count = lb.generic1(
         {op.getLabels()}, lb.filled({}, 0.0),
         {lb.identity(2), AffineMap::get(2, 0, {}, rw.getContext())}, lb.iters(0, 2),
