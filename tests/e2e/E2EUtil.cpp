@@ -36,6 +36,15 @@ std::string sourcePath(const std::string &relative) {
   return std::string(DSV3_SOURCE_DIR) + "/" + relative;
 }
 
+SafetensorsFile *openOrFail(const std::string &path) {
+  auto f = SafetensorsFile::open(path);
+  if (!f) {
+    ADD_FAILURE() << llvm::toString(f.takeError());
+    return nullptr;
+  }
+  return f->release();
+}
+
 std::vector<float> readF32(const SafetensorsFile &f, const std::string &name) {
   const TensorInfo *t = f.lookup(name);
   if (!t) {

@@ -23,6 +23,10 @@ std::string scratchDir(const std::string &name);
 /// Path inside the source tree.
 std::string sourcePath(const std::string &relative);
 
+/// Opens a safetensors file the test needs (a failure is reported, then
+/// null is returned).
+SafetensorsFile *openOrFail(const std::string &path);
+
 /// Reads a float tensor (any float dtype) from a safetensors file.
 std::vector<float> readF32(const SafetensorsFile &f, const std::string &name);
 

@@ -25,13 +25,8 @@ protected:
                            sourcePath("tests/golden/tiny/reference.safetensors") +
                            " -o " + out);
     ASSERT_EQ(r.exitCode, 0) << r.output;
-    auto o = SafetensorsFile::open(out);
-    ASSERT_TRUE(static_cast<bool>(o)) << llvm::toString(o.takeError());
-    output = o->release();
-    auto ref = SafetensorsFile::open(
-        sourcePath("tests/golden/tiny/reference.safetensors"));
-    ASSERT_TRUE(static_cast<bool>(ref)) << llvm::toString(ref.takeError());
-    reference = ref->release();
+    output = openOrFail(out);
+    reference = openOrFail(sourcePath("tests/golden/tiny/reference.safetensors"));
     log = new std::string(r.output);
   }
   static void TearDownTestSuite() {
