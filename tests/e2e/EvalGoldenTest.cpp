@@ -82,3 +82,27 @@ TEST_F(EvalGolden, PrintsLosses) {
 }
 
 } // namespace
+
+namespace {
+
+/// A published-layout FP8 checkpoint (E4M3 weights with 128x128
+/// weight_scale_inv blocks), dequantised on load: logits of the reference
+/// model whose weights are the dequantised checkpoint.
+TEST(EvalFP8Checkpoint, DequantisedLogitsMatch) {
+  std::string dir = scratchDir("fp8ckpt");
+  std::string ref = sourcePath("tests/golden/tiny-fp8/reference-fp8ckpt.safetensors");
+  RunResult r = runDsv3c("eval " + sourcePath("tests/golden/tiny-fp8") + " --tokens " +
+                         ref + " -o " + dir + "/out.safetensors");
+  ASSERT_EQ(r.exitCode, 0) << r.output;
+  std::unique_ptr<SafetensorsFile> out(openOrFail(dir + "/out.safetensors")),
+      want(openOrFail(ref));
+  ASSERT_TRUE(out && want);
+  std::vector<float> a = readF32(*out, "logits"), b = readF32(*want, "logits");
+  ASSERT_EQ(a.size(), b.size());
+  double worst = 0;
+  for (size_t i = 0; i < a.size(); ++i)
+    worst = std::max(worst, std::fabs(double(a[i]) - b[i]));
+  EXPECT_LE(worst, 1e-4);
+}
+
+} // namespace
