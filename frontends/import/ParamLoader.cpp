@@ -4,6 +4,7 @@
 #include "llvm/ADT/StringExtras.h"
 
 #include <cmath>
+#include <random>
 
 namespace dsv3 {
 namespace {
@@ -89,6 +90,25 @@ llvm::Error loadParameters(const WeightStore &store, const ParamLayout &layout,
     }
   }
   return llvm::Error::success();
+}
+
+void initializeParameters(const ParamLayout &layout, uint64_t seed, double std,
+                          std::vector<float> &buffer) {
+  buffer.assign(std::max<int64_t>(layout.totalElements, 1), 0.0f);
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> normal(0.0f, static_cast<float>(std));
+  for (const ParamSlot &slot : layout.slots) {
+    llvm::StringRef name(slot.name);
+    float *dst = buffer.data() + slot.offset;
+    int64_t n = slot.numElements();
+    if (name.ends_with("norm.weight"))
+      std::fill(dst, dst + n, 1.0f);
+    else if (name.ends_with("e_score_correction_bias"))
+      std::fill(dst, dst + n, 0.0f);
+    else
+      for (int64_t i = 0; i < n; ++i)
+        dst[i] = normal(rng);
+  }
 }
 
 void addSplitTensor(SafetensorsWriter &writer, const std::string &name,

@@ -20,6 +20,12 @@ namespace dsv3 {
 llvm::Error loadParameters(const WeightStore &store, const ParamLayout &layout,
                            std::vector<float> &buffer);
 
+/// Seeded random initialisation (the [init] table of a description): norm
+/// weights 1, routing biases 0, everything else N(0, std^2), drawn in layout
+/// order so the same seed and model give the same weights.
+void initializeParameters(const ParamLayout &layout, uint64_t seed, double std,
+                          std::vector<float> &buffer);
+
 /// Adds `data` under `name`; a stacked name (one '*') is split into one
 /// tensor per leading index, under the hub names.
 void addSplitTensor(SafetensorsWriter &writer, const std::string &name,

@@ -66,6 +66,7 @@ const RealField kRealFields[] = {
      NumberRange::Positive},
     {"rms_norm_eps", &ModelConfig::rmsNormEps, NumberRange::Positive},
     {"rope_theta", &ModelConfig::ropeTheta, NumberRange::AboveOne},
+    {"initializer_range", &ModelConfig::initializerRange, NumberRange::Positive},
 };
 
 struct BoolField {
@@ -627,6 +628,51 @@ Expected<ModelConfig> parseHubConfigFile(StringRef path) {
   if (!buffer)
     return buffer.takeError();
   return parseHubConfigText((*buffer)->getBuffer(), path);
+}
+
+} // namespace dsv3
+
+namespace dsv3 {
+
+std::string toHubConfigJSON(const ModelConfig &c) {
+  llvm::json::Object o{{"architectures", llvm::json::Array{"DeepseekV3ForCausalLM"}},
+                       {"model_type", "deepseek_v3"},
+                       {"scoring_func", "sigmoid"},
+                       {"topk_method", "noaux_tc"},
+                       {"hidden_act", "silu"},
+                       {"attention_bias", false},
+                       {"num_key_value_heads", c.numAttentionHeads},
+                       {"initializer_range", c.initializerRange}};
+  for (const IntField &f : kIntFields)
+    o[f.key] = c.*f.member;
+  if (c.qLoraRank == 0)
+    o["q_lora_rank"] = nullptr;
+  for (const RealField &f : kRealFields)
+    o[f.key] = c.*f.member;
+  for (const BoolField &f : kBoolFields)
+    o[f.key] = c.*f.member;
+  if (c.rope.yarn)
+    o["rope_scaling"] = llvm::json::Object{
+        {"type", "yarn"},
+        {"factor", c.rope.factor},
+        {"original_max_position_embeddings", c.rope.originalMaxPositionEmbeddings},
+        {"beta_fast", c.rope.betaFast},
+        {"beta_slow", c.rope.betaSlow},
+        {"mscale", c.rope.mscale},
+        {"mscale_all_dim", c.rope.mscaleAllDim}};
+  else
+    o["rope_scaling"] = nullptr;
+  if (c.quantization)
+    o["quantization_config"] = llvm::json::Object{
+        {"quant_method", "fp8"},
+        {"fmt", c.quantization->fmt},
+        {"activation_scheme", c.quantization->activationScheme},
+        {"weight_block_size", llvm::json::Array{c.quantization->weightBlockRows,
+                                                c.quantization->weightBlockCols}}};
+  std::string text;
+  llvm::raw_string_ostream os(text);
+  os << llvm::formatv("{0:2}", llvm::json::Value(std::move(o))) << "\n";
+  return text;
 }
 
 } // namespace dsv3

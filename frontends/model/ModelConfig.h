@@ -51,6 +51,7 @@ struct ModelConfig {
           numNextnPredictLayers = 0;
   int64_t moeLayerFreq = 1;
   double routedScalingFactor = 1.0, rmsNormEps = 1e-6, ropeTheta = 10000.0;
+  double initializerRange = 0.02; // std of random initialisation
   bool normTopkProb = true, tieWordEmbeddings = false, ropeInterleave = true;
   bool hasRoutingBias = true; // topk_method "noaux_tc" (the only one accepted)
   RopeScaling rope;
@@ -83,6 +84,8 @@ parseHubConfigObject(const llvm::json::Object &obj,
                      llvm::StringRef pathForMessages);
 /// Range and cross-field checks; messages name the hub keys.
 llvm::Error validate(const ModelConfig &c);
+/// The hub config.json text of `c` (what checkpoints are written with).
+std::string toHubConfigJSON(const ModelConfig &c);
 
 /// Allowed values of a number read by FieldReader.
 enum class NumberRange {

@@ -154,10 +154,7 @@ llvm::Error saveCheckpoint(const TrainConfig &c, const ParamLayout &layout,
   opt.setMetadata("param_count", std::to_string(n));
   if (llvm::Error e = opt.write(tmp + "/optimizer.safetensors"))
     return e;
-  auto config = llvm::MemoryBuffer::getFile(c.configJsonPath);
-  if (!config)
-    return pathError(c.configJsonPath, config.getError().message());
-  if (llvm::Error e = writeDurably(tmp + "/config.json", (*config)->getBuffer()))
+  if (llvm::Error e = writeDurably(tmp + "/config.json", c.configJson))
     return e;
   std::string old = c.savePath + ".old-" + std::to_string(::getpid());
   bool hadOld = llvm::sys::fs::exists(c.savePath);

@@ -30,7 +30,7 @@ struct TrainConfig {
   double biasUpdateSpeed = 1e-3;     // gamma; 0 disables
   bool bf16Moments = false;          // AdamW m and v stored as BF16
   std::string logJsonPath, plotPath, savePath, resumePath;
-  std::string configJsonPath;        // copied into checkpoints
+  std::string configJson;            // hub config.json text for checkpoints
 };
 
 /// Learning rate of 1-based `step`: linear warm-up, constant, cosine decay.

@@ -317,12 +317,17 @@ llvm::Expected<CompiledModel>
 compileModel(Session &s, const dsv3::ModelDescription &desc, int64_t batch,
              int64_t seq, bool gradient, bool packed,
              const std::string &shapeSource) {
-  if (desc.weightsPath.empty())
+  // Weights come from the checkpoint, or from [init] seed = N.
+  std::unique_ptr<dsv3::WeightStore> store;
+  if (!desc.weightsPath.empty()) {
+    auto opened = dsv3::WeightStore::open(desc.weightsPath);
+    if (!opened)
+      return opened.takeError();
+    store = std::move(*opened);
+  } else if (!desc.initSeed) {
     return llvm::createStringError(modelPath +
-                                   ": the description names no weights");
-  auto store = dsv3::WeightStore::open(desc.weightsPath);
-  if (!store)
-    return store.takeError();
+                                   ": the description names no weights and no [init] seed");
+  }
   dsv3::ImportOptions io;
   io.batch = batch;
   io.seqLen = seq;
@@ -363,8 +368,13 @@ compileModel(Session &s, const dsv3::ModelDescription &desc, int64_t batch,
     auto layout = dsv3::readParamLayout(**module);
     if (!layout)
       return layout.takeError();
-    if (llvm::Error e = dsv3::loadParameters(**store, *layout, c.params))
-      return std::move(e);
+    if (store) {
+      if (llvm::Error e = dsv3::loadParameters(*store, *layout, c.params))
+        return std::move(e);
+    } else {
+      dsv3::initializeParameters(*layout, *desc.initSeed,
+                                 desc.config.initializerRange, c.params);
+    }
   }
   TimingScope t = s.timing->nest("jit-compile");
   auto jit = dsv3::JitModule::compile(**module, jitOptLevel);
@@ -514,7 +524,7 @@ int runTrain() {
                 betasOpt + "'");
   if (c.steps <= 0 || c.gradAccumulation <= 0 || c.lr <= 0)
     return fail("--steps, --grad-accum and --lr must be positive");
-  c.configJsonPath = desc->config.sourcePath;
+  c.configJson = dsv3::toHubConfigJSON(desc->config);
   if (momentsOpt != "fp32" && momentsOpt != "bf16")
     return fail("--moments must be fp32 or bf16, got '" + momentsOpt + "'");
   c.bf16Moments = momentsOpt == "bf16";
