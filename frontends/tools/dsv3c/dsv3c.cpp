@@ -57,8 +57,8 @@ namespace {
 //===----------------------------------------------------------------------===//
 
 cl::OptionCategory commonCat("dsv3c options");
-cl::OptionCategory runCat("dsv3c eval/grad options");
-cl::OptionCategory gradCat("dsv3c grad options");
+cl::OptionCategory runCat("dsv3c token input options (eval, grad, train)");
+cl::OptionCategory gradCat("dsv3c objective options (grad, train)");
 cl::OptionCategory compileCat("dsv3c compile options");
 cl::OptionCategory shapeCat("dsv3c compile/train shape options");
 cl::OptionCategory trainCat("dsv3c train options");
