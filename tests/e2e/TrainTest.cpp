@@ -165,6 +165,14 @@ TEST(Train, BadCheckpointAndCorpusFailCleanly) {
   EXPECT_NE(r.exitCode, 0);
   EXPECT_NE(r.output.find("missing.txt"), std::string::npos) << r.output;
 
+  // --save never replaces a directory that is not a checkpoint.
+  std::filesystem::create_directories(dir + "/mine");
+  std::ofstream(dir + "/mine/notes.txt") << "keep me";
+  r = runDsv3c("train " + tiny() + " --steps 1 --save " + dir + "/mine");
+  EXPECT_NE(r.exitCode, 0);
+  EXPECT_NE(r.output.find("not a dsv3c checkpoint"), std::string::npos) << r.output;
+  EXPECT_TRUE(std::filesystem::exists(dir + "/mine/notes.txt"));
+
   r = runDsv3c("train " + tiny() + " --betas 0.9");
   EXPECT_NE(r.exitCode, 0);
   EXPECT_NE(r.output.find("--betas"), std::string::npos) << r.output;

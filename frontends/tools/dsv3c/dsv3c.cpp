@@ -544,6 +544,12 @@ int runTrain() {
     data = std::move(*corpus);
   }
 
+  // Saving replaces DIR: only ever an earlier checkpoint, never other files.
+  if (!c.savePath.empty() && llvm::sys::fs::exists(c.savePath) &&
+      !(llvm::sys::fs::is_directory(c.savePath) &&
+        llvm::sys::fs::exists(c.savePath + "/optimizer.safetensors")))
+    return fail(c.savePath + ": exists and is not a dsv3c checkpoint; refusing "
+                "to replace it (choose another --save directory)");
   // A bad checkpoint to resume from must fail before the long compile.
   if (!c.resumePath.empty())
     for (const char *f : {"/model.safetensors", "/optimizer.safetensors"})
