@@ -2,8 +2,10 @@
 #include "frontends/import/ParamLoader.h"
 
 #include "llvm/ADT/StringExtras.h"
+#include "llvm/Support/FormatVariadic.h"
 
 #include <cmath>
+#include <unistd.h>
 #include <random>
 
 namespace dsv3 {
@@ -47,15 +49,10 @@ llvm::Error dequantizeFP8(const WeightStore &store, const TensorInfo &t,
   return llvm::Error::success();
 }
 
+/// Converts one checked tensor into the buffer.
 llvm::Error loadTensor(const WeightStore &store, const std::string &name,
-                       llvm::ArrayRef<int64_t> shape, float *dst) {
+                       float *dst) {
   const TensorInfo *t = store.lookup(name);
-  if (!t)
-    return fail(store, "missing tensor '" + name + "'");
-  if (llvm::ArrayRef<int64_t>(t->shape) != shape)
-    return llvm::createStringError(t->file + ": tensor '" + name + "' has shape " +
-                                   shapeString(t->shape) +
-                                   " but the config implies " + shapeString(shape));
   llvm::Error e = t->dtype == DType::F8_E4M3 ? dequantizeFP8(store, *t, dst)
                                              : convertToF32(*t, dst);
   if (e)
@@ -67,34 +64,77 @@ llvm::Error loadTensor(const WeightStore &store, const std::string &name,
   return llvm::Error::success();
 }
 
-} // namespace
-
-llvm::Error loadParameters(const WeightStore &store, const ParamLayout &layout,
-                           std::vector<float> &buffer) {
-  buffer.assign(std::max<int64_t>(layout.totalElements, 1), 0.0f);
-  for (const ParamSlot &slot : layout.slots) {
-    float *dst = buffer.data() + slot.offset;
-    size_t star = slot.name.find('*');
-    if (star == std::string::npos) {
-      if (llvm::Error e = loadTensor(store, slot.name, slot.shape, dst))
-        return e;
-      continue;
-    }
-    llvm::ArrayRef<int64_t> each = llvm::ArrayRef<int64_t>(slot.shape).drop_front();
-    int64_t stride = slot.numElements() / slot.shape[0];
-    for (int64_t i = 0; i < slot.shape[0]; ++i) {
-      std::string name = slot.name.substr(0, star) + std::to_string(i) +
-                         slot.name.substr(star + 1);
-      if (llvm::Error e = loadTensor(store, name, each, dst + i * stride))
-        return e;
-    }
-  }
+/// Calls `fn(hub name, shape, offset)` for every checkpoint tensor of a slot
+/// (a stacked slot is one tensor per expert).
+template <typename Fn>
+llvm::Error forEachTensor(const ParamSlot &slot, Fn fn) {
+  size_t star = slot.name.find('*');
+  if (star == std::string::npos)
+    return fn(slot.name, llvm::ArrayRef<int64_t>(slot.shape), slot.offset);
+  llvm::ArrayRef<int64_t> each = llvm::ArrayRef<int64_t>(slot.shape).drop_front();
+  int64_t stride = slot.numElements() / slot.shape[0];
+  for (int64_t i = 0; i < slot.shape[0]; ++i)
+    if (llvm::Error e = fn(slot.name.substr(0, star) + std::to_string(i) +
+                               slot.name.substr(star + 1),
+                           each, slot.offset + i * stride))
+      return e;
   return llvm::Error::success();
 }
 
-void initializeParameters(const ParamLayout &layout, uint64_t seed, double std,
-                          std::vector<float> &buffer) {
+llvm::Error allocate(const ParamLayout &layout, std::vector<float> &buffer) {
+  if (llvm::Error e = checkParameterMemory(layout.totalElements))
+    return e;
   buffer.assign(std::max<int64_t>(layout.totalElements, 1), 0.0f);
+  return llvm::Error::success();
+}
+
+} // namespace
+
+llvm::Error checkParameterMemory(int64_t elements) {
+  double bytes = double(std::max<int64_t>(elements, 1)) * sizeof(float);
+  double physical = double(sysconf(_SC_PHYS_PAGES)) * double(sysconf(_SC_PAGESIZE));
+  if (physical > 0 && bytes > physical)
+    return llvm::createStringError(llvm::formatv(
+        "the model's parameters need {0:F1} GiB, more than this machine's "
+        "memory ({1:F1} GiB)", bytes / (1 << 30), physical / (1 << 30)).str());
+  return llvm::Error::success();
+}
+
+llvm::Error loadParameters(const WeightStore &store, const ParamLayout &layout,
+                           std::vector<float> &buffer) {
+  // Check every tensor before allocating anything.
+  for (const ParamSlot &slot : layout.slots)
+    if (llvm::Error e = forEachTensor(
+            slot, [&](const std::string &name, llvm::ArrayRef<int64_t> shape,
+                      int64_t) -> llvm::Error {
+              const TensorInfo *t = store.lookup(name);
+              if (!t)
+                return fail(store, "missing tensor '" + name + "'");
+              if (llvm::ArrayRef<int64_t>(t->shape) != shape)
+                return llvm::createStringError(
+                    t->file + ": tensor '" + name + "' has shape " +
+                    shapeString(t->shape) + " but the config implies " +
+                    shapeString(shape));
+              return llvm::Error::success();
+            }))
+      return e;
+  if (llvm::Error e = allocate(layout, buffer))
+    return llvm::createStringError(store.description().str() + ": " +
+                                   llvm::toString(std::move(e)));
+  for (const ParamSlot &slot : layout.slots)
+    if (llvm::Error e = forEachTensor(
+            slot, [&](const std::string &name, llvm::ArrayRef<int64_t> shape,
+                      int64_t offset) {
+              return loadTensor(store, name, buffer.data() + offset);
+            }))
+      return e;
+  return llvm::Error::success();
+}
+
+llvm::Error initializeParameters(const ParamLayout &layout, uint64_t seed,
+                                 double std, std::vector<float> &buffer) {
+  if (llvm::Error e = allocate(layout, buffer))
+    return e;
   std::mt19937_64 rng(seed);
   std::normal_distribution<float> normal(0.0f, static_cast<float>(std));
   for (const ParamSlot &slot : layout.slots) {
@@ -109,6 +149,7 @@ void initializeParameters(const ParamLayout &layout, uint64_t seed, double std,
       for (int64_t i = 0; i < n; ++i)
         dst[i] = normal(rng);
   }
+  return llvm::Error::success();
 }
 
 void addSplitTensor(SafetensorsWriter &writer, const std::string &name,

@@ -16,6 +16,10 @@
 
 namespace dsv3 {
 
+/// The float32 parameter buffer of `elements` must fit in this machine's
+/// memory: absurd configs fail with a message, not in the allocator.
+llvm::Error checkParameterMemory(int64_t elements);
+
 /// Every slot of `layout` must be found in `store` with the slot's shape.
 llvm::Error loadParameters(const WeightStore &store, const ParamLayout &layout,
                            std::vector<float> &buffer);
@@ -23,8 +27,8 @@ llvm::Error loadParameters(const WeightStore &store, const ParamLayout &layout,
 /// Seeded random initialisation (the [init] table of a description): norm
 /// weights 1, routing biases 0, everything else N(0, std^2), drawn in layout
 /// order so the same seed and model give the same weights.
-void initializeParameters(const ParamLayout &layout, uint64_t seed, double std,
-                          std::vector<float> &buffer);
+llvm::Error initializeParameters(const ParamLayout &layout, uint64_t seed,
+                                 double std, std::vector<float> &buffer);
 
 /// Adds `data` under `name`; a stacked name (one '*') is split into one
 /// tensor per leading index, under the hub names.

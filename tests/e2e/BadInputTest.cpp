@@ -142,6 +142,12 @@ TEST(BadInput, CheckpointMissingTensor) {
                      "-missing", "missing tensor 'model.layers.4.");
 }
 
+TEST(BadInput, ModelTooLargeForThisMachine) {
+  RunResult r = runDsv3c("train " + sourcePath("tests/e2e/Inputs/deepseek-v3-671b.toml") +
+                         " --steps 1 --batch 1 --seq 4");
+  expectCleanFailure(r, "deepseek-v3-671b.toml", "more than this machine's memory");
+}
+
 TEST(BadInput, UnknownCommandAndMissingModel) {
   RunResult r = runDsv3c("frobnicate");
   EXPECT_NE(r.exitCode, 0);

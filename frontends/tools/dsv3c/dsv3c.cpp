@@ -11,6 +11,7 @@
 //
 //===----------------------------------------------------------------------===//
 #include "frontends/import/ModelImporter.h"
+#include "ir/DSV3/DSV3Dialect.h"
 #include "frontends/import/ParamLoader.h"
 #include "frontends/model/ModelDescription.h"
 #include "frontends/model/Safetensors.h"
@@ -345,6 +346,18 @@ compileModel(Session &s, const dsv3::ModelDescription &desc, int64_t batch,
   if (!module)
     return llvm::createStringError(shapeSource + ": " +
                                    llvm::toString(module.takeError()));
+  // Before any lowering: a model too large for this machine fails now.
+  {
+    llvm::StringMap<int64_t> sizes;
+    (*module)->walk([&](dsv3::ParamOp p) {
+      sizes[p.getName()] = p.getResult().getType().getNumElements();
+    });
+    int64_t total = 0;
+    for (auto &entry : sizes)
+      total += entry.second;
+    if (llvm::Error e = dsv3::checkParameterMemory(total))
+      return llvm::createStringError(modelPath + ": " + llvm::toString(std::move(e)));
+  }
   if (llvm::Error e = lower(**module, dsv3::Phase::Linalg, *s.timing, gradient))
     return std::move(e);
   CompiledModel c;
@@ -372,8 +385,10 @@ compileModel(Session &s, const dsv3::ModelDescription &desc, int64_t batch,
       if (llvm::Error e = dsv3::loadParameters(*store, *layout, c.params))
         return std::move(e);
     } else {
-      dsv3::initializeParameters(*layout, *desc.initSeed,
-                                 desc.config.initializerRange, c.params);
+      if (llvm::Error e = dsv3::initializeParameters(
+              *layout, *desc.initSeed, desc.config.initializerRange, c.params))
+        return llvm::createStringError(modelPath + ": " +
+                                       llvm::toString(std::move(e)));
     }
   }
   TimingScope t = s.timing->nest("jit-compile");
