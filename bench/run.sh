@@ -27,8 +27,14 @@ for line in sys.stdin:
 }
 ukernel=$(time_forward); loops=$(time_forward --no-ukernels)
 
-python3 - "$out/gemm.json" "$ukernel" "$loops" <<'PY'
-import json, sys
+# Training steps on the bundled corpus: median tokens/s over the steps.
+steps=10
+[ "${1:-}" = "--smoke" ] && steps=3
+build/bin/dsv3c train models/tiny/tiny.toml --steps "$steps" --batch 2 --seq 32 \
+  --log-json "$out/train.jsonl" >/dev/null
+
+python3 - "$out/gemm.json" "$ukernel" "$loops" "$out/train.jsonl" <<'PY'
+import json, statistics, sys
 runs = json.load(open(sys.argv[1]))["benchmarks"]
 by = {}
 for r in runs:
@@ -43,6 +49,9 @@ for shape, v in by.items():
     print(f"{shape:<24}{u:>14.1f}{l:>12.1f}{ratio:>7.1f}x")
 uk, lo = float(sys.argv[2]), float(sys.argv[3])
 print(f"\ntiny forward (2x32 tokens, execute only): ukernel {uk*1e3:.2f} ms, loops {lo*1e3:.2f} ms, ratio {lo/uk:.1f}x")
-json.dump({"gemm": rows, "tiny_forward_s": {"ukernel": uk, "loops": lo}},
+tps = statistics.median(json.loads(l)["tokens_per_s"] for l in open(sys.argv[4]))
+print(f"tiny training step (2x32 tokens, forward+backward+AdamW): {tps:.0f} tokens/s (median)")
+json.dump({"gemm": rows, "tiny_forward_s": {"ukernel": uk, "loops": lo},
+           "tiny_train_tokens_per_s": tps},
           open("bench/results.json", "w"), indent=1)
 PY
