@@ -116,6 +116,26 @@ struct LowerLinear : OpRewritePattern<LinearOp> {
   }
 };
 
+/// Per-row r = rsqrt(mean(x^2) + eps) of a [M, D] tensor.
+Value rmsScale(LinalgBuilder &lb, Value x2d, double eps) {
+  auto shape = cast<RankedTensorType>(x2d.getType()).getShape();
+  int64_t d = shape[1];
+  Value ss = lb.generic1({x2d}, lb.filled({shape[0]}, 0.0),
+                         {lb.identity(2), lb.map(2, {0})}, lb.iters(1, 1),
+                         [](OpBuilder &nb, Location l, ValueRange a) {
+                           Value sq = arith::MulFOp::create(nb, l, a[0], a[0]);
+                           linalg::YieldOp::create(
+                               nb, l, ValueRange{arith::AddFOp::create(nb, l, a[1], sq)});
+                         });
+  return lb.generic1({ss}, lb.empty({shape[0]}), {lb.identity(1), lb.identity(1)},
+                     lb.iters(1), [&](OpBuilder &nb, Location l, ValueRange a) {
+                       Value mean = arith::DivFOp::create(nb, l, a[0], f32Const(nb, l, d));
+                       linalg::YieldOp::create(
+                           nb, l, ValueRange{math::RsqrtOp::create(
+                                      nb, l, arith::AddFOp::create(nb, l, mean, f32Const(nb, l, eps)))});
+                     });
+}
+
 /// dsv3.rms_norm -> sum-of-squares reduction, then x * rsqrt(ss/D + eps) * w.
 struct LowerRMSNorm : OpRewritePattern<RMSNormOp> {
   using OpRewritePattern::OpRewritePattern;
@@ -133,22 +153,12 @@ struct LowerRMSNorm : OpRewritePattern<RMSNormOp> {
                   : lb.collapseTo2D(op.getX());
     auto shape = cast<RankedTensorType>(x.getType()).getShape();
     int64_t m = shape[0], d = shape[1];
-    Value ss = lb.generic1({x}, lb.filled({m}, 0.0),
-                           {lb.map(2, {0, 1}), lb.map(2, {0})}, lb.iters(1, 1),
-                           [](OpBuilder &nb, Location l, ValueRange a) {
-                             Value sq = arith::MulFOp::create(nb, l, a[0], a[0]);
-                             linalg::YieldOp::create(
-                                 nb, l, ValueRange{arith::AddFOp::create(nb, l, a[1], sq)});
-                           });
-    double eps = op.getEpsilon().convertToDouble();
+    Value r = rmsScale(lb, x, op.getEpsilon().convertToDouble());
     Value y = lb.generic1(
-        {x, ss, op.getWeight()}, lb.empty({m, d}),
+        {x, r, op.getWeight()}, lb.empty({m, d}),
         {lb.identity(2), lb.map(2, {0}), lb.map(2, {1}), lb.identity(2)},
-        lb.iters(2), [&](OpBuilder &nb, Location l, ValueRange a) {
-          Value mean = arith::DivFOp::create(nb, l, a[1], f32Const(nb, l, d));
-          Value r = math::RsqrtOp::create(
-              nb, l, arith::AddFOp::create(nb, l, mean, f32Const(nb, l, eps)));
-          Value v = arith::MulFOp::create(nb, l, a[0], r);
+        lb.iters(2), [](OpBuilder &nb, Location l, ValueRange a) {
+          Value v = arith::MulFOp::create(nb, l, a[0], a[1]);
           linalg::YieldOp::create(nb, l, ValueRange{arith::MulFOp::create(nb, l, v, a[2])});
         });
     if (xType.getRank() == 1)
@@ -308,26 +318,6 @@ struct LowerLinearGradWeight : OpRewritePattern<LinearGradWeightOp> {
     return success();
   }
 };
-
-/// Per-row r = rsqrt(mean(x^2) + eps) of a [M, D] tensor.
-Value rmsScale(LinalgBuilder &lb, Value x2d, double eps) {
-  auto shape = cast<RankedTensorType>(x2d.getType()).getShape();
-  int64_t d = shape[1];
-  Value ss = lb.generic1({x2d}, lb.filled({shape[0]}, 0.0),
-                         {lb.identity(2), lb.map(2, {0})}, lb.iters(1, 1),
-                         [](OpBuilder &nb, Location l, ValueRange a) {
-                           Value sq = arith::MulFOp::create(nb, l, a[0], a[0]);
-                           linalg::YieldOp::create(
-                               nb, l, ValueRange{arith::AddFOp::create(nb, l, a[1], sq)});
-                         });
-  return lb.generic1({ss}, lb.empty({shape[0]}), {lb.identity(1), lb.identity(1)},
-                     lb.iters(1), [&](OpBuilder &nb, Location l, ValueRange a) {
-                       Value mean = arith::DivFOp::create(nb, l, a[0], f32Const(nb, l, d));
-                       linalg::YieldOp::create(
-                           nb, l, ValueRange{math::RsqrtOp::create(
-                                      nb, l, arith::AddFOp::create(nb, l, mean, f32Const(nb, l, eps)))});
-                     });
-}
 
 /// dsv3.rms_norm_grad_input -> dx = r w dy - x r^3 / D * sum(w dy x).
 struct LowerRMSNormGradInput : OpRewritePattern<RMSNormGradInputOp> {

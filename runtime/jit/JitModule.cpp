@@ -116,6 +116,23 @@ llvm::Expected<std::unique_ptr<JitModule>> JitModule::compile(ModuleOp module,
   return jit;
 }
 
+OutputBuffers::OutputBuffers(const EntryPoint &entry,
+                             const std::vector<std::vector<int64_t>> &shapes)
+    : floats(shapes.size()), ints(shapes.size()) {
+  for (size_t i = 0; i < shapes.size(); ++i) {
+    int64_t n = 1;
+    for (int64_t d : shapes[i])
+      n *= d;
+    if (llvm::StringRef(entry.outputs[i]).starts_with("topk_ids.")) {
+      ints[i].assign(n, 0);
+      args.push_back({ints[i].data(), shapes[i]});
+    } else {
+      floats[i].assign(n, 0.f);
+      args.push_back({floats[i].data(), shapes[i]});
+    }
+  }
+}
+
 const EntryPoint *JitModule::entry(llvm::StringRef name) const {
   for (const EntryPoint &e : entries_)
     if (e.name == name)

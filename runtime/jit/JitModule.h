@@ -47,6 +47,16 @@ struct EntryPoint {
   void (*packed)(void **) = nullptr;
 };
 
+/// Host buffers for every output of an entry point: int64 for the chosen
+/// expert ids (`topk_ids.*`), float32 for everything else.
+struct OutputBuffers {
+  OutputBuffers(const EntryPoint &entry,
+                const std::vector<std::vector<int64_t>> &shapes);
+  std::vector<std::vector<float>> floats;
+  std::vector<std::vector<int64_t>> ints;
+  std::vector<BufferArg> args;
+};
+
 class JitModule {
 public:
   /// Compiles `module` (LLVM dialect). Reads the parameter layout and entry

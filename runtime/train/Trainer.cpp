@@ -61,7 +61,11 @@ llvm::Error pathError(const std::string &path, const llvm::Twine &msg) {
 struct OutputRoles {
   int loss = -1, mtpLoss = -1, balanceLoss = -1, totalLoss = -1;
   std::vector<std::pair<int, int64_t>> grads;     // output -> slot offset
-  std::vector<std::pair<int, int64_t>> routing;   // output -> bias offset
+  struct Routing {
+    int output;
+    int64_t biasOffset, experts;
+  };
+  std::vector<Routing> routing;
   std::vector<std::pair<int64_t, int64_t>> frozen; // bias slots (offset, size)
 };
 
@@ -94,7 +98,7 @@ llvm::Expected<OutputRoles> assignRoles(const EntryPoint &entry,
       r.grads.push_back({static_cast<int>(i), s->offset});
     } else if (n.consume_front("topk_ids.")) {
       if (const ParamSlot *s = slotOf((n + ".e_score_correction_bias").str()))
-        r.routing.push_back({static_cast<int>(i), s->offset});
+        r.routing.push_back({static_cast<int>(i), s->offset, s->numElements()});
     }
   }
   if (r.loss < 0 || r.totalLoss < 0)
@@ -268,22 +272,9 @@ llvm::Error train(const TrainConfig &c, const CompiledTraining &compiled,
     startStep = *step;
   }
 
-  // Output buffers of forward_grad.
-  const auto &shapes = compiled.gradOutputShapes;
-  std::vector<std::vector<float>> floats(shapes.size());
-  std::vector<std::vector<int64_t>> ints(shapes.size());
-  std::vector<BufferArg> outs;
-  for (size_t i = 0; i < shapes.size(); ++i) {
-    int64_t n = 1;
-    for (int64_t d : shapes[i])
-      n *= d;
-    bool isIds = llvm::StringRef(entry->outputs[i]).starts_with("topk_ids.");
-    if (isIds)
-      ints[i].assign(n, 0);
-    else
-      floats[i].assign(n, 0.f);
-    outs.push_back({isIds ? (void *)ints[i].data() : (void *)floats[i].data(), shapes[i]});
-  }
+  OutputBuffers outputs(*entry, compiled.gradOutputShapes);
+  auto &floats = outputs.floats;
+  auto &ints = outputs.ints;
 
   std::unique_ptr<llvm::raw_fd_ostream> log;
   if (!c.logJsonPath.empty()) {
@@ -313,7 +304,7 @@ llvm::Error train(const TrainConfig &c, const CompiledTraining &compiled,
         inputs.push_back({const_cast<int64_t *>(segs->data()),
                           {data.batch(), data.seqLen()}});
       if (llvm::Error e = compiled.grad->call("forward_grad", params.data(),
-                                              inputs, outs))
+                                              inputs, outputs.args))
         return e;
       loss += floats[roles->loss][0];
       totalLoss += floats[roles->totalLoss][0];
@@ -325,13 +316,9 @@ llvm::Error train(const TrainConfig &c, const CompiledTraining &compiled,
         for (size_t k = 0; k < floats[out].size(); ++k)
           grads[offset + k] += floats[out][k];
       for (auto [r, role] : llvm::enumerate(roles->routing)) {
-        int64_t experts = 0;
-        for (const ParamSlot &s : layout.slots)
-          if (s.offset == role.second)
-            experts = s.numElements();
-        loads[r].resize(experts, 0);
-        for (int64_t id : ints[role.first])
-          if (id >= 0 && id < experts)
+        loads[r].resize(role.experts, 0);
+        for (int64_t id : ints[role.output])
+          if (id >= 0 && id < role.experts)
             ++loads[r][id];
       }
     }
@@ -378,7 +365,7 @@ llvm::Error train(const TrainConfig &c, const CompiledTraining &compiled,
     double imbalance = 0;
     for (auto [r, role] : llvm::enumerate(roles->routing))
       imbalance = std::max(imbalance, updateRoutingBias(loads[r], c.biasUpdateSpeed,
-                                                        params.data() + role.second));
+                                                        params.data() + role.biasOffset));
 
     double stepSeconds = std::chrono::duration<double>(Clock::now() - stepStart).count();
     double tokensPerSecond = tokensPerStep / std::max(stepSeconds, 1e-9);

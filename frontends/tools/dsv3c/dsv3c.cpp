@@ -431,30 +431,15 @@ int runOnTokens(bool gradient) {
   auto &jit = model->jit;
   auto &params = model->params;
   const dsv3::EntryPoint *entry = jit->entry(entryName);
-  std::vector<std::vector<float>> floatOuts(outShapes.size());
-  std::vector<std::vector<int64_t>> intOuts(outShapes.size());
-  std::vector<dsv3::BufferArg> outs;
-  for (size_t i = 0; i < outShapes.size(); ++i) {
-    int64_t n = 1;
-    for (int64_t d : outShapes[i])
-      n *= d;
-    bool isIds = llvm::StringRef(entry->outputs[i]).starts_with("topk_ids.");
-    void *data;
-    if (isIds) {
-      intOuts[i].assign(n, 0);
-      data = intOuts[i].data();
-    } else {
-      floatOuts[i].assign(n, 0.f);
-      data = floatOuts[i].data();
-    }
-    outs.push_back({data, outShapes[i]});
-  }
+  dsv3::OutputBuffers buffers(*entry, outShapes);
+  auto &floatOuts = buffers.floats;
+  auto &intOuts = buffers.ints;
   {
     TimingScope t = s.timing->nest("execute");
     std::vector<dsv3::BufferArg> inputs{{ids.data(), shape}};
     if (segments)
       inputs.push_back({const_cast<int64_t *>(segments->data()), shape});
-    if (llvm::Error e = jit->call(entryName, params.data(), inputs, outs))
+    if (llvm::Error e = jit->call(entryName, params.data(), inputs, buffers.args))
       return fail(std::move(e));
   }
 

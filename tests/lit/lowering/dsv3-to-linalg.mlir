@@ -16,13 +16,14 @@ func.func @linear(%x: tensor<2x3x8xf32>, %w: tensor<5x8xf32>) -> tensor<2x3x5xf3
 
 // -----
 
-// RMSNorm: a sum-of-squares reduction then a scaling generic using rsqrt.
+// RMSNorm: a sum-of-squares reduction, the per-row rsqrt scale, then the
+// scaling generic.
 // CHECK-LABEL: func.func @rms_norm
 func.func @rms_norm(%x: tensor<4x8xf32>, %w: tensor<8xf32>) -> tensor<4x8xf32> {
   // CHECK: linalg.generic {{.*}}iterator_types = ["parallel", "reduction"]
-  // CHECK: linalg.generic {{.*}}iterator_types = ["parallel", "parallel"]
   // CHECK: arith.divf
   // CHECK: math.rsqrt
+  // CHECK: linalg.generic {{.*}}iterator_types = ["parallel", "parallel"]
   %y = dsv3.rms_norm %x, %w {epsilon = 1.0e-06 : f64} : (tensor<4x8xf32>, tensor<8xf32>) -> tensor<4x8xf32>
   return %y : tensor<4x8xf32>
 }
