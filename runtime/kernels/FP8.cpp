@@ -1,10 +1,16 @@
 //===- FP8.cpp - DeepSeek-V3 fine-grained FP8 quantization numerics -------===//
+//
+// Encoders, tile quantization and the scalar reference GEMM (see FP8.h).
+//
+//===----------------------------------------------------------------------===//
 #include "runtime/kernels/FP8.h"
 
 #include <tbb/parallel_for.h>
 
 #include <algorithm>
+#include <cfloat>
 #include <cmath>
+#include <cstring>
 
 namespace dsv3::rt {
 
@@ -39,45 +45,160 @@ float decodeE4M3(uint8_t code) {
   return sign * std::ldexp(1.0f + q / 8.0f, e - 7);
 }
 
+uint8_t encodeE5M2(float x) {
+  uint8_t sign = std::signbit(x) ? 0x80 : 0x00;
+  float a = std::fabs(x);
+  if (std::isnan(a))
+    return sign | 0x7E;
+  // 57344 is the largest finite value; from the midpoint to 2^16 on, Inf.
+  if (a >= 61440.0f)
+    return sign | 0x7C;
+  if (a < 0x1p-14f) // subnormals: multiples of 2^-16
+    return sign | static_cast<uint8_t>(std::nearbyint(a * 0x1p16f));
+  int e;
+  float mant = std::frexp(a, &e);
+  e -= 1;
+  int q = static_cast<int>(std::nearbyint((2.0f * mant - 1.0f) * 4.0f));
+  if (q == 4) {
+    q = 0;
+    ++e;
+  }
+  return sign | static_cast<uint8_t>(((e + 15) << 2) | q);
+}
+
+float decodeE5M2(uint8_t code) {
+  float sign = code & 0x80 ? -1.0f : 1.0f;
+  int e = (code >> 2) & 0x1F, q = code & 0x3;
+  if (e == 0x1F)
+    return q ? NAN : sign * INFINITY;
+  if (e == 0)
+    return sign * std::ldexp(static_cast<float>(q), -16);
+  return sign * std::ldexp(1.0f + q / 4.0f, e - 15);
+}
+
+uint8_t encodeFP8(float x, FP8Format format) {
+  return format == FP8Format::E4M3 ? encodeE4M3(x) : encodeE5M2(x);
+}
+float decodeFP8(uint8_t code, FP8Format format) {
+  return format == FP8Format::E4M3 ? decodeE4M3(code) : decodeE5M2(code);
+}
+float fp8MaxFinite(FP8Format format) {
+  return format == FP8Format::E4M3 ? kE4M3Max : kE5M2Max;
+}
+
+float tileScale(float amax, FP8Format format, ScaleRounding rounding) {
+  float s = std::max(amax, kMinAmax) / fp8MaxFinite(format);
+  if (rounding == ScaleRounding::PowerOfTwo) {
+    // UE8M0: the next power of two at or above s, so x / s stays in range.
+    int e;
+    float m = std::frexp(s, &e);
+    if (m != 0.5f)
+      s = std::ldexp(1.0f, e);
+  }
+  return s;
+}
+
+uint16_t toBF16(float x) {
+  uint32_t bits;
+  std::memcpy(&bits, &x, 4);
+  if (std::isnan(x))
+    return static_cast<uint16_t>((bits >> 16) | 0x40);
+  bits += 0x7FFF + ((bits >> 16) & 1);
+  return static_cast<uint16_t>(bits >> 16);
+}
+
 namespace {
-float scaleFor(float amax) { return std::max(amax, kMinAmax) / kE4M3Max; }
+
+/// Branch-free versions of the encoders above for the quantization loops
+/// (the compiler vectorizes them); FP8Test checks them against the plain
+/// versions on every float class. `ManBits`/`Bias` describe the format.
+template <int ManBits, int Bias>
+inline uint8_t encodeFast(float x, float maxKept, uint32_t overflowCode) {
+  uint32_t bits;
+  std::memcpy(&bits, &x, 4);
+  uint32_t sign = (bits >> 24) & 0x80;
+  uint32_t abits = bits & 0x7FFFFFFF;
+  float a;
+  std::memcpy(&a, &abits, 4);
+  constexpr int drop = 23 - ManBits;
+  // Round to nearest even on the dropped bits, then rebias the exponent;
+  // a mantissa carry moves into the exponent by itself.
+  uint32_t normal = ((abits + ((1u << (drop - 1)) - 1) + ((abits >> drop) & 1)) >> drop) -
+                    (uint32_t(127 - Bias) << ManBits);
+  constexpr float minNormal = 1.0f / float(1u << (Bias - 1));
+  constexpr float subStep = float(1u << (Bias - 1 + ManBits));
+  uint32_t sub = static_cast<uint32_t>(static_cast<int>(std::nearbyint(a * subStep)));
+  uint32_t code = a < minNormal ? sub : normal;
+  code = a <= maxKept ? code : overflowCode; // NaN fails the comparison
+  return static_cast<uint8_t>(sign | code);
+}
+
+inline uint8_t encodeFastE4M3(float x) { return encodeFast<3, 7>(x, 464.0f, 0x7F); }
+inline uint8_t encodeFastE5M2(float x) {
+  if (std::isnan(x))
+    return encodeE5M2(x);
+  return encodeFast<2, 15>(x, 61439.996f, 0x7C);
+}
+
+template <class Encode>
+void quantizeTile(const float *x, int64_t cols, int64_t r0, int64_t r1,
+                  int64_t c0, int64_t c1, float s, uint8_t *codes,
+                  Encode encode) {
+  for (int64_t r = r0; r < r1; ++r)
+    for (int64_t c = c0; c < c1; ++c)
+      codes[r * cols + c] = encode(x[r * cols + c] / s);
+}
+
 } // namespace
+
+void quantizeTiles(const float *x, int64_t rows, int64_t cols,
+                   int64_t tileRows, int64_t tileCols, FP8Format format,
+                   ScaleRounding rounding, uint8_t *codes, float *scales) {
+  int64_t rowTiles = (rows + tileRows - 1) / tileRows;
+  int64_t colTiles = (cols + tileCols - 1) / tileCols;
+  tbb::parallel_for(int64_t(0), rowTiles * colTiles, [&](int64_t t) {
+    int64_t rt = t / colTiles, ct = t % colTiles;
+    int64_t r0 = rt * tileRows, r1 = std::min(rows, r0 + tileRows);
+    int64_t c0 = ct * tileCols, c1 = std::min(cols, c0 + tileCols);
+    float amax = 0;
+    for (int64_t r = r0; r < r1; ++r)
+      for (int64_t c = c0; c < c1; ++c) {
+        float v = std::fabs(x[r * cols + c]);
+        amax = v <= FLT_MAX && v > amax ? v : amax; // finite values only
+      }
+    float s = tileScale(amax, format, rounding);
+    scales[rt * colTiles + ct] = s;
+    if (format == FP8Format::E4M3)
+      quantizeTile(x, cols, r0, r1, c0, c1, s, codes, encodeFastE4M3);
+    else
+      quantizeTile(x, cols, r0, r1, c0, c1, s, codes, encodeFastE5M2);
+  });
+}
+
+void dequantizeTiles(const uint8_t *codes, const float *scales, int64_t rows,
+                     int64_t cols, int64_t tileRows, int64_t tileCols,
+                     FP8Format format, float *out) {
+  float table[256];
+  for (int i = 0; i < 256; ++i)
+    table[i] = decodeFP8(static_cast<uint8_t>(i), format);
+  int64_t colTiles = (cols + tileCols - 1) / tileCols;
+  tbb::parallel_for(int64_t(0), rows, [&](int64_t r) {
+    const float *rowScales = scales + (r / tileRows) * colTiles;
+    for (int64_t c = 0; c < cols; ++c)
+      out[r * cols + c] = table[codes[r * cols + c]] * rowScales[c / tileCols];
+  });
+}
 
 void quantizeActivationTiles(const float *a, int64_t m, int64_t k,
                              uint8_t *codes, float *scales) {
-  int64_t tiles = (k + kFP8Tile - 1) / kFP8Tile;
-  tbb::parallel_for(int64_t(0), m, [&](int64_t r) {
-    for (int64_t t = 0; t < tiles; ++t) {
-      int64_t lo = t * kFP8Tile, hi = std::min(k, lo + kFP8Tile);
-      float amax = 0;
-      for (int64_t i = lo; i < hi; ++i)
-        amax = std::max(amax, std::fabs(a[r * k + i]));
-      float s = scaleFor(amax);
-      scales[r * tiles + t] = s;
-      for (int64_t i = lo; i < hi; ++i)
-        codes[r * k + i] = encodeE4M3(a[r * k + i] / s);
-    }
-  });
+  quantizeTiles(a, m, k, 1, kFP8Tile, FP8Format::E4M3, ScaleRounding::Exact,
+                codes, scales);
 }
 
 void quantizeWeightBlocks(const float *w, int64_t n, int64_t k,
                           uint8_t *codes, float *scales) {
-  int64_t rowBlocks = (n + kFP8Tile - 1) / kFP8Tile;
-  int64_t colBlocks = (k + kFP8Tile - 1) / kFP8Tile;
-  tbb::parallel_for(int64_t(0), rowBlocks * colBlocks, [&](int64_t blk) {
-    int64_t rb = blk / colBlocks, cb = blk % colBlocks;
-    int64_t r0 = rb * kFP8Tile, r1 = std::min(n, r0 + kFP8Tile);
-    int64_t c0 = cb * kFP8Tile, c1 = std::min(k, c0 + kFP8Tile);
-    float amax = 0;
-    for (int64_t r = r0; r < r1; ++r)
-      for (int64_t c = c0; c < c1; ++c)
-        amax = std::max(amax, std::fabs(w[r * k + c]));
-    float s = scaleFor(amax);
-    scales[rb * colBlocks + cb] = s;
-    for (int64_t r = r0; r < r1; ++r)
-      for (int64_t c = c0; c < c1; ++c)
-        codes[r * k + c] = encodeE4M3(w[r * k + c] / s);
-  });
+  quantizeTiles(w, n, k, kFP8Tile, kFP8Tile, FP8Format::E4M3,
+                ScaleRounding::Exact, codes, scales);
 }
 
 void blockScaledGemm(const uint8_t *aCodes, const float *aScales,

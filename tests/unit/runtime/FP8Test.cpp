@@ -12,6 +12,9 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
+#include <random>
+#include <tuple>
 
 using namespace dsv3;
 
@@ -124,6 +127,276 @@ TEST(FP8Edges, ZeroTilesPartialTilesAndOutliers) {
   EXPECT_FLOAT_EQ(s[2], 1e-4f / 448.f);
   for (int64_t i = 0; i < k; ++i)
     EXPECT_EQ(q[k + i], 0);
+}
+
+} // namespace
+
+namespace {
+
+using rt::FP8Format;
+using rt::FP8Operand;
+using rt::ScaleRounding;
+
+std::vector<float> randomMatrix(int64_t rows, int64_t cols, unsigned seed,
+                                float range = 2.0f) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> d(-range, range);
+  std::vector<float> v(rows * cols);
+  for (float &x : v)
+    x = d(rng);
+  return v;
+}
+
+/// Quantized [rows, k] operand with 1x128 tiles (tileRows 1) or 128x128
+/// blocks (tileRows 128), stored row-major along K.
+struct Quantized {
+  std::vector<uint8_t> codes;
+  std::vector<float> scales;
+  int64_t rows, k, tileRows;
+  Quantized(const std::vector<float> &x, int64_t rows, int64_t k,
+            int64_t tileRows, FP8Format format = FP8Format::E4M3)
+      : codes(rows * k), rows(rows), k(k), tileRows(tileRows) {
+    scales.resize(((rows + tileRows - 1) / tileRows) * ((k + 127) / 128));
+    rt::quantizeTiles(x.data(), rows, k, tileRows, 128, format,
+                      ScaleRounding::Exact, codes.data(), scales.data());
+  }
+  int64_t kBlocks() const { return (k + 127) / 128; }
+  FP8Operand operand(FP8Format format = FP8Format::E4M3) const {
+    return {codes.data(), k, 1, scales.data(), kBlocks(), 1, tileRows, format};
+  }
+};
+
+/// Independent double-precision evaluation of the block-scaled product.
+std::vector<double> referenceProduct(const Quantized &a, const Quantized &b,
+                                     FP8Format format = FP8Format::E4M3) {
+  std::vector<double> y(a.rows * b.rows, 0.0);
+  for (int64_t i = 0; i < a.rows; ++i)
+    for (int64_t j = 0; j < b.rows; ++j)
+      for (int64_t p = 0; p < a.k; ++p)
+        y[i * b.rows + j] +=
+            double(rt::decodeFP8(a.codes[i * a.k + p], format)) *
+            a.scales[(i / a.tileRows) * a.kBlocks() + p / 128] *
+            rt::decodeFP8(b.codes[j * b.k + p], format) *
+            b.scales[(j / b.tileRows) * b.kBlocks() + p / 128];
+  return y;
+}
+
+double relativeL2(const std::vector<float> &got, const std::vector<double> &want) {
+  double diff = 0, norm = 0;
+  for (size_t i = 0; i < got.size(); ++i) {
+    diff += (got[i] - want[i]) * (got[i] - want[i]);
+    norm += want[i] * want[i];
+  }
+  return std::sqrt(diff / norm);
+}
+
+TEST_P(FP8Shapes, FastKernelMatchesReferenceGemm) {
+  std::string tag = GetParam();
+  int64_t m, n, k;
+  ASSERT_EQ(sscanf(tag.c_str(), "%ldx%ldx%ld", &m, &n, &k), 3);
+  std::vector<uint8_t> aq = bytes(tag + ".a_fp8"), wq = bytes(tag + ".w_fp8");
+  std::vector<float> as = floats(tag + ".a_scale"), ws = floats(tag + ".w_scale");
+  int64_t kb = (k + 127) / 128;
+  FP8Operand a{aq.data(), k, 1, as.data(), kb, 1, 1, FP8Format::E4M3};
+  FP8Operand w{wq.data(), k, 1, ws.data(), kb, 1, 128, FP8Format::E4M3};
+  std::vector<float> y(m * n, 7.0f);
+  rt::fp8GemmNT(a, w, m, n, k, y.data(), n, /*accumulate=*/false);
+  std::vector<float> want = floats(tag + ".y");
+  EXPECT_LE(relativeL2(y, std::vector<double>(want.begin(), want.end())), 1e-6);
+}
+
+TEST(FP8Gemm, PartialTilesAndBlocksMatchDoubleReference) {
+  // Neither K nor N nor M is a multiple of 128 (or of the 8x32 register tile).
+  for (auto [m, n, k] : {std::tuple<int64_t, int64_t, int64_t>{13, 200, 130},
+                         {1, 33, 7}, {40, 129, 384}, {9, 300, 255}}) {
+    Quantized a(randomMatrix(m, k, 1), m, k, 1);
+    Quantized b(randomMatrix(n, k, 2), n, k, 128);
+    std::vector<float> y(m * n);
+    rt::fp8GemmNT(a.operand(), b.operand(), m, n, k, y.data(), n, false);
+    EXPECT_LE(relativeL2(y, referenceProduct(a, b)), 1e-6) << m << "x" << n << "x" << k;
+  }
+}
+
+TEST(FP8Gemm, AccumulatesIntoY) {
+  int64_t m = 16, n = 64, k = 256;
+  Quantized a(randomMatrix(m, k, 3), m, k, 1), b(randomMatrix(n, k, 4), n, k, 128);
+  std::vector<float> once(m * n), twice(m * n);
+  rt::fp8GemmNT(a.operand(), b.operand(), m, n, k, once.data(), n, false);
+  rt::fp8GemmNT(a.operand(), b.operand(), m, n, k, twice.data(), n, false);
+  rt::fp8GemmNT(a.operand(), b.operand(), m, n, k, twice.data(), n, true);
+  // Each K block's promoted partial is added into y, so only the rounding
+  // of those additions differs from 2 * once.
+  for (int64_t i = 0; i < m * n; ++i)
+    EXPECT_NEAR(twice[i], 2 * once[i], 1e-5 * std::fabs(once[i]) + 1e-6);
+}
+
+/// The weight-gradient and input-gradient GEMMs read their operands
+/// transposed; only strides change, so the result must be bit-identical.
+TEST(FP8Gemm, TransposedStorageGivesIdenticalResults) {
+  int64_t m = 24, n = 160, k = 300;
+  Quantized a(randomMatrix(m, k, 5), m, k, 1), b(randomMatrix(n, k, 6), n, k, 128);
+  auto transpose = [](const auto &v, int64_t rows, int64_t cols) {
+    std::decay_t<decltype(v)> t(v.size());
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t c = 0; c < cols; ++c)
+        t[c * rows + r] = v[r * cols + c];
+    return t;
+  };
+  auto aT = transpose(a.codes, m, k), bT = transpose(b.codes, n, k);
+  int64_t kb = a.kBlocks(), nb = (n + 127) / 128;
+  auto asT = transpose(a.scales, m, kb), bsT = transpose(b.scales, nb, kb);
+  FP8Operand at{aT.data(), 1, m, asT.data(), 1, m, 1, FP8Format::E4M3};
+  FP8Operand bt{bT.data(), 1, n, bsT.data(), 1, nb, 128, FP8Format::E4M3};
+  std::vector<float> y(m * n), yT(m * n);
+  rt::fp8GemmNT(a.operand(), b.operand(), m, n, k, y.data(), n, false);
+  rt::fp8GemmNT(at, bt, m, n, k, yT.data(), n, false);
+  EXPECT_EQ(y, yT);
+}
+
+TEST(FP8Gemm, E5M2Operands) {
+  int64_t m = 8, n = 64, k = 256;
+  Quantized a(randomMatrix(m, k, 7), m, k, 1, FP8Format::E5M2);
+  Quantized b(randomMatrix(n, k, 8), n, k, 128, FP8Format::E5M2);
+  std::vector<float> y(m * n);
+  rt::fp8GemmNT(a.operand(FP8Format::E5M2), b.operand(FP8Format::E5M2), m, n,
+                k, y.data(), n, false);
+  EXPECT_LE(relativeL2(y, referenceProduct(a, b, FP8Format::E5M2)), 1e-6);
+}
+
+TEST(FP8Gemm, NonFiniteInputsShowUpOnlyWhereTheyAre) {
+  int64_t m = 4, n = 32, k = 256;
+  std::vector<float> x = randomMatrix(m, k, 9);
+  x[1 * k + 5] = INFINITY; // row 1, first K tile
+  x[2 * k + 200] = NAN;    // row 2, second K tile
+  Quantized a(x, m, k, 1), b(randomMatrix(n, k, 10), n, k, 128);
+  // Scales come from the finite values; the bad elements encode as NaN.
+  Quantized clean(randomMatrix(m, k, 9), m, k, 1);
+  EXPECT_EQ(a.scales[1 * 2 + 0], clean.scales[1 * 2 + 0]);
+  EXPECT_EQ(a.codes[1 * k + 5] & 0x7F, 0x7F);
+  EXPECT_EQ(a.codes[2 * k + 200] & 0x7F, 0x7F);
+  EXPECT_EQ(a.codes[1 * k + 6], clean.codes[1 * k + 6]);
+  std::vector<float> y(m * n);
+  rt::fp8GemmNT(a.operand(), b.operand(), m, n, k, y.data(), n, false);
+  for (int64_t j = 0; j < n; ++j) {
+    EXPECT_TRUE(std::isfinite(y[0 * n + j]));
+    EXPECT_TRUE(std::isnan(y[1 * n + j]));
+    EXPECT_TRUE(std::isnan(y[2 * n + j]));
+    EXPECT_TRUE(std::isfinite(y[3 * n + j]));
+  }
+}
+
+/// With the tile's amax at the format's maximum the scale is exactly 1, so
+/// the tile codes are the plain casts of the inputs: this checks the
+/// vectorized encoders against the scalar ones on every float class.
+TEST(FP8Quantize, TileCodesAreTheScalarCasts) {
+  for (FP8Format format : {FP8Format::E4M3, FP8Format::E5M2}) {
+    float fmax = rt::fp8MaxFinite(format);
+    std::vector<float> x = {fmax};
+    for (uint32_t bits = 0; bits < 0x7F800000u; bits += 0x1F3D5) {
+      float v;
+      std::memcpy(&v, &bits, 4);
+      if (v <= fmax) {
+        x.push_back(v);
+        x.push_back(-v);
+      }
+    }
+    // Rounding boundaries: every code's value and the midpoints around it.
+    for (int c = 0; c < 0x80; ++c) {
+      float v = rt::decodeFP8(uint8_t(c), format);
+      if (std::isfinite(v) && v <= fmax)
+        for (float f : {v, std::nextafter(v, 0.f), std::nextafter(v, fmax)})
+          if (f <= fmax)
+            x.push_back(f);
+    }
+    int64_t cols = static_cast<int64_t>(x.size());
+    std::vector<uint8_t> codes(cols);
+    std::vector<float> scales(1);
+    rt::quantizeTiles(x.data(), 1, cols, 1, cols, format, ScaleRounding::Exact,
+                      codes.data(), scales.data());
+    ASSERT_EQ(scales[0], 1.0f);
+    int mismatches = 0;
+    for (int64_t i = 0; i < cols; ++i)
+      if (codes[i] != rt::encodeFP8(x[i], format) && ++mismatches <= 5)
+        ADD_FAILURE() << "x = " << x[i] << " format " << int(format);
+    EXPECT_EQ(mismatches, 0);
+  }
+}
+
+TEST(FP8Quantize, E5M2CastRoundTripsAndOverflowsToInfinity) {
+  for (int c = 0; c < 256; ++c) {
+    float v = rt::decodeE5M2(uint8_t(c));
+    if (!std::isnan(v))
+      EXPECT_EQ(rt::encodeE5M2(v), c) << c;
+  }
+  EXPECT_EQ(rt::encodeE5M2(61439.f), 0x7B);
+  EXPECT_EQ(rt::encodeE5M2(61440.f), 0x7C);
+  EXPECT_EQ(rt::encodeE5M2(-INFINITY), 0xFC);
+  EXPECT_EQ(rt::encodeE5M2(NAN) & 0x7F, 0x7E);
+}
+
+TEST(FP8Quantize, PowerOfTwoScalesKeepCodesInRange) {
+  std::vector<float> x = randomMatrix(3, 256, 11, 300.f);
+  std::vector<uint8_t> codes(x.size());
+  std::vector<float> scales(3 * 2);
+  rt::quantizeTiles(x.data(), 3, 256, 1, 128, FP8Format::E4M3,
+                    ScaleRounding::PowerOfTwo, codes.data(), scales.data());
+  for (float s : scales) {
+    int e;
+    EXPECT_EQ(std::frexp(s, &e), 0.5f) << s; // a power of two
+  }
+  std::vector<float> back(x.size());
+  rt::dequantizeTiles(codes.data(), scales.data(), 3, 256, 1, 128,
+                      FP8Format::E4M3, back.data());
+  for (size_t i = 0; i < x.size(); ++i) {
+    EXPECT_NE(codes[i] & 0x7F, 0x7F); // never NaN: x / s <= 448
+    EXPECT_NEAR(back[i], x[i], std::fabs(x[i]) / 8 + scales[i / 128] * 0x1p-9f);
+  }
+}
+
+/// 128x1 tiles (weight-gradient operands) are 1x128 tiles of the transpose.
+TEST(FP8Quantize, ColumnTilesAreRowTilesOfTheTranspose) {
+  int64_t rows = 300, cols = 5;
+  std::vector<float> x = randomMatrix(rows, cols, 12), xt(x.size());
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c)
+      xt[c * rows + r] = x[r * cols + c];
+  std::vector<uint8_t> q(x.size()), qt(x.size());
+  std::vector<float> s(3 * cols), st(cols * 3);
+  rt::quantizeTiles(x.data(), rows, cols, 128, 1, FP8Format::E4M3,
+                    ScaleRounding::Exact, q.data(), s.data());
+  rt::quantizeActivationTiles(xt.data(), cols, rows, qt.data(), st.data());
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c)
+      ASSERT_EQ(q[r * cols + c], qt[c * rows + r]);
+  for (int64_t t = 0; t < 3; ++t)
+    for (int64_t c = 0; c < cols; ++c)
+      EXPECT_EQ(s[t * cols + c], st[c * 3 + t]);
+}
+
+TEST(BF16Gemm, MatchesDoubleProductOfRoundedInputs) {
+  for (auto [m, n, k] : {std::tuple<int64_t, int64_t, int64_t>{8, 32, 512},
+                         {13, 70, 1001}, {64, 256, 1024}}) {
+    std::vector<float> a = randomMatrix(m, k, 13), b = randomMatrix(n, k, 14);
+    std::vector<uint16_t> ab(a.size()), bb(b.size());
+    for (size_t i = 0; i < a.size(); ++i)
+      ab[i] = rt::toBF16(a[i]);
+    for (size_t i = 0; i < b.size(); ++i)
+      bb[i] = rt::toBF16(b[i]);
+    auto widen = [](uint16_t h) {
+      uint32_t w = uint32_t(h) << 16;
+      float f;
+      std::memcpy(&f, &w, 4);
+      return double(f);
+    };
+    std::vector<double> want(m * n, 0.0);
+    for (int64_t i = 0; i < m; ++i)
+      for (int64_t j = 0; j < n; ++j)
+        for (int64_t p = 0; p < k; ++p)
+          want[i * n + j] += widen(ab[i * k + p]) * widen(bb[j * k + p]);
+    std::vector<float> c(m * n);
+    rt::bf16GemmNT(ab.data(), k, bb.data(), k, m, n, k, c.data(), n, false);
+    EXPECT_LE(relativeL2(c, want), 1e-6) << m << "x" << n << "x" << k;
+  }
 }
 
 } // namespace

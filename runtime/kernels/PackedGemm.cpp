@@ -1,0 +1,419 @@
+//===- PackedGemm.cpp - BF16 dot-product GEMMs: BF16 and block-scaled FP8 -===//
+//
+// One packed microkernel serves both low-precision GEMMs. Operands are
+// packed into panels of BF16 pairs ([K/2][MR] for A, [K/2][NR] for B) so
+// that an AVX-512 BF16 dot-product instruction multiplies two K steps of a
+// 16-wide column strip at once. E4M3 and E5M2 values widen to BF16 exactly,
+// so the FP8 GEMM runs at BF16 speed while reading one byte per weight: B is
+// packed from FP8 codes into a per-task panel that stays in cache. The FP8
+// path runs the microkernel once per 128-wide K block and adds the FP32
+// partial tile times its two scales into y (the recipe's promotion).
+//
+//===----------------------------------------------------------------------===//
+#include "runtime/kernels/FP8.h"
+
+#include <tbb/blocked_range2d.h>
+#include <tbb/parallel_for.h>
+
+#include <algorithm>
+#include <array>
+#include <cstring>
+#include <vector>
+
+#if defined(__AVX512BF16__) && defined(__AVX512F__)
+#include <immintrin.h>
+#define DSV3_HAVE_AVX512BF16 1
+#endif
+
+namespace dsv3::rt {
+namespace {
+
+constexpr int kMR = 8;  // rows of A per microkernel tile
+constexpr int kNR = 32; // columns of B per microkernel tile (two vectors)
+
+[[maybe_unused]] inline float bf16ToFloat(uint16_t bits) {
+  uint32_t w = uint32_t(bits) << 16;
+  float f;
+  std::memcpy(&f, &w, 4);
+  return f;
+}
+
+/// Runs the dot products of one packed A panel and one packed B panel over
+/// `pairs` K pairs and hands the FP32 tile to `store(i, half, values)`:
+/// row i, columns [16 half, 16 half + 16). Both operands are BF16 pairs
+/// (one uint32 per pair).
+#ifdef DSV3_HAVE_AVX512BF16
+template <class Store>
+inline void microkernel(const uint32_t *a, const uint32_t *b, int64_t pairs,
+                        const Store &store) {
+  __m512 acc[kMR][2];
+  for (int i = 0; i < kMR; ++i)
+    acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+  for (int64_t p = 0; p < pairs; ++p) {
+    __m512bh b0 = (__m512bh)_mm512_loadu_si512(b + p * kNR);
+    __m512bh b1 = (__m512bh)_mm512_loadu_si512(b + p * kNR + 16);
+    for (int i = 0; i < kMR; ++i) {
+      __m512bh ai = (__m512bh)_mm512_set1_epi32(int(a[p * kMR + i]));
+      acc[i][0] = _mm512_dpbf16_ps(acc[i][0], ai, b0);
+      acc[i][1] = _mm512_dpbf16_ps(acc[i][1], ai, b1);
+    }
+  }
+  for (int i = 0; i < kMR; ++i) {
+    store(i, 0, acc[i][0]);
+    store(i, 1, acc[i][1]);
+  }
+}
+using Lanes = __m512;
+inline Lanes loadLanes(const float *p) { return _mm512_loadu_ps(p); }
+inline void storeLanes(float *p, Lanes v) { _mm512_storeu_ps(p, v); }
+inline Lanes fmaLanes(Lanes a, Lanes b, Lanes c) { return _mm512_fmadd_ps(a, b, c); }
+inline Lanes broadcast(float x) { return _mm512_set1_ps(x); }
+#else
+// Portable path with the same pairwise FP32 products.
+typedef float Lanes __attribute__((vector_size(64)));
+template <class Store>
+inline void microkernel(const uint32_t *a, const uint32_t *b, int64_t pairs,
+                        const Store &store) {
+  Lanes acc[kMR][2] = {};
+  for (int64_t p = 0; p < pairs; ++p)
+    for (int i = 0; i < kMR; ++i) {
+      uint32_t av = a[p * kMR + i];
+      float a0 = bf16ToFloat(uint16_t(av)), a1 = bf16ToFloat(uint16_t(av >> 16));
+      for (int j = 0; j < kNR; ++j) {
+        uint32_t bv = b[p * kNR + j];
+        acc[i][j / 16][j % 16] += a0 * bf16ToFloat(uint16_t(bv)) +
+                                  a1 * bf16ToFloat(uint16_t(bv >> 16));
+      }
+    }
+  for (int i = 0; i < kMR; ++i) {
+    store(i, 0, acc[i][0]);
+    store(i, 1, acc[i][1]);
+  }
+}
+inline Lanes loadLanes(const float *p) {
+  Lanes v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+inline void storeLanes(float *p, Lanes v) { std::memcpy(p, &v, sizeof v); }
+inline Lanes fmaLanes(Lanes a, Lanes b, Lanes c) { return a * b + c; }
+inline Lanes broadcast(float x) { return Lanes{} + x; }
+#endif
+
+/// Reads element (r, k) of an operand as BF16 bits.
+struct BF16Source {
+  const uint16_t *data;
+  int64_t rowStride, kStride;
+  uint16_t operator()(int64_t r, int64_t k) const {
+    return data[r * rowStride + k * kStride];
+  }
+};
+
+struct FP8Source {
+  const uint8_t *codes;
+  int64_t rowStride, kStride;
+  const uint16_t *table; // code -> BF16 bits, exact
+  uint16_t operator()(int64_t r, int64_t k) const {
+    return table[codes[r * rowStride + k * kStride]];
+  }
+};
+
+/// Packs rows [r0, r0 + R) x K range [k0, k1) into [pairs][R] BF16 pairs;
+/// rows past `rows` and the odd K tail are zero.
+template <int R, class Source>
+void packPanel(const Source &src, int64_t rows, int64_t r0, int64_t k0,
+               int64_t k1, uint32_t *dst) {
+  int64_t pairs = (k1 - k0 + 1) / 2;
+  int64_t live = std::min<int64_t>(R, rows - r0);
+  for (int64_t p = 0; p < pairs; ++p) {
+    int64_t k = k0 + 2 * p;
+    bool hasOdd = k + 1 < k1;
+    uint32_t *out = dst + p * R;
+    for (int64_t i = 0; i < live; ++i) {
+      uint32_t lo = src(r0 + i, k), hi = hasOdd ? src(r0 + i, k + 1) : 0;
+      out[i] = lo | (hi << 16);
+    }
+    for (int64_t i = live; i < R; ++i)
+      out[i] = 0;
+  }
+}
+
+#ifdef DSV3_HAVE_AVX512BF16
+/// r[i] lane j <- r[j] lane i for 16 vectors of 16 dwords.
+inline void transpose16x16(__m512i r[16]) {
+  __m512i t[16];
+  for (int i = 0; i < 16; i += 2) {
+    t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
+    t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
+  }
+  // s[4a + b], 128-bit lane L: column 4L + b, rows 4a..4a+3.
+  __m512i s[16];
+  for (int a = 0; a < 16; a += 4) {
+    s[a] = _mm512_unpacklo_epi64(t[a], t[a + 2]);
+    s[a + 1] = _mm512_unpackhi_epi64(t[a], t[a + 2]);
+    s[a + 2] = _mm512_unpacklo_epi64(t[a + 1], t[a + 3]);
+    s[a + 3] = _mm512_unpackhi_epi64(t[a + 1], t[a + 3]);
+  }
+  for (int b = 0; b < 4; ++b) {
+    __m512i p0 = _mm512_shuffle_i32x4(s[b], s[4 + b], _MM_SHUFFLE(2, 0, 2, 0));
+    __m512i q0 = _mm512_shuffle_i32x4(s[b], s[4 + b], _MM_SHUFFLE(3, 1, 3, 1));
+    __m512i p1 = _mm512_shuffle_i32x4(s[8 + b], s[12 + b], _MM_SHUFFLE(2, 0, 2, 0));
+    __m512i q1 = _mm512_shuffle_i32x4(s[8 + b], s[12 + b], _MM_SHUFFLE(3, 1, 3, 1));
+    r[b] = _mm512_shuffle_i32x4(p0, p1, _MM_SHUFFLE(2, 0, 2, 0));
+    r[8 + b] = _mm512_shuffle_i32x4(p0, p1, _MM_SHUFFLE(3, 1, 3, 1));
+    r[4 + b] = _mm512_shuffle_i32x4(q0, q1, _MM_SHUFFLE(2, 0, 2, 0));
+    r[12 + b] = _mm512_shuffle_i32x4(q0, q1, _MM_SHUFFLE(3, 1, 3, 1));
+  }
+}
+
+/// 32 FP8 codes -> 32 BF16 values (16 pairs) through a 128-entry table of
+/// magnitudes held in four registers; the sign bit is copied.
+struct VectorFP8ToBF16 {
+  __m512i t0, t1, t2, t3;
+  explicit VectorFP8ToBF16(const uint16_t *table)
+      : t0(_mm512_loadu_si512(table)), t1(_mm512_loadu_si512(table + 32)),
+        t2(_mm512_loadu_si512(table + 64)), t3(_mm512_loadu_si512(table + 96)) {}
+  __m512i operator()(const uint8_t *codes) const {
+    __m512i v = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)codes));
+    __m512i lo = _mm512_permutex2var_epi16(t0, v, t1); // index bits 0-5
+    __m512i hi = _mm512_permutex2var_epi16(t2, v, t3);
+    __m512i mag = _mm512_mask_blend_epi16(
+        _mm512_test_epi16_mask(v, _mm512_set1_epi16(0x40)), lo, hi);
+    __m512i sign = _mm512_and_si512(_mm512_slli_epi16(v, 8), _mm512_set1_epi16(int16_t(0x8000)));
+    return _mm512_or_si512(mag, sign);
+  }
+};
+
+/// A full B panel of an operand stored along K: 32 rows x `pairs` pairs (a
+/// multiple of 16), read 16 pairs at a time by `load(row, firstPair)` and
+/// transposed 16x16 dwords at a time.
+template <class Load>
+void packPanelFast(const Load &load, int64_t pairs, uint32_t *dst) {
+  for (int64_t g = 0; g < kNR / 16; ++g)
+    for (int64_t q = 0; q < pairs / 16; ++q) {
+      __m512i r[16];
+      for (int i = 0; i < 16; ++i)
+        r[i] = load(16 * g + i, 16 * q);
+      transpose16x16(r);
+      for (int t = 0; t < 16; ++t)
+        _mm512_storeu_si512(dst + (16 * q + t) * kNR + 16 * g, r[t]);
+    }
+}
+
+/// Two full A panels (16 rows) of an operand stored along K: `pairs` (a
+/// multiple of 16) pairs, each 16x16 transpose split into the 8-row halves.
+template <class Load>
+void packAPanelsFast(const Load &load, int64_t pairs, uint32_t *dst0,
+                     uint32_t *dst1) {
+  static_assert(kMR == 8, "two A panels per 16 rows");
+  for (int64_t q = 0; q < pairs / 16; ++q) {
+    __m512i r[16];
+    for (int i = 0; i < 16; ++i)
+      r[i] = load(i, 16 * q);
+    transpose16x16(r);
+    for (int t = 0; t < 16; ++t) {
+      _mm256_storeu_si256((__m256i *)(dst0 + (16 * q + t) * kMR),
+                          _mm512_castsi512_si256(r[t]));
+      _mm256_storeu_si256((__m256i *)(dst1 + (16 * q + t) * kMR),
+                          _mm512_extracti64x4_epi64(r[t], 1));
+    }
+  }
+}
+#endif
+
+int64_t ceilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+const uint16_t *fp8ToBF16Table(FP8Format format) {
+  static const auto tables = [] {
+    std::array<std::array<uint16_t, 256>, 2> t{};
+    for (int f = 0; f < 2; ++f)
+      for (int c = 0; c < 256; ++c)
+        t[f][c] = toBF16(decodeFP8(uint8_t(c), FP8Format(f)));
+    return t;
+  }();
+  return tables[format == FP8Format::E4M3 ? 0 : 1].data();
+}
+
+/// The shared driver. A is packed once for all tasks; each task owns a
+/// range of B panels, packs them per K block into a cache-resident buffer
+/// (`packB(srcB, n0, k0, k1, dst)`) and sweeps all of A, calling
+/// `tile(packedA, packedB, pairs, m0, n0, kBlock)` for every output tile.
+/// `packA16(srcA, m0, k0, k1, dst0, dst1)` may pack 16 full rows into two
+/// A panels at once and return true, or return false for the generic path.
+template <class SourceA, class SourceB, class PackA16, class PackB, class Tile>
+void packedGemm(const SourceA &srcA, const SourceB &srcB, int64_t m, int64_t n,
+                int64_t k, int64_t kBlock, const PackA16 &packA16,
+                const PackB &packB, const Tile &tile) {
+  int64_t kBlocks = ceilDiv(k, kBlock), mPanels = ceilDiv(m, kMR),
+          nPanels = ceilDiv(n, kNR), blockPairs = ceilDiv(kBlock, 2);
+  // A: [kBlocks][mPanels][blockPairs][MR].
+  std::vector<uint32_t> packedA(kBlocks * mPanels * blockPairs * kMR);
+  int64_t panelPairs = ceilDiv(mPanels, 2);
+  tbb::parallel_for(int64_t(0), kBlocks * panelPairs, [&](int64_t t) {
+    int64_t kb = t / panelPairs, mp = 2 * (t % panelPairs);
+    int64_t k0 = kb * kBlock, k1 = std::min(k, k0 + kBlock);
+    uint32_t *dst = packedA.data() + (kb * mPanels + mp) * blockPairs * kMR;
+    if (mp + 1 < mPanels &&
+        packA16(srcA, mp * kMR, k0, k1, dst, dst + blockPairs * kMR))
+      return;
+    for (int64_t p = mp; p < std::min(mPanels, mp + 2); ++p)
+      packPanel<kMR>(srcA, m, p * kMR, k0, k1,
+                     dst + (p - mp) * blockPairs * kMR);
+  });
+  // Four B panels (128 columns, one weight block) per task unless that
+  // leaves a core idle; then split A's rows too.
+  int64_t nGrain = nPanels >= 8 ? 4 : 1;
+  int64_t mGrain = nPanels >= 8 ? mPanels : std::max<int64_t>(1, mPanels / 4);
+  tbb::parallel_for(
+      tbb::blocked_range2d<int64_t>(0, nPanels, nGrain, 0, mPanels, mGrain),
+      [&](const tbb::blocked_range2d<int64_t> &r) {
+        std::vector<uint32_t> packedB(blockPairs * kNR);
+        for (int64_t np = r.rows().begin(); np < r.rows().end(); ++np)
+          for (int64_t kb = 0; kb < kBlocks; ++kb) {
+            int64_t k0 = kb * kBlock, k1 = std::min(k, k0 + kBlock);
+            int64_t pairs = ceilDiv(k1 - k0, 2);
+            packB(srcB, np * kNR, k0, k1, packedB.data());
+            for (int64_t mp = r.cols().begin(); mp < r.cols().end(); ++mp)
+              tile(packedA.data() + (kb * mPanels + mp) * blockPairs * kMR,
+                   packedB.data(), pairs, mp * kMR, np * kNR, kb);
+          }
+      });
+}
+
+} // namespace
+
+void fp8GemmNT(const FP8Operand &a, const FP8Operand &b, int64_t m, int64_t n,
+               int64_t k, float *y, int64_t ldy, bool accumulate) {
+  if (!accumulate)
+    for (int64_t i = 0; i < m; ++i)
+      std::fill(y + i * ldy, y + i * ldy + n, 0.0f);
+  if (k == 0)
+    return;
+  FP8Source srcA{a.codes, a.rowStride, a.kStride, fp8ToBF16Table(a.format)};
+  FP8Source srcB{b.codes, b.rowStride, b.kStride, fp8ToBF16Table(b.format)};
+  auto packB = [&](const FP8Source &src, int64_t n0, int64_t k0, int64_t k1,
+                   uint32_t *dst) {
+#ifdef DSV3_HAVE_AVX512BF16
+    if (src.kStride == 1 && n0 + kNR <= n && k1 - k0 == kFP8Tile) {
+      VectorFP8ToBF16 convert(src.table);
+      const uint8_t *base = src.codes + n0 * src.rowStride + k0;
+      return packPanelFast(
+          [&](int64_t row, int64_t pair) {
+            return convert(base + row * src.rowStride + 2 * pair);
+          },
+          kFP8Tile / 2, dst);
+    }
+#endif
+    packPanel<kNR>(src, n, n0, k0, k1, dst);
+  };
+  auto packA16 = [&](const FP8Source &src, int64_t m0, int64_t k0, int64_t k1,
+                     uint32_t *dst0, uint32_t *dst1) {
+#ifdef DSV3_HAVE_AVX512BF16
+    if (src.kStride == 1 && m0 + 16 <= m && k1 - k0 == kFP8Tile) {
+      VectorFP8ToBF16 convert(src.table);
+      const uint8_t *base = src.codes + m0 * src.rowStride + k0;
+      packAPanelsFast(
+          [&](int64_t row, int64_t pair) {
+            return convert(base + row * src.rowStride + 2 * pair);
+          },
+          kFP8Tile / 2, dst0, dst1);
+      return true;
+    }
+#endif
+    return false;
+  };
+  auto tile = [&](const uint32_t *pa, const uint32_t *pb, int64_t pairs,
+                  int64_t m0, int64_t n0, int64_t kb) {
+    int64_t rows = std::min<int64_t>(kMR, m - m0);
+    int64_t cols = std::min<int64_t>(kNR, n - n0);
+    alignas(64) float sb[kNR] = {};
+    for (int64_t j = 0; j < cols; ++j)
+      sb[j] = b.scales[((n0 + j) / b.scaleRowTile) * b.scaleRowStride +
+                       kb * b.scaleKStride];
+    float sa[kMR] = {};
+    for (int64_t i = 0; i < rows; ++i)
+      sa[i] = a.scales[((m0 + i) / a.scaleRowTile) * a.scaleRowStride +
+                       kb * a.scaleKStride];
+    Lanes sbv[2] = {loadLanes(sb), loadLanes(sb + 16)};
+    // y += (partial * sA) * sB: the reference's promotion, in registers.
+    if (rows == kMR && cols == kNR) {
+      microkernel(pa, pb, pairs, [&](int i, int half, Lanes v) {
+        float *yp = y + (m0 + i) * ldy + n0 + 16 * half;
+        storeLanes(yp, fmaLanes(v * broadcast(sa[i]), sbv[half], loadLanes(yp)));
+      });
+      return;
+    }
+    microkernel(pa, pb, pairs, [&](int i, int half, Lanes v) {
+      if (i >= rows)
+        return;
+      alignas(64) float t[16];
+      storeLanes(t, v);
+      float *yp = y + (m0 + i) * ldy + n0 + 16 * half;
+      for (int64_t j = 0; j < 16 && 16 * half + j < cols; ++j)
+        yp[j] += t[j] * sa[i] * sb[16 * half + j];
+    });
+  };
+  packedGemm(srcA, srcB, m, n, k, kFP8Tile, packA16, packB, tile);
+}
+
+void bf16GemmNT(const uint16_t *a, int64_t lda, const uint16_t *b, int64_t ldb,
+                int64_t m, int64_t n, int64_t k, float *c, int64_t ldc,
+                bool accumulate) {
+  if (!accumulate)
+    for (int64_t i = 0; i < m; ++i)
+      std::fill(c + i * ldc, c + i * ldc + n, 0.0f);
+  if (k == 0)
+    return;
+  auto packB = [&](const BF16Source &src, int64_t n0, int64_t k0, int64_t k1,
+                   uint32_t *dst) {
+#ifdef DSV3_HAVE_AVX512BF16
+    if (n0 + kNR <= n && (k1 - k0) % 32 == 0) {
+      const uint16_t *base = src.data + n0 * src.rowStride + k0;
+      return packPanelFast(
+          [&](int64_t row, int64_t pair) {
+            return _mm512_loadu_si512(base + row * src.rowStride + 2 * pair);
+          },
+          (k1 - k0) / 2, dst);
+    }
+#endif
+    packPanel<kNR>(src, n, n0, k0, k1, dst);
+  };
+  auto packA16 = [&](const BF16Source &src, int64_t m0, int64_t k0, int64_t k1,
+                     uint32_t *dst0, uint32_t *dst1) {
+#ifdef DSV3_HAVE_AVX512BF16
+    if (m0 + 16 <= m && (k1 - k0) % 32 == 0) {
+      const uint16_t *base = src.data + m0 * src.rowStride + k0;
+      packAPanelsFast(
+          [&](int64_t row, int64_t pair) {
+            return _mm512_loadu_si512(base + row * src.rowStride + 2 * pair);
+          },
+          (k1 - k0) / 2, dst0, dst1);
+      return true;
+    }
+#endif
+    return false;
+  };
+  auto tile = [&](const uint32_t *pa, const uint32_t *pb, int64_t pairs,
+                  int64_t m0, int64_t n0, int64_t) {
+    int64_t rows = std::min<int64_t>(kMR, m - m0);
+    int64_t cols = std::min<int64_t>(kNR, n - n0);
+    microkernel(pa, pb, pairs, [&](int i, int half, Lanes v) {
+      if (i >= rows)
+        return;
+      float *cp = c + (m0 + i) * ldc + n0 + 16 * half;
+      if (cols == kNR) {
+        storeLanes(cp, loadLanes(cp) + v);
+        return;
+      }
+      alignas(64) float t[16];
+      storeLanes(t, v);
+      for (int64_t j = 0; j < 16 && 16 * half + j < cols; ++j)
+        cp[j] += t[j];
+    });
+  };
+  // Long K blocks: partial tiles are only added, not scaled.
+  packedGemm(BF16Source{a, lda, 1}, BF16Source{b, ldb, 1}, m, n, k, 512,
+             packA16, packB, tile);
+}
+
+} // namespace dsv3::rt
