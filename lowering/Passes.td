@@ -55,13 +55,20 @@ def DSV3FuseElementwisePass : Pass<"dsv3-fuse-elementwise"> {
 }
 
 def DSV3LinalgToUkernelPass : Pass<"dsv3-linalg-to-ukernel", "::mlir::ModuleOp"> {
-  let summary = "Replace tagged GEMM linalg.generic ops on buffers with calls to the runtime GEMM microkernel";
+  let summary = "Replace bufferized dsv3.ukernel ops and tagged GEMM generics with runtime kernel calls";
   let description = [{
-    After bufferization, each `linalg.generic` tagged `dsv3.matmul_nt` whose
-    maps are `(m,k), (n,k) -> (m,n)` becomes
-    `func.call @dsv3rt_matmul_nt_f32(A, B, C)` (C += A B^T) on strided
-    memrefs. The runtime kernel is blocked, vectorised and parallel (TBB).
+    After bufferization, every `dsv3.ukernel "<name>"` on memrefs becomes
+    `func.call @<name>(...)` with memrefs cast to fully dynamic strided
+    layouts (the runtime reads `_mlir_ciface_<name>` descriptors) and
+    scalars passed by value. With `gemm` (the default), each `linalg.generic`
+    tagged `dsv3.matmul_nt` whose maps are `(m,k), (n,k) -> (m,n)` becomes
+    `func.call @dsv3rt_matmul_nt_f32(A, B, C)` (C += A B^T); the runtime
+    kernel is blocked, vectorised and parallel (TBB).
   }];
+  let options = [
+    Option<"gemm", "gemm", "bool", "true",
+           "Also call the FP32 GEMM microkernel for tagged generics (else they stay loops)">
+  ];
   let dependentDialects = ["::mlir::func::FuncDialect",
                            "::mlir::memref::MemRefDialect"];
 }

@@ -125,9 +125,11 @@ LogicalResult ReverseSweep::differentiate(Operation *op) {
         Value g = grad(l);
         accumulate(l.getX(), LinearGradInputOp::create(b, loc, l.getX().getType(),
                                                        g, l.getWeight()));
+        auto param = l.getWeight().getDefiningOp<ParamOp>();
         accumulate(l.getWeight(),
-                   LinearGradWeightOp::create(b, loc, l.getWeight().getType(), g,
-                                              l.getX()));
+                   LinearGradWeightOp::create(
+                       b, loc, l.getWeight().getType(), g, l.getX(),
+                       param ? param.getNameAttr() : StringAttr()));
         return success();
       })
       .Case([&](RMSNormOp n) {
@@ -180,14 +182,16 @@ LogicalResult ReverseSweep::differentiate(Operation *op) {
         auto logitsType = RankedTensorType::get(
             {xs[0], r.getRouter().getType().getDimSize(0)}, b.getF32Type());
         Value logits = LinearOp::create(b, loc, logitsType, r.getX(), r.getRouter());
+        auto router = r.getRouter().getDefiningOp<ParamOp>();
         Value dlogits = MoERouterGradOp::create(
             b, loc, logitsType, logits, r.getExpertIds(), dw,
             r.getNormTopkProbAttr(), r.getRoutedScalingFactorAttr());
         accumulate(r.getX(), LinearGradInputOp::create(b, loc, r.getX().getType(),
                                                        dlogits, r.getRouter()));
         accumulate(r.getRouter(),
-                   LinearGradWeightOp::create(b, loc, r.getRouter().getType(),
-                                              dlogits, r.getX()));
+                   LinearGradWeightOp::create(
+                       b, loc, r.getRouter().getType(), dlogits, r.getX(),
+                       router ? router.getNameAttr() : StringAttr()));
         return success();
       })
       .Case([&](MoEExpertsOp e) {

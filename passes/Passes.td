@@ -45,4 +45,47 @@ def DSV3AutodiffPass : Pass<"dsv3-autodiff", "::mlir::ModuleOp"> {
                            "::mlir::func::FuncDialect"];
 }
 
+def DSV3FP8TileQuantizePass : Pass<"dsv3-fp8-tile-quantize", "::mlir::func::FuncOp"> {
+  let summary = "DeepSeek-V3 fine-grained FP8: linear layers become quantize + block-scaled FP8 GEMMs";
+  let description = [{
+    Rewrites `dsv3.linear` (forward, "fprop"), `dsv3.linear_grad_input`
+    ("dgrad") and `dsv3.linear_grad_weight` ("wgrad") into `dsv3.fp8_quantize`
+    and `dsv3.fp8_gemm`: activations and activation gradients in 1x128 tiles
+    along the contracted dimension, weights in 128x128 blocks (quantized once
+    per function and read transposed by dgrad), and the two operands of the
+    weight-gradient GEMM re-quantized in 128x1 tiles along tokens. Partial
+    sums are promoted to FP32 every `promotion-interval` products.
+
+    Layers are named by their weight's hub tensor name; a layer stays in
+    float32 when its name contains one of `high-precision` (by default the
+    embedding, output heads, MTP projection and routers; norms, attention
+    cores and the routers' selection are not linear layers and never change).
+    With `cache-activations=fp8`, the weight-gradient GEMM re-quantizes the
+    forward's FP8 copy of its input instead of the float32 activation, as the
+    recipe's FP8 activation caching does. Run after `dsv3-decompose` (and
+    after `dsv3-autodiff` when training).
+  }];
+  let options = [
+    Option<"format", "format", "std::string", "\"e4m3\"",
+           "FP8 format of every code: e4m3 (the recipe) or e5m2">,
+    Option<"activationTile", "activation-tile", "int64_t", "128",
+           "Width of the 1xN activation tiles along K">,
+    Option<"weightBlock", "weight-block", "int64_t", "128",
+           "Side of the square weight blocks">,
+    Option<"promotionInterval", "promotion-interval", "int64_t", "128",
+           "Products summed in the GEMM's low-precision accumulator before "
+           "promotion to FP32 (N_C)">,
+    Option<"powerOfTwoScales", "power-of-two-scales", "bool", "false",
+           "Round scales up to powers of two (UE8M0)">,
+    ListOption<"highPrecision", "high-precision", "std::string",
+               "Weight-name substrings of layers kept in float32 "
+               "(default: embed_tokens, lm_head, shared_head, eh_proj, mlp.gate.weight)">,
+    ListOption<"gemms", "gemms", "std::string",
+               "GEMMs to run in FP8: any of fprop, dgrad, wgrad (default: all)">,
+    Option<"cacheActivations", "cache-activations", "std::string", "\"fp32\"",
+           "What the weight-gradient GEMM reads: fp32 activations or their fp8 copies">
+  ];
+  let dependentDialects = ["::mlir::tensor::TensorDialect"];
+}
+
 #endif // DSV3_PASSES_PASSES_TD

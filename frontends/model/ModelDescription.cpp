@@ -95,8 +95,12 @@ void readTrain(FieldReader r, TrainSettings &t) {
 
 void readFP8(FieldReader r, FP8Settings &f) {
   r.boolean("enabled", f.enabled);
-  if (std::optional<std::string> format = r.string("format", {"e4m3"}))
+  if (std::optional<std::string> format = r.string("format", {"e4m3", "e5m2"}))
     f.format = *format;
+  r.boolean("power_of_two_scales", f.powerOfTwoScales);
+  if (std::optional<std::string> cache =
+          r.string("cache_activations", {"fp32", "fp8"}))
+    f.cacheActivations = *cache;
   r.integer("activation_tile", f.activationTile, 1, kMaxSize);
   r.integer("weight_block", f.weightBlock, 1, kMaxSize);
   r.integer("promotion_interval", f.promotionInterval, 1, kMaxSize);

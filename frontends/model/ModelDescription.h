@@ -27,6 +27,8 @@
 //   activation_tile = 128
 //   weight_block = 128
 //   promotion_interval = 128
+//   power_of_two_scales = false
+//   cache_activations = "fp32"   # or "fp8"
 //
 // Exactly one of model.config and [model.architecture]; exactly one of
 // model.weights and [init]. Unknown tables and keys are errors.
@@ -61,6 +63,8 @@ struct FP8Settings {
   bool enabled = false;
   std::string format = "e4m3";
   int64_t activationTile = 128, weightBlock = 128, promotionInterval = 128;
+  bool powerOfTwoScales = false;
+  std::string cacheActivations = "fp32";
 };
 
 struct ModelDescription {

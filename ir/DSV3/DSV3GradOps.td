@@ -28,11 +28,15 @@ def DSV3_LinearGradInputOp : DSV3_Op<"linear_grad_input"> {
 def DSV3_LinearGradWeightOp : DSV3_Op<"linear_grad_weight"> {
   let summary = "dW = dy^T x summed over all leading dimensions (W)";
   let description = [{
+    `param` names the parameter whose gradient this is, when the weight is
+    a `dsv3.param` (what precision passes and schedules key on).
+
     ```mlir
     %dw = dsv3.linear_grad_weight %dy, %x : (tensor<2x32x128xf32>, tensor<2x32x256xf32>) -> tensor<128x256xf32>
     ```
   }];
-  let arguments = (ins DSV3_F32Tensor:$dy, DSV3_F32Tensor:$x);
+  let arguments = (ins DSV3_F32Tensor:$dy, DSV3_F32Tensor:$x,
+                       OptionalAttr<StrAttr>:$param);
   let results = (outs DSV3_F32Tensor:$dweight);
   let assemblyFormat = "$dy `,` $x attr-dict `:` functional-type(operands, results)";
   let hasVerifier = 1;

@@ -430,3 +430,111 @@ LogicalResult EmbeddingGradOp::verify() {
     return failure();
   return success();
 }
+
+//===----------------------------------------------------------------------===//
+// FP8 ops
+//===----------------------------------------------------------------------===//
+
+namespace {
+
+int64_t ceilDiv(int64_t a, int64_t b) {
+  return ShapedType::isDynamic(a) ? a : (a + b - 1) / b;
+}
+
+/// codes [R, C] and scales [ceil(R/tr), ceil(C/tc)] for tile [tr, tc].
+LogicalResult verifyTiling(Operation *op, ArrayRef<int64_t> tile, Value codes,
+                           Value scales) {
+  ShapeChecker c(op);
+  if (tile.size() != 2)
+    return op->emitOpError() << "'tile' must hold two sizes, got " << tile.size();
+  if (failed(c.positive("tile", tile[0])) || failed(c.positive("tile", tile[1])))
+    return failure();
+  auto shape = cast<RankedTensorType>(codes.getType()).getShape();
+  return c.shape(scales, "scales",
+                 {ceilDiv(shape[0], tile[0]), ceilDiv(shape[1], tile[1])},
+                 "one scale per tile");
+}
+
+} // namespace
+
+LogicalResult FP8QuantizeOp::verify() {
+  ShapeChecker c(*this);
+  if (failed(c.shape(getCodes(), "codes", getX().getType().getShape(),
+                     "the shape of 'x'")))
+    return failure();
+  return verifyTiling(*this, getTile(), getCodes(), getScales());
+}
+
+LogicalResult FP8DequantizeOp::verify() {
+  ShapeChecker c(*this);
+  if (failed(c.shape(getResult(), "result", getCodes().getType().getShape(),
+                     "the shape of 'codes'")))
+    return failure();
+  return verifyTiling(*this, getTile(), getCodes(), getScales());
+}
+
+LogicalResult FP8GemmOp::verify() {
+  ShapeChecker c(*this);
+  int64_t interval = getPromotionInterval();
+  if (interval != 128)
+    return emitOpError() << "promotion_interval must be 128 (the K tile of "
+                            "the scales and of the CPU kernel), got "
+                         << interval;
+  auto a = getA().getType().getShape(), b = getB().getType().getShape();
+  bool ta = getTransposeA(), tb = getTransposeB();
+  int64_t m = a[ta ? 1 : 0], k = a[ta ? 0 : 1];
+  int64_t n = b[tb ? 1 : 0], kb = b[tb ? 0 : 1];
+  if (failed(c.dim("b", b, tb ? 0 : 1, k, "the K dimension of 'a'")))
+    return failure();
+  // Scales: one per tile of `interval` along K and of 1 or 128 rows.
+  auto checkScales = [&](Value scales, StringRef name, int64_t rows,
+                         bool transposed) -> LogicalResult {
+    auto s = cast<RankedTensorType>(scales.getType()).getShape();
+    int64_t sk = s[transposed ? 0 : 1], sr = s[transposed ? 1 : 0];
+    if (failed(c.dim(name, s, transposed ? 0 : 1, ceilDiv(k, interval),
+                     "the number of K tiles")))
+      return failure();
+    if (ShapedType::isDynamic(sr) || ShapedType::isDynamic(rows) ||
+        sr == rows || sr == ceilDiv(rows, 128))
+      return success();
+    return emitOpError() << "'" << name << "' has " << sr
+                         << " row tiles, expected " << rows << " (1-row tiles) or "
+                         << ceilDiv(rows, 128) << " (128-row tiles)";
+    (void)sk;
+  };
+  if (failed(checkScales(getAScales(), "a_scales", m, ta)) ||
+      failed(checkScales(getBScales(), "b_scales", n, tb)))
+    return failure();
+  (void)kb;
+  return c.shape(getResult(), "result", {m, n}, "[M, N] of the operands");
+}
+
+LogicalResult UkernelOp::verify() {
+  bool tensors = llvm::all_of(getOutputs().getTypes(), [](Type t) {
+    return isa<RankedTensorType>(t);
+  });
+  bool memrefs = llvm::all_of(getOutputs().getTypes(), [](Type t) {
+    return isa<MemRefType>(t);
+  });
+  if (!tensors && !memrefs)
+    return emitOpError() << "'outs' must be all tensors or all memrefs";
+  if (memrefs && !getResults().empty())
+    return emitOpError() << "has no results when 'outs' are memrefs";
+  if (tensors && getResults().getTypes() != getOutputs().getTypes())
+    return emitOpError() << "result types must be the types of 'outs'";
+  return success();
+}
+
+/// On memrefs: reads every input buffer, writes every output buffer. On
+/// tensors: pure (values in, values out).
+void UkernelOp::getEffects(
+    SmallVectorImpl<SideEffects::EffectInstance<MemoryEffects::Effect>> &effects) {
+  for (OpOperand &operand : getInputsMutable())
+    if (isa<MemRefType>(operand.get().getType()))
+      effects.emplace_back(MemoryEffects::Read::get(), &operand,
+                           SideEffects::DefaultResource::get());
+  for (OpOperand &operand : getOutputsMutable())
+    if (isa<MemRefType>(operand.get().getType()))
+      effects.emplace_back(MemoryEffects::Write::get(), &operand,
+                           SideEffects::DefaultResource::get());
+}

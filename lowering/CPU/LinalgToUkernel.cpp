@@ -1,14 +1,14 @@
 //===- LinalgToUkernel.cpp - dsv3-linalg-to-ukernel -----------------------===//
 //
-// After bufferization: GEMMs tagged by convert-dsv3-to-linalg become calls to
-// the runtime's blocked, TBB-parallel microkernel (runtime/kernels/Gemm.cpp),
-// the one hand-written kernel family the JIT code calls, as IREE's ukernels.
-// Anything that does not match exactly stays a loop nest, which is correct.
+// After bufferization: dsv3.ukernel ops (FP8 quantization and GEMMs) and the
+// GEMMs tagged by convert-dsv3-to-linalg become calls to the runtime's
+// hand-written kernels (runtime/kernels), as IREE's ukernels. A tagged
+// generic that does not match exactly stays a loop nest, which is correct.
 //
 //===----------------------------------------------------------------------===//
 #include "lowering/DSV3ToLinalg/LinalgBuilder.h"
+#include "ir/DSV3/DSV3Dialect.h"
 #include "lowering/Passes.h"
-
 
 namespace dsv3 {
 #define GEN_PASS_DEF_DSV3LINALGTOUKERNELPASS
@@ -35,41 +35,73 @@ bool isMatmulNT(linalg::GenericOp op) {
   return op.getIndexingMapsArray() == expected;
 }
 
+/// memref<...xT> -> memref<?x...xT, strided<[?, ...], offset: ?>>: the one
+/// descriptor type per rank and element type the runtime entry points take.
+MemRefType anyLayout(MemRefType t) {
+  int64_t dyn = ShapedType::kDynamic;
+  SmallVector<int64_t> shape(t.getRank(), dyn), strides(t.getRank(), dyn);
+  return MemRefType::get(shape, t.getElementType(),
+                         StridedLayoutAttr::get(t.getContext(), dyn, strides));
+}
+
+func::FuncOp declareKernel(ModuleOp module, StringRef name, FunctionType type) {
+  if (auto f = module.lookupSymbol<func::FuncOp>(name))
+    return f;
+  OpBuilder mb = OpBuilder::atBlockBegin(module.getBody());
+  auto f = func::FuncOp::create(mb, module.getLoc(), name, type);
+  f.setPrivate();
+  f->setAttr("llvm.emit_c_interface", UnitAttr::get(module.getContext()));
+  return f;
+}
+
+/// Casts memref operands to the kernel ABI's layout and calls `name`.
+LogicalResult callKernel(ModuleOp module, Operation *op, StringRef name,
+                         ValueRange operands) {
+  OpBuilder b(op);
+  SmallVector<Value> args;
+  SmallVector<Type> types;
+  for (Value v : operands) {
+    if (auto m = dyn_cast<MemRefType>(v.getType()))
+      v = memref::CastOp::create(b, op->getLoc(), anyLayout(m), v);
+    args.push_back(v);
+    types.push_back(v.getType());
+  }
+  auto type = FunctionType::get(module.getContext(), types, {});
+  func::FuncOp callee = declareKernel(module, name, type);
+  if (callee.getFunctionType() != type)
+    return op->emitOpError() << "kernel '" << name
+                             << "' is called with two different signatures";
+  func::CallOp::create(b, op->getLoc(), callee, args);
+  op->erase();
+  return success();
+}
+
 struct DSV3LinalgToUkernelPass
     : dsv3::impl::DSV3LinalgToUkernelPassBase<DSV3LinalgToUkernelPass> {
+  using Base::Base;
   void runOnOperation() override {
     ModuleOp module = getOperation();
-    MLIRContext *ctx = &getContext();
-    int64_t dyn = ShapedType::kDynamic;
-    auto anyMatrix = MemRefType::get(
-        {dyn, dyn}, Float32Type::get(ctx),
-        StridedLayoutAttr::get(ctx, dyn, {dyn, dyn}));
-
+    SmallVector<dsv3::UkernelOp> kernels;
     SmallVector<linalg::GenericOp> gemms;
-    module.walk([&](linalg::GenericOp op) {
-      if (isMatmulNT(op))
-        gemms.push_back(op);
+    module.walk([&](Operation *op) {
+      if (auto u = dyn_cast<dsv3::UkernelOp>(op))
+        kernels.push_back(u);
+      else if (auto g = dyn_cast<linalg::GenericOp>(op); g && gemm && isMatmulNT(g))
+        gemms.push_back(g);
     });
-    if (gemms.empty())
-      return;
-
-    auto callee = module.lookupSymbol<func::FuncOp>(kMatmulSymbol);
-    if (!callee) {
-      OpBuilder mb = OpBuilder::atBlockBegin(module.getBody());
-      callee = func::FuncOp::create(
-          mb, module.getLoc(), kMatmulSymbol,
-          FunctionType::get(ctx, {anyMatrix, anyMatrix, anyMatrix}, {}));
-      callee.setPrivate();
-      callee->setAttr("llvm.emit_c_interface", UnitAttr::get(ctx));
+    for (dsv3::UkernelOp u : kernels) {
+      if (!u.getResults().empty()) {
+        u.emitOpError() << "must be bufferized before dsv3-linalg-to-ukernel";
+        return signalPassFailure();
+      }
+      SmallVector<Value> operands(u.getInputs());
+      llvm::append_range(operands, u.getOutputs());
+      if (failed(callKernel(module, u, u.getKernel(), operands)))
+        return signalPassFailure();
     }
-    for (linalg::GenericOp op : gemms) {
-      OpBuilder b(op);
-      SmallVector<Value> args;
-      for (Value v : op->getOperands())
-        args.push_back(memref::CastOp::create(b, op.getLoc(), anyMatrix, v));
-      func::CallOp::create(b, op.getLoc(), callee, args);
-      op.erase();
-    }
+    for (linalg::GenericOp op : gemms)
+      if (failed(callKernel(module, op, kMatmulSymbol, op->getOperands())))
+        return signalPassFailure();
   }
 };
 

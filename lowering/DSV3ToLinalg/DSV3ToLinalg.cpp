@@ -497,6 +497,7 @@ struct ConvertDSV3ToLinalgPass
     populateCommonLoweringPatterns(patterns);
     populateAttentionLoweringPatterns(patterns);
     populateMoELoweringPatterns(patterns);
+    populateFP8LoweringPatterns(patterns);
     GreedyRewriteConfig config;
     config.enableFolding(false);
     if (failed(applyPatternsGreedily(getOperation(), std::move(patterns),
@@ -505,7 +506,7 @@ struct ConvertDSV3ToLinalgPass
     // Everything but parameters must be gone; a leftover op means a missing
     // decomposition, which must not reach the JIT silently.
     WalkResult r = getOperation()->walk([](Operation *op) {
-      if (isa<DSV3Dialect>(op->getDialect()) && !isa<ParamOp>(op)) {
+      if (isa<DSV3Dialect>(op->getDialect()) && !isa<ParamOp, UkernelOp>(op)) {
         op->emitOpError() << "has no lowering to linalg (run dsv3-decompose first)";
         return WalkResult::interrupt();
       }

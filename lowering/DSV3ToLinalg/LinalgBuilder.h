@@ -165,6 +165,9 @@ std::pair<mlir::Value, mlir::Value> siluTimesGrad(mlir::OpBuilder &b,
 void populateCommonLoweringPatterns(mlir::RewritePatternSet &patterns);
 void populateAttentionLoweringPatterns(mlir::RewritePatternSet &patterns);
 void populateMoELoweringPatterns(mlir::RewritePatternSet &patterns);
+void populateFP8LoweringPatterns(mlir::RewritePatternSet &patterns);
+/// Bufferization model of dsv3.ukernel (destination-passing style).
+void registerUkernelBufferization(mlir::DialectRegistry &registry);
 
 } // namespace dsv3::lowering
 

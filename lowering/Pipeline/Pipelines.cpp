@@ -7,6 +7,7 @@
 //===----------------------------------------------------------------------===//
 #include "lowering/Pipeline/Pipelines.h"
 
+#include "lowering/DSV3ToLinalg/LinalgBuilder.h"
 #include "lowering/Passes.h"
 #include "passes/Passes.h"
 
@@ -67,6 +68,7 @@ void registerPipelineDialects(DialectRegistry &registry) {
   linalg::registerBufferizableOpInterfaceExternalModels(registry);
   scf::registerBufferizableOpInterfaceExternalModels(registry);
   tensor::registerBufferizableOpInterfaceExternalModels(registry);
+  lowering::registerUkernelBufferization(registry);
   registerBuiltinDialectTranslation(registry);
   registerLLVMDialectTranslation(registry);
 }
@@ -95,8 +97,9 @@ void buildLLVMPipeline(OpPassManager &pm, const CPUPipelineOptions &options) {
   pm.addPass(bufferization::createEmptyTensorEliminationPass());
   pm.addPass(bufferization::createOneShotBufferizePass());
   bufferization::buildBufferDeallocationPipeline(pm);
-  if (options.useUkernels)
-    pm.addPass(createDSV3LinalgToUkernelPass());
+  // FP8 kernels have no loop-nest form; only the FP32 GEMM is optional.
+  pm.addPass(createDSV3LinalgToUkernelPass(
+      DSV3LinalgToUkernelPassOptions{/*gemm=*/options.useUkernels}));
   pm.addNestedPass<func::FuncOp>(createConvertLinalgToLoopsPass());
   pm.addPass(createDSV3OutlineLoopNestsPass());
   pm.addPass(memref::createExpandStridedMetadataPass());

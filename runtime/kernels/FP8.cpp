@@ -4,6 +4,7 @@
 //
 //===----------------------------------------------------------------------===//
 #include "runtime/kernels/FP8.h"
+#include "runtime/kernels/Kernels.h"
 
 #include <tbb/parallel_for.h>
 
@@ -11,6 +12,7 @@
 #include <cfloat>
 #include <cmath>
 #include <cstring>
+#include <vector>
 
 namespace dsv3::rt {
 
@@ -225,3 +227,68 @@ void blockScaledGemm(const uint8_t *aCodes, const float *aScales,
 }
 
 } // namespace dsv3::rt
+
+//===----------------------------------------------------------------------===//
+// Entry points of JIT code (C interface of dsv3.ukernel calls)
+//===----------------------------------------------------------------------===//
+
+namespace {
+
+using dsv3::rt::StridedMatrix;
+
+/// A dense row-major copy of `m` when it is not already one (slices of the
+/// parameter buffer are; transposed views are not).
+template <class T> struct DenseMatrix {
+  std::vector<T> storage;
+  T *data;
+  int64_t rows, cols;
+  explicit DenseMatrix(const StridedMatrix<T> &m)
+      : rows(m.sizes[0]), cols(m.sizes[1]) {
+    if (m.strides[1] == 1 && (m.strides[0] == cols || rows <= 1)) {
+      data = m.data + m.offset;
+      return;
+    }
+    storage.resize(rows * cols);
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t c = 0; c < cols; ++c)
+        storage[r * cols + c] = *m.at(r, c);
+    data = storage.data();
+  }
+  /// Writes a private copy back into `m`.
+  void storeTo(const StridedMatrix<T> &m) const {
+    if (storage.empty())
+      return;
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t c = 0; c < cols; ++c)
+        *m.at(r, c) = storage[r * cols + c];
+  }
+};
+
+} // namespace
+
+extern "C" void _mlir_ciface_dsv3rt_fp8_quantize(
+    dsv3::rt::MatrixF32 *x, int64_t tileRows, int64_t tileCols, int64_t format,
+    int64_t powerOfTwo, dsv3::rt::MatrixU8 *codes, dsv3::rt::MatrixF32 *scales) {
+  using namespace dsv3::rt;
+  DenseMatrix<float> in(*reinterpret_cast<StridedMatrix<float> *>(x));
+  DenseMatrix<uint8_t> q(*codes);
+  DenseMatrix<float> s(*reinterpret_cast<StridedMatrix<float> *>(scales));
+  quantizeTiles(in.data, in.rows, in.cols, tileRows, tileCols,
+                static_cast<FP8Format>(format),
+                powerOfTwo ? ScaleRounding::PowerOfTwo : ScaleRounding::Exact,
+                q.data, s.data);
+  q.storeTo(*codes);
+  s.storeTo(*reinterpret_cast<StridedMatrix<float> *>(scales));
+}
+
+extern "C" void _mlir_ciface_dsv3rt_fp8_dequantize(
+    dsv3::rt::MatrixU8 *codes, dsv3::rt::MatrixF32 *scales, int64_t tileRows,
+    int64_t tileCols, int64_t format, dsv3::rt::MatrixF32 *out) {
+  using namespace dsv3::rt;
+  DenseMatrix<uint8_t> q(*codes);
+  DenseMatrix<float> s(*reinterpret_cast<StridedMatrix<float> *>(scales));
+  DenseMatrix<float> o(*reinterpret_cast<StridedMatrix<float> *>(out));
+  dequantizeTiles(q.data, s.data, q.rows, q.cols, tileRows, tileCols,
+                  static_cast<FP8Format>(format), o.data);
+  o.storeTo(*reinterpret_cast<StridedMatrix<float> *>(out));
+}

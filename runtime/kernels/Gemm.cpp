@@ -126,6 +126,12 @@ const KernelSymbol *kernelSymbols() {
   static const KernelSymbol symbols[] = {
       {"_mlir_ciface_dsv3rt_matmul_nt_f32",
        reinterpret_cast<void *>(&_mlir_ciface_dsv3rt_matmul_nt_f32)},
+      {"_mlir_ciface_dsv3rt_fp8_quantize",
+       reinterpret_cast<void *>(&_mlir_ciface_dsv3rt_fp8_quantize)},
+      {"_mlir_ciface_dsv3rt_fp8_dequantize",
+       reinterpret_cast<void *>(&_mlir_ciface_dsv3rt_fp8_dequantize)},
+      {"_mlir_ciface_dsv3rt_fp8_gemm",
+       reinterpret_cast<void *>(&_mlir_ciface_dsv3rt_fp8_gemm)},
       {nullptr, nullptr}};
   return symbols;
 }

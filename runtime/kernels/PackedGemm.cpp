@@ -11,6 +11,7 @@
 //
 //===----------------------------------------------------------------------===//
 #include "runtime/kernels/FP8.h"
+#include "runtime/kernels/Kernels.h"
 
 #include <tbb/blocked_range2d.h>
 #include <tbb/parallel_for.h>
@@ -417,3 +418,40 @@ void bf16GemmNT(const uint16_t *a, int64_t lda, const uint16_t *b, int64_t ldb,
 }
 
 } // namespace dsv3::rt
+
+extern "C" void _mlir_ciface_dsv3rt_fp8_gemm(
+    dsv3::rt::MatrixU8 *a, dsv3::rt::MatrixF32 *aScales, dsv3::rt::MatrixU8 *b,
+    dsv3::rt::MatrixF32 *bScales, int64_t transposeA, int64_t transposeB,
+    int64_t formatA, int64_t formatB, dsv3::rt::MatrixF32 *y) {
+  using namespace dsv3::rt;
+  // Logical [rows, K] views of the stored operands; the scale tile along
+  // the row dimension is 1 when there is a scale per row, else 128.
+  auto operand = [](const MatrixU8 &codes, const MatrixF32 &scales,
+                    bool transposed, int64_t format, int64_t &rows,
+                    int64_t &k) {
+    int rowDim = transposed ? 1 : 0, kDim = 1 - rowDim;
+    rows = codes.sizes[rowDim];
+    k = codes.sizes[kDim];
+    int64_t scaleRows = scales.sizes[rowDim];
+    return FP8Operand{codes.data + codes.offset,
+                      codes.strides[rowDim],
+                      codes.strides[kDim],
+                      scales.data + scales.offset,
+                      scales.strides[rowDim],
+                      scales.strides[kDim],
+                      scaleRows == rows ? 1 : kFP8Tile,
+                      static_cast<FP8Format>(format)};
+  };
+  int64_t m, n, k, kb;
+  FP8Operand opA = operand(*a, *aScales, transposeA, formatA, m, k);
+  FP8Operand opB = operand(*b, *bScales, transposeB, formatB, n, kb);
+  if (y->strides[1] == 1) {
+    fp8GemmNT(opA, opB, m, n, k, y->data + y->offset, y->strides[0], false);
+    return;
+  }
+  std::vector<float> dense(m * n);
+  fp8GemmNT(opA, opB, m, n, k, dense.data(), n, false);
+  for (int64_t i = 0; i < m; ++i)
+    for (int64_t j = 0; j < n; ++j)
+      y->data[y->offset + i * y->strides[0] + j * y->strides[1]] = dense[i * n + j];
+}

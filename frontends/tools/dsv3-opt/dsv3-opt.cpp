@@ -8,6 +8,7 @@
 #include "lowering/Pipeline/Pipelines.h"
 #include "passes/Passes.h"
 
+#include "mlir/Dialect/Bufferization/Transforms/Passes.h"
 #include "mlir/Tools/mlir-opt/MlirOptMain.h"
 #include "mlir/Transforms/Passes.h"
 
@@ -19,6 +20,8 @@ int main(int argc, char **argv) {
   dsv3::registerPipelines();
   mlir::registerCanonicalizerPass();
   mlir::registerCSEPass();
+  // For lit tests of the steps around bufferization.
+  mlir::bufferization::registerOneShotBufferizePass();
   return mlir::asMainReturnCode(
       mlir::MlirOptMain(argc, argv, "dsv3 optimizer driver\n", registry));
 }

@@ -80,6 +80,17 @@ cl::opt<bool> noUkernels("no-ukernels",
 cl::opt<unsigned> jitOptLevel("jit-opt-level",
                                cl::desc("LLVM optimisation level of the JIT (0-3)"),
                                cl::init(3), cl::cat(commonCat));
+cl::opt<bool> fp8Flag(
+    "fp8",
+    cl::desc("Run the linear layers' GEMMs in FP8 through "
+             "dsv3-fp8-tile-quantize (the DeepSeek-V3 recipe; also [fp8] "
+             "enabled = true in a .toml)"),
+    cl::cat(commonCat));
+cl::opt<std::string> fp8Options(
+    "fp8-options",
+    cl::desc("Extra dsv3-fp8-tile-quantize options, e.g. "
+             "'cache-activations=fp8 power-of-two-scales=true'"),
+    cl::value_desc("OPTS"), cl::cat(commonCat));
 cl::opt<std::string> outputPath("o", cl::desc("Output file"),
                                 cl::value_desc("FILE"), cl::cat(commonCat));
 
@@ -136,7 +147,9 @@ cl::opt<double> biasUpdateOpt(
              "balancing; 0 disables)"),
     cl::init(1e-3), cl::cat(trainCat));
 cl::opt<std::string> momentsOpt(
-    "moments", cl::desc("AdamW moment storage: fp32 or bf16 (DeepSeek-V3)"),
+    "moments",
+    cl::desc("AdamW moment storage: fp32 or bf16 (DeepSeek-V3; the "
+             "default with --fp8)"),
     cl::init("fp32"), cl::cat(trainCat));
 cl::opt<int64_t> gradAccumOpt("grad-accum",
                               cl::desc("Micro-batches per optimizer step"),
@@ -187,6 +200,26 @@ llvm::Error writeDump(llvm::StringRef name,
   return llvm::Error::success();
 }
 
+/// dsv3-fp8-tile-quantize options when FP8 is on (--fp8 or [fp8] enabled),
+/// set by each command from its model description.
+std::optional<std::string> fp8PassOptions;
+
+void configureFP8(const dsv3::ModelDescription &desc) {
+  if (!fp8Flag && !desc.fp8.enabled) {
+    fp8PassOptions.reset();
+    return;
+  }
+  const dsv3::FP8Settings &f = desc.fp8;
+  std::string o = "format=" + f.format +
+                  " activation-tile=" + std::to_string(f.activationTile) +
+                  " weight-block=" + std::to_string(f.weightBlock) +
+                  " promotion-interval=" + std::to_string(f.promotionInterval) +
+                  " cache-activations=" + f.cacheActivations;
+  if (f.powerOfTwoScales)
+    o += " power-of-two-scales=true";
+  fp8PassOptions = o + " " + fp8Options.getValue();
+}
+
 /// Runs the pipeline up to `to`, one pass manager per phase so that
 /// --dump-dir can write each phase's result.
 llvm::Error lower(ModuleOp module, dsv3::Phase to, TimingScope &timing,
@@ -220,6 +253,17 @@ llvm::Error lower(ModuleOp module, dsv3::Phase to, TimingScope &timing,
       dsv3::buildDecomposePipeline(pm);
       if (differentiate)
         pm.addPass(dsv3::createDSV3AutodiffPass());
+      if (fp8PassOptions) {
+        std::unique_ptr<Pass> fp8 = dsv3::createDSV3FP8TileQuantizePass();
+        std::string problem;
+        if (failed(fp8->initializeOptions(*fp8PassOptions, [&](const llvm::Twine &msg) {
+              problem = msg.str();
+              return failure();
+            })))
+          return llvm::createStringError("FP8 options '" + *fp8PassOptions +
+                                         "': " + problem);
+        pm.addNestedPass<func::FuncOp>(std::move(fp8));
+      }
       break;
     case dsv3::Phase::Linalg:
       dsv3::buildLinalgPipeline(pm);
@@ -272,6 +316,7 @@ int runCompile() {
   auto desc = dsv3::loadModelDescription(modelPath);
   if (!desc)
     return fail(desc.takeError());
+  configureFP8(*desc);
   bool toLLVMIR = emit == "llvm-ir";
   auto phase = toLLVMIR ? std::optional<dsv3::Phase>(dsv3::Phase::LLVM)
                         : dsv3::parsePhase(emit);
@@ -413,6 +458,7 @@ int runOnTokens(bool gradient) {
   auto desc = dsv3::loadModelDescription(modelPath);
   if (!desc)
     return fail(desc.takeError());
+  configureFP8(*desc);
   auto data = dsv3::openFixedBatch(tokensPath, desc->config.vocabSize);
   if (!data)
     return fail(data.takeError());
@@ -478,6 +524,7 @@ int runTrain() {
   auto desc = dsv3::loadModelDescription(modelPath);
   if (!desc)
     return fail(desc.takeError());
+  configureFP8(*desc);
   if (balanceAlpha < 0)
     return fail("--balance-alpha must not be negative");
   const dsv3::TrainSettings &ts = desc->train;
@@ -527,7 +574,8 @@ int runTrain() {
   c.configJson = dsv3::toHubConfigJSON(desc->config);
   if (momentsOpt != "fp32" && momentsOpt != "bf16")
     return fail("--moments must be fp32 or bf16, got '" + momentsOpt + "'");
-  c.bf16Moments = momentsOpt == "bf16";
+  c.bf16Moments = momentsOpt.getNumOccurrences() ? momentsOpt == "bf16"
+                                                 : fp8PassOptions.has_value();
 
   std::unique_ptr<dsv3::DataSource> data;
   if (!tokensPath.empty()) {

@@ -173,3 +173,60 @@ func.func @embedding_width(%ids: tensor<2x4xi64>, %t: tensor<10x8xf32>) -> tenso
   %h = dsv3.embedding %ids, %t : tensor<2x4xi64>, tensor<10x8xf32> -> tensor<2x4x7xf32>
   return %h : tensor<2x4x7xf32>
 }
+
+// -----
+
+// FP8 scales must have one entry per tile.
+func.func @fp8_quantize_scales(%x: tensor<4x256xf32>) -> tensor<4x3xf32> {
+  // expected-error @+1 {{'scales' dimension 1 is 3 but one scale per tile is 2}}
+  %q, %s = dsv3.fp8_quantize %x {tile = array<i64: 1, 128>} : (tensor<4x256xf32>) -> (tensor<4x256xf8E4M3FN>, tensor<4x3xf32>)
+  return %s : tensor<4x3xf32>
+}
+
+// -----
+
+func.func @fp8_quantize_tile(%x: tensor<4x256xf32>) -> tensor<4x256xf8E4M3FN> {
+  // expected-error @+1 {{'tile' must hold two sizes, got 1}}
+  %q, %s = dsv3.fp8_quantize %x {tile = array<i64: 128>} : (tensor<4x256xf32>) -> (tensor<4x256xf8E4M3FN>, tensor<4x2xf32>)
+  return %q : tensor<4x256xf8E4M3FN>
+}
+
+// -----
+
+func.func @fp8_dequantize_shape(%q: tensor<4x256xf8E4M3FN>, %s: tensor<4x2xf32>) -> tensor<4x128xf32> {
+  // expected-error @+1 {{'result' dimension 1 is 128 but the shape of 'codes' is 256}}
+  %x = dsv3.fp8_dequantize %q, %s {tile = array<i64: 1, 128>} : (tensor<4x256xf8E4M3FN>, tensor<4x2xf32>) -> tensor<4x128xf32>
+  return %x : tensor<4x128xf32>
+}
+
+// -----
+
+func.func @fp8_gemm_k(%a: tensor<4x256xf8E4M3FN>, %sa: tensor<4x2xf32>, %b: tensor<8x128xf8E4M3FN>, %sb: tensor<1x1xf32>) -> tensor<4x8xf32> {
+  // expected-error @+1 {{'b' dimension 1 is 128 but the K dimension of 'a' is 256}}
+  %y = dsv3.fp8_gemm %a, %sa, %b, %sb {promotion_interval = 128} : (tensor<4x256xf8E4M3FN>, tensor<4x2xf32>, tensor<8x128xf8E4M3FN>, tensor<1x1xf32>) -> tensor<4x8xf32>
+  return %y : tensor<4x8xf32>
+}
+
+// -----
+
+func.func @fp8_gemm_interval(%a: tensor<4x256xf8E4M3FN>, %sa: tensor<4x2xf32>, %b: tensor<8x256xf8E4M3FN>, %sb: tensor<1x2xf32>) -> tensor<4x8xf32> {
+  // expected-error @+1 {{promotion_interval must be 128 (the K tile of the scales and of the CPU kernel), got 64}}
+  %y = dsv3.fp8_gemm %a, %sa, %b, %sb {promotion_interval = 64} : (tensor<4x256xf8E4M3FN>, tensor<4x2xf32>, tensor<8x256xf8E4M3FN>, tensor<1x2xf32>) -> tensor<4x8xf32>
+  return %y : tensor<4x8xf32>
+}
+
+// -----
+
+func.func @fp8_gemm_row_tiles(%a: tensor<4x256xf8E4M3FN>, %sa: tensor<2x2xf32>, %b: tensor<8x256xf8E4M3FN>, %sb: tensor<1x2xf32>) -> tensor<4x8xf32> {
+  // expected-error @+1 {{'a_scales' has 2 row tiles, expected 4 (1-row tiles) or 1 (128-row tiles)}}
+  %y = dsv3.fp8_gemm %a, %sa, %b, %sb {promotion_interval = 128} : (tensor<4x256xf8E4M3FN>, tensor<2x2xf32>, tensor<8x256xf8E4M3FN>, tensor<1x2xf32>) -> tensor<4x8xf32>
+  return %y : tensor<4x8xf32>
+}
+
+// -----
+
+func.func @ukernel_results(%x: tensor<4xf32>, %o: tensor<4xf32>) -> tensor<8xf32> {
+  // expected-error @+1 {{result types must be the types of 'outs'}}
+  %r = dsv3.ukernel "k" ins(%x : tensor<4xf32>) outs(%o : tensor<4xf32>) -> tensor<8xf32>
+  return %r : tensor<8xf32>
+}

@@ -1,0 +1,116 @@
+//===- DSV3FP8Ops.td - FP8 tile quantization and block-scaled GEMM -*- tablegen -*-===//
+//
+// What `dsv3-fp8-tile-quantize` rewrites linear layers into (DeepSeek-V3
+// fine-grained FP8, SPEC section 5). Codes carry their format in the element
+// type (f8E4M3FN or f8E5M2); scales are explicit float32 tensors with one
+// entry per tile, so dumps show the tiling.
+//
+//===----------------------------------------------------------------------===//
+#ifndef DSV3_IR_DSV3FP8OPS_TD
+#define DSV3_IR_DSV3FP8OPS_TD
+
+include "ir/DSV3/DSV3Base.td"
+
+def DSV3_FP8CodeTensor : TensorRankOf<[F8E4M3FN, F8E5M2], [2]>;
+def DSV3_F32Matrix : TensorRankOf<[F32], [2]>;
+
+def DSV3_FP8QuantizeOp : DSV3_Op<"fp8_quantize"> {
+  let summary = "tile-wise FP8 quantization with online scales";
+  let description = [{
+    Splits `x [R, C]` into `tile = [tr, tc]` tiles and returns the codes
+    `[R, C]` and one scale per tile, `[ceil(R/tr), ceil(C/tc)]`, with
+    `scale = max(amax, 1e-4) / fmax` (`fmax` = 448 for E4M3, 57344 for E5M2)
+    and `code = cast(x / scale)` rounded to nearest even. With
+    `power_of_two_scales` the scale is rounded up to a power of two (UE8M0).
+    `amax` is taken over the tile's finite values; NaN and infinite inputs
+    give NaN codes (E4M3) or keep their class (E5M2).
+
+    ```mlir
+    %q, %s = dsv3.fp8_quantize %x {tile = array<i64: 1, 128>}
+             : (tensor<64x256xf32>) -> (tensor<64x256xf8E4M3FN>, tensor<64x2xf32>)
+    ```
+  }];
+  let arguments = (ins DSV3_F32Matrix:$x, DenseI64ArrayAttr:$tile,
+                       UnitAttr:$power_of_two_scales);
+  let results = (outs DSV3_FP8CodeTensor:$codes, DSV3_F32Matrix:$scales);
+  let assemblyFormat = "$x attr-dict `:` functional-type(operands, results)";
+  let hasVerifier = 1;
+}
+
+def DSV3_FP8DequantizeOp : DSV3_Op<"fp8_dequantize"> {
+  let summary = "codes times the scale of their tile";
+  let description = [{
+    The inverse of `dsv3.fp8_quantize` (up to rounding): used where the
+    recipe caches an activation in FP8 and re-quantizes it with other tiles.
+
+    ```mlir
+    %x = dsv3.fp8_dequantize %q, %s {tile = array<i64: 1, 128>}
+         : (tensor<64x256xf8E4M3FN>, tensor<64x2xf32>) -> tensor<64x256xf32>
+    ```
+  }];
+  let arguments = (ins DSV3_FP8CodeTensor:$codes, DSV3_F32Matrix:$scales,
+                       DenseI64ArrayAttr:$tile);
+  let results = (outs DSV3_F32Matrix:$result);
+  let assemblyFormat = "$codes `,` $scales attr-dict `:` functional-type(operands, results)";
+  let hasVerifier = 1;
+}
+
+def DSV3_FP8GemmOp : DSV3_Op<"fp8_gemm"> {
+  let summary = "block-scaled FP8 GEMM with FP32 promotion: y = A B^T";
+  let description = [{
+    `y[m, n] = sum_kb (sum_{k in kb} A[m,k] B[n,k]) * sA[m, kb] * sB[n, kb]`:
+    each `promotion_interval`-wide block of K is summed in FP32 and scaled
+    before it is added to the FP32 result. A is `[M, K]` (`[K, M]` with
+    `transpose_a`), B is `[N, K]` (`[K, N]` with `transpose_b`); each scale
+    tensor is laid out like its codes with one entry per tile, and its tiles
+    span `promotion_interval` along K and 1 or 128 along the other dimension.
+    Forward: `A` = activation (1x128 tiles), `B` = weight (128x128 blocks).
+    Input gradient: `A` = output gradient (1x128), `B` = the same weight
+    blocks read transposed. Weight gradient: both operands transposed, tiled
+    128x1 along tokens.
+
+    ```mlir
+    %y = dsv3.fp8_gemm %qa, %sa, %qw, %sw {promotion_interval = 128}
+         : (tensor<64x256xf8E4M3FN>, tensor<64x2xf32>, tensor<512x256xf8E4M3FN>, tensor<4x2xf32>) -> tensor<64x512xf32>
+    ```
+  }];
+  let arguments = (ins DSV3_FP8CodeTensor:$a, DSV3_F32Matrix:$a_scales,
+                       DSV3_FP8CodeTensor:$b, DSV3_F32Matrix:$b_scales,
+                       I64Attr:$promotion_interval, UnitAttr:$transpose_a,
+                       UnitAttr:$transpose_b);
+  let results = (outs DSV3_F32Matrix:$result);
+  let assemblyFormat = "$a `,` $a_scales `,` $b `,` $b_scales attr-dict `:` functional-type(operands, results)";
+  let hasVerifier = 1;
+}
+
+def DSV3_UkernelOp : Op<DSV3_Dialect, "ukernel", [AttrSizedOperandSegments,
+    DestinationStyleOpInterface,
+    DeclareOpInterfaceMethods<MemoryEffectsOpInterface>]> {
+  let summary = "call of a runtime microkernel, in destination-passing style";
+  let description = [{
+    What ops without a good loop-nest lowering become (as IREE's ukernel
+    ops): `ins` are read, `outs` are overwritten entirely. On tensors it
+    returns the new values of `outs`; one-shot bufferization turns it into
+    the memref form, which `dsv3-linalg-to-ukernel` turns into a call of
+    `_mlir_ciface_<name>` with every memref as a strided descriptor and every
+    scalar passed by value.
+
+    ```mlir
+    %q, %s = dsv3.ukernel "dsv3rt_fp8_quantize" ins(%x, %c1, %c128 : tensor<64x256xf32>, i64, i64)
+             outs(%q0, %s0 : tensor<64x256xf8E4M3FN>, tensor<64x2xf32>) -> tensor<64x256xf8E4M3FN>, tensor<64x2xf32>
+    ```
+  }];
+  let arguments = (ins StrAttr:$kernel, Variadic<AnyType>:$inputs,
+                       Variadic<AnyShaped>:$outputs);
+  let results = (outs Variadic<AnyRankedTensor>:$results);
+  let assemblyFormat = [{
+    $kernel (`ins` `(` $inputs^ `:` type($inputs) `)`)?
+    `outs` `(` $outputs `:` type($outputs) `)` attr-dict (`->` type($results)^)?
+  }];
+  let extraClassDeclaration = [{
+    ::mlir::MutableOperandRange getDpsInitsMutable() { return getOutputsMutable(); }
+  }];
+  let hasVerifier = 1;
+}
+
+#endif // DSV3_IR_DSV3FP8OPS_TD

@@ -1,0 +1,139 @@
+//===- FP8.cpp - lowering of the FP8 ops to runtime microkernels ----------===//
+//
+// Part of convert-dsv3-to-linalg. Quantization and the block-scaled GEMM are
+// runtime kernels (runtime/kernels/FP8.h, PackedGemm.cpp) with bit-exact
+// reference numerics; they become `dsv3.ukernel` ops in destination-passing
+// style, which bufferize like linalg ops and turn into calls in
+// dsv3-linalg-to-ukernel. Scalar arguments (tiles, formats, layouts) are i64.
+//
+//===----------------------------------------------------------------------===//
+#include "ir/DSV3/DSV3Dialect.h"
+#include "lowering/DSV3ToLinalg/LinalgBuilder.h"
+
+#include "mlir/Dialect/Bufferization/IR/BufferizableOpInterface.h"
+#include "mlir/Dialect/Bufferization/IR/Bufferization.h"
+#include "mlir/Dialect/Bufferization/IR/DstBufferizableOpInterfaceImpl.h"
+
+using namespace mlir;
+using namespace dsv3;
+using namespace dsv3::lowering;
+
+namespace {
+
+/// The runtime's format numbering (rt::FP8Format).
+int64_t formatCode(Type codes) {
+  return isa<Float8E4M3FNType>(cast<ShapedType>(codes).getElementType()) ? 0 : 1;
+}
+
+Value i64Const(OpBuilder &b, Location loc, int64_t v) {
+  return arith::ConstantOp::create(b, loc, b.getI64IntegerAttr(v));
+}
+
+Value emptyLike(OpBuilder &b, Location loc, Type type) {
+  auto t = cast<RankedTensorType>(type);
+  return tensor::EmptyOp::create(b, loc, t.getShape(), t.getElementType());
+}
+
+struct LowerFP8Quantize : OpRewritePattern<FP8QuantizeOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(FP8QuantizeOp op,
+                                PatternRewriter &rw) const override {
+    Location loc = op.getLoc();
+    auto tile = op.getTile();
+    SmallVector<Value> ins = {op.getX(), i64Const(rw, loc, tile[0]),
+                              i64Const(rw, loc, tile[1]),
+                              i64Const(rw, loc, formatCode(op.getCodes().getType())),
+                              i64Const(rw, loc, op.getPowerOfTwoScales())};
+    SmallVector<Value> outs = {emptyLike(rw, loc, op.getCodes().getType()),
+                               emptyLike(rw, loc, op.getScales().getType())};
+    rw.replaceOpWithNewOp<UkernelOp>(op, op->getResultTypes(),
+                                     "dsv3rt_fp8_quantize", ins, outs);
+    return success();
+  }
+};
+
+struct LowerFP8Dequantize : OpRewritePattern<FP8DequantizeOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(FP8DequantizeOp op,
+                                PatternRewriter &rw) const override {
+    Location loc = op.getLoc();
+    auto tile = op.getTile();
+    SmallVector<Value> ins = {op.getCodes(), op.getScales(),
+                              i64Const(rw, loc, tile[0]), i64Const(rw, loc, tile[1]),
+                              i64Const(rw, loc, formatCode(op.getCodes().getType()))};
+    rw.replaceOpWithNewOp<UkernelOp>(op, op->getResultTypes(),
+                                     "dsv3rt_fp8_dequantize", ins,
+                                     ValueRange{emptyLike(rw, loc, op.getType())});
+    return success();
+  }
+};
+
+struct LowerFP8Gemm : OpRewritePattern<FP8GemmOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(FP8GemmOp op,
+                                PatternRewriter &rw) const override {
+    Location loc = op.getLoc();
+    SmallVector<Value> ins = {op.getA(), op.getAScales(), op.getB(),
+                              op.getBScales(),
+                              i64Const(rw, loc, op.getTransposeA()),
+                              i64Const(rw, loc, op.getTransposeB()),
+                              i64Const(rw, loc, formatCode(op.getA().getType())),
+                              i64Const(rw, loc, formatCode(op.getB().getType()))};
+    rw.replaceOpWithNewOp<UkernelOp>(op, op->getResultTypes(), "dsv3rt_fp8_gemm",
+                                     ins, ValueRange{emptyLike(rw, loc, op.getType())});
+    return success();
+  }
+};
+
+/// One-shot bufferization of dsv3.ukernel: the same op on the operands'
+/// buffers. Kernels overwrite their outputs entirely, so outputs are not
+/// read (no copy of a destination's old contents is needed).
+struct UkernelBufferization
+    : bufferization::DstBufferizableOpInterfaceExternalModel<UkernelBufferization,
+                                                             UkernelOp> {
+  bool bufferizesToMemoryRead(Operation *op, OpOperand &operand,
+                              const bufferization::AnalysisState &) const {
+    return !cast<DestinationStyleOpInterface>(op).isDpsInit(&operand);
+  }
+
+  LogicalResult bufferize(Operation *op, RewriterBase &rw,
+                          const bufferization::BufferizationOptions &options,
+                          bufferization::BufferizationState &state) const {
+    auto u = cast<UkernelOp>(op);
+    auto bufferOf = [&](Value v) -> FailureOr<Value> {
+      if (!isa<TensorType>(v.getType()))
+        return v;
+      return bufferization::getBuffer(rw, v, options, state);
+    };
+    SmallVector<Value> ins, outs;
+    for (Value v : u.getInputs()) {
+      FailureOr<Value> buf = bufferOf(v);
+      if (failed(buf))
+        return failure();
+      ins.push_back(*buf);
+    }
+    for (Value v : u.getOutputs()) {
+      FailureOr<Value> buf = bufferOf(v);
+      if (failed(buf))
+        return failure();
+      outs.push_back(*buf);
+    }
+    rw.setInsertionPoint(op);
+    UkernelOp::create(rw, op->getLoc(), TypeRange{}, u.getKernelAttr(), ins, outs);
+    bufferization::replaceOpWithBufferizedValues(rw, op, outs);
+    return success();
+  }
+};
+
+} // namespace
+
+void dsv3::lowering::populateFP8LoweringPatterns(RewritePatternSet &patterns) {
+  patterns.add<LowerFP8Quantize, LowerFP8Dequantize, LowerFP8Gemm>(
+      patterns.getContext());
+}
+
+void dsv3::lowering::registerUkernelBufferization(DialectRegistry &registry) {
+  registry.addExtension(+[](MLIRContext *ctx, DSV3Dialect *) {
+    UkernelOp::attachInterface<UkernelBufferization>(*ctx);
+  });
+}

@@ -1,0 +1,222 @@
+//===- FP8TileQuantize.cpp - dsv3-fp8-tile-quantize -----------------------===//
+//
+// The DeepSeek-V3 FP8 recipe as a rewrite of tensor-level IR, after
+// decompose (and autodiff when training), before convert-dsv3-to-linalg:
+// every eligible linear-layer GEMM becomes explicit quantize ops and a
+// block-scaled FP8 GEMM, so dumps show tiles, scales and formats.
+//
+//===----------------------------------------------------------------------===//
+#include "passes/Passes.h"
+
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/Tensor/IR/Tensor.h"
+#include "llvm/ADT/DenseMap.h"
+#include "llvm/ADT/StringSet.h"
+
+namespace dsv3 {
+#define GEN_PASS_DEF_DSV3FP8TILEQUANTIZEPASS
+#include "passes/Passes.h.inc"
+} // namespace dsv3
+
+using namespace mlir;
+using namespace dsv3;
+
+namespace {
+
+constexpr int64_t kTile = 128;
+
+struct Quantized {
+  Value codes, scales;
+};
+
+/// Builds the rewritten IR for one function and memoizes quantizations:
+/// a weight is quantized once for fprop and dgrad, an activation once for
+/// all the layers that read it.
+class FP8Rewriter {
+public:
+  FP8Rewriter(OpBuilder &b, Type codeType, bool pow2)
+      : b(b), codeType(codeType), pow2(pow2) {}
+
+  /// [..., K] -> [M, K].
+  Value collapse(Location loc, Value x) {
+    auto type = cast<RankedTensorType>(x.getType());
+    if (type.getRank() == 2)
+      return x;
+    Value &collapsed = collapsedValues[x];
+    if (collapsed)
+      return collapsed;
+    SmallVector<ReassociationIndices> groups(2);
+    for (int64_t i = 0; i + 1 < type.getRank(); ++i)
+      groups[0].push_back(i);
+    groups[1].push_back(type.getRank() - 1);
+    collapsed = tensor::CollapseShapeOp::create(b, loc, x, groups);
+    return collapsed;
+  }
+
+  /// [M, N] -> the leading dimensions of `like` with N last.
+  Value expand(Location loc, Value y, Type resultType) {
+    auto type = cast<RankedTensorType>(resultType);
+    if (type.getRank() == 2)
+      return y;
+    SmallVector<ReassociationIndices> groups(2);
+    for (int64_t i = 0; i + 1 < type.getRank(); ++i)
+      groups[0].push_back(i);
+    groups[1].push_back(type.getRank() - 1);
+    return tensor::ExpandShapeOp::create(b, loc, type, y, groups);
+  }
+
+  Quantized quantize(Location loc, Value x2d, int64_t tileRows,
+                     int64_t tileCols) {
+    auto key = std::make_tuple(x2d.getAsOpaquePointer(), tileRows, tileCols);
+    auto it = memo.find(key);
+    if (it != memo.end())
+      return it->second;
+    auto shape = cast<RankedTensorType>(x2d.getType()).getShape();
+    auto codesType = RankedTensorType::get(shape, codeType);
+    auto scalesType = RankedTensorType::get(
+        {(shape[0] + tileRows - 1) / tileRows, (shape[1] + tileCols - 1) / tileCols},
+        b.getF32Type());
+    auto q = FP8QuantizeOp::create(b, loc, codesType, scalesType, x2d,
+                                   b.getDenseI64ArrayAttr({tileRows, tileCols}),
+                                   pow2 ? b.getUnitAttr() : UnitAttr());
+    Quantized result{q.getCodes(), q.getScales()};
+    memo[key] = result;
+    return result;
+  }
+
+  Value gemm(Location loc, Quantized a, Quantized bq, int64_t m, int64_t n,
+             bool transposeA, bool transposeB) {
+    return FP8GemmOp::create(
+        b, loc, RankedTensorType::get({m, n}, b.getF32Type()), a.codes,
+        a.scales, bq.codes, bq.scales, b.getI64IntegerAttr(kTile),
+        transposeA ? b.getUnitAttr() : UnitAttr(),
+        transposeB ? b.getUnitAttr() : UnitAttr());
+  }
+
+  OpBuilder &b;
+
+private:
+  Type codeType;
+  bool pow2;
+  std::map<std::tuple<void *, int64_t, int64_t>, Quantized> memo;
+  llvm::DenseMap<Value, Value> collapsedValues;
+};
+
+struct DSV3FP8TileQuantizePass
+    : dsv3::impl::DSV3FP8TileQuantizePassBase<DSV3FP8TileQuantizePass> {
+  using Base::Base;
+
+  LogicalResult validate() {
+    func::FuncOp f = getOperation();
+    if (format != "e4m3" && format != "e5m2")
+      return f.emitError() << "dsv3-fp8-tile-quantize: format must be e4m3 or "
+                              "e5m2, got '" << format << "'";
+    for (auto [name, value] :
+         {std::pair<StringRef, int64_t>{"activation-tile", activationTile},
+          {"weight-block", weightBlock},
+          {"promotion-interval", promotionInterval}})
+      if (value != kTile)
+        return f.emitError() << "dsv3-fp8-tile-quantize: " << name << " = "
+                             << value << " is not implemented; the CPU "
+                             << "kernels use " << kTile;
+    for (const std::string &g : gemms)
+      if (g != "fprop" && g != "dgrad" && g != "wgrad")
+        return f.emitError() << "dsv3-fp8-tile-quantize: unknown GEMM '" << g
+                             << "' in gemms (fprop, dgrad, wgrad)";
+    if (cacheActivations != "fp32" && cacheActivations != "fp8")
+      return f.emitError() << "dsv3-fp8-tile-quantize: cache-activations must "
+                              "be fp32 or fp8, got '" << cacheActivations << "'";
+    return success();
+  }
+
+  bool converts(StringRef gemm) const {
+    return gemms.empty() || llvm::is_contained(gemms, gemm.str());
+  }
+
+  /// A layer is converted when its weight is a named parameter whose name
+  /// matches none of the high-precision patterns.
+  bool eligible(StringAttr name) const {
+    if (!name)
+      return false;
+    static const char *defaults[] = {"embed_tokens", "lm_head", "shared_head",
+                                     "eh_proj", "mlp.gate.weight"};
+    if (highPrecision.empty())
+      return llvm::none_of(defaults, [&](const char *p) {
+        return name.getValue().contains(p);
+      });
+    return llvm::none_of(highPrecision, [&](const std::string &p) {
+      return name.getValue().contains(p);
+    });
+  }
+  static StringAttr paramName(Value weight) {
+    auto p = weight.getDefiningOp<ParamOp>();
+    return p ? p.getNameAttr() : StringAttr();
+  }
+
+  void runOnOperation() override {
+    if (failed(validate()))
+      return signalPassFailure();
+    func::FuncOp f = getOperation();
+    OpBuilder b(f.getContext());
+    Type codeType = format == "e4m3" ? Type(b.getType<Float8E4M3FNType>())
+                                     : Type(b.getType<Float8E5M2Type>());
+    FP8Rewriter rw(b, codeType, powerOfTwoScales);
+    bool cacheFP8 = cacheActivations == "fp8";
+
+    SmallVector<Operation *> ops;
+    f.walk([&](Operation *op) {
+      if (isa<LinearOp, LinearGradInputOp, LinearGradWeightOp>(op))
+        ops.push_back(op);
+    });
+    // Forward linears first (walk order), so that wgrad finds the FP8 copy
+    // of its activation when caching in FP8.
+    llvm::DenseMap<Value, Quantized> forwardCopies;
+    for (Operation *op : ops) {
+      b.setInsertionPoint(op);
+      Location loc = op->getLoc();
+      Value replacement;
+      if (auto l = dyn_cast<LinearOp>(op)) {
+        if (!converts("fprop") || !eligible(paramName(l.getWeight())))
+          continue;
+        Value x = rw.collapse(loc, l.getX());
+        auto w = l.getWeight().getType().getShape();
+        Quantized qx = rw.quantize(loc, x, 1, kTile);
+        forwardCopies.try_emplace(l.getX(), qx);
+        Quantized qw = rw.quantize(loc, l.getWeight(), kTile, kTile);
+        int64_t m = cast<RankedTensorType>(x.getType()).getDimSize(0);
+        replacement = rw.expand(loc, rw.gemm(loc, qx, qw, m, w[0], false, false),
+                                l.getType());
+      } else if (auto g = dyn_cast<LinearGradInputOp>(op)) {
+        if (!converts("dgrad") || !eligible(paramName(g.getWeight())))
+          continue;
+        // dx = dy W: B is the weight's blocks read transposed.
+        Value dy = rw.collapse(loc, g.getDy());
+        auto w = g.getWeight().getType().getShape();
+        Quantized qdy = rw.quantize(loc, dy, 1, kTile);
+        Quantized qw = rw.quantize(loc, g.getWeight(), kTile, kTile);
+        int64_t m = cast<RankedTensorType>(dy.getType()).getDimSize(0);
+        replacement = rw.expand(loc, rw.gemm(loc, qdy, qw, m, w[1], false, true),
+                                g.getType());
+      } else if (auto g = dyn_cast<LinearGradWeightOp>(op)) {
+        if (!converts("wgrad") || !eligible(g.getParamAttr()))
+          continue;
+        // dW = dy^T x: both operands contracted over tokens, 128x1 tiles.
+        Value dy = rw.collapse(loc, g.getDy());
+        Value x = rw.collapse(loc, g.getX());
+        auto it = forwardCopies.find(g.getX());
+        if (cacheFP8 && it != forwardCopies.end())
+          x = FP8DequantizeOp::create(b, loc, x.getType(), it->second.codes,
+                                      it->second.scales,
+                                      b.getDenseI64ArrayAttr({1, kTile}));
+        Quantized qdy = rw.quantize(loc, dy, kTile, 1);
+        Quantized qx = rw.quantize(loc, x, kTile, 1);
+        auto dw = g.getType().getShape();
+        replacement = rw.gemm(loc, qdy, qx, dw[0], dw[1], true, true);
+      }
+      op->getResult(0).replaceAllUsesWith(replacement);
+      op->erase();
+    }
+  }
+};
+
+} // namespace
