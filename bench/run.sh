@@ -33,25 +33,72 @@ steps=10
 build/bin/dsv3c train models/tiny/tiny.toml --steps "$steps" --batch 2 --seq 32 \
   --log-json "$out/train.jsonl" >/dev/null
 
-python3 - "$out/gemm.json" "$ukernel" "$loops" "$out/train.jsonl" <<'PY'
-import json, statistics, sys
+# FP8 inference: deviation of the tiny model's logits from the float32
+# reference when every eligible GEMM runs in FP8.
+build/bin/dsv3c eval models/tiny --fp8 --tokens tests/golden/tiny/reference.safetensors \
+  -o "$out/eval-fp8.safetensors" >/dev/null
+
+# FP8 training against float32 compute from the same seed (both with the
+# recipe's BF16 moments): relative loss gap and both curves in one picture.
+fp8_steps=60
+[ "${1:-}" = "--smoke" ] && fp8_steps=3
+for mode in fp32 fp8; do
+  flag=""
+  [ "$mode" = fp8 ] && flag="--fp8"
+  build/bin/dsv3c train models/tiny/tiny.toml --steps "$fp8_steps" --batch 2 --seq 64 \
+    --seed 11 --moments bf16 $flag --log-json "$out/train-$mode.jsonl" >/dev/null
+done
+fp8_gap=$(python3 bench/fp8_training.py "$out/train-fp32.jsonl" "$out/train-fp8.jsonl" \
+  bench/fp8-vs-fp32-loss.svg)
+
+python3 - "$out/gemm.json" "$ukernel" "$loops" "$out/train.jsonl" "$fp8_gap" \
+  "$out/eval-fp8.safetensors" tests/golden/tiny/reference.safetensors <<'PY'
+import array, json, math, statistics, struct, sys
 runs = json.load(open(sys.argv[1]))["benchmarks"]
 by = {}
 for r in runs:
     kind, shape = r["name"].split("/", 1)
-    by.setdefault(shape, {})[kind] = r["GFLOP/s"]
-print(f"{'GEMM C+=AB^T (M/N/K)':<24}{'ukernel GF/s':>14}{'loops GF/s':>12}{'ratio':>8}")
+    by.setdefault(shape, {})[kind] = r.get("GFLOP/s", 0) / 1e9
+print(f"{'GEMM C+=AB^T (M/N/K)':<22}{'FP32':>8}{'loops':>8}{'BF16':>8}{'FP8':>8}"
+      f"{'FP32/loops':>12}{'FP8/BF16':>10}{'FP8/FP32':>10}   (GFLOP/s)")
 rows = []
 for shape, v in by.items():
-    u, l = v.get("BM_Microkernel", 0) / 1e9, v.get("BM_GeneratedLoops", 0) / 1e9
+    u, l = v.get("BM_Microkernel", 0), v.get("BM_GeneratedLoops", 0)
+    bf, f8 = v.get("BM_BF16", 0), v.get("BM_FP8", 0)
     ratio = u / l if l else float("nan")
-    rows.append({"shape": shape, "ukernel_gflops": u, "loops_gflops": l, "ratio": ratio})
-    print(f"{shape:<24}{u:>14.1f}{l:>12.1f}{ratio:>7.1f}x")
+    rows.append({"shape": shape, "ukernel_gflops": u, "loops_gflops": l, "ratio": ratio,
+                 "bf16_gflops": bf, "fp8_gflops": f8,
+                 "fp8_over_bf16": f8 / bf if bf else None, "fp8_over_fp32": f8 / u if u else None})
+    loops = f"{l:8.1f}" if l else f"{'-':>8}"
+    lr = f"{ratio:11.1f}x" if l else f"{'-':>12}"
+    print(f"{shape:<22}{u:8.1f}{loops}{bf:8.1f}{f8:8.1f}{lr}{f8 / bf:9.2f}x{f8 / u:9.2f}x")
+
+def tensors(path):
+    raw = open(path, "rb").read()
+    n = struct.unpack("<Q", raw[:8])[0]
+    head = json.loads(raw[8:8 + n])
+    out = {}
+    for name, t in head.items():
+        if name != "__metadata__" and t["dtype"] == "F32":
+            s, e = t["data_offsets"]
+            out[name] = array.array("f", raw[8 + n + s:8 + n + e])
+    return out
+got, ref = tensors(sys.argv[6]), tensors(sys.argv[7])
+def rel(a, b):
+    return math.sqrt(sum((x - y) ** 2 for x, y in zip(a, b)) / sum(y * y for y in b))
+fp8_eval = {"logits_relative_l2": rel(got["logits"], ref["logits"]),
+            "loss": got["loss"][0], "loss_fp32_reference": ref["loss"][0]}
+print(f"\nFP8 eval of the tiny model vs the float32 HF reference: logits relative L2 "
+      f"{fp8_eval['logits_relative_l2']:.3f}, loss {fp8_eval['loss']:.4f} vs {fp8_eval['loss_fp32_reference']:.4f}")
+gap = json.loads(sys.argv[5])
+print(f"FP8 vs float32 training ({gap['steps']} steps, same seed): mean |relative loss gap| "
+      f"{gap['mean_abs_relative_gap']:.3%}, last quarter {gap['last_quarter_relative_gap']:+.3%} "
+      f"(paper's bar: < 0.25%); curves in bench/fp8-vs-fp32-loss.svg")
 uk, lo = float(sys.argv[2]), float(sys.argv[3])
 print(f"\ntiny forward (2x32 tokens, execute only): ukernel {uk*1e3:.2f} ms, loops {lo*1e3:.2f} ms, ratio {lo/uk:.1f}x")
 tps = statistics.median(json.loads(l)["tokens_per_s"] for l in open(sys.argv[4]))
 print(f"tiny training step (2x32 tokens, forward+backward+AdamW): {tps:.0f} tokens/s (median)")
 json.dump({"gemm": rows, "tiny_forward_s": {"ukernel": uk, "loops": lo},
-           "tiny_train_tokens_per_s": tps},
+           "tiny_train_tokens_per_s": tps, "fp8_eval": fp8_eval, "fp8_training": gap},
           open("bench/results.json", "w"), indent=1)
 PY

@@ -11,7 +11,16 @@
 #include "mlir/Target/LLVMIR/Dialect/LLVMIR/LLVMToLLVMIRTranslation.h"
 #include "llvm/ExecutionEngine/Orc/JITTargetMachineBuilder.h"
 #include "llvm/ExecutionEngine/Orc/Mangling.h"
+#include "llvm/ExecutionEngine/Orc/ExecutionUtils.h"
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/MemoryBuffer.h"
+#include "llvm/Support/Path.h"
+#include "llvm/Support/SHA256.h"
 #include "llvm/Support/TargetSelect.h"
+#include "llvm/TargetParser/Host.h"
+#include "llvm/Config/llvm-config.h"
+
+#include <unistd.h>
 
 using namespace mlir;
 
@@ -44,8 +53,67 @@ llvm::Expected<ParamLayout> readParamLayout(ModuleOp module) {
   return layout;
 }
 
-llvm::Expected<std::unique_ptr<JitModule>> JitModule::compile(ModuleOp module,
-                                                              unsigned optLevel) {
+namespace {
+
+/// The runtime symbols JIT code calls: microkernels and MLIR's memrefCopy.
+llvm::orc::SymbolMap runtimeSymbols(llvm::orc::MangleAndInterner &interner) {
+  llvm::orc::SymbolMap map;
+  for (const rt::KernelSymbol *s = rt::kernelSymbols(); s->name; ++s)
+    map[interner(s->name)] = {llvm::orc::ExecutorAddr::fromPtr(s->address),
+                              llvm::JITSymbolFlags::Exported};
+  // Copies between differently laid-out buffers lower to this MLIR
+  // runtime helper.
+  map[interner("memrefCopy")] = {llvm::orc::ExecutorAddr::fromPtr(&memrefCopy),
+                                 llvm::JITSymbolFlags::Exported};
+  return map;
+}
+
+} // namespace
+
+llvm::Expected<std::unique_ptr<JitModule>>
+JitModule::load(llvm::StringRef objectPath, ParamLayout layout,
+                std::vector<EntryPoint> entries) {
+  static bool targetsReady = [] {
+    llvm::InitializeNativeTarget();
+    llvm::InitializeNativeTargetAsmPrinter();
+    return true;
+  }();
+  (void)targetsReady;
+  auto buffer = llvm::MemoryBuffer::getFile(objectPath);
+  if (!buffer)
+    return llvm::createStringError(objectPath.str() + ": " +
+                                   buffer.getError().message());
+  auto lljit = llvm::orc::LLJITBuilder().create();
+  if (!lljit)
+    return lljit.takeError();
+  llvm::orc::JITDylib &lib = (*lljit)->getMainJITDylib();
+  auto process = llvm::orc::DynamicLibrarySearchGenerator::GetForCurrentProcess(
+      (*lljit)->getDataLayout().getGlobalPrefix());
+  if (!process)
+    return process.takeError();
+  lib.addGenerator(std::move(*process));
+  llvm::orc::MangleAndInterner interner(lib.getExecutionSession(),
+                                        (*lljit)->getDataLayout());
+  if (llvm::Error e = lib.define(llvm::orc::absoluteSymbols(runtimeSymbols(interner))))
+    return std::move(e);
+  if (llvm::Error e = (*lljit)->addObjectFile(std::move(*buffer)))
+    return std::move(e);
+  auto jit = std::unique_ptr<JitModule>(new JitModule());
+  jit->layout_ = std::move(layout);
+  jit->entries_ = std::move(entries);
+  for (EntryPoint &e : jit->entries_) {
+    // ExecutionEngine names the packed wrapper of f `_mlir_f`.
+    auto sym = (*lljit)->lookup("_mlir__mlir_ciface_" + e.name);
+    if (!sym)
+      return sym.takeError();
+    e.packed = sym->toPtr<void (*)(void **)>();
+  }
+  jit->linked_ = std::move(*lljit);
+  return jit;
+}
+
+llvm::Expected<std::unique_ptr<JitModule>>
+JitModule::compile(ModuleOp module, unsigned optLevel, llvm::StringRef objectPath) {
   static bool targetsReady = [] {
     llvm::InitializeNativeTarget();
     llvm::InitializeNativeTargetAsmPrinter();
@@ -91,21 +159,13 @@ llvm::Expected<std::unique_ptr<JitModule>> JitModule::compile(ModuleOp module,
   ExecutionEngineOptions options;
   options.transformer = optimize;
   options.jitCodeGenOptLevel = codeGenLevel;
+  options.enableObjectDump = !objectPath.empty();
   auto engine = ExecutionEngine::create(module, options, std::move(*tm));
   if (!engine)
     return engine.takeError();
   jit->engine_ = std::move(*engine);
-  jit->engine_->registerSymbols([](llvm::orc::MangleAndInterner interner) {
-    llvm::orc::SymbolMap map;
-    for (const rt::KernelSymbol *s = rt::kernelSymbols(); s->name; ++s)
-      map[interner(s->name)] = {llvm::orc::ExecutorAddr::fromPtr(s->address),
-                                llvm::JITSymbolFlags::Exported};
-    // Copies between differently laid-out buffers lower to this MLIR
-    // runtime helper.
-    map[interner("memrefCopy")] = {llvm::orc::ExecutorAddr::fromPtr(&memrefCopy),
-                                   llvm::JITSymbolFlags::Exported};
-    return map;
-  });
+  jit->engine_->registerSymbols(
+      [](llvm::orc::MangleAndInterner interner) { return runtimeSymbols(interner); });
   // Materialise now, so that compile time is not charged to the first call.
   for (EntryPoint &e : jit->entries_) {
     auto fn = jit->engine_->lookupPacked("_mlir_ciface_" + e.name);
@@ -113,7 +173,140 @@ llvm::Expected<std::unique_ptr<JitModule>> JitModule::compile(ModuleOp module,
       return fn.takeError();
     e.packed = *fn;
   }
+  if (!objectPath.empty()) {
+    // Written under a temporary name and renamed: a reader never sees half.
+    std::string tmp = objectPath.str() + ".tmp" + std::to_string(::getpid());
+    // A cache that cannot be written only costs the next run a compile.
+    jit->engine_->dumpToObjectFile(tmp);
+    if (llvm::sys::fs::rename(tmp, objectPath))
+      llvm::sys::fs::remove(tmp);
+  }
   return jit;
+}
+
+//===----------------------------------------------------------------------===//
+// CompileCache
+//===----------------------------------------------------------------------===//
+
+std::string CompileCache::defaultDirectory() {
+  if (const char *dir = std::getenv("DSV3C_CACHE_DIR"))
+    return dir;
+  llvm::SmallString<256> path;
+  if (const char *xdg = std::getenv("XDG_CACHE_HOME"); xdg && *xdg)
+    path = xdg;
+  else if (!llvm::sys::path::home_directory(path))
+    return "";
+  else
+    llvm::sys::path::append(path, ".cache");
+  llvm::sys::path::append(path, "dsv3c");
+  return std::string(path);
+}
+
+std::string CompileCache::key(llvm::StringRef ir, llvm::StringRef options) const {
+  llvm::SHA256 hash;
+  hash.update(ir);
+  hash.update(options);
+  // This compiler's own build (its code generation and kernels: the
+  // executable's size and time stamp change with every rebuild), the LLVM it
+  // links, and the CPU the code is tuned for.
+  static int anchor;
+  std::string exe = llvm::sys::fs::getMainExecutable(nullptr, &anchor);
+  llvm::sys::fs::file_status status;
+  if (!llvm::sys::fs::status(exe, status))
+    hash.update(exe + " " + std::to_string(status.getSize()) + " " +
+                std::to_string(status.getLastModificationTime().time_since_epoch().count()));
+  hash.update(LLVM_VERSION_STRING);
+  hash.update(llvm::sys::getHostCPUName());
+  for (auto &feature : llvm::sys::getHostCPUFeatures())
+    if (feature.second)
+      hash.update(feature.first());
+  return llvm::toHex(hash.final(), /*LowerCase=*/true);
+}
+
+std::string CompileCache::objectPath(llvm::StringRef key) const {
+  llvm::SmallString<256> path(dir_);
+  llvm::sys::path::append(path, key + ".o");
+  return std::string(path);
+}
+
+std::unique_ptr<JitModule> CompileCache::lookup(llvm::StringRef key,
+                                                llvm::json::Value &extra) const {
+  llvm::SmallString<256> manifest(dir_);
+  llvm::sys::path::append(manifest, key + ".json");
+  auto text = llvm::MemoryBuffer::getFile(manifest);
+  if (!text)
+    return nullptr;
+  auto json = llvm::json::parse((*text)->getBuffer());
+  if (!json) {
+    llvm::consumeError(json.takeError());
+    return nullptr;
+  }
+  const llvm::json::Object *root = json->getAsObject();
+  const llvm::json::Array *slots = root ? root->getArray("params") : nullptr;
+  const llvm::json::Array *entries = root ? root->getArray("entries") : nullptr;
+  if (!slots || !entries || !root->getInteger("param_count"))
+    return nullptr;
+  ParamLayout layout;
+  layout.totalElements = *root->getInteger("param_count");
+  for (const llvm::json::Value &v : *slots) {
+    const llvm::json::Object *o = v.getAsObject();
+    if (!o || !o->getString("name") || !o->getInteger("offset") || !o->getArray("shape"))
+      return nullptr;
+    ParamSlot slot;
+    slot.name = o->getString("name")->str();
+    slot.offset = *o->getInteger("offset");
+    for (const llvm::json::Value &d : *o->getArray("shape"))
+      slot.shape.push_back(d.getAsInteger().value_or(0));
+    layout.slots.push_back(std::move(slot));
+  }
+  std::vector<EntryPoint> points;
+  for (const llvm::json::Value &v : *entries) {
+    const llvm::json::Object *o = v.getAsObject();
+    if (!o || !o->getString("name") || !o->getArray("outputs"))
+      return nullptr;
+    EntryPoint e;
+    e.name = o->getString("name")->str();
+    for (const llvm::json::Value &name : *o->getArray("outputs"))
+      e.outputs.push_back(name.getAsString().value_or("").str());
+    points.push_back(std::move(e));
+  }
+  auto jit = JitModule::load(objectPath(key), std::move(layout), std::move(points));
+  if (!jit) {
+    llvm::consumeError(jit.takeError());
+    return nullptr;
+  }
+  if (const llvm::json::Value *e = root->get("extra"))
+    extra = *e;
+  return std::move(*jit);
+}
+
+llvm::Error CompileCache::store(llvm::StringRef key, const JitModule &jit,
+                                llvm::json::Value extra) const {
+  llvm::json::Array slots, entries;
+  for (const ParamSlot &s : jit.layout().slots)
+    slots.push_back(llvm::json::Object{{"name", s.name},
+                                       {"offset", s.offset},
+                                       {"shape", llvm::json::Array(s.shape)}});
+  for (const EntryPoint &e : jit.entries())
+    entries.push_back(llvm::json::Object{
+        {"name", e.name}, {"outputs", llvm::json::Array(e.outputs)}});
+  llvm::json::Object root{{"param_count", jit.layout().totalElements},
+                          {"params", std::move(slots)},
+                          {"entries", std::move(entries)},
+                          {"extra", std::move(extra)}};
+  llvm::SmallString<256> manifest(dir_);
+  llvm::sys::path::append(manifest, key + ".json");
+  std::string tmp = std::string(manifest) + ".tmp" + std::to_string(::getpid());
+  {
+    std::error_code ec;
+    llvm::raw_fd_ostream os(tmp, ec);
+    if (ec)
+      return llvm::createStringError(tmp + ": " + ec.message());
+    os << llvm::json::Value(std::move(root));
+  }
+  if (std::error_code ec = llvm::sys::fs::rename(tmp, manifest))
+    return llvm::createStringError(std::string(manifest) + ": " + ec.message());
+  return llvm::Error::success();
 }
 
 OutputBuffers::OutputBuffers(const EntryPoint &entry,

@@ -91,6 +91,14 @@ cl::opt<std::string> fp8Options(
     cl::desc("Extra dsv3-fp8-tile-quantize options, e.g. "
              "'cache-activations=fp8 power-of-two-scales=true'"),
     cl::value_desc("OPTS"), cl::cat(commonCat));
+cl::opt<std::string> cacheDir(
+    "cache-dir",
+    cl::desc("Compile cache directory (default: $DSV3C_CACHE_DIR, else "
+             "$XDG_CACHE_HOME/dsv3c or ~/.cache/dsv3c)"),
+    cl::value_desc("DIR"), cl::cat(commonCat));
+cl::opt<bool> noCache("no-cache",
+                      cl::desc("Neither read nor write the compile cache"),
+                      cl::cat(commonCat));
 cl::opt<std::string> outputPath("o", cl::desc("Output file"),
                                 cl::value_desc("FILE"), cl::cat(commonCat));
 
@@ -403,10 +411,53 @@ compileModel(Session &s, const dsv3::ModelDescription &desc, int64_t batch,
     if (llvm::Error e = dsv3::checkParameterMemory(total))
       return llvm::createStringError(modelPath + ": " + llvm::toString(std::move(e)));
   }
-  if (llvm::Error e = lower(**module, dsv3::Phase::Linalg, *s.timing, gradient))
-    return std::move(e);
   CompiledModel c;
   c.entry = gradient ? "forward_grad" : "forward";
+  auto loadWeights = [&](const dsv3::ParamLayout &layout) -> llvm::Error {
+    TimingScope t = s.timing->nest("load-weights");
+    if (store)
+      return dsv3::loadParameters(*store, layout, c.params);
+    if (llvm::Error e = dsv3::initializeParameters(
+            layout, *desc.initSeed, desc.config.initializerRange, c.params))
+      return llvm::createStringError(modelPath + ": " + llvm::toString(std::move(e)));
+    return llvm::Error::success();
+  };
+
+  // The compile cache is keyed by the imported IR and everything else that
+  // shapes the generated code; a hit skips lowering and LLVM entirely.
+  std::optional<dsv3::CompileCache> cache;
+  std::string cacheKey;
+  if (!noCache) {
+    std::string dir = cacheDir.empty() ? dsv3::CompileCache::defaultDirectory()
+                                       : cacheDir.getValue();
+    if (!dir.empty() && !llvm::sys::fs::create_directories(dir)) {
+      cache.emplace(dir);
+      std::string ir;
+      llvm::raw_string_ostream os(ir);
+      (*module)->print(os);
+      std::string options = std::string("gradient=") + (gradient ? "1" : "0") +
+                            " ukernels=" + (noUkernels ? "0" : "1") +
+                            " fp8=" + fp8PassOptions.value_or("off") +
+                            " O" + std::to_string(jitOptLevel);
+      cacheKey = cache->key(ir, options);
+      TimingScope t = s.timing->nest("compile-cache-lookup");
+      llvm::json::Value extra = nullptr;
+      if (std::unique_ptr<dsv3::JitModule> hit = cache->lookup(cacheKey, extra)) {
+        for (const llvm::json::Value &shape : *extra.getAsArray()) {
+          c.outShapes.emplace_back();
+          for (const llvm::json::Value &d : *shape.getAsArray())
+            c.outShapes.back().push_back(*d.getAsInteger());
+        }
+        c.jit = std::move(hit);
+        if (llvm::Error e = loadWeights(c.jit->layout()))
+          return std::move(e);
+        return c;
+      }
+    }
+  }
+
+  if (llvm::Error e = lower(**module, dsv3::Phase::Linalg, *s.timing, gradient))
+    return std::move(e);
   // Output shapes come from the entry point before it is bufferized.
   auto entryFn = (*module)->lookupSymbol<func::FuncOp>(c.entry);
   for (Type t : entryFn.getFunctionType().getResults()) {
@@ -422,25 +473,26 @@ compileModel(Session &s, const dsv3::ModelDescription &desc, int64_t batch,
         }))
       return std::move(e);
   {
-    TimingScope t = s.timing->nest("load-weights");
     auto layout = dsv3::readParamLayout(**module);
     if (!layout)
       return layout.takeError();
-    if (store) {
-      if (llvm::Error e = dsv3::loadParameters(*store, *layout, c.params))
-        return std::move(e);
-    } else {
-      if (llvm::Error e = dsv3::initializeParameters(
-              *layout, *desc.initSeed, desc.config.initializerRange, c.params))
-        return llvm::createStringError(modelPath + ": " +
-                                       llvm::toString(std::move(e)));
-    }
+    if (llvm::Error e = loadWeights(*layout))
+      return std::move(e);
   }
   TimingScope t = s.timing->nest("jit-compile");
-  auto jit = dsv3::JitModule::compile(**module, jitOptLevel);
+  auto jit = dsv3::JitModule::compile(**module, jitOptLevel,
+                                      cache ? cache->objectPath(cacheKey) : "");
   if (!jit)
     return jit.takeError();
   c.jit = std::move(*jit);
+  if (cache) {
+    llvm::json::Array shapes;
+    for (const auto &shape : c.outShapes)
+      shapes.push_back(llvm::json::Array(shape));
+    if (llvm::Error e = cache->store(cacheKey, *c.jit, std::move(shapes)))
+      llvm::WithColor::warning(llvm::errs(), "dsv3c")
+          << "compile cache not written: " << llvm::toString(std::move(e)) << "\n";
+  }
   return c;
 }
 
