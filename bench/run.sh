@@ -33,6 +33,18 @@ steps=10
 build/bin/dsv3c train models/tiny/tiny.toml --steps "$steps" --batch 2 --seq 32 \
   --log-json "$out/train.jsonl" >/dev/null
 
+# Compile cache: a cold eval (empty cache) against a warm one, wall time.
+cache_dir="$out/compile-cache"
+time_eval() {
+  python3 -c 'import subprocess, sys, time
+t = time.perf_counter(); subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL)
+print(time.perf_counter() - t)' build/bin/dsv3c eval models/tiny \
+    --tokens tests/golden/tiny/reference.safetensors -o "$out/eval-cache.safetensors" \
+    --cache-dir "$cache_dir"
+}
+rm -rf "$cache_dir"
+cold=$(time_eval); warm=$(time_eval)
+
 # FP8 inference: deviation of the tiny model's logits from the float32
 # reference when every eligible GEMM runs in FP8.
 build/bin/dsv3c eval models/tiny --fp8 --tokens tests/golden/tiny/reference.safetensors \
@@ -52,7 +64,7 @@ fp8_gap=$(python3 bench/fp8_training.py "$out/train-fp32.jsonl" "$out/train-fp8.
   bench/fp8-vs-fp32-loss.svg)
 
 python3 - "$out/gemm.json" "$ukernel" "$loops" "$out/train.jsonl" "$fp8_gap" \
-  "$out/eval-fp8.safetensors" tests/golden/tiny/reference.safetensors <<'PY'
+  "$out/eval-fp8.safetensors" tests/golden/tiny/reference.safetensors "$cold" "$warm" <<'PY'
 import array, json, math, statistics, struct, sys
 runs = json.load(open(sys.argv[1]))["benchmarks"]
 by = {}
@@ -90,6 +102,8 @@ fp8_eval = {"logits_relative_l2": rel(got["logits"], ref["logits"]),
             "loss": got["loss"][0], "loss_fp32_reference": ref["loss"][0]}
 print(f"\nFP8 eval of the tiny model vs the float32 HF reference: logits relative L2 "
       f"{fp8_eval['logits_relative_l2']:.3f}, loss {fp8_eval['loss']:.4f} vs {fp8_eval['loss_fp32_reference']:.4f}")
+cold, warm = float(sys.argv[8]), float(sys.argv[9])
+print(f"dsv3c eval of the tiny model, wall time: cold (empty compile cache) {cold:.2f} s, warm {warm:.2f} s")
 gap = json.loads(sys.argv[5])
 print(f"FP8 vs float32 training ({gap['steps']} steps, same seed): mean |relative loss gap| "
       f"{gap['mean_abs_relative_gap']:.3%}, last quarter {gap['last_quarter_relative_gap']:+.3%} "
@@ -99,6 +113,7 @@ print(f"\ntiny forward (2x32 tokens, execute only): ukernel {uk*1e3:.2f} ms, loo
 tps = statistics.median(json.loads(l)["tokens_per_s"] for l in open(sys.argv[4]))
 print(f"tiny training step (2x32 tokens, forward+backward+AdamW): {tps:.0f} tokens/s (median)")
 json.dump({"gemm": rows, "tiny_forward_s": {"ukernel": uk, "loops": lo},
-           "tiny_train_tokens_per_s": tps, "fp8_eval": fp8_eval, "fp8_training": gap},
+           "tiny_train_tokens_per_s": tps, "fp8_eval": fp8_eval, "fp8_training": gap,
+           "tiny_eval_wall_s": {"cold": cold, "warm": warm}},
           open("bench/results.json", "w"), indent=1)
 PY

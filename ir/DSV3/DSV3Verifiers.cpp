@@ -483,14 +483,14 @@ LogicalResult FP8GemmOp::verify() {
   auto a = getA().getType().getShape(), b = getB().getType().getShape();
   bool ta = getTransposeA(), tb = getTransposeB();
   int64_t m = a[ta ? 1 : 0], k = a[ta ? 0 : 1];
-  int64_t n = b[tb ? 1 : 0], kb = b[tb ? 0 : 1];
+  int64_t n = b[tb ? 1 : 0];
   if (failed(c.dim("b", b, tb ? 0 : 1, k, "the K dimension of 'a'")))
     return failure();
   // Scales: one per tile of `interval` along K and of 1 or 128 rows.
   auto checkScales = [&](Value scales, StringRef name, int64_t rows,
                          bool transposed) -> LogicalResult {
     auto s = cast<RankedTensorType>(scales.getType()).getShape();
-    int64_t sk = s[transposed ? 0 : 1], sr = s[transposed ? 1 : 0];
+    int64_t sr = s[transposed ? 1 : 0];
     if (failed(c.dim(name, s, transposed ? 0 : 1, ceilDiv(k, interval),
                      "the number of K tiles")))
       return failure();
@@ -500,12 +500,10 @@ LogicalResult FP8GemmOp::verify() {
     return emitOpError() << "'" << name << "' has " << sr
                          << " row tiles, expected " << rows << " (1-row tiles) or "
                          << ceilDiv(rows, 128) << " (128-row tiles)";
-    (void)sk;
   };
   if (failed(checkScales(getAScales(), "a_scales", m, ta)) ||
       failed(checkScales(getBScales(), "b_scales", n, tb)))
     return failure();
-  (void)kb;
   return c.shape(getResult(), "result", {m, n}, "[M, N] of the operands");
 }
 

@@ -11,6 +11,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <regex>
 #include <sstream>
 
 using namespace dsv3::test;
@@ -64,6 +65,18 @@ TEST(CompileCache, SecondRunLinksTheCachedObject) {
   ASSERT_EQ(damaged.exitCode, 0) << damaged.output;
   EXPECT_NE(damaged.output.find("jit-compile"), std::string::npos);
   EXPECT_EQ(slurp(dir + "/cold.safetensors"), slurp(dir + "/damaged.safetensors"));
+
+  // A manifest whose output shapes are not shapes is a miss too.
+  for (auto &e : std::filesystem::directory_iterator(cache))
+    if (e.path().extension() == ".json") {
+      std::string text = slurp(e.path().string());
+      std::ofstream(e.path(), std::ios::trunc)
+          << std::regex_replace(text, std::regex("\"extra\":\\[.*?\\]\\]"), "\"extra\":7");
+    }
+  RunResult badManifest = eval("manifest.safetensors", "");
+  ASSERT_EQ(badManifest.exitCode, 0) << badManifest.output;
+  EXPECT_NE(badManifest.output.find("jit-compile"), std::string::npos);
+  EXPECT_EQ(slurp(dir + "/cold.safetensors"), slurp(dir + "/manifest.safetensors"));
 
   // --no-cache neither reads nor writes.
   std::string other = dir + "/other";

@@ -442,12 +442,24 @@ compileModel(Session &s, const dsv3::ModelDescription &desc, int64_t batch,
       cacheKey = cache->key(ir, options);
       TimingScope t = s.timing->nest("compile-cache-lookup");
       llvm::json::Value extra = nullptr;
-      if (std::unique_ptr<dsv3::JitModule> hit = cache->lookup(cacheKey, extra)) {
+      std::unique_ptr<dsv3::JitModule> hit = cache->lookup(cacheKey, extra);
+      // The manifest's output shapes; anything malformed is a miss.
+      std::vector<std::vector<int64_t>> shapes;
+      bool wellFormed = extra.getAsArray() != nullptr;
+      if (wellFormed)
         for (const llvm::json::Value &shape : *extra.getAsArray()) {
-          c.outShapes.emplace_back();
-          for (const llvm::json::Value &d : *shape.getAsArray())
-            c.outShapes.back().push_back(*d.getAsInteger());
+          const llvm::json::Array *dims = shape.getAsArray();
+          wellFormed &= dims != nullptr;
+          if (!wellFormed)
+            break;
+          shapes.emplace_back();
+          for (const llvm::json::Value &d : *dims) {
+            wellFormed &= d.getAsInteger().has_value();
+            shapes.back().push_back(d.getAsInteger().value_or(0));
+          }
         }
+      if (hit && wellFormed) {
+        c.outShapes = std::move(shapes);
         c.jit = std::move(hit);
         if (llvm::Error e = loadWeights(c.jit->layout()))
           return std::move(e);
