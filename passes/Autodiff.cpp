@@ -194,21 +194,44 @@ LogicalResult ReverseSweep::differentiate(Operation *op) {
                        router ? router.getNameAttr() : StringAttr()));
         return success();
       })
-      .Case([&](MoEExpertsOp e) {
-        Value g = grad(e);
-        auto in = MoEExpertsGradInputOp::create(
-            b, loc, e.getX().getType(), e.getWeights().getType(), e.getX(),
-            e.getWeights(), e.getExpertIds(), e.getGate(), e.getUp(),
-            e.getDown(), g);
-        auto w = MoEExpertsGradWeightOp::create(
-            b, loc, e.getGate().getType(), e.getUp().getType(),
-            e.getDown().getType(), e.getX(), e.getWeights(), e.getExpertIds(),
-            e.getGate(), e.getUp(), e.getDown(), g);
-        accumulate(e.getX(), in.getDx());
-        accumulate(e.getWeights(), in.getDweights());
-        accumulate(e.getGate(), w.getDgate());
-        accumulate(e.getUp(), w.getDup());
-        accumulate(e.getDown(), w.getDdown());
+      .Case([&](MoEDispatchOp d) {
+        // The adjoint of a gather into rows is an unweighted combine.
+        Value drows = grad(d.getRows());
+        if (!drows)
+          return success();
+        auto idsType = d.getRowOfSlot().getType();
+        Value ones = arith::ConstantOp::create(
+            b, loc,
+            DenseElementsAttr::get(
+                RankedTensorType::get(idsType.getShape(), b.getF32Type()), 1.0f));
+        accumulate(d.getX(), MoECombineOp::create(b, loc, d.getX().getType(), drows,
+                                                  ones, d.getRowOfSlot()));
+        return success();
+      })
+      .Case([&](GroupedLinearOp l) {
+        Value g = grad(l);
+        accumulate(l.getX(), GroupedLinearGradInputOp::create(
+                                 b, loc, l.getX().getType(), g, l.getWeight(),
+                                 l.getOffsets()));
+        auto param = l.getWeight().getDefiningOp<ParamOp>();
+        accumulate(l.getWeight(),
+                   GroupedLinearGradWeightOp::create(
+                       b, loc, l.getWeight().getType(), g, l.getX(), l.getOffsets(),
+                       b.getI64IntegerAttr(l.getWeight().getType().getDimSize(0)),
+                       param ? param.getNameAttr() : StringAttr()));
+        return success();
+      })
+      .Case([&](MoECombineOp c) -> LogicalResult {
+        auto dispatch = c.getRowOfSlot().getDefiningOp<MoEDispatchOp>();
+        if (!dispatch)
+          return c.emitOpError()
+                 << "can be differentiated only when its rows come from a "
+                    "dsv3.moe_dispatch";
+        auto g = MoECombineGradOp::create(
+            b, loc, c.getRows().getType(), c.getWeights().getType(), c.getRows(),
+            c.getWeights(), c.getRowOfSlot(), dispatch.getSlotOfRow(), grad(c));
+        accumulate(c.getRows(), g.getDrows());
+        accumulate(c.getWeights(), g.getDweights());
         return success();
       })
       .Case([&](CrossEntropyOp c) {

@@ -151,6 +151,34 @@ struct DecomposeMLP : OpRewritePattern<MLPOp> {
   }
 };
 
+/// Routed experts as grouped GEMMs: dispatch the (token, slot) pairs into
+/// per-expert row groups, run each expert's SwiGLU MLP on its group, combine
+/// with the gate weights.
+Value routedExperts(OpBuilder &b, Location loc, Value tokens, Value weights,
+                    Value ids, Value gate, Value up, Value down) {
+  auto idsType = cast<RankedTensorType>(ids.getType());
+  auto gateShape = cast<RankedTensorType>(gate.getType()).getShape();
+  int64_t n = idsType.getDimSize(0), k = idsType.getDimSize(1),
+          experts = gateShape[0], inner = gateShape[1],
+          hidden = gateShape[2];
+  MLIRContext *ctx = b.getContext();
+  auto i64 = [&](ArrayRef<int64_t> shape) {
+    return RankedTensorType::get(shape, b.getI64Type());
+  };
+  auto dispatch = MoEDispatchOp::create(
+      b, loc, f32Tensor({n * k, hidden}, ctx), i64({n, k}), i64({n * k}),
+      i64({experts + 1}), tokens, ids, b.getI64IntegerAttr(experts));
+  Value offsets = dispatch.getOffsets();
+  auto innerType = f32Tensor({n * k, inner}, ctx);
+  Value g = GroupedLinearOp::create(b, loc, innerType, dispatch.getRows(), gate, offsets);
+  Value u = GroupedLinearOp::create(b, loc, innerType, dispatch.getRows(), up, offsets);
+  Value act = SwiGLUOp::create(b, loc, innerType, g, u);
+  Value out = GroupedLinearOp::create(b, loc, f32Tensor({n * k, hidden}, ctx),
+                                      act, down, offsets);
+  return MoECombineOp::create(b, loc, tokens.getType(), out, weights,
+                              dispatch.getRowOfSlot());
+}
+
 /// dsv3.moe -> router + routed experts on flattened tokens, plus shared MLP.
 struct DecomposeMoE : OpRewritePattern<MoEOp> {
   using OpRewritePattern::OpRewritePattern;
@@ -165,10 +193,9 @@ struct DecomposeMoE : OpRewritePattern<MoEOp> {
         op.getExpertIds().getType(), tokens, op.getRouter(), op.getBias(),
         op.getTopKAttr(), op.getNGroupAttr(), op.getTopkGroupAttr(),
         op.getNormTopkProbAttr(), op.getRoutedScalingFactorAttr());
-    Value y = MoEExpertsOp::create(rw, loc, tokens.getType(), tokens,
-                                   router.getWeights(), router.getExpertIds(),
-                                   op.getExpertGate(), op.getExpertUp(),
-                                   op.getExpertDown());
+    Value y = routedExperts(rw, loc, tokens, router.getWeights(),
+                            router.getExpertIds(), op.getExpertGate(),
+                            op.getExpertUp(), op.getExpertDown());
     if (op.getSharedGate())
       y = arith::AddFOp::create(rw, loc, y,
                                 swigluMLP(rw, loc, tokens, op.getSharedGate(),

@@ -14,8 +14,9 @@ def DSV3DecomposePass : Pass<"dsv3-decompose"> {
   let description = [{
     Rewrites `dsv3.mla_attention`, `dsv3.mlp`, `dsv3.moe` and
     `dsv3.mtp_input` into `dsv3.linear`, `dsv3.rms_norm`, `dsv3.rope`,
-    `dsv3.mla_core`, `dsv3.swiglu`, `dsv3.moe_router`, `dsv3.moe_experts` and
-    tensor reshapes/slices. After this pass the IR is what
+    `dsv3.mla_core`, `dsv3.swiglu`, `dsv3.moe_router`, and the routed
+    experts as `dsv3.moe_dispatch`, `dsv3.grouped_linear` and
+    `dsv3.moe_combine`, plus tensor reshapes/slices. After this pass the IR is what
     `dsv3c compile --emit=tensor` prints.
   }];
   let dependentDialects = ["::mlir::tensor::TensorDialect",

@@ -20,7 +20,7 @@ def DSV3_Dialect : Dialect {
     `dsv3.moe`, `dsv3.mlp`, `dsv3.mtp_input`) state the architecture with its
     hyper-parameters as attributes; `dsv3-decompose` rewrites them into the
     tensor-level ops (`dsv3.linear`, `dsv3.rope`, `dsv3.mla_core`,
-    `dsv3.moe_router`, `dsv3.moe_experts`, ...) that `convert-dsv3-to-linalg`
+    `dsv3.moe_router`, `dsv3.moe_dispatch`, `dsv3.grouped_linear`, ...) that `convert-dsv3-to-linalg`
     lowers to upstream dialects. Weights enter the IR through `dsv3.param`,
     named with the Hugging Face hub tensor names.
   }];

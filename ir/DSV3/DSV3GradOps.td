@@ -101,24 +101,41 @@ def DSV3_MoERouterGradOp : DSV3_Op<"moe_router_grad",
   let hasVerifier = 1;
 }
 
-def DSV3_MoEExpertsGradInputOp : DSV3_Op<"moe_experts_grad_input",
-    [AllTypesMatch<["x", "dy", "dx"]>, AllTypesMatch<["weights", "dweights"]>]> {
-  let summary = "gradients of dsv3.moe_experts with respect to tokens and gate weights (B)";
-  let arguments = (ins DSV3_F32Tensor:$x, DSV3_F32Tensor:$weights,
-      DSV3_IndexTensor:$expert_ids, DSV3_F32Tensor:$gate, DSV3_F32Tensor:$up,
-      DSV3_F32Tensor:$down, DSV3_F32Tensor:$dy);
-  let results = (outs DSV3_F32Tensor:$dx, DSV3_F32Tensor:$dweights);
-  let assemblyFormat = "$x `,` $weights `,` $expert_ids `,` $gate `,` $up `,` $down `,` $dy attr-dict `:` functional-type(operands, results)";
+def DSV3_GroupedLinearGradInputOp : DSV3_Op<"grouped_linear_grad_input"> {
+  let summary = "dx[r] = dy[r] W[e] for the rows r of each expert group e (B)";
+  let arguments = (ins DSV3_F32Tensor:$dy, DSV3_F32Tensor:$weight,
+      DSV3_IndexTensor:$offsets);
+  let results = (outs DSV3_F32Tensor:$dx);
+  let assemblyFormat = "$dy `,` $weight `,` $offsets attr-dict `:` functional-type(operands, results)";
+  let hasVerifier = 1;
 }
 
-def DSV3_MoEExpertsGradWeightOp : DSV3_Op<"moe_experts_grad_weight",
-    [AllTypesMatch<["gate", "up", "dgate", "dup"]>, AllTypesMatch<["down", "ddown"]>]> {
-  let summary = "gradients of dsv3.moe_experts with respect to the expert weights (W)";
-  let arguments = (ins DSV3_F32Tensor:$x, DSV3_F32Tensor:$weights,
-      DSV3_IndexTensor:$expert_ids, DSV3_F32Tensor:$gate, DSV3_F32Tensor:$up,
-      DSV3_F32Tensor:$down, DSV3_F32Tensor:$dy);
-  let results = (outs DSV3_F32Tensor:$dgate, DSV3_F32Tensor:$dup, DSV3_F32Tensor:$ddown);
-  let assemblyFormat = "$x `,` $weights `,` $expert_ids `,` $gate `,` $up `,` $down `,` $dy attr-dict `:` functional-type(operands, results)";
+def DSV3_GroupedLinearGradWeightOp : DSV3_Op<"grouped_linear_grad_weight"> {
+  let summary = "dW[e] = sum over the rows r of group e of dy[r]^T x[r] (W)";
+  let description = [{
+    `param` names the stacked expert parameter, as on
+    `dsv3.linear_grad_weight`.
+  }];
+  let arguments = (ins DSV3_F32Tensor:$dy, DSV3_F32Tensor:$x,
+      DSV3_IndexTensor:$offsets, I64Attr:$num_experts,
+      OptionalAttr<StrAttr>:$param);
+  let results = (outs DSV3_F32Tensor:$dweight);
+  let assemblyFormat = "$dy `,` $x `,` $offsets attr-dict `:` functional-type(operands, results)";
+  let hasVerifier = 1;
+}
+
+def DSV3_MoECombineGradOp : DSV3_Op<"moe_combine_grad",
+    [AllTypesMatch<["weights", "dweights"]>]> {
+  let summary = "gradients of dsv3.moe_combine for its rows and gate weights";
+  let description = [{
+    `drows[r] = weights[s] * dy[s / K]` with `s = slot_of_row[r]`, and
+    `dweights[n,k] = dy[n] . rows[row_of_slot[n,k]]`.
+  }];
+  let arguments = (ins DSV3_F32Tensor:$rows, DSV3_F32Tensor:$weights,
+      DSV3_IndexTensor:$row_of_slot, DSV3_IndexTensor:$slot_of_row,
+      DSV3_F32Tensor:$dy);
+  let results = (outs DSV3_F32Tensor:$drows, DSV3_F32Tensor:$dweights);
+  let assemblyFormat = "$rows `,` $weights `,` $row_of_slot `,` $slot_of_row `,` $dy attr-dict `:` functional-type(operands, results)";
 }
 
 def DSV3_CrossEntropyGradOp : DSV3_Op<"cross_entropy_grad",

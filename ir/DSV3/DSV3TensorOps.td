@@ -115,22 +115,65 @@ def DSV3_MoERouterOp : DSV3_Op<"moe_router"> {
   let hasVerifier = 1;
 }
 
-def DSV3_MoEExpertsOp : DSV3_Op<"moe_experts"> {
-  let summary = "weighted sum of the chosen routed experts' SwiGLU outputs";
+def DSV3_MoEDispatchOp : DSV3_Op<"moe_dispatch"> {
+  let summary = "groups the (token, slot) pairs of a routing by expert";
   let description = [{
-    `y[n] = sum_k weights[n,k] * down_e(silu(gate_e x[n]) * up_e x[n])` with
-    `e = expert_ids[n,k]`; `gate/up [E, I, D]`, `down [E, D, I]`.
+    `x [N, D]` and the router's `expert_ids [N, K]` give the rows the routed
+    experts read: `rows [N*K, D]`, one row per (token, slot), sorted by
+    expert (stable, so a group keeps token order). `row_of_slot [N, K]` is
+    where each pair went, `slot_of_row [N*K]` the inverse (`n*K + k`), and
+    `offsets [E+1]` delimits expert `e`'s rows `[offsets[e], offsets[e+1])`.
+    Shapes stay static: every pair gets exactly one row, none is dropped.
+    In an expert-parallel schedule the all-to-all goes between this op and
+    the grouped linears.
 
     ```mlir
-    %y = dsv3.moe_experts %x, %w, %ids, %g, %u, %d
-         : (tensor<64x256xf32>, tensor<64x4xf32>, tensor<64x4xi64>, tensor<16x32x256xf32>, tensor<16x32x256xf32>, tensor<16x256x32xf32>) -> tensor<64x256xf32>
+    %rows, %row_of_slot, %slot_of_row, %offsets = dsv3.moe_dispatch %x, %ids {num_experts = 16}
+        : (tensor<64x256xf32>, tensor<64x4xi64>) -> (tensor<256x256xf32>, tensor<64x4xi64>, tensor<256xi64>, tensor<17xi64>)
     ```
   }];
-  let arguments = (ins DSV3_F32Tensor:$x, DSV3_F32Tensor:$weights,
-      DSV3_IndexTensor:$expert_ids, DSV3_F32Tensor:$gate, DSV3_F32Tensor:$up,
-      DSV3_F32Tensor:$down);
+  let arguments = (ins DSV3_F32Tensor:$x, DSV3_IndexTensor:$expert_ids,
+      I64Attr:$num_experts);
+  let results = (outs DSV3_F32Tensor:$rows, DSV3_IndexTensor:$row_of_slot,
+      DSV3_IndexTensor:$slot_of_row, DSV3_IndexTensor:$offsets);
+  let assemblyFormat = "$x `,` $expert_ids attr-dict `:` functional-type(operands, results)";
+  let hasVerifier = 1;
+}
+
+def DSV3_GroupedLinearOp : DSV3_Op<"grouped_linear"> {
+  let summary = "y[r] = x[r] W[e]^T for the rows r of each expert group e";
+  let description = [{
+    `x [R, K]` holds rows grouped by expert as `offsets [E+1]` delimits them
+    (`dsv3.moe_dispatch`), `weight [E, N, K]` the experts' `[out, in]`
+    matrices; the result is `[R, N]`. Each group is one GEMM: work is
+    proportional to the routed tokens, not to tokens times experts.
+
+    ```mlir
+    %h = dsv3.grouped_linear %rows, %w, %offsets : (tensor<256x256xf32>, tensor<16x32x256xf32>, tensor<17xi64>) -> tensor<256x32xf32>
+    ```
+  }];
+  let arguments = (ins DSV3_F32Tensor:$x, DSV3_F32Tensor:$weight,
+      DSV3_IndexTensor:$offsets);
   let results = (outs DSV3_F32Tensor:$result);
-  let assemblyFormat = "$x `,` $weights `,` $expert_ids `,` $gate `,` $up `,` $down attr-dict `:` functional-type(operands, results)";
+  let assemblyFormat = "$x `,` $weight `,` $offsets attr-dict `:` functional-type(operands, results)";
+  let hasVerifier = 1;
+}
+
+def DSV3_MoECombineOp : DSV3_Op<"moe_combine"> {
+  let summary = "y[n] = sum_k weights[n,k] * rows[row_of_slot[n,k]]";
+  let description = [{
+    Gathers each token's expert outputs back from the grouped rows and sums
+    them with the gate weights, slots in order. With unit weights it is also
+    the adjoint of `dsv3.moe_dispatch`.
+
+    ```mlir
+    %y = dsv3.moe_combine %rows, %w, %row_of_slot : (tensor<256x256xf32>, tensor<64x4xf32>, tensor<64x4xi64>) -> tensor<64x256xf32>
+    ```
+  }];
+  let arguments = (ins DSV3_F32Tensor:$rows, DSV3_F32Tensor:$weights,
+      DSV3_IndexTensor:$row_of_slot);
+  let results = (outs DSV3_F32Tensor:$result);
+  let assemblyFormat = "$rows `,` $weights `,` $row_of_slot attr-dict `:` functional-type(operands, results)";
   let hasVerifier = 1;
 }
 

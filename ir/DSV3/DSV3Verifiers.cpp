@@ -339,21 +339,82 @@ LogicalResult MoERouterOp::verify() {
   return success();
 }
 
-LogicalResult MoEExpertsOp::verify() {
+namespace {
+/// a*b, dynamic if either is.
+int64_t product(int64_t a, int64_t b) {
+  return ShapedType::isDynamic(a) || ShapedType::isDynamic(b) ? ShapedType::kDynamic
+                                                              : a * b;
+}
+} // namespace
+
+LogicalResult MoEDispatchOp::verify() {
   ShapeChecker c(*this);
-  ArrayRef<int64_t> x, w, g;
-  if (failed(c.rank(getX(), "x", 2, x)) ||
+  ArrayRef<int64_t> x, ids;
+  int64_t experts = getNumExperts();
+  if (failed(c.positive("num_experts", experts)) ||
+      failed(c.rank(getX(), "x", 2, x)) ||
+      failed(c.rank(getExpertIds(), "expert_ids", 2, ids)) ||
+      failed(c.dim("expert_ids", ids, 0, x[0], "the token count of 'x'")))
+    return failure();
+  int64_t rows = product(ids[0], ids[1]);
+  if (failed(c.shape(getRows(), "rows", {rows, x[1]}, "[tokens*top_k, hidden]")) ||
+      failed(c.shape(getRowOfSlot(), "row_of_slot", ids, "the shape of 'expert_ids'")) ||
+      failed(c.shape(getSlotOfRow(), "slot_of_row", {rows}, "[tokens*top_k]")))
+    return failure();
+  return c.shape(getOffsets(), "offsets", {experts + 1}, "[num_experts+1]");
+}
+
+/// Shared by the grouped linear and its input gradient: rows [R, in],
+/// weight [E, out, in], offsets [E+1], result [R, out].
+static LogicalResult verifyGroupedGemm(Operation *op, Value in, Value weight,
+                                       Value offsets, Value out,
+                                       bool weightInIsLast) {
+  ShapeChecker c(op);
+  ArrayRef<int64_t> x, w;
+  if (failed(c.rank(in, "input rows", 2, x)) ||
+      failed(c.rank(weight, "weight", 3, w)))
+    return failure();
+  int64_t bounds = ShapedType::isDynamic(w[0]) ? ShapedType::kDynamic : w[0] + 1;
+  if (failed(c.shape(offsets, "offsets", {bounds}, "[experts+1] of the weight")))
+    return failure();
+  int64_t inDim = weightInIsLast ? 2 : 1, outDim = weightInIsLast ? 1 : 2;
+  if (failed(c.dim("weight", w, inDim, x[1], "the row width of the input")))
+    return failure();
+  return c.shape(out, "result", {x[0], w[outDim]}, "[rows, out] of the operands");
+}
+
+LogicalResult GroupedLinearOp::verify() {
+  return verifyGroupedGemm(*this, getX(), getWeight(), getOffsets(), getResult(),
+                           /*weightInIsLast=*/true);
+}
+
+LogicalResult GroupedLinearGradInputOp::verify() {
+  return verifyGroupedGemm(*this, getDy(), getWeight(), getOffsets(), getDx(),
+                           /*weightInIsLast=*/false);
+}
+
+LogicalResult GroupedLinearGradWeightOp::verify() {
+  ShapeChecker c(*this);
+  ArrayRef<int64_t> dy, x;
+  int64_t experts = getNumExperts();
+  if (failed(c.positive("num_experts", experts)) ||
+      failed(c.rank(getDy(), "dy", 2, dy)) || failed(c.rank(getX(), "x", 2, x)) ||
+      failed(c.dim("x", x, 0, dy[0], "the row count of 'dy'")) ||
+      failed(c.shape(getOffsets(), "offsets", {experts + 1}, "[num_experts+1]")))
+    return failure();
+  return c.shape(getDweight(), "dweight", {experts, dy[1], x[1]},
+                 "[experts, out, in]");
+}
+
+LogicalResult MoECombineOp::verify() {
+  ShapeChecker c(*this);
+  ArrayRef<int64_t> rows, w;
+  if (failed(c.rank(getRows(), "rows", 2, rows)) ||
       failed(c.rank(getWeights(), "weights", 2, w)) ||
-      failed(c.rank(getGate(), "gate", 3, g)))
+      failed(c.shape(getRowOfSlot(), "row_of_slot", w, "the shape of 'weights'")) ||
+      failed(c.dim("rows", rows, 0, product(w[0], w[1]), "tokens*top_k of 'weights'")))
     return failure();
-  int64_t n = x[0], d = x[1], e = g[0], inner = g[1];
-  if (failed(c.shape(getWeights(), "weights", {n, w[1]}, "[tokens, top_k]")) ||
-      failed(c.shape(getExpertIds(), "expert_ids", {n, w[1]}, "[tokens, top_k]")) ||
-      failed(c.shape(getGate(), "gate", {e, inner, d}, "[experts, inner, hidden]")) ||
-      failed(c.shape(getUp(), "up", {e, inner, d}, "[experts, inner, hidden]")) ||
-      failed(c.shape(getDown(), "down", {e, d, inner}, "[experts, hidden, inner]")))
-    return failure();
-  return c.shape(getResult(), "result", x, "the input shape");
+  return c.shape(getResult(), "result", {w[0], rows[1]}, "[tokens, width of 'rows']");
 }
 
 LogicalResult CrossEntropyOp::verify() {

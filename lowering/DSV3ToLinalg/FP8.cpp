@@ -25,15 +25,6 @@ int64_t formatCode(Type codes) {
   return isa<Float8E4M3FNType>(cast<ShapedType>(codes).getElementType()) ? 0 : 1;
 }
 
-Value i64Const(OpBuilder &b, Location loc, int64_t v) {
-  return arith::ConstantOp::create(b, loc, b.getI64IntegerAttr(v));
-}
-
-Value emptyLike(OpBuilder &b, Location loc, Type type) {
-  auto t = cast<RankedTensorType>(type);
-  return tensor::EmptyOp::create(b, loc, t.getShape(), t.getElementType());
-}
-
 struct LowerFP8Quantize : OpRewritePattern<FP8QuantizeOp> {
   using OpRewritePattern::OpRewritePattern;
   LogicalResult matchAndRewrite(FP8QuantizeOp op,

@@ -140,6 +140,15 @@ private:
 inline mlir::Value f32Const(mlir::OpBuilder &b, mlir::Location loc, double v) {
   return mlir::arith::ConstantOp::create(b, loc, b.getF32FloatAttr(v));
 }
+inline mlir::Value i64Const(mlir::OpBuilder &b, mlir::Location loc, int64_t v) {
+  return mlir::arith::ConstantOp::create(b, loc, b.getI64IntegerAttr(v));
+}
+/// An uninitialised tensor of `type` (a destination for a dsv3.ukernel).
+inline mlir::Value emptyLike(mlir::OpBuilder &b, mlir::Location loc,
+                             mlir::Type type) {
+  auto t = mlir::cast<mlir::RankedTensorType>(type);
+  return mlir::tensor::EmptyOp::create(b, loc, t.getShape(), t.getElementType());
+}
 inline mlir::Value indexConst(mlir::OpBuilder &b, mlir::Location loc,
                               int64_t v) {
   return mlir::arith::ConstantIndexOp::create(b, loc, v);

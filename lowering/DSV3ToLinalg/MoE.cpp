@@ -1,4 +1,4 @@
-//===- MoE.cpp - lowering of dsv3.moe_router and dsv3.moe_experts ---------===//
+//===- MoE.cpp - lowering of the router, dispatch, grouped GEMMs, combine --===//
 //
 // Part of convert-dsv3-to-linalg. The router computes scores with generics
 // and selects experts with per-token scf loops: the k-th pick is the best
@@ -6,9 +6,10 @@
 // asc), so no "already chosen" set is needed, and the kept groups are those
 // at or above the topk_group-th group in the same order.
 //
-// The experts are evaluated densely (every expert on every token, weighted by
-// a [tokens, experts] combine matrix that is zero off the selection). The
-// result is exact; grouping tokens per expert is a later performance step.
+// Routed experts run grouped: dispatch sorts the (token, slot) pairs by
+// expert with a counting-sort kernel and gathers their rows; each expert's
+// GEMM then covers only its rows (a grouped-GEMM kernel call), and combine
+// gathers the results back per token.
 //
 //===----------------------------------------------------------------------===//
 #include "ir/DSV3/DSV3Dialect.h"
@@ -194,6 +195,171 @@ struct LowerMoERouter : OpRewritePattern<MoERouterOp> {
   }
 };
 
+/// dsv3.moe_dispatch -> a counting sort of the (token, slot) pairs by expert
+/// (runtime kernel) and a gather of their rows.
+struct LowerMoEDispatch : OpRewritePattern<MoEDispatchOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(MoEDispatchOp op,
+                                PatternRewriter &rw) const override {
+    Location loc = op.getLoc();
+    LinalgBuilder lb(rw, loc);
+    int64_t k = op.getExpertIds().getType().getDimSize(1);
+    auto order = UkernelOp::create(
+        rw, loc,
+        TypeRange{op.getRowOfSlot().getType(), op.getSlotOfRow().getType(),
+                  op.getOffsets().getType()},
+        "dsv3rt_moe_dispatch_order",
+        ValueRange{op.getExpertIds(), i64Const(rw, loc, op.getNumExperts())},
+        ValueRange{emptyLike(rw, loc, op.getRowOfSlot().getType()),
+                   emptyLike(rw, loc, op.getSlotOfRow().getType()),
+                   emptyLike(rw, loc, op.getOffsets().getType())});
+    Value slotOfRow = order.getResult(1);
+    int64_t tokens = op.getX().getType().getDimSize(0);
+    Value x = op.getX();
+    // rows[r, d] = x[slot_of_row[r] / K, d].
+    Value rows = lb.generic1(
+        {slotOfRow}, lb.empty(op.getRows().getType().getShape()),
+        {lb.map(2, {0}), lb.identity(2)}, lb.iters(2),
+        [&](OpBuilder &nb, Location l, ValueRange a) {
+          Value token = arith::DivSIOp::create(nb, l, a[0], i64Const(nb, l, k));
+          Value src = tensor::ExtractOp::create(
+              nb, l, x,
+              ValueRange{clampedIndex(nb, l, token, tokens),
+                         linalg::IndexOp::create(nb, l, 1)});
+          linalg::YieldOp::create(nb, l, ValueRange{src});
+        });
+    rw.replaceOp(op, {rows, order.getResult(0), slotOfRow, order.getResult(2)});
+    return success();
+  }
+};
+
+/// The grouped GEMM kernel: out[r] = x[r] w[e]^T over the rows of group e.
+Value groupedMatmulNT(OpBuilder &b, Location loc, Value x, Value w,
+                      Value offsets, Type resultType) {
+  return UkernelOp::create(b, loc, TypeRange{resultType},
+                           "dsv3rt_grouped_matmul_nt_f32",
+                           ValueRange{x, w, offsets},
+                           ValueRange{emptyLike(b, loc, resultType)})
+      .getResult(0);
+}
+
+struct LowerGroupedLinear : OpRewritePattern<GroupedLinearOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(GroupedLinearOp op,
+                                PatternRewriter &rw) const override {
+    rw.replaceOp(op, groupedMatmulNT(rw, op.getLoc(), op.getX(), op.getWeight(),
+                                     op.getOffsets(), op.getType()));
+    return success();
+  }
+};
+
+/// dx[r] = dy[r] w[e]: the same kernel on the experts' transposed weights.
+struct LowerGroupedLinearGradInput : OpRewritePattern<GroupedLinearGradInputOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(GroupedLinearGradInputOp op,
+                                PatternRewriter &rw) const override {
+    LinalgBuilder lb(rw, op.getLoc());
+    auto ws = op.getWeight().getType().getShape();
+    Value wT = lb.generic1({op.getWeight()}, lb.empty({ws[0], ws[2], ws[1]}),
+                           {lb.map(3, {0, 2, 1}), lb.identity(3)}, lb.iters(3),
+                           [](OpBuilder &nb, Location l, ValueRange a) {
+                             linalg::YieldOp::create(nb, l, ValueRange{a[0]});
+                           });
+    rw.replaceOp(op, groupedMatmulNT(rw, op.getLoc(), op.getDy(), wT,
+                                     op.getOffsets(), op.getType()));
+    return success();
+  }
+};
+
+/// dW[e] = dy[rows of e]^T x[rows of e]: both operands transposed so each
+/// group's reduction runs along contiguous memory.
+struct LowerGroupedLinearGradWeight
+    : OpRewritePattern<GroupedLinearGradWeightOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(GroupedLinearGradWeightOp op,
+                                PatternRewriter &rw) const override {
+    Location loc = op.getLoc();
+    LinalgBuilder lb(rw, loc);
+    Value dyT = lb.transpose2D(op.getDy()), xT = lb.transpose2D(op.getX());
+    rw.replaceOp(op, UkernelOp::create(
+                         rw, loc, TypeRange{op.getType()},
+                         "dsv3rt_grouped_matmul_nt_f32_split_k",
+                         ValueRange{dyT, xT, op.getOffsets()},
+                         ValueRange{emptyLike(rw, loc, op.getType())})
+                         .getResult(0));
+    return success();
+  }
+};
+
+/// Generic body: yields acc + factor * rows[rowId, index(column)], the row id
+/// clamped into range.
+void accumulateRowElement(OpBuilder &b, Location loc, Value rows, Value rowId,
+                          unsigned column, Value factor, Value acc) {
+  int64_t numRows = cast<RankedTensorType>(rows.getType()).getDimSize(0);
+  Value v = tensor::ExtractOp::create(
+      b, loc, rows,
+      ValueRange{clampedIndex(b, loc, rowId, numRows),
+                 linalg::IndexOp::create(b, loc, column)});
+  Value t = arith::MulFOp::create(b, loc, factor, v);
+  linalg::YieldOp::create(b, loc, ValueRange{arith::AddFOp::create(b, loc, acc, t)});
+}
+
+/// dsv3.moe_combine -> loops (n, d, k): y[n,d] += w[n,k] rows[row(n,k), d],
+/// slots in order.
+struct LowerMoECombine : OpRewritePattern<MoECombineOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(MoECombineOp op,
+                                PatternRewriter &rw) const override {
+    LinalgBuilder lb(rw, op.getLoc());
+    Value rows = op.getRows();
+    Value y = lb.generic1(
+        {op.getWeights(), op.getRowOfSlot()},
+        lb.filled(op.getType().getShape(), 0.0),
+        {lb.map(3, {0, 2}), lb.map(3, {0, 2}), lb.map(3, {0, 1})},
+        lb.iters(2, 1), [&](OpBuilder &nb, Location l, ValueRange a) {
+          accumulateRowElement(nb, l, rows, a[1], /*column=*/1, a[0], a[2]);
+        });
+    rw.replaceOp(op, y);
+    return success();
+  }
+};
+
+/// dsv3.moe_combine_grad -> a scatter of dy to the rows (through the inverse
+/// permutation, so each row is written once) and per-slot dot products.
+struct LowerMoECombineGrad : OpRewritePattern<MoECombineGradOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(MoECombineGradOp op,
+                                PatternRewriter &rw) const override {
+    LinalgBuilder lb(rw, op.getLoc());
+    Value rows = op.getRows(), weights = op.getWeights(), dy = op.getDy();
+    auto ws = op.getWeights().getType().getShape();
+    int64_t n = ws[0], k = ws[1];
+    // drows[r, d] = w[s / K, s % K] * dy[s / K, d], s = slot_of_row[r].
+    Value drows = lb.generic1(
+        {op.getSlotOfRow()}, lb.empty(op.getDrows().getType().getShape()),
+        {lb.map(2, {0}), lb.identity(2)}, lb.iters(2),
+        [&](OpBuilder &nb, Location l, ValueRange a) {
+          Value slot = clampedIndex(nb, l, a[0], n * k);
+          Value kc = indexConst(nb, l, k);
+          Value token = arith::DivUIOp::create(nb, l, slot, kc);
+          Value j = arith::RemUIOp::create(nb, l, slot, kc);
+          Value w = tensor::ExtractOp::create(nb, l, weights, ValueRange{token, j});
+          Value g = tensor::ExtractOp::create(
+              nb, l, dy, ValueRange{token, linalg::IndexOp::create(nb, l, 1)});
+          linalg::YieldOp::create(nb, l, ValueRange{arith::MulFOp::create(nb, l, w, g)});
+        });
+    // dweights[n, k] = sum_d dy[n, d] rows[row(n,k), d]; loops (n, k, d).
+    Value dweights = lb.generic1(
+        {op.getRowOfSlot(), dy}, lb.filled(ws, 0.0),
+        {lb.map(3, {0, 1}), lb.map(3, {0, 2}), lb.map(3, {0, 1})},
+        lb.iters(2, 1), [&](OpBuilder &nb, Location l, ValueRange a) {
+          accumulateRowElement(nb, l, rows, a[0], /*column=*/2, a[1], a[2]);
+        });
+    rw.replaceOp(op, {drows, dweights});
+    return success();
+  }
+};
+
 /// out[n,e] = sum_k (ids[n,k] == e) * values[n,k]: per-slot values spread
 /// over the expert axis.
 Value scatterToExperts(LinalgBuilder &lb, Value ids, Value values,
@@ -210,160 +376,6 @@ Value scatterToExperts(LinalgBuilder &lb, Value ids, Value values,
         linalg::YieldOp::create(nb, l, ValueRange{arith::SelectOp::create(nb, l, hit, add, v[2])});
       });
 }
-
-/// The dense expert evaluation shared by the forward and both gradients.
-struct ExpertActivations {
-  Value combine; // [N, E]: gate weight of expert e for token n, or 0
-  Value hg, hu;  // [E, N, I]: gate and up projections
-  Value act;     // [E, N, I]: silu(hg) * hu
-  Value y;       // [E, N, D]: expert outputs
-};
-
-ExpertActivations expertActivations(LinalgBuilder &lb, Value x, Value weights,
-                                    Value ids, Value gate, Value up,
-                                    Value down) {
-  auto xs = cast<RankedTensorType>(x.getType()).getShape();
-  auto gs = cast<RankedTensorType>(gate.getType()).getShape();
-  int64_t n = xs[0], d = xs[1], e = gs[0], inner = gs[1];
-  auto mac = LinalgBuilder::multiplyAccumulate;
-  ExpertActivations a;
-  a.combine = scatterToExperts(lb, ids, weights, e);
-  // Loops (e, n, i, d): x[n,d] * W[e,i,d] -> h[e,n,i].
-  auto upProject = [&](Value w) {
-    return lb.generic1({x, w}, lb.filled({e, n, inner}, 0.0),
-                       {lb.map(4, {1, 3}), lb.map(4, {0, 2, 3}), lb.map(4, {0, 1, 2})},
-                       lb.iters(3, 1), mac);
-  };
-  a.hg = upProject(gate);
-  a.hu = upProject(up);
-  a.act = lb.generic1({a.hg, a.hu}, lb.empty({e, n, inner}),
-                      {lb.identity(3), lb.identity(3), lb.identity(3)},
-                      lb.iters(3), [](OpBuilder &nb, Location l, ValueRange v) {
-                        linalg::YieldOp::create(nb, l, ValueRange{siluTimes(nb, l, v[0], v[1])});
-                      });
-  // Loops (e, n, d, i): act[e,n,i] * down[e,d,i] -> y[e,n,d].
-  a.y = lb.generic1({a.act, down}, lb.filled({e, n, d}, 0.0),
-                    {lb.map(4, {0, 1, 3}), lb.map(4, {0, 2, 3}), lb.map(4, {0, 1, 2})},
-                    lb.iters(3, 1), mac);
-  return a;
-}
-
-/// Gradients flowing back into the experts from dy [N, D].
-struct ExpertBackward {
-  Value dy3;     // [E, N, D]: combine[n,e] * dy[n,d]
-  Value dhg, dhu; // [E, N, I]
-};
-
-ExpertBackward expertBackward(LinalgBuilder &lb, const ExpertActivations &a,
-                              Value down, Value dy) {
-  auto ys = cast<RankedTensorType>(a.y.getType()).getShape();
-  auto hs = cast<RankedTensorType>(a.hg.getType()).getShape();
-  ExpertBackward g;
-  g.dy3 = lb.generic1({a.combine, dy}, lb.empty(ys),
-                      {lb.map(3, {1, 0}), lb.map(3, {1, 2}), lb.identity(3)},
-                      lb.iters(3), [](OpBuilder &nb, Location l, ValueRange v) {
-                        linalg::YieldOp::create(nb, l, ValueRange{arith::MulFOp::create(nb, l, v[0], v[1])});
-                      });
-  // Loops (e, n, i, d): dy3[e,n,d] * down[e,d,i] -> dact[e,n,i].
-  Value dact = lb.generic1({g.dy3, down}, lb.filled(hs, 0.0),
-                           {lb.map(4, {0, 1, 3}), lb.map(4, {0, 3, 2}), lb.map(4, {0, 1, 2})},
-                           lb.iters(3, 1), LinalgBuilder::multiplyAccumulate);
-  SmallVector<Value> d = lb.generic(
-      {a.hg, a.hu, dact}, {lb.empty(hs), lb.empty(hs)},
-      {lb.identity(3), lb.identity(3), lb.identity(3), lb.identity(3), lb.identity(3)},
-      lb.iters(3), [](OpBuilder &nb, Location l, ValueRange v) {
-        auto [dg, du] = siluTimesGrad(nb, l, v[0], v[1], v[2]);
-        linalg::YieldOp::create(nb, l, ValueRange{dg, du});
-      });
-  g.dhg = d[0];
-  g.dhu = d[1];
-  return g;
-}
-
-/// dsv3.moe_experts -> dense expert evaluation, weighted sum over experts.
-struct LowerMoEExperts : OpRewritePattern<MoEExpertsOp> {
-  using OpRewritePattern::OpRewritePattern;
-  LogicalResult matchAndRewrite(MoEExpertsOp op,
-                                PatternRewriter &rw) const override {
-    LinalgBuilder lb(rw, op.getLoc());
-    ExpertActivations a =
-        expertActivations(lb, op.getX(), op.getWeights(), op.getExpertIds(),
-                          op.getGate(), op.getUp(), op.getDown());
-    // Loops (n, d, e): combine[n,e] * y[e,n,d] -> out[n,d], experts ascending.
-    Value out = lb.generic1({a.combine, a.y},
-                            lb.filled(op.getX().getType().getShape(), 0.0),
-                            {lb.map(3, {0, 2}), lb.map(3, {2, 0, 1}), lb.map(3, {0, 1})},
-                            lb.iters(2, 1), LinalgBuilder::multiplyAccumulate);
-    rw.replaceOp(op, out);
-    return success();
-  }
-};
-
-/// dsv3.moe_experts_grad_input -> token and gate-weight gradients.
-struct LowerMoEExpertsGradInput : OpRewritePattern<MoEExpertsGradInputOp> {
-  using OpRewritePattern::OpRewritePattern;
-  LogicalResult matchAndRewrite(MoEExpertsGradInputOp op,
-                                PatternRewriter &rw) const override {
-    LinalgBuilder lb(rw, op.getLoc());
-    auto mac = LinalgBuilder::multiplyAccumulate;
-    ExpertActivations a =
-        expertActivations(lb, op.getX(), op.getWeights(), op.getExpertIds(),
-                          op.getGate(), op.getUp(), op.getDown());
-    ExpertBackward g = expertBackward(lb, a, op.getDown(), op.getDy());
-    auto ws = op.getWeights().getType().getShape();
-    int64_t n = ws[0], e = op.getGate().getType().getDimSize(0);
-    // dcombine[n,e] = sum_d dy[n,d] y[e,n,d]; loops (n, e, d).
-    Value dcombine = lb.generic1({op.getDy(), a.y}, lb.filled({n, e}, 0.0),
-                                 {lb.map(3, {0, 2}), lb.map(3, {1, 0, 2}), lb.map(3, {0, 1})},
-                                 lb.iters(2, 1), mac);
-    Value dweights = lb.generic1(
-        {op.getExpertIds()}, lb.empty(ws), {lb.identity(2), lb.identity(2)},
-        lb.iters(2), [&](OpBuilder &nb, Location l, ValueRange v) {
-          Value tok = linalg::IndexOp::create(nb, l, 0);
-          Value ex = clampedIndex(nb, l, v[0], e);
-          linalg::YieldOp::create(
-              nb, l, ValueRange{tensor::ExtractOp::create(nb, l, dcombine, ValueRange{tok, ex})});
-        });
-    // dx[n,d] = sum_{e,i} dhg[e,n,i] gate[e,i,d] + dhu[e,n,i] up[e,i,d];
-    // loops (n, d, e, i).
-    auto maps = SmallVector<AffineMap>{lb.map(4, {2, 0, 3}), lb.map(4, {2, 3, 1}),
-                                       lb.map(4, {0, 1})};
-    Value dx = lb.generic1({g.dhg, op.getGate()},
-                           lb.filled(op.getX().getType().getShape(), 0.0), maps,
-                           lb.iters(2, 2), mac);
-    dx = lb.generic1({g.dhu, op.getUp()}, dx, maps, lb.iters(2, 2), mac);
-    rw.replaceOp(op, {dx, dweights});
-    return success();
-  }
-};
-
-/// dsv3.moe_experts_grad_weight -> expert weight gradients.
-struct LowerMoEExpertsGradWeight : OpRewritePattern<MoEExpertsGradWeightOp> {
-  using OpRewritePattern::OpRewritePattern;
-  LogicalResult matchAndRewrite(MoEExpertsGradWeightOp op,
-                                PatternRewriter &rw) const override {
-    LinalgBuilder lb(rw, op.getLoc());
-    auto mac = LinalgBuilder::multiplyAccumulate;
-    ExpertActivations a =
-        expertActivations(lb, op.getX(), op.getWeights(), op.getExpertIds(),
-                          op.getGate(), op.getUp(), op.getDown());
-    ExpertBackward g = expertBackward(lb, a, op.getDown(), op.getDy());
-    // ddown[e,d,i] = sum_n dy3[e,n,d] act[e,n,i]; loops (e, d, i, n).
-    Value ddown = lb.generic1({g.dy3, a.act},
-                              lb.filled(op.getDown().getType().getShape(), 0.0),
-                              {lb.map(4, {0, 3, 1}), lb.map(4, {0, 3, 2}), lb.map(4, {0, 1, 2})},
-                              lb.iters(3, 1), mac);
-    // dW[e,i,d] = sum_n dh[e,n,i] x[n,d]; loops (e, i, d, n).
-    auto inputGrad = [&](Value dh) {
-      return lb.generic1({dh, op.getX()},
-                         lb.filled(op.getGate().getType().getShape(), 0.0),
-                         {lb.map(4, {0, 3, 1}), lb.map(4, {3, 2}), lb.map(4, {0, 1, 2})},
-                         lb.iters(3, 1), mac);
-    };
-    rw.replaceOp(op, {inputGrad(g.dhg), inputGrad(g.dhu), ddown});
-    return success();
-  }
-};
 
 /// dsv3.moe_router_grad -> gradient of the chosen sigmoid scores through the
 /// normalisation and scaling, scattered to the router logits.
@@ -547,7 +559,8 @@ struct LowerMoEBalanceLossGrad : OpRewritePattern<MoEBalanceLossGradOp> {
 } // namespace
 
 void dsv3::lowering::populateMoELoweringPatterns(RewritePatternSet &patterns) {
-  patterns.add<LowerMoERouter, LowerMoEExperts, LowerMoEExpertsGradInput,
-               LowerMoEExpertsGradWeight, LowerMoERouterGrad,
+  patterns.add<LowerMoERouter, LowerMoEDispatch, LowerGroupedLinear,
+               LowerGroupedLinearGradInput, LowerGroupedLinearGradWeight,
+               LowerMoECombine, LowerMoECombineGrad, LowerMoERouterGrad,
                LowerMoEBalanceLoss, LowerMoEBalanceLossGrad>(patterns.getContext());
 }

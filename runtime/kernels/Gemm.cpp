@@ -126,6 +126,12 @@ const KernelSymbol *kernelSymbols() {
   static const KernelSymbol symbols[] = {
       {"_mlir_ciface_dsv3rt_matmul_nt_f32",
        reinterpret_cast<void *>(&_mlir_ciface_dsv3rt_matmul_nt_f32)},
+      {"_mlir_ciface_dsv3rt_moe_dispatch_order",
+       reinterpret_cast<void *>(&_mlir_ciface_dsv3rt_moe_dispatch_order)},
+      {"_mlir_ciface_dsv3rt_grouped_matmul_nt_f32",
+       reinterpret_cast<void *>(&_mlir_ciface_dsv3rt_grouped_matmul_nt_f32)},
+      {"_mlir_ciface_dsv3rt_grouped_matmul_nt_f32_split_k",
+       reinterpret_cast<void *>(&_mlir_ciface_dsv3rt_grouped_matmul_nt_f32_split_k)},
       {"_mlir_ciface_dsv3rt_fp8_quantize",
        reinterpret_cast<void *>(&_mlir_ciface_dsv3rt_fp8_quantize)},
       {"_mlir_ciface_dsv3rt_fp8_dequantize",

@@ -33,10 +33,54 @@ template <class T> struct StridedMatrix {
   }
 };
 using MatrixU8 = StridedMatrix<uint8_t>; // FP8 codes (f8E4M3FN / f8E5M2)
+using MatrixI64 = StridedMatrix<int64_t>;
+
+/// Layout-compatible with MLIR's StridedMemRefType<T, 1>.
+template <class T> struct StridedVector {
+  T *allocated;
+  T *data;
+  int64_t offset;
+  int64_t size;
+  int64_t stride;
+  T &operator[](int64_t i) const { return data[offset + i * stride]; }
+};
+using VectorI64 = StridedVector<int64_t>;
+
+/// Layout-compatible with MLIR's StridedMemRefType<T, 3>.
+template <class T> struct StridedTensor3 {
+  T *allocated;
+  T *data;
+  int64_t offset;
+  int64_t sizes[3];
+  int64_t strides[3];
+  /// Slice `i` of the leading dimension as a matrix view.
+  StridedMatrix<T> slice(int64_t i) const {
+    return {allocated, data, offset + i * strides[0], {sizes[1], sizes[2]},
+            {strides[1], strides[2]}};
+  }
+};
+using Tensor3F32 = StridedTensor3<float>;
 
 /// C[m,n] += sum_k A[m,k] * B[n,k] for A [M,K], B [N,K], C [M,N]. Blocked
 /// for registers, vectorised, and split over cores with TBB when large.
 void matmulNT(const MatrixF32 &a, const MatrixF32 &b, const MatrixF32 &c);
+
+/// Stable counting sort of the (token, slot) pairs of `ids [N, K]` by expert:
+/// rowOfSlot [N, K], slotOfRow [N*K] and group bounds offsets [E+1]. Ids
+/// outside [0, E) (only NaN router scores produce them) count as expert 0.
+void moeDispatchOrder(const MatrixI64 &ids, int64_t numExperts,
+                      const MatrixI64 &rowOfSlot, const VectorI64 &slotOfRow,
+                      const VectorI64 &offsets);
+
+/// y[r] = x[r] w[e]^T for the rows [offsets[e], offsets[e+1]) of each group;
+/// rows outside every group are zero.
+void groupedMatmulNT(const MatrixF32 &x, const Tensor3F32 &w,
+                     const VectorI64 &offsets, const MatrixF32 &y);
+
+/// c[e] = a[:, group e] b[:, group e]^T: the weight gradient of a grouped
+/// linear, with its operands transposed so that groups are column ranges.
+void groupedMatmulNTSplitK(const MatrixF32 &a, const MatrixF32 &b,
+                           const VectorI64 &offsets, const Tensor3F32 &c);
 
 /// Symbol table for the JIT: (name, address) pairs, null-terminated.
 struct KernelSymbol {
@@ -51,6 +95,21 @@ extern "C" {
 void _mlir_ciface_dsv3rt_matmul_nt_f32(dsv3::rt::MatrixF32 *a,
                                        dsv3::rt::MatrixF32 *b,
                                        dsv3::rt::MatrixF32 *c);
+/// dsv3.moe_dispatch's ordering (see moeDispatchOrder).
+void _mlir_ciface_dsv3rt_moe_dispatch_order(dsv3::rt::MatrixI64 *ids,
+                                            int64_t numExperts,
+                                            dsv3::rt::MatrixI64 *rowOfSlot,
+                                            dsv3::rt::VectorI64 *slotOfRow,
+                                            dsv3::rt::VectorI64 *offsets);
+/// dsv3.grouped_linear and its input gradient.
+void _mlir_ciface_dsv3rt_grouped_matmul_nt_f32(dsv3::rt::MatrixF32 *x,
+                                               dsv3::rt::Tensor3F32 *w,
+                                               dsv3::rt::VectorI64 *offsets,
+                                               dsv3::rt::MatrixF32 *y);
+/// dsv3.grouped_linear_grad_weight.
+void _mlir_ciface_dsv3rt_grouped_matmul_nt_f32_split_k(
+    dsv3::rt::MatrixF32 *a, dsv3::rt::MatrixF32 *b, dsv3::rt::VectorI64 *offsets,
+    dsv3::rt::Tensor3F32 *c);
 /// dsv3.fp8_quantize: x -> codes, scales for tile [tileRows, tileCols].
 void _mlir_ciface_dsv3rt_fp8_quantize(dsv3::rt::MatrixF32 *x, int64_t tileRows,
                                       int64_t tileCols, int64_t format,

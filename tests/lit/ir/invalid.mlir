@@ -113,10 +113,61 @@ func.func @router_bias(%x: tensor<4x8xf32>, %r: tensor<8x8xf32>, %b: tensor<7xf3
 
 // -----
 
-// Expert down projection with the wrong inner size.
-func.func @experts_down(%x: tensor<4x8xf32>, %w: tensor<4x2xf32>, %i: tensor<4x2xi64>, %g: tensor<3x5x8xf32>, %d: tensor<3x8x6xf32>) -> tensor<4x8xf32> {
-  // expected-error @+1 {{'down' dimension 2 is 6 but [experts, hidden, inner] is 5}}
-  %y = dsv3.moe_experts %x, %w, %i, %g, %g, %d : (tensor<4x8xf32>, tensor<4x2xf32>, tensor<4x2xi64>, tensor<3x5x8xf32>, tensor<3x5x8xf32>, tensor<3x8x6xf32>) -> tensor<4x8xf32>
+// Grouped expert weight whose input width is not the rows' width.
+func.func @grouped_in(%x: tensor<8x8xf32>, %w: tensor<3x5x6xf32>, %o: tensor<4xi64>) -> tensor<8x5xf32> {
+  // expected-error @+1 {{'weight' dimension 2 is 6 but the row width of the input is 8}}
+  %y = dsv3.grouped_linear %x, %w, %o : (tensor<8x8xf32>, tensor<3x5x6xf32>, tensor<4xi64>) -> tensor<8x5xf32>
+  return %y : tensor<8x5xf32>
+}
+
+// -----
+
+// Group bounds must number experts+1.
+func.func @grouped_offsets(%x: tensor<8x8xf32>, %w: tensor<3x5x8xf32>, %o: tensor<3xi64>) -> tensor<8x5xf32> {
+  // expected-error @+1 {{'offsets' dimension 0 is 3 but [experts+1] of the weight is 4}}
+  %y = dsv3.grouped_linear %x, %w, %o : (tensor<8x8xf32>, tensor<3x5x8xf32>, tensor<3xi64>) -> tensor<8x5xf32>
+  return %y : tensor<8x5xf32>
+}
+
+// -----
+
+// The input gradient reads the weight's output dimension.
+func.func @grouped_grad_in(%dy: tensor<8x5xf32>, %w: tensor<3x6x8xf32>, %o: tensor<4xi64>) -> tensor<8x8xf32> {
+  // expected-error @+1 {{'weight' dimension 1 is 6 but the row width of the input is 5}}
+  %y = dsv3.grouped_linear_grad_input %dy, %w, %o : (tensor<8x5xf32>, tensor<3x6x8xf32>, tensor<4xi64>) -> tensor<8x8xf32>
+  return %y : tensor<8x8xf32>
+}
+
+// -----
+
+func.func @grouped_grad_weight(%dy: tensor<8x5xf32>, %x: tensor<8x8xf32>, %o: tensor<4xi64>) -> tensor<3x8x5xf32> {
+  // expected-error @+1 {{'dweight' dimension 1 is 8 but [experts, out, in] is 5}}
+  %y = dsv3.grouped_linear_grad_weight %dy, %x, %o {num_experts = 3 : i64} : (tensor<8x5xf32>, tensor<8x8xf32>, tensor<4xi64>) -> tensor<3x8x5xf32>
+  return %y : tensor<3x8x5xf32>
+}
+
+// -----
+
+// Dispatch makes one row per (token, slot).
+func.func @dispatch_rows(%x: tensor<4x8xf32>, %i: tensor<4x2xi64>) -> tensor<4x8xf32> {
+  // expected-error @+1 {{'rows' dimension 0 is 4 but [tokens*top_k, hidden] is 8}}
+  %r, %a, %b, %o = dsv3.moe_dispatch %x, %i {num_experts = 3 : i64} : (tensor<4x8xf32>, tensor<4x2xi64>) -> (tensor<4x8xf32>, tensor<4x2xi64>, tensor<8xi64>, tensor<4xi64>)
+  return %r : tensor<4x8xf32>
+}
+
+// -----
+
+func.func @dispatch_offsets(%x: tensor<4x8xf32>, %i: tensor<4x2xi64>) -> tensor<8x8xf32> {
+  // expected-error @+1 {{'offsets' dimension 0 is 3 but [num_experts+1] is 4}}
+  %r, %a, %b, %o = dsv3.moe_dispatch %x, %i {num_experts = 3 : i64} : (tensor<4x8xf32>, tensor<4x2xi64>) -> (tensor<8x8xf32>, tensor<4x2xi64>, tensor<8xi64>, tensor<3xi64>)
+  return %r : tensor<8x8xf32>
+}
+
+// -----
+
+func.func @combine_rows(%r: tensor<6x8xf32>, %w: tensor<4x2xf32>, %i: tensor<4x2xi64>) -> tensor<4x8xf32> {
+  // expected-error @+1 {{'rows' dimension 0 is 6 but tokens*top_k of 'weights' is 8}}
+  %y = dsv3.moe_combine %r, %w, %i : (tensor<6x8xf32>, tensor<4x2xf32>, tensor<4x2xi64>) -> tensor<4x8xf32>
   return %y : tensor<4x8xf32>
 }
 

@@ -46,20 +46,30 @@ func.func @forward(%lab: tensor<1x2xi64>) -> (tensor<f32> {dsv3.output = "l"}) {
 
 // -----
 
-// Routed experts: tokens and gate weights (B) apart from the expert weights (W).
+// Routed experts: dispatch, grouped linears, combine. Each grouped linear's
+// input gradient (B) is apart from its weight gradient (W); the dispatch's
+// adjoint is an unweighted combine through the same row map.
 // CHECK-LABEL: func.func @forward_grad
-// CHECK: dsv3.moe_experts_grad_input
-// CHECK: dsv3.moe_experts_grad_weight
-// CHECK-SAME: -> (tensor<2x3x4xf32>, tensor<2x3x4xf32>, tensor<2x4x3xf32>)
+// CHECK: %[[ROWS:.*]], %[[ROS:.*]], %[[SOR:.*]], %[[OFF:.*]] = dsv3.moe_dispatch
+// CHECK: %[[H:.*]] = dsv3.grouped_linear %[[ROWS]], %[[G:.*]], %[[OFF]]
+// CHECK: %[[Y:.*]] = dsv3.moe_combine %[[H]], %[[W:.*]], %[[ROS]]
+// CHECK: %[[DR:.*]], %[[DW:.*]] = dsv3.moe_combine_grad %[[H]], %[[W]], %[[ROS]], %[[SOR]], %{{.*}} :
+// CHECK-DAG: %[[DX:.*]] = dsv3.grouped_linear_grad_input %[[DR]], %[[G]], %[[OFF]]
+// CHECK-DAG: %[[DG:.*]] = dsv3.grouped_linear_grad_weight %[[DR]], %[[ROWS]], %[[OFF]] {num_experts = 2 : i64, param = "e.*.g"} : (tensor<2x3xf32>, tensor<2x4xf32>, tensor<3xi64>) -> tensor<2x3x4xf32>
+// CHECK: %[[ONES:.*]] = arith.constant dense<1.000000e+00> : tensor<2x1xf32>
+// CHECK: dsv3.moe_combine %[[DX]], %[[ONES]], %[[ROS]]
+// CHECK: return {{.*}}, %[[DG]]
 func.func @forward(%lab: tensor<1x2xi64>) -> (tensor<f32> {dsv3.output = "l"}) {
   %x = dsv3.param "x" : tensor<2x4xf32>
   %w = dsv3.param "w" : tensor<2x1xf32>
   %ids = arith.constant dense<[[0], [1]]> : tensor<2x1xi64>
   %g = dsv3.param "e.*.g" stack 2 : tensor<2x3x4xf32>
-  %d = dsv3.param "e.*.d" stack 2 : tensor<2x4x3xf32>
-  %y = dsv3.moe_experts %x, %w, %ids, %g, %g, %d : (tensor<2x4xf32>, tensor<2x1xf32>, tensor<2x1xi64>, tensor<2x3x4xf32>, tensor<2x3x4xf32>, tensor<2x4x3xf32>) -> tensor<2x4xf32>
-  %y3 = tensor.expand_shape %y [[0, 1], [2]] output_shape [1, 2, 4] : tensor<2x4xf32> into tensor<1x2x4xf32>
-  %l = dsv3.cross_entropy %y3, %lab : (tensor<1x2x4xf32>, tensor<1x2xi64>) -> tensor<f32>
+  %rows, %ros, %sor, %off = dsv3.moe_dispatch %x, %ids {num_experts = 2 : i64}
+      : (tensor<2x4xf32>, tensor<2x1xi64>) -> (tensor<2x4xf32>, tensor<2x1xi64>, tensor<2xi64>, tensor<3xi64>)
+  %h = dsv3.grouped_linear %rows, %g, %off : (tensor<2x4xf32>, tensor<2x3x4xf32>, tensor<3xi64>) -> tensor<2x3xf32>
+  %y = dsv3.moe_combine %h, %w, %ros : (tensor<2x3xf32>, tensor<2x1xf32>, tensor<2x1xi64>) -> tensor<2x3xf32>
+  %y3 = tensor.expand_shape %y [[0, 1], [2]] output_shape [1, 2, 3] : tensor<2x3xf32> into tensor<1x2x3xf32>
+  %l = dsv3.cross_entropy %y3, %lab : (tensor<1x2x3xf32>, tensor<1x2xi64>) -> tensor<f32>
   return %l : tensor<f32>
 }
 

@@ -53,7 +53,12 @@ func.func @moe(%x: tensor<2x8x16xf32>, %r: tensor<4x16xf32>, %b: tensor<4xf32>, 
                %sg: tensor<8x16xf32>, %sd: tensor<16x8xf32>) -> (tensor<2x8x16xf32>, tensor<16x2xi64>) {
   // CHECK: %[[T:.*]] = tensor.collapse_shape %{{.*}} {{\[\[}}0, 1], [2]] : tensor<2x8x16xf32> into tensor<16x16xf32>
   // CHECK: %[[W:.*]], %[[IDS:.*]] = dsv3.moe_router %[[T]], {{.*}} {n_group = 2 : i64, norm_topk_prob = true, routed_scaling_factor = 2.500000e+00 : f64, top_k = 2 : i64, topk_group = 1 : i64}
-  // CHECK: %[[Y:.*]] = dsv3.moe_experts %[[T]], %[[W]], %[[IDS]]
+  // CHECK: %[[ROWS:.*]], %[[ROS:.*]], %{{.*}}, %[[OFF:.*]] = dsv3.moe_dispatch %[[T]], %[[IDS]] {num_experts = 4 : i64} : (tensor<16x16xf32>, tensor<16x2xi64>) -> (tensor<32x16xf32>, tensor<16x2xi64>, tensor<32xi64>, tensor<5xi64>)
+  // CHECK: %[[G:.*]] = dsv3.grouped_linear %[[ROWS]], %{{.*}}, %[[OFF]] : {{.*}} -> tensor<32x8xf32>
+  // CHECK: %[[U:.*]] = dsv3.grouped_linear %[[ROWS]], %{{.*}}, %[[OFF]]
+  // CHECK: %[[A:.*]] = dsv3.swiglu %[[G]], %[[U]]
+  // CHECK: %[[E:.*]] = dsv3.grouped_linear %[[A]], %{{.*}}, %[[OFF]] : {{.*}} -> tensor<32x16xf32>
+  // CHECK: %[[Y:.*]] = dsv3.moe_combine %[[E]], %[[W]], %[[ROS]]
   // CHECK: dsv3.swiglu
   // CHECK: %[[S:.*]] = dsv3.linear {{.*}} -> tensor<16x16xf32>
   // CHECK: %[[SUM:.*]] = arith.addf %[[Y]], %[[S]]

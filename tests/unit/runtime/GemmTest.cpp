@@ -52,3 +52,89 @@ TEST(Gemm, ParallelPath) { check(130, 67, 257, false); }
 TEST(Gemm, StridedOperand) { check(6, 10, 21, true); }
 
 } // namespace
+
+//===----------------------------------------------------------------------===//
+// MoE dispatch order and grouped GEMMs
+//===----------------------------------------------------------------------===//
+
+namespace {
+
+using dsv3::rt::MatrixI64;
+using dsv3::rt::Tensor3F32;
+using dsv3::rt::VectorI64;
+
+VectorI64 vec(std::vector<int64_t> &v) {
+  return {v.data(), v.data(), 0, int64_t(v.size()), 1};
+}
+
+Tensor3F32 tensor3(std::vector<float> &v, int64_t a, int64_t b, int64_t c) {
+  return {v.data(), v.data(), 0, {a, b, c}, {b * c, c, 1}};
+}
+
+TEST(MoEDispatch, StableCountingSortWithInverse) {
+  // 5 tokens, top-2, 4 experts; expert 2 gets nobody, -1 counts as expert 0.
+  std::vector<int64_t> ids = {3, 0, 1, 3, 0, 1, 3, -1, 1, 0};
+  std::vector<int64_t> rowOfSlot(10), slotOfRow(10), offsets(5);
+  MatrixI64 idsView{ids.data(), ids.data(), 0, {5, 2}, {2, 1}};
+  MatrixI64 rosView{rowOfSlot.data(), rowOfSlot.data(), 0, {5, 2}, {2, 1}};
+  dsv3::rt::moeDispatchOrder(idsView, 4, rosView, vec(slotOfRow), vec(offsets));
+  EXPECT_EQ(offsets, (std::vector<int64_t>{0, 4, 7, 7, 10}));
+  // Expert 0 gets slots 1, 4, 7, 9 in token order; expert 1 slots 2, 5, 8.
+  EXPECT_EQ(slotOfRow, (std::vector<int64_t>{1, 4, 7, 9, 2, 5, 8, 0, 3, 6}));
+  for (int64_t s = 0; s < 10; ++s)
+    EXPECT_EQ(slotOfRow[rowOfSlot[s]], s) << "slot " << s;
+}
+
+TEST(GroupedGemm, GroupsMatchPerExpertProducts) {
+  const int64_t rows = 23, k = 37, n = 19, experts = 4;
+  std::vector<int64_t> offsets = {0, 9, 9, 20, 23}; // expert 1 is empty
+  std::mt19937 rng(5);
+  std::uniform_real_distribution<float> dist(-1, 1);
+  std::vector<float> x(rows * k), w(experts * n * k), y(rows * n, 7.0f);
+  for (auto *v : {&x, &w})
+    for (float &f : *v)
+      f = dist(rng);
+  auto offs = vec(offsets);
+  auto xv = view(x, rows, k, k), yv = view(y, rows, n, n);
+  auto wv = tensor3(w, experts, n, k);
+  dsv3::rt::groupedMatmulNT(xv, wv, offs, yv);
+  for (int64_t e = 0; e < experts; ++e)
+    for (int64_t r = offsets[e]; r < offsets[e + 1]; ++r)
+      for (int64_t j = 0; j < n; ++j) {
+        double ref = 0;
+        for (int64_t p = 0; p < k; ++p)
+          ref += double(x[r * k + p]) * w[(e * n + j) * k + p];
+        ASSERT_NEAR(y[r * n + j], ref, 1e-4) << "row " << r << " col " << j;
+      }
+
+  // The weight gradient: c[e] = a[:, group e] b[:, group e]^T.
+  std::vector<float> a(n * rows), b(k * rows), c(experts * n * k, 3.0f);
+  for (auto *v : {&a, &b})
+    for (float &f : *v)
+      f = dist(rng);
+  auto cv = tensor3(c, experts, n, k);
+  dsv3::rt::groupedMatmulNTSplitK(view(a, n, rows, rows), view(b, k, rows, rows),
+                                  offs, cv);
+  for (int64_t e = 0; e < experts; ++e)
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t j = 0; j < k; ++j) {
+        double ref = 0;
+        for (int64_t r = offsets[e]; r < offsets[e + 1]; ++r)
+          ref += double(a[i * rows + r]) * b[j * rows + r];
+        ASSERT_NEAR(c[(e * n + i) * k + j], ref, 1e-4)
+            << "expert " << e << " at " << i << "," << j;
+      }
+}
+
+TEST(GroupedGemm, CorruptOffsetsStayInBounds) {
+  // Bounds past the rows or decreasing are clamped: group 0 is empty, group 1
+  // covers rows 1..3, and row 0, in no group, is zero.
+  std::vector<int64_t> offsets = {2, 1, 50};
+  std::vector<float> x(4 * 3, 1.0f), w(2 * 2 * 3, 1.0f), y(4 * 2, 9.0f);
+  auto xv = view(x, 4, 3, 3), yv = view(y, 4, 2, 2);
+  auto wv = tensor3(w, 2, 2, 3);
+  dsv3::rt::groupedMatmulNT(xv, wv, vec(offsets), yv);
+  EXPECT_EQ(y, (std::vector<float>{0, 0, 3, 3, 3, 3, 3, 3}));
+}
+
+} // namespace
