@@ -50,7 +50,8 @@ struct DSV3OutlineLoopNestsPass
           loop.emitOpError() << "could not be outlined";
           return signalPassFailure();
         }
-        outlined->setPrivate();
+        // Kept public (not inlined, not exported by name anywhere) so the
+        // JIT can name each nest in a perf map.
         (*outlined)->setAttr("passthrough",
                              rewriter.getArrayAttr({rewriter.getStringAttr("noinline")}));
         // Put the single-block wrapper's body back in place.

@@ -12,6 +12,9 @@
 #include "llvm/ExecutionEngine/Orc/JITTargetMachineBuilder.h"
 #include "llvm/ExecutionEngine/Orc/Mangling.h"
 #include "llvm/ExecutionEngine/Orc/ExecutionUtils.h"
+#include "llvm/Object/ELFObjectFile.h"
+#include "llvm/Object/ObjectFile.h"
+#include "llvm/Support/Format.h"
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/MemoryBuffer.h"
 #include "llvm/Support/Path.h"
@@ -68,6 +71,43 @@ llvm::orc::SymbolMap runtimeSymbols(llvm::orc::MangleAndInterner &interner) {
   return map;
 }
 
+/// With DSV3C_PERF_MAP set, appends the JIT's functions to
+/// /tmp/perf-<pid>.map (perf's convention for JIT code), so `perf report`
+/// names the generated loop nests instead of showing raw addresses.
+void writePerfMap(llvm::orc::LLJIT &jit, llvm::MemoryBufferRef object) {
+  if (!std::getenv("DSV3C_PERF_MAP"))
+    return;
+  auto file = llvm::object::ObjectFile::createObjectFile(object);
+  if (!file) {
+    llvm::consumeError(file.takeError());
+    return;
+  }
+  std::string path = "/tmp/perf-" + std::to_string(::getpid()) + ".map";
+  std::error_code ec;
+  llvm::raw_fd_ostream out(path, ec, llvm::sys::fs::OF_Append);
+  if (ec)
+    return;
+  for (const llvm::object::SymbolRef &sym : (*file)->symbols()) {
+    auto type = sym.getType();
+    auto name = sym.getName();
+    if (!type || *type != llvm::object::SymbolRef::ST_Function || !name) {
+      if (!type)
+        llvm::consumeError(type.takeError());
+      if (!name)
+        llvm::consumeError(name.takeError());
+      continue;
+    }
+    auto address = jit.lookup(*name);
+    if (!address) {
+      llvm::consumeError(address.takeError());
+      continue;
+    }
+    uint64_t size = llvm::object::ELFSymbolRef(sym).getSize();
+    out << llvm::format_hex_no_prefix(address->getValue(), 1) << " "
+        << llvm::format_hex_no_prefix(size, 1) << " " << *name << "\n";
+  }
+}
+
 } // namespace
 
 llvm::Expected<std::unique_ptr<JitModule>>
@@ -96,8 +136,12 @@ JitModule::load(llvm::StringRef objectPath, ParamLayout layout,
                                         (*lljit)->getDataLayout());
   if (llvm::Error e = lib.define(llvm::orc::absoluteSymbols(runtimeSymbols(interner))))
     return std::move(e);
+  llvm::MemoryBufferRef objectRef = (*buffer)->getMemBufferRef();
+  std::unique_ptr<llvm::MemoryBuffer> copy =
+      llvm::MemoryBuffer::getMemBufferCopy(objectRef.getBuffer());
   if (llvm::Error e = (*lljit)->addObjectFile(std::move(*buffer)))
     return std::move(e);
+  writePerfMap(**lljit, copy->getMemBufferRef());
   auto jit = std::unique_ptr<JitModule>(new JitModule());
   jit->layout_ = std::move(layout);
   jit->entries_ = std::move(entries);

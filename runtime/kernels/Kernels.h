@@ -61,6 +61,15 @@ template <class T> struct StridedTensor3 {
 };
 using Tensor3F32 = StridedTensor3<float>;
 
+/// Layout-compatible with MLIR's StridedMemRefType<float, 4>.
+struct Tensor4F32 {
+  float *allocated;
+  float *data;
+  int64_t offset;
+  int64_t sizes[4];
+  int64_t strides[4];
+};
+
 /// C[m,n] += sum_k A[m,k] * B[n,k] for A [M,K], B [N,K], C [M,N]. Blocked
 /// for registers, vectorised, and split over cores with TBB when large.
 void matmulNT(const MatrixF32 &a, const MatrixF32 &b, const MatrixF32 &c);
@@ -110,6 +119,22 @@ void _mlir_ciface_dsv3rt_grouped_matmul_nt_f32(dsv3::rt::MatrixF32 *x,
 void _mlir_ciface_dsv3rt_grouped_matmul_nt_f32_split_k(
     dsv3::rt::MatrixF32 *a, dsv3::rt::MatrixF32 *b, dsv3::rt::VectorI64 *offsets,
     dsv3::rt::Tensor3F32 *c);
+/// dsv3.mla_core: q_nope/k_nope [B,T,H,Dn], q_rope [B,T,H,R], k_rope [B,T,R],
+/// v [B,T,H,Dv], segment ids [B,T] (all equal: one document per row).
+void _mlir_ciface_dsv3rt_mla_attention(
+    dsv3::rt::Tensor4F32 *qNope, dsv3::rt::Tensor4F32 *qRope,
+    dsv3::rt::Tensor4F32 *kNope, dsv3::rt::Tensor3F32 *kRope,
+    dsv3::rt::Tensor4F32 *v, dsv3::rt::MatrixI64 *segments, double scale,
+    dsv3::rt::Tensor4F32 *out);
+/// dsv3.mla_core_grad: the same operands and dout; the probabilities are
+/// recomputed.
+void _mlir_ciface_dsv3rt_mla_attention_grad(
+    dsv3::rt::Tensor4F32 *qNope, dsv3::rt::Tensor4F32 *qRope,
+    dsv3::rt::Tensor4F32 *kNope, dsv3::rt::Tensor3F32 *kRope,
+    dsv3::rt::Tensor4F32 *v, dsv3::rt::MatrixI64 *segments, double scale,
+    dsv3::rt::Tensor4F32 *dout, dsv3::rt::Tensor4F32 *dqNope,
+    dsv3::rt::Tensor4F32 *dqRope, dsv3::rt::Tensor4F32 *dkNope,
+    dsv3::rt::Tensor3F32 *dkRope, dsv3::rt::Tensor4F32 *dv);
 /// dsv3.fp8_quantize: x -> codes, scales for tile [tileRows, tileCols].
 void _mlir_ciface_dsv3rt_fp8_quantize(dsv3::rt::MatrixF32 *x, int64_t tileRows,
                                       int64_t tileCols, int64_t format,

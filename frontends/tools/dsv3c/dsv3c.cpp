@@ -45,6 +45,8 @@
 
 #include <tbb/global_control.h>
 
+#include <malloc.h>
+
 #include <cmath>
 #include <cstdio>
 
@@ -739,6 +741,11 @@ void printUsage() {
 
 int main(int argc, char **argv) {
   llvm::InitLLVM init(argc, argv);
+  // Compiled steps allocate their activation buffers afresh each call. Keep
+  // large blocks in the heap instead of mmap/munmap per buffer, so a step
+  // reuses the previous step's pages rather than faulting in zeroed ones.
+  mallopt(M_MMAP_THRESHOLD, 32 << 20); // glibc's upper limit
+  mallopt(M_TRIM_THRESHOLD, 1 << 30);
   if (argc < 2 || llvm::StringRef(argv[1]).starts_with("-")) {
     printUsage();
     return argc < 2 ? 1 : 0;

@@ -48,13 +48,14 @@ func.func @router(%x: tensor<3x8xf32>, %r: tensor<4x8xf32>, %b: tensor<4xf32>) -
 
 // -----
 
-// The attention core masks above the diagonal with -inf before the softmax.
+// The attention core is the attention kernel; without segment ids every
+// position is in document 0.
 // CHECK-LABEL: func.func @mla_core
 func.func @mla_core(%q: tensor<1x4x2x3xf32>, %qr: tensor<1x4x2x2xf32>, %kr: tensor<1x4x2xf32>) -> tensor<1x4x2x3xf32> {
-  // CHECK-DAG: arith.constant 0xFF800000 : f32
-  // CHECK: arith.cmpi ule
-  // CHECK: math.exp
-  // CHECK: arith.divf
+  // CHECK-DAG: %[[SCALE:.*]] = arith.constant 5.000000e-01 : f64
+  // CHECK-DAG: %[[ZERO:.*]] = arith.constant 0 : i64
+  // CHECK: %[[SEG:.*]] = linalg.fill ins(%[[ZERO]] : i64) outs(%{{.*}} : tensor<1x4xi64>)
+  // CHECK: dsv3.ukernel "dsv3rt_mla_attention" ins(%{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %[[SEG]], %[[SCALE]] : {{.*}}, tensor<1x4xi64>, f64) outs(%{{.*}} : tensor<1x4x2x3xf32>)
   %o = dsv3.mla_core %q, %qr, %q, %kr, %q {softmax_scale = 0.5 : f64}
       : (tensor<1x4x2x3xf32>, tensor<1x4x2x2xf32>, tensor<1x4x2x3xf32>, tensor<1x4x2xf32>, tensor<1x4x2x3xf32>) -> tensor<1x4x2x3xf32>
   return %o : tensor<1x4x2x3xf32>

@@ -1,0 +1,227 @@
+//===- Attention.cpp - MLA attention core, forward and backward -----------===//
+//
+// Called by JIT code for dsv3.mla_core and dsv3.mla_core_grad. One task per
+// (batch, head) computes its causal score block with the float32 GEMM
+// microkernel, only up to the diagonal (row blocks of kRowBlock queries see
+// keys [0, end of block)), applies the mask and softmax in place, and
+// multiplies by V. The probabilities live in per-task scratch and are never
+// written out: the backward recomputes them (as flash attention does), so
+// no [B, H, T, T] tensor exists in the program.
+//
+//===----------------------------------------------------------------------===//
+#include "runtime/kernels/Kernels.h"
+
+#include <tbb/parallel_for.h>
+
+#include <algorithm>
+#include <cmath>
+#include <functional>
+#include <vector>
+
+namespace dsv3::rt {
+namespace {
+
+constexpr int64_t kRowBlock = 64;
+
+/// A dense row-major scratch matrix.
+struct Scratch {
+  std::vector<float> data;
+  int64_t rows = 0, cols = 0;
+  Scratch(int64_t r, int64_t c) : data(r * c, 0.0f), rows(r), cols(c) {}
+  MatrixF32 view() { return {data.data(), data.data(), 0, {rows, cols}, {cols, 1}}; }
+  MatrixF32 block(int64_t r0, int64_t r1, int64_t c0, int64_t c1) {
+    return {data.data(), data.data(), r0 * cols + c0, {r1 - r0, c1 - c0}, {cols, 1}};
+  }
+  float *row(int64_t r) { return data.data() + r * cols; }
+};
+
+/// [T, D] view of (b, h) in a [B, T, H, D] tensor.
+MatrixF32 head(const Tensor4F32 &x, int64_t b, int64_t h) {
+  return {x.allocated, x.data, x.offset + b * x.strides[0] + h * x.strides[2],
+          {x.sizes[1], x.sizes[3]}, {x.strides[1], x.strides[3]}};
+}
+
+/// [T, R] view of batch b in a [B, T, R] tensor.
+MatrixF32 batch(const Tensor3F32 &x, int64_t b) {
+  return {x.allocated, x.data, x.offset + b * x.strides[0],
+          {x.sizes[1], x.sizes[2]}, {x.strides[1], x.strides[2]}};
+}
+
+MatrixF32 rows(MatrixF32 m, int64_t r0, int64_t r1) {
+  m.offset += r0 * m.strides[0];
+  m.sizes[0] = r1 - r0;
+  return m;
+}
+
+MatrixF32 cols(MatrixF32 m, int64_t c0, int64_t c1) {
+  m.offset += c0 * m.strides[1];
+  m.sizes[1] = c1 - c0;
+  return m;
+}
+
+float &at(const MatrixF32 &m, int64_t r, int64_t c) {
+  return m.data[m.offset + r * m.strides[0] + c * m.strides[1]];
+}
+
+void zero(const MatrixF32 &m) {
+  for (int64_t r = 0; r < m.sizes[0]; ++r)
+    for (int64_t c = 0; c < m.sizes[1]; ++c)
+      at(m, r, c) = 0.0f;
+}
+
+/// m^T as a dense scratch matrix (GEMM operands must be K-contiguous).
+Scratch transposed(const MatrixF32 &m) {
+  Scratch t(m.sizes[1], m.sizes[0]);
+  for (int64_t r = 0; r < m.sizes[0]; ++r)
+    for (int64_t c = 0; c < m.sizes[1]; ++c)
+      t.data[c * m.sizes[0] + r] = at(m, r, c);
+  return t;
+}
+
+/// out[t, :] += a[t, :] . b[u, :] for u <= t, by causal row blocks (the
+/// entries above the diagonal inside a block are computed and later masked).
+void causalScores(const MatrixF32 &a, const MatrixF32 &b, Scratch &out) {
+  int64_t t = out.rows;
+  for (int64_t r0 = 0; r0 < t; r0 += kRowBlock) {
+    int64_t r1 = std::min(t, r0 + kRowBlock);
+    matmulNT(rows(a, r0, r1), rows(b, 0, r1), out.block(r0, r1, 0, r1));
+  }
+}
+
+/// out = p b for causal p [T, T]: block rows read keys [0, end of block).
+/// `bT` is b transposed ([D, T]).
+void causalApply(Scratch &p, Scratch &bT, const MatrixF32 &out) {
+  int64_t t = p.rows;
+  zero(out);
+  for (int64_t r0 = 0; r0 < t; r0 += kRowBlock) {
+    int64_t r1 = std::min(t, r0 + kRowBlock);
+    matmulNT(p.block(r0, r1, 0, r1), cols(bT.view(), 0, r1), rows(out, r0, r1));
+  }
+}
+
+struct AttentionArgs {
+  Tensor4F32 qNope, qRope, kNope;
+  Tensor3F32 kRope;
+  Tensor4F32 v;
+  MatrixI64 segments;
+  float scale;
+};
+
+/// Softmax probabilities of (b, h): causal, within a document.
+Scratch probabilities(const AttentionArgs &a, int64_t b, int64_t h) {
+  int64_t t = a.qNope.sizes[1];
+  Scratch p(t, t);
+  causalScores(head(a.qNope, b, h), head(a.kNope, b, h), p);
+  causalScores(head(a.qRope, b, h), batch(a.kRope, b), p);
+  for (int64_t i = 0; i < t; ++i) {
+    float *row = p.row(i);
+    int64_t segment = *a.segments.at(b, i);
+    auto visible = [&](int64_t u) { return *a.segments.at(b, u) == segment; };
+    float mx = -INFINITY;
+    for (int64_t u = 0; u <= i; ++u)
+      if (visible(u))
+        mx = std::max(mx, row[u] * a.scale);
+    float sum = 0.0f;
+    for (int64_t u = 0; u <= i; ++u) {
+      float e = visible(u) ? std::exp(row[u] * a.scale - mx) : 0.0f;
+      row[u] = e;
+      sum += e;
+    }
+    float inv = 1.0f / sum;
+    for (int64_t u = 0; u <= i; ++u)
+      row[u] *= inv;
+    std::fill(row + i + 1, row + t, 0.0f);
+  }
+  return p;
+}
+
+void forEachHead(const AttentionArgs &a, const std::function<void(int64_t, int64_t)> &f) {
+  int64_t batches = a.qNope.sizes[0], heads = a.qNope.sizes[2];
+  tbb::parallel_for(int64_t(0), batches * heads,
+                    [&](int64_t i) { f(i / heads, i % heads); });
+}
+
+} // namespace
+
+void mlaAttention(const AttentionArgs &a, const Tensor4F32 &out) {
+  forEachHead(a, [&](int64_t b, int64_t h) {
+    Scratch p = probabilities(a, b, h);
+    Scratch vT = transposed(head(a.v, b, h));
+    causalApply(p, vT, head(out, b, h));
+  });
+}
+
+void mlaAttentionGrad(const AttentionArgs &a, const Tensor4F32 &dout,
+                      const Tensor4F32 &dqNope, const Tensor4F32 &dqRope,
+                      const Tensor4F32 &dkNope, const Tensor3F32 &dkRope,
+                      const Tensor4F32 &dv) {
+  int64_t batches = a.qNope.sizes[0], t = a.qNope.sizes[1], heads = a.qNope.sizes[2],
+          rope = a.kRope.sizes[2];
+  // The rope key is shared by all heads: per-head partial gradients, summed
+  // after the parallel loop.
+  std::vector<float> dkRopeParts(batches * heads * t * rope, 0.0f);
+  forEachHead(a, [&](int64_t b, int64_t h) {
+    Scratch p = probabilities(a, b, h);
+    MatrixF32 dO = head(dout, b, h);
+    // dP = dO V^T, then dS = scale * P * (dP - rowsum(P * dP)).
+    Scratch ds(t, t);
+    causalScores(dO, head(a.v, b, h), ds);
+    for (int64_t i = 0; i < t; ++i) {
+      float *pr = p.row(i), *dr = ds.row(i);
+      float dot = 0.0f;
+      for (int64_t u = 0; u <= i; ++u)
+        dot += pr[u] * dr[u];
+      for (int64_t u = 0; u <= i; ++u)
+        dr[u] = a.scale * pr[u] * (dr[u] - dot);
+      std::fill(dr + i + 1, dr + t, 0.0f);
+    }
+    // Query gradients: dS K; key and value gradients: dS^T Q, P^T dO.
+    Scratch knT = transposed(head(a.kNope, b, h)), krT = transposed(batch(a.kRope, b));
+    causalApply(ds, knT, head(dqNope, b, h));
+    causalApply(ds, krT, head(dqRope, b, h));
+    Scratch dsT = transposed(ds.view()), pT = transposed(p.view());
+    Scratch qnT = transposed(head(a.qNope, b, h)), qrT = transposed(head(a.qRope, b, h));
+    Scratch doT = transposed(dO);
+    // Key u receives from queries t >= u: rows of dS^T from u, columns to T.
+    auto anticausal = [&](Scratch &left, Scratch &rightT, const MatrixF32 &o) {
+      zero(o);
+      for (int64_t r0 = 0; r0 < t; r0 += kRowBlock) {
+        int64_t r1 = std::min(t, r0 + kRowBlock);
+        matmulNT(left.block(r0, r1, r0, t), cols(rightT.view(), r0, t), rows(o, r0, r1));
+      }
+    };
+    anticausal(dsT, qnT, head(dkNope, b, h));
+    anticausal(pT, doT, head(dv, b, h));
+    float *part = dkRopeParts.data() + (b * heads + h) * t * rope;
+    anticausal(dsT, qrT, {part, part, 0, {t, rope}, {rope, 1}});
+  });
+  for (int64_t b = 0; b < batches; ++b) {
+    MatrixF32 dk = batch(dkRope, b);
+    for (int64_t i = 0; i < t; ++i)
+      for (int64_t r = 0; r < rope; ++r) {
+        float s = 0.0f;
+        for (int64_t h = 0; h < heads; ++h)
+          s += dkRopeParts[((b * heads + h) * t + i) * rope + r];
+        at(dk, i, r) = s;
+      }
+  }
+}
+
+} // namespace dsv3::rt
+
+using namespace dsv3::rt;
+
+extern "C" void _mlir_ciface_dsv3rt_mla_attention(
+    Tensor4F32 *qNope, Tensor4F32 *qRope, Tensor4F32 *kNope, Tensor3F32 *kRope,
+    Tensor4F32 *v, MatrixI64 *segments, double scale, Tensor4F32 *out) {
+  mlaAttention({*qNope, *qRope, *kNope, *kRope, *v, *segments, float(scale)}, *out);
+}
+
+extern "C" void _mlir_ciface_dsv3rt_mla_attention_grad(
+    Tensor4F32 *qNope, Tensor4F32 *qRope, Tensor4F32 *kNope, Tensor3F32 *kRope,
+    Tensor4F32 *v, MatrixI64 *segments, double scale, Tensor4F32 *dout,
+    Tensor4F32 *dqNope, Tensor4F32 *dqRope, Tensor4F32 *dkNope,
+    Tensor3F32 *dkRope, Tensor4F32 *dv) {
+  mlaAttentionGrad({*qNope, *qRope, *kNope, *kRope, *v, *segments, float(scale)},
+                   *dout, *dqNope, *dqRope, *dkNope, *dkRope, *dv);
+}
