@@ -287,7 +287,7 @@ class MoE(nn.Module):
         if self.shared_experts is not None:
             routed = routed + self.shared_experts(flat)
         self.balance_loss = None
-        if torch.is_grad_enabled():  # sequence-wise balance loss (SPEC 4.4), f_i constant
+        if torch.is_grad_enabled():  # sequence-wise balance loss, f_i constant
             E = c.n_routed_experts
             f = torch.zeros(B, E).scatter_add_(1, topk_idx.view(B, T * K),
                                                torch.ones(B, T * K)) * (E / (K * T))
