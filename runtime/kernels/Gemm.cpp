@@ -1,10 +1,12 @@
 //===- Gemm.cpp - float32 GEMM microkernel (C += A B^T) -------------------===//
 //
 // Called by JIT code for every `dsv3.linear` (see lowering/CPU/
-// LinalgToUkernel.cpp). Both operands are read along K, which is contiguous
-// for row-major activations and [out, in] weights, so a 4x4 tile of dot
-// products with 16-lane accumulators keeps loads at half the FMAs without
-// packing. Tiles are distributed over cores with TBB.
+// LinalgToUkernel.cpp). Shapes the packed kernel (PackedGemm.cpp) takes go
+// there; the rest (decode-sized M, strided operands) use the unpacked kernel
+// here: both operands are read along K, which is contiguous for row-major
+// activations and [out, in] weights, so a 4x4 tile of dot products with
+// 16-lane accumulators keeps loads at half the FMAs. Tiles are distributed
+// over cores with TBB.
 //
 //===----------------------------------------------------------------------===//
 #include "runtime/kernels/Kernels.h"
@@ -107,6 +109,8 @@ void block(const MatrixF32 &a, const MatrixF32 &b, const MatrixF32 &c,
 } // namespace
 
 void matmulNT(const MatrixF32 &a, const MatrixF32 &b, const MatrixF32 &c) {
+  if (packedMatmulNT(a, b, c))
+    return;
   int64_t m = c.sizes[0], n = c.sizes[1], k = a.sizes[1];
   // Small products do not pay for task scheduling.
   if (m * n * k < (int64_t(1) << 18)) {

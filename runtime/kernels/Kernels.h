@@ -91,6 +91,12 @@ void groupedMatmulNT(const MatrixF32 &x, const Tensor3F32 &w,
 void groupedMatmulNTSplitK(const MatrixF32 &a, const MatrixF32 &b,
                            const VectorI64 &offsets, const Tensor3F32 &c);
 
+/// The packed float32 kernel behind matmulNT (AVX-512: B strips packed by
+/// 16x16 transposes, 12x32 register tiles of FMAs). Returns false, doing
+/// nothing, where it does not apply (non-unit inner strides, tiny shapes,
+/// no AVX-512).
+bool packedMatmulNT(const MatrixF32 &a, const MatrixF32 &b, const MatrixF32 &c);
+
 /// Symbol table for the JIT: (name, address) pairs, null-terminated.
 struct KernelSymbol {
   const char *name;

@@ -167,6 +167,62 @@ inline void transpose16x16(__m512i r[16]) {
   }
 }
 
+/// Float32 GEMM tile rows: 12 rows x 32 columns keep 24 accumulators.
+constexpr int kF32MR = 12;
+constexpr int64_t kF32KC = 512; // K chunk of a packed B strip (64 KiB)
+
+/// Packs columns [n0, n0 + 32) of B ([N, K], K-contiguous) over K range
+/// [k0, k0 + kc) as dst[p][32], by 16x16 transposes; columns >= n are zero.
+void packF32Strip(const float *b, int64_t ldb, int64_t n, int64_t n0, int64_t k0,
+                  int64_t kc, float *dst) {
+  for (int half = 0; half < 2; ++half) {
+    int64_t c0 = n0 + 16 * half;
+    for (int64_t p0 = 0; p0 < kc; p0 += 16) {
+      int64_t w = std::min<int64_t>(16, kc - p0);
+      __mmask16 mask = w == 16 ? __mmask16(0xFFFF) : __mmask16((1u << w) - 1);
+      __m512i r[16];
+      for (int j = 0; j < 16; ++j)
+        r[j] = c0 + j < n ? _mm512_maskz_loadu_epi32(mask, b + (c0 + j) * ldb + k0 + p0)
+                          : _mm512_setzero_si512();
+      transpose16x16(r); // r[i] lane j = B[c0 + j][k0 + p0 + i]
+      for (int64_t i = 0; i < w; ++i)
+        _mm512_storeu_si512(dst + (p0 + i) * 32 + 16 * half, r[i]);
+    }
+  }
+}
+
+/// c[rows, cols] += a[rows, kc] panel^T for one packed 32-column strip. Rows
+/// past `rows` repeat the last one (computed, never stored).
+inline void f32Tile(const float *a, int64_t lda, int rows, const float *panel,
+                    int64_t kc, float *c, int64_t ldc, int cols) {
+  const float *ar[kF32MR];
+  for (int i = 0; i < kF32MR; ++i)
+    ar[i] = a + std::min(i, rows - 1) * lda;
+  __m512 acc[kF32MR][2];
+  for (int i = 0; i < kF32MR; ++i)
+    acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+  for (int64_t p = 0; p < kc; ++p) {
+    __m512 b0 = _mm512_loadu_ps(panel + p * 32), b1 = _mm512_loadu_ps(panel + p * 32 + 16);
+    for (int i = 0; i < kF32MR; ++i) {
+      __m512 ai = _mm512_set1_ps(ar[i][p]);
+      acc[i][0] = _mm512_fmadd_ps(ai, b0, acc[i][0]);
+      acc[i][1] = _mm512_fmadd_ps(ai, b1, acc[i][1]);
+    }
+  }
+  auto maskOf = [](int valid) {
+    return valid >= 16 ? __mmask16(0xFFFF) : valid <= 0 ? __mmask16(0) : __mmask16((1u << valid) - 1);
+  };
+  __mmask16 m0 = maskOf(cols), m1 = maskOf(cols - 16);
+  for (int i = 0; i < rows; ++i) {
+    float *ci = c + i * ldc;
+    _mm512_mask_storeu_ps(ci, m0, _mm512_add_ps(_mm512_maskz_loadu_ps(m0, ci), acc[i][0]));
+    _mm512_mask_storeu_ps(ci + 16, m1,
+                          _mm512_add_ps(_mm512_maskz_loadu_ps(m1, ci + 16), acc[i][1]));
+  }
+}
+#endif
+
+#ifdef DSV3_HAVE_AVX512BF16
 /// 32 FP8 codes -> 32 BF16 values (16 pairs) through a 128-entry table of
 /// magnitudes held in four registers; the sign bit is copied.
 struct VectorFP8ToBF16 {
@@ -415,6 +471,45 @@ void bf16GemmNT(const uint16_t *a, int64_t lda, const uint16_t *b, int64_t ldb,
   // Long K blocks: partial tiles are only added, not scaled.
   packedGemm(BF16Source{a, lda, 1}, BF16Source{b, ldb, 1}, m, n, k, 512,
              packA16, packB, tile);
+}
+
+bool packedMatmulNT(const MatrixF32 &a, const MatrixF32 &b, const MatrixF32 &c) {
+#ifdef DSV3_HAVE_AVX512BF16
+  int64_t m = c.sizes[0], n = c.sizes[1], k = a.sizes[1];
+  if (a.strides[1] != 1 || b.strides[1] != 1 || c.strides[1] != 1 ||
+      m < kF32MR || n < 16 || k < 16)
+    return false;
+  const float *pa = a.data + a.offset, *pb = b.data + b.offset;
+  float *pc = c.data + c.offset;
+  int64_t lda = a.strides[0], ldb = b.strides[0], ldc = c.strides[0];
+  // Tasks of 96 rows x 128 columns: each packs a B strip once per K chunk
+  // and reuses it for 8 row tiles.
+  constexpr int64_t taskRows = 8 * kF32MR, taskCols = 128;
+  int64_t rowTasks = ceilDiv(m, taskRows), colTasks = ceilDiv(n, taskCols);
+  auto task = [&](int64_t t) {
+    int64_t r0 = (t / colTasks) * taskRows, r1 = std::min(m, r0 + taskRows);
+    int64_t c0 = (t % colTasks) * taskCols, c1 = std::min(n, c0 + taskCols);
+    alignas(64) float panel[kF32KC * 32];
+    for (int64_t n0 = c0; n0 < c1; n0 += 32) {
+      int cols = int(std::min<int64_t>(32, c1 - n0));
+      for (int64_t k0 = 0; k0 < k; k0 += kF32KC) {
+        int64_t kc = std::min(kF32KC, k - k0);
+        packF32Strip(pb, ldb, n0 + cols, n0, k0, kc, panel);
+        for (int64_t m0 = r0; m0 < r1; m0 += kF32MR)
+          f32Tile(pa + m0 * lda + k0, lda, int(std::min<int64_t>(kF32MR, r1 - m0)),
+                  panel, kc, pc + m0 * ldc + n0, ldc, cols);
+      }
+    }
+  };
+  if (rowTasks * colTasks == 1 || m * n * k < (int64_t(1) << 18))
+    for (int64_t t = 0; t < rowTasks * colTasks; ++t)
+      task(t);
+  else
+    tbb::parallel_for(int64_t(0), rowTasks * colTasks, task);
+  return true;
+#else
+  return false;
+#endif
 }
 
 } // namespace dsv3::rt
