@@ -195,11 +195,11 @@ def main():
     small_init = os.path.join(out_dir, "small-init")
     models = [("tiny", os.path.join(ROOT, "models", "tiny"), 2, 64, 3 if smoke else 10)]
     if not smoke:
-        # The small model's weights: its seeded initialisation, saved in hub layout
-        # so that both sides load the same checkpoint.
+        # The small model's weights: its seeded initialisation after one step,
+        # saved in hub layout so that both sides load the same checkpoint.
         if not os.path.exists(os.path.join(small_init, "model.safetensors")):
             run([DSV3C, "train", os.path.join(ROOT, "models", "small", "small.toml"),
-                 "--steps", "1", "--lr", "0", "--save", small_init,
+                 "--steps", "1", "--save", small_init,
                  "--cache-dir", os.path.join(out_dir, "small-cache")])
         models.append(("small", small_init, 4, 256, 6))
     result["models"] = [compare_model(*m, out_dir) for m in models]

@@ -63,8 +63,15 @@ done
 fp8_gap=$(python3 bench/fp8_training.py "$out/train-fp32.jsonl" "$out/train-fp8.jsonl" \
   bench/fp8-vs-fp32-loss.svg)
 
+# Peers in the same run: OpenBLAS and PyTorch GEMMs, and PyTorch eager on the
+# tiny and small models (bench/compare.py; needs python3-torch).
+peer_python=python3
+/usr/bin/python3 -c 'import torch' 2>/dev/null && peer_python=/usr/bin/python3
+"$peer_python" bench/compare.py "$out/gemm.json" "$out" ${1:-}
+
 python3 - "$out/gemm.json" "$ukernel" "$loops" "$out/train.jsonl" "$fp8_gap" \
-  "$out/eval-fp8.safetensors" tests/golden/tiny/reference.safetensors "$cold" "$warm" <<'PY'
+  "$out/eval-fp8.safetensors" tests/golden/tiny/reference.safetensors "$cold" "$warm" \
+  "$out/compare.json" <<'PY'
 import array, json, math, statistics, struct, sys
 runs = json.load(open(sys.argv[1]))["benchmarks"]
 by = {}
@@ -112,8 +119,28 @@ uk, lo = float(sys.argv[2]), float(sys.argv[3])
 print(f"\ntiny forward (2x32 tokens, execute only): ukernel {uk*1e3:.2f} ms, loops {lo*1e3:.2f} ms, ratio {lo/uk:.1f}x")
 tps = statistics.median(json.loads(l)["tokens_per_s"] for l in open(sys.argv[4]))
 print(f"tiny training step (2x32 tokens, forward+backward+AdamW): {tps:.0f} tokens/s (median)")
+peers = json.load(open(sys.argv[10]))
+if "gemm" in peers:
+    print(f"\n{'GEMM vs peers (M/N/K)':<22}{'FP32':>8}{'OpenBLAS':>10}{'ratio':>8}"
+          f"{'BF16':>8}{'torch BF16':>12}{'ratio':>8}   (GFLOP/s, same run)")
+    for g in peers["gemm"]:
+        print(f"{g['shape']:<22}{g['dsv3c_fp32']:8.1f}{g.get('openblas_sgemm', 0):10.1f}"
+              f"{g['fp32_over_openblas'] or 0:7.2f}x{g['dsv3c_bf16'] or 0:8.1f}"
+              f"{g['torch_bf16']:12.1f}{g['bf16_over_torch_bf16'] or 0:7.2f}x")
+for m in peers.get("models", []):
+    print(f"\n{m['model']} model, batch {m['batch']} x seq {m['seq']}: dsv3c vs PyTorch eager "
+          f"(best of 1/2 threads)")
+    print(f"  {'':<9}{'dsv3c tok/s':>12}{'torch tok/s':>12}{'ratio':>8}{'torch thr':>10}"
+          f"{'dsv3c RSS':>11}{'torch RSS':>11}")
+    for mode in ("forward", "train"):
+        r = m[mode]
+        print(f"  {mode:<9}{r['dsv3c_tokens_per_s']:12.0f}{r['torch_tokens_per_s']:12.0f}"
+              f"{r['ratio']:7.2f}x{r['torch_threads']:10d}{r['dsv3c_peak_rss_mib']:9.0f}Mi"
+              f"{r['torch_peak_rss_mib']:9.0f}Mi")
+    w = m["eval_wall_s"]
+    print(f"  dsv3c eval wall time: cold compile {w['cold']:.2f} s, warm (cached) {w['warm']:.2f} s")
 json.dump({"gemm": rows, "tiny_forward_s": {"ukernel": uk, "loops": lo},
            "tiny_train_tokens_per_s": tps, "fp8_eval": fp8_eval, "fp8_training": gap,
-           "tiny_eval_wall_s": {"cold": cold, "warm": warm}},
+           "tiny_eval_wall_s": {"cold": cold, "warm": warm}, "peers": peers},
           open("bench/results.json", "w"), indent=1)
 PY
