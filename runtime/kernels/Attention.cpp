@@ -47,26 +47,8 @@ MatrixF32 batch(const Tensor3F32 &x, int64_t b) {
           {x.sizes[1], x.sizes[2]}, {x.strides[1], x.strides[2]}};
 }
 
-MatrixF32 rows(MatrixF32 m, int64_t r0, int64_t r1) {
-  m.offset += r0 * m.strides[0];
-  m.sizes[0] = r1 - r0;
-  return m;
-}
-
-MatrixF32 cols(MatrixF32 m, int64_t c0, int64_t c1) {
-  m.offset += c0 * m.strides[1];
-  m.sizes[1] = c1 - c0;
-  return m;
-}
-
 float &at(const MatrixF32 &m, int64_t r, int64_t c) {
   return m.data[m.offset + r * m.strides[0] + c * m.strides[1]];
-}
-
-void zero(const MatrixF32 &m) {
-  for (int64_t r = 0; r < m.sizes[0]; ++r)
-    for (int64_t c = 0; c < m.sizes[1]; ++c)
-      at(m, r, c) = 0.0f;
 }
 
 /// m^T as a dense scratch matrix (GEMM operands must be K-contiguous).
@@ -84,7 +66,7 @@ void causalScores(const MatrixF32 &a, const MatrixF32 &b, Scratch &out) {
   int64_t t = out.rows;
   for (int64_t r0 = 0; r0 < t; r0 += kRowBlock) {
     int64_t r1 = std::min(t, r0 + kRowBlock);
-    matmulNT(rows(a, r0, r1), rows(b, 0, r1), out.block(r0, r1, 0, r1));
+    matmulNT(rowRange(a, r0, r1), rowRange(b, 0, r1), out.block(r0, r1, 0, r1));
   }
 }
 
@@ -92,10 +74,10 @@ void causalScores(const MatrixF32 &a, const MatrixF32 &b, Scratch &out) {
 /// `bT` is b transposed ([D, T]).
 void causalApply(Scratch &p, Scratch &bT, const MatrixF32 &out) {
   int64_t t = p.rows;
-  zero(out);
+  fillZero(out);
   for (int64_t r0 = 0; r0 < t; r0 += kRowBlock) {
     int64_t r1 = std::min(t, r0 + kRowBlock);
-    matmulNT(p.block(r0, r1, 0, r1), cols(bT.view(), 0, r1), rows(out, r0, r1));
+    matmulNT(p.block(r0, r1, 0, r1), columnRange(bT.view(), 0, r1), rowRange(out, r0, r1));
   }
 }
 
@@ -184,10 +166,10 @@ void mlaAttentionGrad(const AttentionArgs &a, const Tensor4F32 &dout,
     Scratch doT = transposed(dO);
     // Key u receives from queries t >= u: rows of dS^T from u, columns to T.
     auto anticausal = [&](Scratch &left, Scratch &rightT, const MatrixF32 &o) {
-      zero(o);
+      fillZero(o);
       for (int64_t r0 = 0; r0 < t; r0 += kRowBlock) {
         int64_t r1 = std::min(t, r0 + kRowBlock);
-        matmulNT(left.block(r0, r1, r0, t), cols(rightT.view(), r0, t), rows(o, r0, r1));
+        matmulNT(left.block(r0, r1, r0, t), columnRange(rightT.view(), r0, t), rowRange(o, r0, r1));
       }
     };
     anticausal(dsT, qnT, head(dkNope, b, h));

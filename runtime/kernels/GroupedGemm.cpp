@@ -27,26 +27,6 @@ std::pair<int64_t, int64_t> groupBounds(const VectorI64 &offsets, int64_t e,
   return {begin, end};
 }
 
-void zero(const MatrixF32 &m) {
-  for (int64_t r = 0; r < m.sizes[0]; ++r)
-    for (int64_t c = 0; c < m.sizes[1]; ++c)
-      m.data[m.offset + r * m.strides[0] + c * m.strides[1]] = 0.0f;
-}
-
-MatrixF32 rowRange(const MatrixF32 &m, int64_t begin, int64_t end) {
-  MatrixF32 v = m;
-  v.offset += begin * m.strides[0];
-  v.sizes[0] = end - begin;
-  return v;
-}
-
-MatrixF32 columnRange(const MatrixF32 &m, int64_t begin, int64_t end) {
-  MatrixF32 v = m;
-  v.offset += begin * m.strides[1];
-  v.sizes[1] = end - begin;
-  return v;
-}
-
 MatrixF32 asF32(const StridedMatrix<float> &m) {
   return {m.allocated, m.data, m.offset, {m.sizes[0], m.sizes[1]},
           {m.strides[0], m.strides[1]}};
@@ -80,7 +60,7 @@ void moeDispatchOrder(const MatrixI64 &ids, int64_t numExperts,
 
 void groupedMatmulNT(const MatrixF32 &x, const Tensor3F32 &w,
                      const VectorI64 &offsets, const MatrixF32 &y) {
-  zero(y);
+  fillZero(y);
   int64_t experts = w.sizes[0], rows = y.sizes[0];
   tbb::parallel_for(int64_t(0), experts, [&](int64_t e) {
     auto [begin, end] = groupBounds(offsets, e, rows);
@@ -95,7 +75,7 @@ void groupedMatmulNTSplitK(const MatrixF32 &a, const MatrixF32 &b,
   int64_t experts = c.sizes[0], rows = a.sizes[1];
   tbb::parallel_for(int64_t(0), experts, [&](int64_t e) {
     MatrixF32 ce = asF32(c.slice(e));
-    zero(ce);
+    fillZero(ce);
     auto [begin, end] = groupBounds(offsets, e, rows);
     if (begin < end)
       matmulNT(columnRange(a, begin, end), columnRange(b, begin, end), ce);

@@ -32,6 +32,25 @@ template <class T> struct StridedMatrix {
     return data + offset + r * strides[0] + c * strides[1];
   }
 };
+/// Rows [r0, r1) of `m`, as a view.
+inline MatrixF32 rowRange(MatrixF32 m, int64_t r0, int64_t r1) {
+  m.offset += r0 * m.strides[0];
+  m.sizes[0] = r1 - r0;
+  return m;
+}
+/// Columns [c0, c1) of `m`, as a view.
+inline MatrixF32 columnRange(MatrixF32 m, int64_t c0, int64_t c1) {
+  m.offset += c0 * m.strides[1];
+  m.sizes[1] = c1 - c0;
+  return m;
+}
+/// Sets every element of the view to 0.
+inline void fillZero(const MatrixF32 &m) {
+  for (int64_t r = 0; r < m.sizes[0]; ++r)
+    for (int64_t c = 0; c < m.sizes[1]; ++c)
+      m.data[m.offset + r * m.strides[0] + c * m.strides[1]] = 0.0f;
+}
+
 using MatrixU8 = StridedMatrix<uint8_t>; // FP8 codes (f8E4M3FN / f8E5M2)
 using MatrixI64 = StridedMatrix<int64_t>;
 
