@@ -19,6 +19,7 @@
 #include <algorithm>
 #include <array>
 #include <cstring>
+#include <memory>
 #include <vector>
 
 #if defined(__AVX512BF16__) && defined(__AVX512F__)
@@ -280,6 +281,9 @@ void packAPanelsFast(const Load &load, int64_t pairs, uint32_t *dst0,
 
 int64_t ceilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
+constexpr int kTileShift = 7; // log2(kFP8Tile)
+static_assert(int64_t(1) << kTileShift == kFP8Tile);
+
 const uint16_t *fp8ToBF16Table(FP8Format format) {
   static const auto tables = [] {
     std::array<std::array<uint16_t, 256>, 2> t{};
@@ -304,12 +308,14 @@ void packedGemm(const SourceA &srcA, const SourceB &srcB, int64_t m, int64_t n,
   int64_t kBlocks = ceilDiv(k, kBlock), mPanels = ceilDiv(m, kMR),
           nPanels = ceilDiv(n, kNR), blockPairs = ceilDiv(kBlock, 2);
   // A: [kBlocks][mPanels][blockPairs][MR].
-  std::vector<uint32_t> packedA(kBlocks * mPanels * blockPairs * kMR);
+  // Every word is written by the packing below: no zero fill.
+  std::unique_ptr<uint32_t[]> packedA(
+      new uint32_t[kBlocks * mPanels * blockPairs * kMR]);
   int64_t panelPairs = ceilDiv(mPanels, 2);
   tbb::parallel_for(int64_t(0), kBlocks * panelPairs, [&](int64_t t) {
     int64_t kb = t / panelPairs, mp = 2 * (t % panelPairs);
     int64_t k0 = kb * kBlock, k1 = std::min(k, k0 + kBlock);
-    uint32_t *dst = packedA.data() + (kb * mPanels + mp) * blockPairs * kMR;
+    uint32_t *dst = packedA.get() + (kb * mPanels + mp) * blockPairs * kMR;
     if (mp + 1 < mPanels &&
         packA16(srcA, mp * kMR, k0, k1, dst, dst + blockPairs * kMR))
       return;
@@ -331,7 +337,7 @@ void packedGemm(const SourceA &srcA, const SourceB &srcB, int64_t m, int64_t n,
             int64_t pairs = ceilDiv(k1 - k0, 2);
             packB(srcB, np * kNR, k0, k1, packedB.data());
             for (int64_t mp = r.cols().begin(); mp < r.cols().end(); ++mp)
-              tile(packedA.data() + (kb * mPanels + mp) * blockPairs * kMR,
+              tile(packedA.get() + (kb * mPanels + mp) * blockPairs * kMR,
                    packedB.data(), pairs, mp * kMR, np * kNR, kb);
           }
       });
@@ -341,11 +347,12 @@ void packedGemm(const SourceA &srcA, const SourceB &srcB, int64_t m, int64_t n,
 
 void fp8GemmNT(const FP8Operand &a, const FP8Operand &b, int64_t m, int64_t n,
                int64_t k, float *y, int64_t ldy, bool accumulate) {
-  if (!accumulate)
-    for (int64_t i = 0; i < m; ++i)
-      std::fill(y + i * ldy, y + i * ldy + n, 0.0f);
-  if (k == 0)
+  if (k == 0) {
+    if (!accumulate)
+      for (int64_t i = 0; i < m; ++i)
+        std::fill(y + i * ldy, y + i * ldy + n, 0.0f);
     return;
+  }
   FP8Source srcA{a.codes, a.rowStride, a.kStride, fp8ToBF16Table(a.format)};
   FP8Source srcB{b.codes, b.rowStride, b.kStride, fp8ToBF16Table(b.format)};
   auto packB = [&](const FP8Source &src, int64_t n0, int64_t k0, int64_t k1,
@@ -383,20 +390,31 @@ void fp8GemmNT(const FP8Operand &a, const FP8Operand &b, int64_t m, int64_t n,
                   int64_t m0, int64_t n0, int64_t kb) {
     int64_t rows = std::min<int64_t>(kMR, m - m0);
     int64_t cols = std::min<int64_t>(kNR, n - n0);
+    // Scale tiles span 1 or 128 rows: a shift, never a division, since
+    // this runs once per tile and K block.
     alignas(64) float sb[kNR] = {};
-    for (int64_t j = 0; j < cols; ++j)
-      sb[j] = b.scales[((n0 + j) / b.scaleRowTile) * b.scaleRowStride +
-                       kb * b.scaleKStride];
+    const float *sbBase = b.scales + kb * b.scaleKStride;
+    if (b.scaleRowTile == 1)
+      for (int64_t j = 0; j < cols; ++j)
+        sb[j] = sbBase[(n0 + j) * b.scaleRowStride];
+    else
+      for (int64_t j = 0; j < cols; ++j)
+        sb[j] = sbBase[((n0 + j) >> kTileShift) * b.scaleRowStride];
     float sa[kMR] = {};
+    const float *saBase = a.scales + kb * a.scaleKStride;
     for (int64_t i = 0; i < rows; ++i)
-      sa[i] = a.scales[((m0 + i) / a.scaleRowTile) * a.scaleRowStride +
-                       kb * a.scaleKStride];
+      sa[i] = saBase[(a.scaleRowTile == 1 ? m0 + i : (m0 + i) >> kTileShift) *
+                     a.scaleRowStride];
     Lanes sbv[2] = {loadLanes(sb), loadLanes(sb + 16)};
+    // The first K block overwrites y unless accumulating: y needs no zero
+    // fill beforehand.
+    bool first = kb == 0 && !accumulate;
     // y += (partial * sA) * sB: the reference's promotion, in registers.
     if (rows == kMR && cols == kNR) {
       microkernel(pa, pb, pairs, [&](int i, int half, Lanes v) {
         float *yp = y + (m0 + i) * ldy + n0 + 16 * half;
-        storeLanes(yp, fmaLanes(v * broadcast(sa[i]), sbv[half], loadLanes(yp)));
+        storeLanes(yp, fmaLanes(v * broadcast(sa[i]), sbv[half],
+                                first ? broadcast(0.0f) : loadLanes(yp)));
       });
       return;
     }
@@ -407,7 +425,7 @@ void fp8GemmNT(const FP8Operand &a, const FP8Operand &b, int64_t m, int64_t n,
       storeLanes(t, v);
       float *yp = y + (m0 + i) * ldy + n0 + 16 * half;
       for (int64_t j = 0; j < 16 && 16 * half + j < cols; ++j)
-        yp[j] += t[j] * sa[i] * sb[16 * half + j];
+        yp[j] = (first ? 0.0f : yp[j]) + t[j] * sa[i] * sb[16 * half + j];
     });
   };
   packedGemm(srcA, srcB, m, n, k, kFP8Tile, packA16, packB, tile);
