@@ -65,18 +65,25 @@ public:
     return tensor::ExpandShapeOp::create(b, loc, type, y, groups);
   }
 
-  Quantized quantize(Location loc, Value x2d, int64_t tileRows,
-                     int64_t tileCols) {
-    auto key = std::make_tuple(x2d.getAsOpaquePointer(), tileRows, tileCols);
+  /// Tiles a matrix, or each matrix of an expert stack [E, R, C]; with
+  /// `groups` (dispatch offsets), row tiles restart at every group.
+  Quantized quantize(Location loc, Value x, int64_t tileRows, int64_t tileCols,
+                     Value groups = Value()) {
+    auto key = std::make_tuple(x.getAsOpaquePointer(), tileRows, tileCols,
+                               groups.getAsOpaquePointer());
     auto it = memo.find(key);
     if (it != memo.end())
       return it->second;
-    auto shape = cast<RankedTensorType>(x2d.getType()).getShape();
+    auto shape = cast<RankedTensorType>(x.getType()).getShape();
     auto codesType = RankedTensorType::get(shape, codeType);
-    auto scalesType = RankedTensorType::get(
-        {(shape[0] + tileRows - 1) / tileRows, (shape[1] + tileCols - 1) / tileCols},
-        b.getF32Type());
-    auto q = FP8QuantizeOp::create(b, loc, codesType, scalesType, x2d,
+    SmallVector<int64_t> scaleShape(shape.drop_back(2));
+    int64_t rows = shape[shape.size() - 2], cols = shape.back();
+    int64_t rowTiles = ceilDiv(rows, tileRows);
+    if (groups)
+      rowTiles += cast<RankedTensorType>(groups.getType()).getDimSize(0) - 1;
+    scaleShape.append({rowTiles, ceilDiv(cols, tileCols)});
+    auto scalesType = RankedTensorType::get(scaleShape, b.getF32Type());
+    auto q = FP8QuantizeOp::create(b, loc, codesType, scalesType, x, groups,
                                    b.getDenseI64ArrayAttr({tileRows, tileCols}),
                                    pow2 ? b.getUnitAttr() : UnitAttr());
     Quantized result{q.getCodes(), q.getScales()};
@@ -93,12 +100,23 @@ public:
         transposeB ? b.getUnitAttr() : UnitAttr());
   }
 
+  /// Expert GEMMs: `rows` grouped by `offsets`, one B per expert.
+  Value mGroupedGemm(Location loc, Quantized a, Quantized bq, Value offsets,
+                     int64_t rows, int64_t n, bool transposeB) {
+    return FP8MGroupedGemmOp::create(
+        b, loc, RankedTensorType::get({rows, n}, b.getF32Type()), a.codes,
+        a.scales, bq.codes, bq.scales, offsets, b.getI64IntegerAttr(kTile),
+        transposeB ? b.getUnitAttr() : UnitAttr());
+  }
+
   OpBuilder &b;
 
 private:
+  static int64_t ceilDiv(int64_t a, int64_t d) { return (a + d - 1) / d; }
+
   Type codeType;
   bool pow2;
-  std::map<std::tuple<void *, int64_t, int64_t>, Quantized> memo;
+  std::map<std::tuple<void *, int64_t, int64_t, void *>, Quantized> memo;
   llvm::DenseMap<Value, Value> collapsedValues;
 };
 
@@ -165,7 +183,8 @@ struct DSV3FP8TileQuantizePass
 
     SmallVector<Operation *> ops;
     f.walk([&](Operation *op) {
-      if (isa<LinearOp, LinearGradInputOp, LinearGradWeightOp>(op))
+      if (isa<LinearOp, LinearGradInputOp, LinearGradWeightOp, GroupedLinearOp,
+              GroupedLinearGradInputOp, GroupedLinearGradWeightOp>(op))
         ops.push_back(op);
     });
     // Forward linears first (walk order), so that wgrad finds the FP8 copy
@@ -212,6 +231,41 @@ struct DSV3FP8TileQuantizePass
         Quantized qx = rw.quantize(loc, x, kTile, 1);
         auto dw = g.getType().getShape();
         replacement = rw.gemm(loc, qdy, qx, dw[0], dw[1], true, true);
+      } else if (auto l = dyn_cast<GroupedLinearOp>(op)) {
+        // Routed experts: the same recipe per expert, each expert's weight
+        // in its own 128x128 blocks.
+        if (!converts("fprop") || !eligible(paramName(l.getWeight())))
+          continue;
+        Quantized qx = rw.quantize(loc, l.getX(), 1, kTile);
+        forwardCopies.try_emplace(l.getX(), qx);
+        Quantized qw = rw.quantize(loc, l.getWeight(), kTile, kTile);
+        auto y = l.getType().getShape();
+        replacement = rw.mGroupedGemm(loc, qx, qw, l.getOffsets(), y[0], y[1],
+                                      /*transposeB=*/false);
+      } else if (auto g = dyn_cast<GroupedLinearGradInputOp>(op)) {
+        if (!converts("dgrad") || !eligible(paramName(g.getWeight())))
+          continue;
+        Quantized qdy = rw.quantize(loc, g.getDy(), 1, kTile);
+        Quantized qw = rw.quantize(loc, g.getWeight(), kTile, kTile);
+        auto dx = g.getType().getShape();
+        replacement = rw.mGroupedGemm(loc, qdy, qw, g.getOffsets(), dx[0], dx[1],
+                                      /*transposeB=*/true);
+      } else if (auto g = dyn_cast<GroupedLinearGradWeightOp>(op)) {
+        if (!converts("wgrad") || !eligible(g.getParamAttr()))
+          continue;
+        // dW[e] = dy_e^T x_e over the expert's tokens: 128x1 tiles that
+        // restart at each expert's first row.
+        Value x = g.getX();
+        auto it = forwardCopies.find(x);
+        if (cacheFP8 && it != forwardCopies.end())
+          x = FP8DequantizeOp::create(b, loc, x.getType(), it->second.codes,
+                                      it->second.scales,
+                                      b.getDenseI64ArrayAttr({1, kTile}));
+        Quantized qdy = rw.quantize(loc, g.getDy(), kTile, 1, g.getOffsets());
+        Quantized qx = rw.quantize(loc, x, kTile, 1, g.getOffsets());
+        replacement = FP8KGroupedGemmOp::create(
+            b, loc, g.getType(), qdy.codes, qdy.scales, qx.codes, qx.scales,
+            g.getOffsets(), b.getI64IntegerAttr(kTile));
       }
       op->getResult(0).replaceAllUsesWith(replacement);
       op->erase();

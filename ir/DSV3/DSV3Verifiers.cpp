@@ -502,28 +502,60 @@ int64_t ceilDiv(int64_t a, int64_t b) {
   return ShapedType::isDynamic(a) ? a : (a + b - 1) / b;
 }
 
-/// codes [R, C] and scales [ceil(R/tr), ceil(C/tc)] for tile [tr, tc].
+/// codes [R, C] and scales [ceil(R/tr) + extraRowTiles, ceil(C/tc)] for
+/// tile [tr, tc]; a leading stack dimension [E, R, C] is tiled per slice.
 LogicalResult verifyTiling(Operation *op, ArrayRef<int64_t> tile, Value codes,
-                           Value scales) {
+                           Value scales, int64_t extraRowTiles = 0) {
   ShapeChecker c(op);
   if (tile.size() != 2)
     return op->emitOpError() << "'tile' must hold two sizes, got " << tile.size();
   if (failed(c.positive("tile", tile[0])) || failed(c.positive("tile", tile[1])))
     return failure();
   auto shape = cast<RankedTensorType>(codes.getType()).getShape();
-  return c.shape(scales, "scales",
-                 {ceilDiv(shape[0], tile[0]), ceilDiv(shape[1], tile[1])},
-                 "one scale per tile");
+  SmallVector<int64_t> expected(shape.drop_back(2));
+  int64_t rows = shape[shape.size() - 2], cols = shape.back();
+  int64_t rowTiles = ceilDiv(rows, tile[0]);
+  if (!ShapedType::isDynamic(rowTiles) && !ShapedType::isDynamic(extraRowTiles))
+    rowTiles += extraRowTiles;
+  else
+    rowTiles = ShapedType::kDynamic;
+  expected.append({rowTiles, ceilDiv(cols, tile[1])});
+  return c.shape(scales, "scales", expected,
+                 extraRowTiles ? "one scale per tile, plus one row of tiles "
+                                 "per group"
+                               : "one scale per tile");
 }
 
 } // namespace
 
+/// The K tile of the scales and of the CPU kernel.
+static LogicalResult verifyPromotionInterval(Operation *op, int64_t interval) {
+  if (interval == 128)
+    return success();
+  return op->emitOpError() << "promotion_interval must be 128 (the K tile of "
+                              "the scales and of the CPU kernel), got "
+                           << interval;
+}
+
 LogicalResult FP8QuantizeOp::verify() {
   ShapeChecker c(*this);
-  if (failed(c.shape(getCodes(), "codes", getX().getType().getShape(),
-                     "the shape of 'x'")))
+  auto x = cast<RankedTensorType>(getX().getType());
+  if (failed(c.shape(getCodes(), "codes", x.getShape(), "the shape of 'x'")))
     return failure();
-  return verifyTiling(*this, getTile(), getCodes(), getScales());
+  int64_t groups = 0;
+  if (Value offsets = getGroups()) {
+    ArrayRef<int64_t> o;
+    if (x.getRank() != 2)
+      return emitOpError() << "'groups' applies to a matrix 'x', got rank "
+                           << x.getRank();
+    if (failed(c.rank(offsets, "groups", 1, o)))
+      return failure();
+    if (!ShapedType::isDynamic(o[0]) && o[0] < 2)
+      return emitOpError() << "'groups' must hold at least two offsets, got "
+                           << o[0];
+    groups = ShapedType::isDynamic(o[0]) ? ShapedType::kDynamic : o[0] - 1;
+  }
+  return verifyTiling(*this, getTile(), getCodes(), getScales(), groups);
 }
 
 LogicalResult FP8DequantizeOp::verify() {
@@ -537,10 +569,8 @@ LogicalResult FP8DequantizeOp::verify() {
 LogicalResult FP8GemmOp::verify() {
   ShapeChecker c(*this);
   int64_t interval = getPromotionInterval();
-  if (interval != 128)
-    return emitOpError() << "promotion_interval must be 128 (the K tile of "
-                            "the scales and of the CPU kernel), got "
-                         << interval;
+  if (failed(verifyPromotionInterval(*this, interval)))
+    return failure();
   auto a = getA().getType().getShape(), b = getB().getType().getShape();
   bool ta = getTransposeA(), tb = getTransposeB();
   int64_t m = a[ta ? 1 : 0], k = a[ta ? 0 : 1];
@@ -566,6 +596,52 @@ LogicalResult FP8GemmOp::verify() {
       failed(checkScales(getBScales(), "b_scales", n, tb)))
     return failure();
   return c.shape(getResult(), "result", {m, n}, "[M, N] of the operands");
+}
+
+LogicalResult FP8MGroupedGemmOp::verify() {
+  ShapeChecker c(*this);
+  int64_t interval = getPromotionInterval();
+  if (failed(verifyPromotionInterval(*this, interval)))
+    return failure();
+  auto a = getA().getType().getShape(), b = getB().getType().getShape();
+  bool tb = getTransposeB();
+  int64_t rows = a[0], k = a[1], n = b[tb ? 2 : 1];
+  int64_t experts = b[0];
+  int64_t bounds = ShapedType::isDynamic(experts) ? experts : experts + 1;
+  if (failed(c.dim("b", b, tb ? 1 : 2, k, "the K dimension of 'a'")) ||
+      failed(c.shape(getAScales(), "a_scales", {rows, ceilDiv(k, interval)},
+                     "one scale per 1x128 tile of 'a'")) ||
+      failed(c.shape(getBScales(), "b_scales",
+                     tb ? SmallVector<int64_t>{experts, ceilDiv(k, 128), ceilDiv(n, 128)}
+                        : SmallVector<int64_t>{experts, ceilDiv(n, 128), ceilDiv(k, 128)},
+                     "one scale per 128x128 block of each expert")) ||
+      failed(c.shape(getOffsets(), "offsets", {bounds}, "[experts+1] of 'b'")))
+    return failure();
+  return c.shape(getResult(), "result", {rows, n}, "[rows, N] of the operands");
+}
+
+LogicalResult FP8KGroupedGemmOp::verify() {
+  ShapeChecker c(*this);
+  int64_t interval = getPromotionInterval();
+  if (failed(verifyPromotionInterval(*this, interval)))
+    return failure();
+  auto a = getA().getType().getShape(), b = getB().getType().getShape();
+  ArrayRef<int64_t> o;
+  if (failed(c.dim("b", b, 0, a[0], "the row count of 'a'")) ||
+      failed(c.rank(getOffsets(), "offsets", 1, o)))
+    return failure();
+  int64_t experts = ShapedType::isDynamic(o[0]) ? o[0] : o[0] - 1;
+  int64_t tiles = ShapedType::isDynamic(experts) ? experts
+                                                 : ceilDiv(a[0], interval) + experts;
+  if (ShapedType::isDynamic(a[0]))
+    tiles = ShapedType::kDynamic;
+  if (failed(c.shape(getAScales(), "a_scales", {tiles, a[1]},
+                     "grouped 128x1 tiles of 'a'")) ||
+      failed(c.shape(getBScales(), "b_scales", {tiles, b[1]},
+                     "grouped 128x1 tiles of 'b'")))
+    return failure();
+  return c.shape(getResult(), "result", {experts, a[1], b[1]},
+                 "[experts, M, N] of the operands");
 }
 
 LogicalResult UkernelOp::verify() {

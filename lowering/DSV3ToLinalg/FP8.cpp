@@ -1,6 +1,6 @@
 //===- FP8.cpp - lowering of the FP8 ops to runtime microkernels ----------===//
 //
-// Part of convert-dsv3-to-linalg. Quantization and the block-scaled GEMM are
+// Part of convert-dsv3-to-linalg. Quantization and the block-scaled GEMMs are
 // runtime kernels (runtime/kernels/FP8.h, PackedGemm.cpp) with bit-exact
 // reference numerics; they become `dsv3.ukernel` ops in destination-passing
 // style, which bufferize like linalg ops and turn into calls in
@@ -31,17 +31,33 @@ struct LowerFP8Quantize : OpRewritePattern<FP8QuantizeOp> {
                                 PatternRewriter &rw) const override {
     Location loc = op.getLoc();
     auto tile = op.getTile();
-    SmallVector<Value> ins = {op.getX(), i64Const(rw, loc, tile[0]),
-                              i64Const(rw, loc, tile[1]),
-                              i64Const(rw, loc, formatCode(op.getCodes().getType())),
-                              i64Const(rw, loc, op.getPowerOfTwoScales())};
+    // One kernel per layout: matrices, per-expert stacks, row groups.
+    StringRef kernel = "dsv3rt_fp8_quantize";
+    SmallVector<Value> ins = {op.getX()};
+    if (Value groups = op.getGroups()) {
+      kernel = "dsv3rt_fp8_quantize_grouped";
+      ins.push_back(groups);
+    } else if (cast<RankedTensorType>(op.getX().getType()).getRank() == 3) {
+      kernel = "dsv3rt_fp8_quantize_stacked";
+    }
+    ins.append({i64Const(rw, loc, tile[0]), i64Const(rw, loc, tile[1]),
+                i64Const(rw, loc, formatCode(op.getCodes().getType())),
+                i64Const(rw, loc, op.getPowerOfTwoScales())});
     SmallVector<Value> outs = {emptyLike(rw, loc, op.getCodes().getType()),
                                emptyLike(rw, loc, op.getScales().getType())};
-    rw.replaceOpWithNewOp<UkernelOp>(op, op->getResultTypes(),
-                                     "dsv3rt_fp8_quantize", ins, outs);
+    rw.replaceOpWithNewOp<UkernelOp>(op, op->getResultTypes(), kernel, ins, outs);
     return success();
   }
 };
+
+/// Replaces single-result `op` with a call of `kernel` on `ins` that writes
+/// a fresh tensor of the result's type.
+void replaceWithUkernel(PatternRewriter &rw, Operation *op, StringRef kernel,
+                        ArrayRef<Value> ins) {
+  Value out = emptyLike(rw, op->getLoc(), op->getResult(0).getType());
+  rw.replaceOpWithNewOp<UkernelOp>(op, op->getResultTypes(), kernel, ins,
+                                   ValueRange{out});
+}
 
 struct LowerFP8Dequantize : OpRewritePattern<FP8DequantizeOp> {
   using OpRewritePattern::OpRewritePattern;
@@ -49,31 +65,35 @@ struct LowerFP8Dequantize : OpRewritePattern<FP8DequantizeOp> {
                                 PatternRewriter &rw) const override {
     Location loc = op.getLoc();
     auto tile = op.getTile();
-    SmallVector<Value> ins = {op.getCodes(), op.getScales(),
-                              i64Const(rw, loc, tile[0]), i64Const(rw, loc, tile[1]),
-                              i64Const(rw, loc, formatCode(op.getCodes().getType()))};
-    rw.replaceOpWithNewOp<UkernelOp>(op, op->getResultTypes(),
-                                     "dsv3rt_fp8_dequantize", ins,
-                                     ValueRange{emptyLike(rw, loc, op.getType())});
+    replaceWithUkernel(rw, op, "dsv3rt_fp8_dequantize",
+                       {op.getCodes(), op.getScales(), i64Const(rw, loc, tile[0]),
+                        i64Const(rw, loc, tile[1]),
+                        i64Const(rw, loc, formatCode(op.getCodes().getType()))});
     return success();
   }
 };
 
-struct LowerFP8Gemm : OpRewritePattern<FP8GemmOp> {
-  using OpRewritePattern::OpRewritePattern;
-  LogicalResult matchAndRewrite(FP8GemmOp op,
-                                PatternRewriter &rw) const override {
+/// The block-scaled GEMMs: codes and scales of both operands, the dispatch
+/// offsets of the grouped ones, then layout flags and the two formats.
+template <class GemmOp> struct LowerFP8GemmFamily : OpRewritePattern<GemmOp> {
+  LowerFP8GemmFamily(MLIRContext *ctx, StringRef kernel)
+      : OpRewritePattern<GemmOp>(ctx), kernel(kernel) {}
+  LogicalResult matchAndRewrite(GemmOp op, PatternRewriter &rw) const override {
     Location loc = op.getLoc();
     SmallVector<Value> ins = {op.getA(), op.getAScales(), op.getB(),
-                              op.getBScales(),
-                              i64Const(rw, loc, op.getTransposeA()),
-                              i64Const(rw, loc, op.getTransposeB()),
-                              i64Const(rw, loc, formatCode(op.getA().getType())),
-                              i64Const(rw, loc, formatCode(op.getB().getType()))};
-    rw.replaceOpWithNewOp<UkernelOp>(op, op->getResultTypes(), "dsv3rt_fp8_gemm",
-                                     ins, ValueRange{emptyLike(rw, loc, op.getType())});
+                              op.getBScales()};
+    if constexpr (std::is_same_v<GemmOp, FP8GemmOp>)
+      ins.push_back(i64Const(rw, loc, op.getTransposeA()));
+    else
+      ins.push_back(op.getOffsets());
+    if constexpr (!std::is_same_v<GemmOp, FP8KGroupedGemmOp>)
+      ins.push_back(i64Const(rw, loc, op.getTransposeB()));
+    ins.push_back(i64Const(rw, loc, formatCode(op.getA().getType())));
+    ins.push_back(i64Const(rw, loc, formatCode(op.getB().getType())));
+    replaceWithUkernel(rw, op, kernel, ins);
     return success();
   }
+  std::string kernel;
 };
 
 /// One-shot bufferization of dsv3.ukernel: the same op on the operands'
@@ -119,8 +139,11 @@ struct UkernelBufferization
 } // namespace
 
 void dsv3::lowering::populateFP8LoweringPatterns(RewritePatternSet &patterns) {
-  patterns.add<LowerFP8Quantize, LowerFP8Dequantize, LowerFP8Gemm>(
-      patterns.getContext());
+  MLIRContext *ctx = patterns.getContext();
+  patterns.add<LowerFP8Quantize, LowerFP8Dequantize>(ctx);
+  patterns.add<LowerFP8GemmFamily<FP8GemmOp>>(ctx, "dsv3rt_fp8_gemm");
+  patterns.add<LowerFP8GemmFamily<FP8MGroupedGemmOp>>(ctx, "dsv3rt_fp8_m_grouped_gemm");
+  patterns.add<LowerFP8GemmFamily<FP8KGroupedGemmOp>>(ctx, "dsv3rt_fp8_k_grouped_gemm");
 }
 
 void dsv3::lowering::registerUkernelBufferization(DialectRegistry &registry) {

@@ -232,39 +232,8 @@ void blockScaledGemm(const uint8_t *aCodes, const float *aScales,
 // Entry points of JIT code (C interface of dsv3.ukernel calls)
 //===----------------------------------------------------------------------===//
 
-namespace {
-
+using dsv3::rt::DenseMatrix;
 using dsv3::rt::StridedMatrix;
-
-/// A dense row-major copy of `m` when it is not already one (slices of the
-/// parameter buffer are; transposed views are not).
-template <class T> struct DenseMatrix {
-  std::vector<T> storage;
-  T *data;
-  int64_t rows, cols;
-  explicit DenseMatrix(const StridedMatrix<T> &m)
-      : rows(m.sizes[0]), cols(m.sizes[1]) {
-    if (m.strides[1] == 1 && (m.strides[0] == cols || rows <= 1)) {
-      data = m.data + m.offset;
-      return;
-    }
-    storage.resize(rows * cols);
-    for (int64_t r = 0; r < rows; ++r)
-      for (int64_t c = 0; c < cols; ++c)
-        storage[r * cols + c] = *m.at(r, c);
-    data = storage.data();
-  }
-  /// Writes a private copy back into `m`.
-  void storeTo(const StridedMatrix<T> &m) const {
-    if (storage.empty())
-      return;
-    for (int64_t r = 0; r < rows; ++r)
-      for (int64_t c = 0; c < cols; ++c)
-        *m.at(r, c) = storage[r * cols + c];
-  }
-};
-
-} // namespace
 
 extern "C" void _mlir_ciface_dsv3rt_fp8_quantize(
     dsv3::rt::MatrixF32 *x, int64_t tileRows, int64_t tileCols, int64_t format,
@@ -279,6 +248,21 @@ extern "C" void _mlir_ciface_dsv3rt_fp8_quantize(
                 q.data, s.data);
   q.storeTo(*codes);
   s.storeTo(*reinterpret_cast<StridedMatrix<float> *>(scales));
+}
+
+extern "C" void _mlir_ciface_dsv3rt_fp8_quantize_stacked(
+    dsv3::rt::Tensor3F32 *x, int64_t tileRows, int64_t tileCols, int64_t format,
+    int64_t powerOfTwo, dsv3::rt::StridedTensor3<uint8_t> *codes,
+    dsv3::rt::Tensor3F32 *scales) {
+  using namespace dsv3::rt;
+  // Each expert's matrix has its own blocks: slice by slice.
+  for (int64_t e = 0; e < x->sizes[0]; ++e) {
+    StridedMatrix<float> xe = x->slice(e), se = scales->slice(e);
+    StridedMatrix<uint8_t> qe = codes->slice(e);
+    _mlir_ciface_dsv3rt_fp8_quantize(reinterpret_cast<MatrixF32 *>(&xe), tileRows,
+                                     tileCols, format, powerOfTwo, &qe,
+                                     reinterpret_cast<MatrixF32 *>(&se));
+  }
 }
 
 extern "C" void _mlir_ciface_dsv3rt_fp8_dequantize(

@@ -146,6 +146,14 @@ const KernelSymbol *kernelSymbols() {
        reinterpret_cast<void *>(&_mlir_ciface_dsv3rt_fp8_dequantize)},
       {"_mlir_ciface_dsv3rt_fp8_gemm",
        reinterpret_cast<void *>(&_mlir_ciface_dsv3rt_fp8_gemm)},
+      {"_mlir_ciface_dsv3rt_fp8_quantize_stacked",
+       reinterpret_cast<void *>(&_mlir_ciface_dsv3rt_fp8_quantize_stacked)},
+      {"_mlir_ciface_dsv3rt_fp8_quantize_grouped",
+       reinterpret_cast<void *>(&_mlir_ciface_dsv3rt_fp8_quantize_grouped)},
+      {"_mlir_ciface_dsv3rt_fp8_m_grouped_gemm",
+       reinterpret_cast<void *>(&_mlir_ciface_dsv3rt_fp8_m_grouped_gemm)},
+      {"_mlir_ciface_dsv3rt_fp8_k_grouped_gemm",
+       reinterpret_cast<void *>(&_mlir_ciface_dsv3rt_fp8_k_grouped_gemm)},
       {nullptr, nullptr}};
   return symbols;
 }

@@ -1,10 +1,12 @@
 //===- GroupedGemm.cpp - MoE dispatch order and grouped GEMMs -------------===//
 //
 // Called by JIT code for dsv3.moe_dispatch and dsv3.grouped_linear (and its
-// gradients): each expert multiplies only the rows routed to it, so MoE work
-// scales with tokens * top_k instead of tokens * experts. Groups are
-// independent GEMMs on views of the operands, run in parallel with TBB; each
-// reuses the float32 microkernel of Gemm.cpp (which splits large groups
+// gradients), in float32 and in FP8 (dsv3.fp8_m_grouped_gemm,
+// dsv3.fp8_k_grouped_gemm and grouped quantization): each expert multiplies
+// only the rows routed to it, so MoE work scales with tokens * top_k instead
+// of tokens * experts. Groups are independent GEMMs on views of the
+// operands, run in parallel with TBB; each reuses the float32 kernel of
+// Gemm.cpp or the FP8 kernel of PackedGemm.cpp (which split large groups
 // further).
 //
 //===----------------------------------------------------------------------===//
@@ -82,9 +84,147 @@ void groupedMatmulNTSplitK(const MatrixF32 &a, const MatrixF32 &b,
   });
 }
 
+std::vector<int64_t> groupTileStarts(const VectorI64 &offsets, int64_t experts,
+                                     int64_t rows, int64_t tileRows,
+                                     int64_t capacity) {
+  std::vector<int64_t> starts(experts + 1);
+  int64_t next = 0;
+  for (int64_t e = 0; e < experts; ++e) {
+    starts[e] = next;
+    auto [begin, end] = groupBounds(offsets, e, rows);
+    int64_t tiles = (end - begin + tileRows - 1) / tileRows;
+    if (next + tiles <= capacity)
+      next += tiles;
+  }
+  starts[experts] = next;
+  return starts;
+}
+
+namespace {
+/// Whether group e received its tiles in groupTileStarts.
+bool hasTiles(const std::vector<int64_t> &starts, int64_t e, int64_t begin,
+              int64_t end) {
+  return end > begin && starts[e + 1] > starts[e];
+}
+} // namespace
+
+void quantizeGroupedTiles(const StridedMatrix<float> &x, const VectorI64 &offsets,
+                          int64_t tileRows, int64_t tileCols, FP8Format format,
+                          ScaleRounding rounding, const MatrixU8 &codes,
+                          const StridedMatrix<float> &scales) {
+  DenseMatrix<float> in(x);
+  DenseMatrix<uint8_t> q(codes);
+  DenseMatrix<float> s(scales);
+  int64_t rows = in.rows, cols = in.cols, experts = offsets.size - 1;
+  std::fill(s.data, s.data + s.rows * s.cols, 0.0f);
+  std::fill(q.data, q.data + rows * cols, uint8_t(0));
+  std::vector<int64_t> starts =
+      groupTileStarts(offsets, experts, rows, tileRows, s.rows);
+  tbb::parallel_for(int64_t(0), experts, [&](int64_t e) {
+    auto [begin, end] = groupBounds(offsets, e, rows);
+    if (hasTiles(starts, e, begin, end))
+      quantizeTiles(in.data + begin * cols, end - begin, cols, tileRows, tileCols,
+                    format, rounding, q.data + begin * cols,
+                    s.data + starts[e] * s.cols);
+  });
+  q.storeTo(codes);
+  s.storeTo(scales);
+}
+
+void fp8MGroupedGemm(const MatrixU8 &a, const StridedMatrix<float> &aScales,
+                     const StridedTensor3<uint8_t> &b, const Tensor3F32 &bScales,
+                     const VectorI64 &offsets, bool transposeB, FP8Format formatA,
+                     FP8Format formatB, const MatrixF32 &y) {
+  fillZero(y);
+  int64_t experts = b.sizes[0], rows = y.sizes[0], k = a.sizes[1];
+  int rowDim = transposeB ? 2 : 1, kDim = transposeB ? 1 : 2;
+  tbb::parallel_for(int64_t(0), experts, [&](int64_t e) {
+    auto [begin, end] = groupBounds(offsets, e, rows);
+    if (begin == end)
+      return;
+    FP8Operand opA{a.data + a.offset + begin * a.strides[0],
+                   a.strides[0],
+                   a.strides[1],
+                   aScales.data + aScales.offset + begin * aScales.strides[0],
+                   aScales.strides[0],
+                   aScales.strides[1],
+                   1,
+                   formatA};
+    FP8Operand opB{b.data + b.offset + e * b.strides[0],
+                   b.strides[rowDim],
+                   b.strides[kDim],
+                   bScales.data + bScales.offset + e * bScales.strides[0],
+                   bScales.strides[rowDim],
+                   bScales.strides[kDim],
+                   kFP8Tile,
+                   formatB};
+    fp8GemmInto(opA, opB, k, rowRange(y, begin, end));
+  });
+}
+
+void fp8KGroupedGemm(const MatrixU8 &a, const StridedMatrix<float> &aScales,
+                     const MatrixU8 &b, const StridedMatrix<float> &bScales,
+                     const VectorI64 &offsets, FP8Format formatA,
+                     FP8Format formatB, const Tensor3F32 &y) {
+  int64_t experts = y.sizes[0], rows = a.sizes[0];
+  std::vector<int64_t> starts = groupTileStarts(
+      offsets, experts, rows, kFP8Tile,
+      std::min(aScales.sizes[0], bScales.sizes[0]));
+  // Group e as logical [M, rows of e] and [N, rows of e] operands: the
+  // stored rows are their K dimension, read with stride.
+  auto operand = [](const MatrixU8 &codes, const StridedMatrix<float> &scales,
+                    int64_t begin, int64_t firstTile, FP8Format format) {
+    return FP8Operand{codes.data + codes.offset + begin * codes.strides[0],
+                      codes.strides[1],
+                      codes.strides[0],
+                      scales.data + scales.offset + firstTile * scales.strides[0],
+                      scales.strides[1],
+                      scales.strides[0],
+                      1,
+                      format};
+  };
+  tbb::parallel_for(int64_t(0), experts, [&](int64_t e) {
+    MatrixF32 ye = asF32(y.slice(e));
+    auto [begin, end] = groupBounds(offsets, e, rows);
+    if (!hasTiles(starts, e, begin, end)) {
+      fillZero(ye);
+      return;
+    }
+    fp8GemmInto(operand(a, aScales, begin, starts[e], formatA),
+                operand(b, bScales, begin, starts[e], formatB), end - begin, ye);
+  });
+}
+
 } // namespace dsv3::rt
 
 using namespace dsv3::rt;
+
+extern "C" void _mlir_ciface_dsv3rt_fp8_quantize_grouped(
+    MatrixF32 *x, VectorI64 *offsets, int64_t tileRows, int64_t tileCols,
+    int64_t format, int64_t powerOfTwo, MatrixU8 *codes, MatrixF32 *scales) {
+  quantizeGroupedTiles(*reinterpret_cast<StridedMatrix<float> *>(x), *offsets,
+                       tileRows, tileCols, static_cast<FP8Format>(format),
+                       powerOfTwo ? ScaleRounding::PowerOfTwo : ScaleRounding::Exact,
+                       *codes, *reinterpret_cast<StridedMatrix<float> *>(scales));
+}
+
+extern "C" void _mlir_ciface_dsv3rt_fp8_m_grouped_gemm(
+    MatrixU8 *a, MatrixF32 *aScales, StridedTensor3<uint8_t> *b,
+    Tensor3F32 *bScales, VectorI64 *offsets, int64_t transposeB, int64_t formatA,
+    int64_t formatB, MatrixF32 *y) {
+  fp8MGroupedGemm(*a, *reinterpret_cast<StridedMatrix<float> *>(aScales), *b,
+                  *bScales, *offsets, transposeB, static_cast<FP8Format>(formatA),
+                  static_cast<FP8Format>(formatB), *y);
+}
+
+extern "C" void _mlir_ciface_dsv3rt_fp8_k_grouped_gemm(
+    MatrixU8 *a, MatrixF32 *aScales, MatrixU8 *b, MatrixF32 *bScales,
+    VectorI64 *offsets, int64_t formatA, int64_t formatB, Tensor3F32 *y) {
+  fp8KGroupedGemm(*a, *reinterpret_cast<StridedMatrix<float> *>(aScales), *b,
+                  *reinterpret_cast<StridedMatrix<float> *>(bScales), *offsets,
+                  static_cast<FP8Format>(formatA), static_cast<FP8Format>(formatB),
+                  *y);
+}
 
 extern "C" void _mlir_ciface_dsv3rt_moe_dispatch_order(MatrixI64 *ids,
                                                        int64_t numExperts,

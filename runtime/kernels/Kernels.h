@@ -8,7 +8,10 @@
 #ifndef DSV3_RUNTIME_KERNELS_KERNELS_H
 #define DSV3_RUNTIME_KERNELS_KERNELS_H
 
+#include "runtime/kernels/FP8.h"
+
 #include <cstdint>
+#include <vector>
 
 namespace dsv3::rt {
 
@@ -80,6 +83,35 @@ template <class T> struct StridedTensor3 {
 };
 using Tensor3F32 = StridedTensor3<float>;
 
+/// A dense row-major copy of the strided matrix `m` when it is not already
+/// one (slices of the parameter buffer are; transposed views are not), for
+/// kernels that take plain row-major arrays.
+template <class T> struct DenseMatrix {
+  std::vector<T> storage;
+  T *data;
+  int64_t rows, cols;
+  explicit DenseMatrix(const StridedMatrix<T> &m)
+      : rows(m.sizes[0]), cols(m.sizes[1]) {
+    if (m.strides[1] == 1 && (m.strides[0] == cols || rows <= 1)) {
+      data = m.data + m.offset;
+      return;
+    }
+    storage.resize(rows * cols);
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t c = 0; c < cols; ++c)
+        storage[r * cols + c] = *m.at(r, c);
+    data = storage.data();
+  }
+  /// Writes a private copy back into `m`.
+  void storeTo(const StridedMatrix<T> &m) const {
+    if (storage.empty())
+      return;
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t c = 0; c < cols; ++c)
+        *m.at(r, c) = storage[r * cols + c];
+  }
+};
+
 /// Layout-compatible with MLIR's StridedMemRefType<float, 4>.
 struct Tensor4F32 {
   float *allocated;
@@ -109,6 +141,40 @@ void groupedMatmulNT(const MatrixF32 &x, const Tensor3F32 &w,
 /// linear, with its operands transposed so that groups are column ranges.
 void groupedMatmulNTSplitK(const MatrixF32 &a, const MatrixF32 &b,
                            const VectorI64 &offsets, const Tensor3F32 &c);
+
+/// Row tiles of `tileRows` that restart at every group of `offsets`
+/// ([E+1]): entry e is group e's first tile, entry E the number of tiles
+/// used. Groups are clamped to [0, rows) and to `capacity` tiles, so that
+/// offsets which do not partition the rows (only hand-written IR has them)
+/// never index out of bounds: groups past the capacity get no tiles.
+std::vector<int64_t> groupTileStarts(const VectorI64 &offsets, int64_t experts,
+                                     int64_t rows, int64_t tileRows,
+                                     int64_t capacity);
+
+/// dsv3.fp8_quantize with `groups`: tiles [tileRows, tileCols] restarting
+/// at each group; scale rows past the last tile are 0.
+void quantizeGroupedTiles(const StridedMatrix<float> &x, const VectorI64 &offsets,
+                          int64_t tileRows, int64_t tileCols, FP8Format format,
+                          ScaleRounding rounding, const MatrixU8 &codes,
+                          const StridedMatrix<float> &scales);
+
+/// y = A B^T through fp8GemmNT for any strides of y.
+void fp8GemmInto(const FP8Operand &a, const FP8Operand &b, int64_t k,
+                 const MatrixF32 &y);
+
+/// dsv3.fp8_m_grouped_gemm: y[r] = A[r] B[e]^T for the rows of group e;
+/// `b` is [E, N, K] ([E, K, N] transposed) with per-expert 128x128 blocks.
+void fp8MGroupedGemm(const MatrixU8 &a, const StridedMatrix<float> &aScales,
+                     const StridedTensor3<uint8_t> &b, const Tensor3F32 &bScales,
+                     const VectorI64 &offsets, bool transposeB, FP8Format formatA,
+                     FP8Format formatB, const MatrixF32 &y);
+
+/// dsv3.fp8_k_grouped_gemm: y[e] = sum over the rows r of group e of
+/// A[r]^T B[r], both operands in grouped 128x1 tiles.
+void fp8KGroupedGemm(const MatrixU8 &a, const StridedMatrix<float> &aScales,
+                     const MatrixU8 &b, const StridedMatrix<float> &bScales,
+                     const VectorI64 &offsets, FP8Format formatA,
+                     FP8Format formatB, const Tensor3F32 &y);
 
 /// The packed float32 kernel behind matmulNT (AVX-512: B strips packed by
 /// 16x16 transposes, 12x32 register tiles of FMAs). Returns false, doing
@@ -166,6 +232,27 @@ void _mlir_ciface_dsv3rt_fp8_quantize(dsv3::rt::MatrixF32 *x, int64_t tileRows,
                                       int64_t powerOfTwo,
                                       dsv3::rt::MatrixU8 *codes,
                                       dsv3::rt::MatrixF32 *scales);
+/// dsv3.fp8_quantize of stacked expert matrices [E, R, C], slice by slice.
+void _mlir_ciface_dsv3rt_fp8_quantize_stacked(
+    dsv3::rt::Tensor3F32 *x, int64_t tileRows, int64_t tileCols, int64_t format,
+    int64_t powerOfTwo, dsv3::rt::StridedTensor3<uint8_t> *codes,
+    dsv3::rt::Tensor3F32 *scales);
+/// dsv3.fp8_quantize with groups (see quantizeGroupedTiles).
+void _mlir_ciface_dsv3rt_fp8_quantize_grouped(
+    dsv3::rt::MatrixF32 *x, dsv3::rt::VectorI64 *offsets, int64_t tileRows,
+    int64_t tileCols, int64_t format, int64_t powerOfTwo,
+    dsv3::rt::MatrixU8 *codes, dsv3::rt::MatrixF32 *scales);
+/// dsv3.fp8_m_grouped_gemm.
+void _mlir_ciface_dsv3rt_fp8_m_grouped_gemm(
+    dsv3::rt::MatrixU8 *a, dsv3::rt::MatrixF32 *aScales,
+    dsv3::rt::StridedTensor3<uint8_t> *b, dsv3::rt::Tensor3F32 *bScales,
+    dsv3::rt::VectorI64 *offsets, int64_t transposeB, int64_t formatA,
+    int64_t formatB, dsv3::rt::MatrixF32 *y);
+/// dsv3.fp8_k_grouped_gemm.
+void _mlir_ciface_dsv3rt_fp8_k_grouped_gemm(
+    dsv3::rt::MatrixU8 *a, dsv3::rt::MatrixF32 *aScales, dsv3::rt::MatrixU8 *b,
+    dsv3::rt::MatrixF32 *bScales, dsv3::rt::VectorI64 *offsets, int64_t formatA,
+    int64_t formatB, dsv3::rt::Tensor3F32 *y);
 /// dsv3.fp8_dequantize.
 void _mlir_ciface_dsv3rt_fp8_dequantize(dsv3::rt::MatrixU8 *codes,
                                         dsv3::rt::MatrixF32 *scales,

@@ -491,6 +491,20 @@ void bf16GemmNT(const uint16_t *a, int64_t lda, const uint16_t *b, int64_t ldb,
              packA16, packB, tile);
 }
 
+void fp8GemmInto(const FP8Operand &a, const FP8Operand &b, int64_t k,
+                 const MatrixF32 &y) {
+  int64_t m = y.sizes[0], n = y.sizes[1];
+  if (y.strides[1] == 1) {
+    fp8GemmNT(a, b, m, n, k, y.data + y.offset, y.strides[0], false);
+    return;
+  }
+  std::vector<float> dense(m * n);
+  fp8GemmNT(a, b, m, n, k, dense.data(), n, false);
+  for (int64_t i = 0; i < m; ++i)
+    for (int64_t j = 0; j < n; ++j)
+      y.data[y.offset + i * y.strides[0] + j * y.strides[1]] = dense[i * n + j];
+}
+
 bool packedMatmulNT(const MatrixF32 &a, const MatrixF32 &b, const MatrixF32 &c) {
 #ifdef DSV3_HAVE_AVX512BF16
   int64_t m = c.sizes[0], n = c.sizes[1], k = a.sizes[1];
@@ -558,13 +572,5 @@ extern "C" void _mlir_ciface_dsv3rt_fp8_gemm(
   int64_t m, n, k, kb;
   FP8Operand opA = operand(*a, *aScales, transposeA, formatA, m, k);
   FP8Operand opB = operand(*b, *bScales, transposeB, formatB, n, kb);
-  if (y->strides[1] == 1) {
-    fp8GemmNT(opA, opB, m, n, k, y->data + y->offset, y->strides[0], false);
-    return;
-  }
-  std::vector<float> dense(m * n);
-  fp8GemmNT(opA, opB, m, n, k, dense.data(), n, false);
-  for (int64_t i = 0; i < m; ++i)
-    for (int64_t j = 0; j < n; ++j)
-      y->data[y->offset + i * y->strides[0] + j * y->strides[1]] = dense[i * n + j];
+  fp8GemmInto(opA, opB, k, *y);
 }

@@ -281,3 +281,61 @@ func.func @ukernel_results(%x: tensor<4xf32>, %o: tensor<4xf32>) -> tensor<8xf32
   %r = dsv3.ukernel "k" ins(%x : tensor<4xf32>) outs(%o : tensor<4xf32>) -> tensor<8xf32>
   return %r : tensor<8xf32>
 }
+
+// -----
+
+// Grouped row tiles need one extra scale row per group.
+func.func @fp8_quantize_groups(%x: tensor<256x8xf32>, %o: tensor<5xi64>) -> tensor<2x8xf32> {
+  // expected-error @+1 {{'scales' dimension 0 is 2 but one scale per tile, plus one row of tiles per group is 6}}
+  %q, %s = dsv3.fp8_quantize %x groups %o {tile = array<i64: 128, 1>} : (tensor<256x8xf32>, tensor<5xi64>) -> (tensor<256x8xf8E4M3FN>, tensor<2x8xf32>)
+  return %s : tensor<2x8xf32>
+}
+
+// -----
+
+func.func @fp8_quantize_groups_rank(%x: tensor<2x256x8xf32>, %o: tensor<3xi64>) -> tensor<2x4x8xf32> {
+  // expected-error @+1 {{'groups' applies to a matrix 'x', got rank 3}}
+  %q, %s = dsv3.fp8_quantize %x groups %o {tile = array<i64: 128, 1>} : (tensor<2x256x8xf32>, tensor<3xi64>) -> (tensor<2x256x8xf8E4M3FN>, tensor<2x4x8xf32>)
+  return %s : tensor<2x4x8xf32>
+}
+
+// -----
+
+// Stacked expert weights have blocks per expert.
+func.func @fp8_quantize_stacked(%w: tensor<4x32x256xf32>) -> tensor<4x1x1xf32> {
+  // expected-error @+1 {{'scales' dimension 2 is 1 but one scale per tile is 2}}
+  %q, %s = dsv3.fp8_quantize %w {tile = array<i64: 128, 128>} : (tensor<4x32x256xf32>) -> (tensor<4x32x256xf8E4M3FN>, tensor<4x1x1xf32>)
+  return %s : tensor<4x1x1xf32>
+}
+
+// -----
+
+func.func @fp8_m_grouped_gemm_blocks(%a: tensor<64x256xf8E4M3FN>, %sa: tensor<64x2xf32>, %b: tensor<4x32x256xf8E4M3FN>, %sb: tensor<1x1x2xf32>, %o: tensor<5xi64>) -> tensor<64x32xf32> {
+  // expected-error @+1 {{'b_scales' dimension 0 is 1 but one scale per 128x128 block of each expert is 4}}
+  %y = dsv3.fp8_m_grouped_gemm %a, %sa, %b, %sb, %o {promotion_interval = 128} : (tensor<64x256xf8E4M3FN>, tensor<64x2xf32>, tensor<4x32x256xf8E4M3FN>, tensor<1x1x2xf32>, tensor<5xi64>) -> tensor<64x32xf32>
+  return %y : tensor<64x32xf32>
+}
+
+// -----
+
+func.func @fp8_m_grouped_gemm_offsets(%a: tensor<64x256xf8E4M3FN>, %sa: tensor<64x2xf32>, %b: tensor<4x32x256xf8E4M3FN>, %sb: tensor<4x1x2xf32>, %o: tensor<4xi64>) -> tensor<64x32xf32> {
+  // expected-error @+1 {{'offsets' dimension 0 is 4 but [experts+1] of 'b' is 5}}
+  %y = dsv3.fp8_m_grouped_gemm %a, %sa, %b, %sb, %o {promotion_interval = 128} : (tensor<64x256xf8E4M3FN>, tensor<64x2xf32>, tensor<4x32x256xf8E4M3FN>, tensor<4x1x2xf32>, tensor<4xi64>) -> tensor<64x32xf32>
+  return %y : tensor<64x32xf32>
+}
+
+// -----
+
+func.func @fp8_k_grouped_gemm_tiles(%a: tensor<256x32xf8E4M3FN>, %sa: tensor<2x32xf32>, %b: tensor<256x64xf8E4M3FN>, %sb: tensor<6x64xf32>, %o: tensor<5xi64>) -> tensor<4x32x64xf32> {
+  // expected-error @+1 {{'a_scales' dimension 0 is 2 but grouped 128x1 tiles of 'a' is 6}}
+  %y = dsv3.fp8_k_grouped_gemm %a, %sa, %b, %sb, %o {promotion_interval = 128} : (tensor<256x32xf8E4M3FN>, tensor<2x32xf32>, tensor<256x64xf8E4M3FN>, tensor<6x64xf32>, tensor<5xi64>) -> tensor<4x32x64xf32>
+  return %y : tensor<4x32x64xf32>
+}
+
+// -----
+
+func.func @fp8_k_grouped_gemm_result(%a: tensor<256x32xf8E4M3FN>, %sa: tensor<6x32xf32>, %b: tensor<256x64xf8E4M3FN>, %sb: tensor<6x64xf32>, %o: tensor<5xi64>) -> tensor<4x64x32xf32> {
+  // expected-error @+1 {{'result' dimension 1 is 64 but [experts, M, N] of the operands is 32}}
+  %y = dsv3.fp8_k_grouped_gemm %a, %sa, %b, %sb, %o {promotion_interval = 128} : (tensor<256x32xf8E4M3FN>, tensor<6x32xf32>, tensor<256x64xf8E4M3FN>, tensor<6x64xf32>, tensor<5xi64>) -> tensor<4x64x32xf32>
+  return %y : tensor<4x64x32xf32>
+}

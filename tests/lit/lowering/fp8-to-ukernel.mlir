@@ -22,3 +22,23 @@ func.func @fp8_layer(%xm: memref<4x256xf32>, %wm: memref<256x256xf8E4M3FN>, %swm
   bufferization.materialize_in_destination %y in restrict writable %ym : (tensor<4x256xf32>, memref<4x256xf32>) -> ()
   return
 }
+
+// Expert layouts pick their kernels: stacked weights, grouped row tiles and
+// the two grouped GEMMs, with the dispatch offsets passed as a memref.
+// TENSOR-LABEL: func.func @fp8_experts
+// TENSOR: dsv3.ukernel "dsv3rt_fp8_quantize_stacked" ins(%{{.*}}, %c128_i64, %c128_i64, %c0_i64, %c0_i64 : tensor<4x32x256xf32>, i64, i64, i64, i64)
+// TENSOR: dsv3.ukernel "dsv3rt_fp8_m_grouped_gemm" ins({{.*}}, %c0_i64, %c0_i64, %c0_i64 : tensor<64x256xf8E4M3FN>, tensor<64x2xf32>, tensor<4x32x256xf8E4M3FN>, tensor<4x1x2xf32>, tensor<5xi64>, i64, i64, i64)
+// TENSOR: dsv3.ukernel "dsv3rt_fp8_quantize_grouped" ins(%{{.*}}, %{{.*}}, %c128_i64, %c1_i64, %c0_i64, %c0_i64 : tensor<64x32xf32>, tensor<5xi64>, i64, i64, i64, i64)
+// TENSOR: dsv3.ukernel "dsv3rt_fp8_k_grouped_gemm" ins({{.*}} : tensor<64x32xf8E4M3FN>, tensor<5x32xf32>, tensor<64x256xf8E4M3FN>, tensor<5x256xf32>, tensor<5xi64>, i64, i64) outs(%{{.*}} : tensor<4x32x256xf32>)
+// CALL-LABEL: func.func @fp8_experts
+// CALL: call @dsv3rt_fp8_quantize_stacked(
+// CALL: call @dsv3rt_fp8_m_grouped_gemm(
+// CALL: call @dsv3rt_fp8_quantize_grouped(
+// CALL: call @dsv3rt_fp8_k_grouped_gemm(
+func.func @fp8_experts(%qx: tensor<64x256xf8E4M3FN>, %sx: tensor<64x2xf32>, %tx: tensor<64x256xf8E4M3FN>, %tsx: tensor<5x256xf32>, %w: tensor<4x32x256xf32>, %dy: tensor<64x32xf32>, %o: tensor<5xi64>) -> (tensor<64x32xf32>, tensor<4x32x256xf32>) {
+  %qw, %sw = dsv3.fp8_quantize %w {tile = array<i64: 128, 128>} : (tensor<4x32x256xf32>) -> (tensor<4x32x256xf8E4M3FN>, tensor<4x1x2xf32>)
+  %y = dsv3.fp8_m_grouped_gemm %qx, %sx, %qw, %sw, %o {promotion_interval = 128} : (tensor<64x256xf8E4M3FN>, tensor<64x2xf32>, tensor<4x32x256xf8E4M3FN>, tensor<4x1x2xf32>, tensor<5xi64>) -> tensor<64x32xf32>
+  %qdy, %sdy = dsv3.fp8_quantize %dy groups %o {tile = array<i64: 128, 1>} : (tensor<64x32xf32>, tensor<5xi64>) -> (tensor<64x32xf8E4M3FN>, tensor<5x32xf32>)
+  %dw = dsv3.fp8_k_grouped_gemm %qdy, %sdy, %tx, %tsx, %o {promotion_interval = 128} : (tensor<64x32xf8E4M3FN>, tensor<5x32xf32>, tensor<64x256xf8E4M3FN>, tensor<5x256xf32>, tensor<5xi64>) -> tensor<4x32x256xf32>
+  return %y, %dw : tensor<64x32xf32>, tensor<4x32x256xf32>
+}

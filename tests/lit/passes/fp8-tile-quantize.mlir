@@ -77,3 +77,40 @@ func.func @shared_activation(%x: tensor<8x128xf32>) -> (tensor<8x64xf32>, tensor
   %b = dsv3.linear %x, %u : (tensor<8x128xf32>, tensor<64x128xf32>) -> tensor<8x64xf32>
   return %a, %b : tensor<8x64xf32>, tensor<8x64xf32>
 }
+
+// -----
+
+// Routed experts: the same three GEMMs per expert. Each expert's weight is
+// quantized in its own 128x128 blocks (scales [E, N/128, K/128]); the
+// weight gradient tiles tokens 128x1 restarting at each expert's first row
+// (ceil(R/128) + E scale rows).
+// CHECK-LABEL: func.func @experts
+// DEFAULT: %[[QX:.*]], %[[SX:.*]] = dsv3.fp8_quantize %arg0 {tile = array<i64: 1, 128>} : (tensor<256x192xf32>) -> (tensor<256x192xf8E4M3FN>, tensor<256x2xf32>)
+// DEFAULT: %[[QW:.*]], %[[SW:.*]] = dsv3.fp8_quantize %[[W:.*]] {tile = array<i64: 128, 128>} : (tensor<4x32x192xf32>) -> (tensor<4x32x192xf8E4M3FN>, tensor<4x1x2xf32>)
+// DEFAULT: dsv3.fp8_m_grouped_gemm %[[QX]], %[[SX]], %[[QW]], %[[SW]], %arg2 {promotion_interval = 128 : i64} : {{.*}} -> tensor<256x32xf32>
+// DEFAULT: %[[QDY:.*]], %[[SDY:.*]] = dsv3.fp8_quantize %arg1 {tile = array<i64: 1, 128>} : (tensor<256x32xf32>) -> (tensor<256x32xf8E4M3FN>, tensor<256x1xf32>)
+// DEFAULT: dsv3.fp8_m_grouped_gemm %[[QDY]], %[[SDY]], %[[QW]], %[[SW]], %arg2 {promotion_interval = 128 : i64, transpose_b} : {{.*}} -> tensor<256x192xf32>
+// DEFAULT: %[[TDY:.*]], %[[TSDY:.*]] = dsv3.fp8_quantize %arg1 groups %arg2 {tile = array<i64: 128, 1>} : (tensor<256x32xf32>, tensor<5xi64>) -> (tensor<256x32xf8E4M3FN>, tensor<6x32xf32>)
+// DEFAULT: %[[TX:.*]], %[[TSX:.*]] = dsv3.fp8_quantize %arg0 groups %arg2 {tile = array<i64: 128, 1>} : (tensor<256x192xf32>, tensor<5xi64>) -> (tensor<256x192xf8E4M3FN>, tensor<6x192xf32>)
+// DEFAULT: dsv3.fp8_k_grouped_gemm %[[TDY]], %[[TSDY]], %[[TX]], %[[TSX]], %arg2 {promotion_interval = 128 : i64} : {{.*}} -> tensor<4x32x192xf32>
+// DEFAULT-NOT: dsv3.grouped_linear
+
+// CACHE-LABEL: func.func @experts
+// CACHE: %[[QX:.*]], %[[SX:.*]] = dsv3.fp8_quantize %arg0 {tile = array<i64: 1, 128>}
+// CACHE: %[[XC:.*]] = dsv3.fp8_dequantize %[[QX]], %[[SX]] {tile = array<i64: 1, 128>}
+// CACHE: dsv3.fp8_quantize %[[XC]] groups %arg2 {tile = array<i64: 128, 1>}
+
+// FPROP-LABEL: func.func @experts
+// FPROP: dsv3.fp8_m_grouped_gemm
+// FPROP: dsv3.grouped_linear_grad_input
+// FPROP: dsv3.grouped_linear_grad_weight
+
+// HIGH-LABEL: func.func @experts
+// HIGH: dsv3.fp8_m_grouped_gemm
+func.func @experts(%x: tensor<256x192xf32>, %dy: tensor<256x32xf32>, %offsets: tensor<5xi64>) -> (tensor<256x32xf32>, tensor<256x192xf32>, tensor<4x32x192xf32>) {
+  %w = dsv3.param "model.layers.1.mlp.experts.*.gate_proj.weight" stack 4 : tensor<4x32x192xf32>
+  %y = dsv3.grouped_linear %x, %w, %offsets : (tensor<256x192xf32>, tensor<4x32x192xf32>, tensor<5xi64>) -> tensor<256x32xf32>
+  %dx = dsv3.grouped_linear_grad_input %dy, %w, %offsets : (tensor<256x32xf32>, tensor<4x32x192xf32>, tensor<5xi64>) -> tensor<256x192xf32>
+  %dw = dsv3.grouped_linear_grad_weight %dy, %x, %offsets {num_experts = 4 : i64, param = "model.layers.1.mlp.experts.*.gate_proj.weight"} : (tensor<256x32xf32>, tensor<256x192xf32>, tensor<5xi64>) -> tensor<4x32x192xf32>
+  return %y, %dx, %dw : tensor<256x32xf32>, tensor<256x192xf32>, tensor<4x32x192xf32>
+}

@@ -1,7 +1,8 @@
 //===- FP8LoweringTest.cpp - dsv3-fp8-tile-quantize through the JIT -------===//
 //
 // The three GEMMs of a linear layer (forward, input gradient, weight
-// gradient) are rewritten by the FP8 pass, lowered, JIT-compiled and run.
+// gradient), dense and as routed experts, are rewritten by the FP8 pass,
+// lowered, JIT-compiled and run.
 // The forward must reproduce the golden block-scaled GEMM; every result must
 // match this file's own double-precision evaluation of the recipe (1x128
 // activation tiles, 128x128 weight blocks, 128x1 weight-gradient tiles),
@@ -63,25 +64,13 @@ struct Result {
   std::string tensorIR;
 };
 
-/// Builds @forward returning y = x w^T, dx = dy w, dw = dy^T x for parameters
-/// x [M,K], w [N,K], dy [M,N]; applies the FP8 pass with `options`, lowers,
-/// JITs and runs it on `values`.
-Result runLinearLayer(int64_t m, int64_t n, int64_t k, const std::string &options,
-                      std::map<std::string, std::vector<float>> &values) {
-  auto t = [](int64_t a, int64_t b) {
-    return "tensor<" + std::to_string(a) + "x" + std::to_string(b) + "xf32>";
-  };
-  std::string source =
-      "func.func @forward() -> (" + t(m, n) + " {dsv3.output = \"y\"}, " +
-      t(m, k) + " {dsv3.output = \"dx\"}, " + t(n, k) +
-      " {dsv3.output = \"dw\"}) {\n"
-      "  %x = dsv3.param \"x\" : " + t(m, k) + "\n"
-      "  %w = dsv3.param \"w\" : " + t(n, k) + "\n"
-      "  %dy = dsv3.param \"dy\" : " + t(m, n) + "\n"
-      "  %y = dsv3.linear %x, %w : (" + t(m, k) + ", " + t(n, k) + ") -> " + t(m, n) + "\n"
-      "  %dx = dsv3.linear_grad_input %dy, %w : (" + t(m, n) + ", " + t(n, k) + ") -> " + t(m, k) + "\n"
-      "  %dw = dsv3.linear_grad_weight %dy, %x {param = \"w\"} : (" + t(m, n) + ", " + t(m, k) + ") -> " + t(n, k) + "\n"
-      "  return %y, %dx, %dw : " + t(m, n) + ", " + t(m, k) + ", " + t(n, k) + "\n}\n";
+/// Applies the FP8 pass with `options` to `source` (a @forward without
+/// arguments whose results are `outputs`, shaped `shapes`), lowers, JITs and
+/// runs it with the parameters `values`.
+Result compileAndRun(const std::string &source, const std::string &options,
+                     std::map<std::string, std::vector<float>> &values,
+                     const std::vector<std::string> &outputs,
+                     const std::vector<std::vector<int64_t>> &shapes) {
   DialectRegistry registry;
   registerPipelineDialects(registry);
   MLIRContext ctx(registry);
@@ -113,19 +102,74 @@ Result runLinearLayer(int64_t m, int64_t n, int64_t k, const std::string &option
   for (const ParamSlot &slot : layout.slots)
     std::copy(values[slot.name].begin(), values[slot.name].end(),
               params.begin() + slot.offset);
-  std::vector<std::vector<int64_t>> shapes = {{m, n}, {m, k}, {n, k}};
-  std::vector<std::vector<float>> outs(3);
+  std::vector<std::vector<float>> outs(outputs.size());
   std::vector<BufferArg> args;
-  for (int i = 0; i < 3; ++i) {
-    outs[i].assign(shapes[i][0] * shapes[i][1], 0.f);
+  for (size_t i = 0; i < outputs.size(); ++i) {
+    int64_t elements = 1;
+    for (int64_t d : shapes[i])
+      elements *= d;
+    outs[i].assign(elements, 0.f);
     args.push_back({outs[i].data(), shapes[i]});
   }
   llvm::Error e = (*jit)->call("forward", params.data(), {}, args);
   EXPECT_FALSE(static_cast<bool>(e)) << llvm::toString(std::move(e));
-  const char *names[] = {"y", "dx", "dw"};
-  for (int i = 0; i < 3; ++i)
-    result.outputs[names[i]] = outs[i];
+  for (size_t i = 0; i < outputs.size(); ++i)
+    result.outputs[outputs[i]] = outs[i];
   return result;
+}
+
+std::string tensorType(std::vector<int64_t> shape, const char *element = "f32") {
+  std::string t = "tensor<";
+  for (int64_t d : shape)
+    t += std::to_string(d) + "x";
+  return t + element + ">";
+}
+
+/// @forward returning y = x w^T, dx = dy w, dw = dy^T x for parameters
+/// x [M,K], w [N,K], dy [M,N].
+Result runLinearLayer(int64_t m, int64_t n, int64_t k, const std::string &options,
+                      std::map<std::string, std::vector<float>> &values) {
+  std::string tx = tensorType({m, k}), tw = tensorType({n, k}),
+              ty = tensorType({m, n});
+  std::string source =
+      "func.func @forward() -> (" + ty + " {dsv3.output = \"y\"}, " + tx +
+      " {dsv3.output = \"dx\"}, " + tw + " {dsv3.output = \"dw\"}) {\n"
+      "  %x = dsv3.param \"x\" : " + tx + "\n"
+      "  %w = dsv3.param \"w\" : " + tw + "\n"
+      "  %dy = dsv3.param \"dy\" : " + ty + "\n"
+      "  %y = dsv3.linear %x, %w : (" + tx + ", " + tw + ") -> " + ty + "\n"
+      "  %dx = dsv3.linear_grad_input %dy, %w : (" + ty + ", " + tw + ") -> " + tx + "\n"
+      "  %dw = dsv3.linear_grad_weight %dy, %x {param = \"w\"} : (" + ty + ", " + tx + ") -> " + tw + "\n"
+      "  return %y, %dx, %dw : " + ty + ", " + tx + ", " + tw + "\n}\n";
+  return compileAndRun(source, options, values, {"y", "dx", "dw"},
+                       {{m, n}, {m, k}, {n, k}});
+}
+
+/// The same three GEMMs for routed experts: rows x [R,K] grouped by
+/// `offsets`, expert weights w [E,N,K], dy [R,N].
+Result runExpertLayer(const std::vector<int64_t> &offsets, int64_t n, int64_t k,
+                      const std::string &options,
+                      std::map<std::string, std::vector<float>> &values) {
+  int64_t e = int64_t(offsets.size()) - 1, r = offsets.back();
+  std::string tx = tensorType({r, k}), tw = tensorType({e, n, k}),
+              ty = tensorType({r, n}), to = tensorType({e + 1}, "i64");
+  std::string dense;
+  for (int64_t o : offsets)
+    dense += (dense.empty() ? "" : ", ") + std::to_string(o);
+  std::string source =
+      "func.func @forward() -> (" + ty + " {dsv3.output = \"y\"}, " + tx +
+      " {dsv3.output = \"dx\"}, " + tw + " {dsv3.output = \"dw\"}) {\n"
+      "  %offsets = arith.constant dense<[" + dense + "]> : " + to + "\n"
+      "  %x = dsv3.param \"x\" : " + tx + "\n"
+      "  %w = dsv3.param \"w\" : " + tw + "\n"
+      "  %dy = dsv3.param \"dy\" : " + ty + "\n"
+      "  %y = dsv3.grouped_linear %x, %w, %offsets : (" + tx + ", " + tw + ", " + to + ") -> " + ty + "\n"
+      "  %dx = dsv3.grouped_linear_grad_input %dy, %w, %offsets : (" + ty + ", " + tw + ", " + to + ") -> " + tx + "\n"
+      "  %dw = dsv3.grouped_linear_grad_weight %dy, %x, %offsets {num_experts = " +
+      std::to_string(e) + " : i64, param = \"w\"} : (" + ty + ", " + tx + ", " + to + ") -> " + tw + "\n"
+      "  return %y, %dx, %dw : " + ty + ", " + tx + ", " + tw + "\n}\n";
+  return compileAndRun(source, options, values, {"y", "dx", "dw"},
+                       {{r, n}, {r, k}, {e, n, k}});
 }
 
 std::vector<float> random(int64_t n, unsigned seed) {
@@ -227,6 +271,68 @@ TEST(FP8Lowering, OptionsChangeTheNumericsAsSpecified) {
         dx[i * k + p] += double(values["dy"][i * n + j]) * values["w"][j * k + p];
   EXPECT_LE(relativeL2(r.outputs["dx"], dx), 1e-5);
   EXPECT_EQ(r.tensorIR.find("transpose_b"), std::string::npos);
+}
+
+/// The expert recipe in double precision: the dense recipe per expert,
+/// with each expert's weight in its own blocks and the weight-gradient tiles
+/// restarting at each expert's first row.
+Expected expertRecipe(const std::vector<float> &x, const std::vector<float> &w,
+                      const std::vector<float> &dy,
+                      const std::vector<int64_t> &offsets, int64_t n, int64_t k) {
+  int64_t experts = int64_t(offsets.size()) - 1, rows = offsets.back();
+  auto e4m3 = rt::FP8Format::E4M3;
+  std::vector<double> qx = quantized(x, rows, k, 1, 128, e4m3, false);
+  std::vector<double> qdyRows = quantized(dy, rows, n, 1, 128, e4m3, false);
+  Expected out{std::vector<double>(rows * n), std::vector<double>(rows * k),
+               std::vector<double>(experts * n * k)};
+  for (int64_t e = 0; e < experts; ++e) {
+    int64_t begin = offsets[e], count = offsets[e + 1] - begin;
+    std::vector<float> we(w.begin() + e * n * k, w.begin() + (e + 1) * n * k);
+    std::vector<double> qw = quantized(we, n, k, 128, 128, e4m3, false);
+    if (count == 0)
+      continue;
+    std::vector<float> dye(dy.begin() + begin * n, dy.begin() + (begin + count) * n);
+    std::vector<float> xe(x.begin() + begin * k, x.begin() + (begin + count) * k);
+    std::vector<double> qdyCols = quantized(dye, count, n, 128, 1, e4m3, false);
+    std::vector<double> qxCols = quantized(xe, count, k, 128, 1, e4m3, false);
+    for (int64_t i = 0; i < count; ++i)
+      for (int64_t j = 0; j < n; ++j)
+        for (int64_t p = 0; p < k; ++p) {
+          int64_t r = begin + i;
+          out.y[r * n + j] += qx[r * k + p] * qw[j * k + p];
+          out.dx[r * k + p] += qdyRows[r * n + j] * qw[j * k + p];
+          out.dw[(e * n + j) * k + p] += qdyCols[i * n + j] * qxCols[i * k + p];
+        }
+  }
+  return out;
+}
+
+TEST(FP8Lowering, RoutedExpertGemmsMatchTheRecipePerExpert) {
+  // An empty expert, a one-row expert, one spanning two 128-row tiles and a
+  // partial one; N = 40 and K = 200 leave partial blocks inside each expert.
+  std::vector<int64_t> offsets = {0, 0, 1, 151, 221};
+  int64_t experts = 4, rows = 221, n = 40, k = 200;
+  std::map<std::string, std::vector<float>> values = {
+      {"x", random(rows * k, 4)}, {"w", random(experts * n * k, 5)},
+      {"dy", random(rows * n, 6)}};
+  // Experts with very different magnitudes: shared blocks would show.
+  for (int64_t i = 0; i < n * k; ++i)
+    values["w"][2 * n * k + i] *= 1000.0f;
+  Result r = runExpertLayer(offsets, n, k, "", values);
+  ASSERT_EQ(r.outputs.size(), 3u);
+  EXPECT_NE(r.tensorIR.find("dsv3.fp8_m_grouped_gemm"), std::string::npos);
+  EXPECT_NE(r.tensorIR.find("dsv3.fp8_k_grouped_gemm"), std::string::npos);
+  Expected e = expertRecipe(values["x"], values["w"], values["dy"], offsets, n, k);
+  EXPECT_LE(relativeL2(r.outputs["y"], e.y), 1e-6);
+  EXPECT_LE(relativeL2(r.outputs["dx"], e.dx), 1e-6);
+  EXPECT_LE(relativeL2(r.outputs["dw"], e.dw), 1e-6);
+  // The empty expert's weight gradient is exactly zero.
+  for (int64_t i = 0; i < n * k; ++i)
+    ASSERT_EQ(r.outputs["dw"][i], 0.0f);
+  // Experts named high-precision stay float32.
+  Result fp32 = runExpertLayer(offsets, n, k, "high-precision=w", values);
+  ASSERT_EQ(fp32.outputs.size(), 3u);
+  EXPECT_EQ(fp32.tensorIR.find("fp8"), std::string::npos);
 }
 
 } // namespace

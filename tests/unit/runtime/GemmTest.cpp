@@ -137,4 +137,31 @@ TEST(GroupedGemm, CorruptOffsetsStayInBounds) {
   EXPECT_EQ(y, (std::vector<float>{0, 0, 3, 3, 3, 3, 3, 3}));
 }
 
+TEST(GroupedFP8Gemm, OverlappingOffsetsStayInBoundsAndSkipGroups) {
+  // Hand-written offsets where groups 0 and 2 both claim all 1000 rows: 16
+  // row tiles would be needed, the scales hold ceil(1000/128) + 4 = 12.
+  // Group 0 gets its tiles, group 2 none (zero gradient), and nothing is
+  // read or written out of bounds.
+  std::vector<int64_t> offsets = {0, 1000, 0, 1000, 0};
+  int64_t rows = 1000, experts = 4, capacity = 12;
+  std::vector<float> x(rows, 0.5f), scales(capacity, -1.0f);
+  std::vector<uint8_t> codes(rows, 0xFF);
+  auto offs = vec(offsets);
+  dsv3::rt::StridedMatrix<float> xv{x.data(), x.data(), 0, {rows, 1}, {1, 1}};
+  dsv3::rt::StridedMatrix<float> sv{scales.data(), scales.data(), 0, {capacity, 1}, {1, 1}};
+  dsv3::rt::MatrixU8 qv{codes.data(), codes.data(), 0, {rows, 1}, {1, 1}};
+  dsv3::rt::quantizeGroupedTiles(xv, offs, 128, 1, dsv3::rt::FP8Format::E4M3,
+                                 dsv3::rt::ScaleRounding::Exact, qv, sv);
+  for (int64_t t = 0; t < capacity; ++t)
+    EXPECT_EQ(scales[t], t < 8 ? 0.5f / 448.0f : 0.0f) << "tile " << t;
+  std::vector<float> y(experts, 7.0f);
+  dsv3::rt::fp8KGroupedGemm(qv, sv, qv, sv, offs, dsv3::rt::FP8Format::E4M3,
+                            dsv3::rt::FP8Format::E4M3,
+                            tensor3(y, experts, 1, 1));
+  EXPECT_FLOAT_EQ(y[0], 1000 * 0.25f);
+  EXPECT_EQ(y[1], 0.0f);
+  EXPECT_EQ(y[2], 0.0f);
+  EXPECT_EQ(y[3], 0.0f);
+}
+
 } // namespace
