@@ -330,15 +330,27 @@ void packedGemm(const SourceA &srcA, const SourceB &srcB, int64_t m, int64_t n,
   tbb::parallel_for(
       tbb::blocked_range2d<int64_t>(0, nPanels, nGrain, 0, mPanels, mGrain),
       [&](const tbb::blocked_range2d<int64_t> &r) {
-        std::vector<uint32_t> packedB(blockPairs * kNR);
+        // B is packed a chunk of K blocks at a time and each output tile
+        // runs through the whole chunk, so a tile of y stays in L1 across
+        // the chunk's K blocks (FP8's blocks are short). The chunk's slice
+        // of packed A, swept once per B panel, must stay in L2: at most
+        // 512 K steps and 256 KiB.
+        int64_t chunk = std::clamp<int64_t>(
+            (int64_t(256) << 10) / (m * kBlock * 2), 1, std::max<int64_t>(1, 512 / kBlock));
+        std::vector<uint32_t> packedB(chunk * blockPairs * kNR);
         for (int64_t np = r.rows().begin(); np < r.rows().end(); ++np)
-          for (int64_t kb = 0; kb < kBlocks; ++kb) {
-            int64_t k0 = kb * kBlock, k1 = std::min(k, k0 + kBlock);
-            int64_t pairs = ceilDiv(k1 - k0, 2);
-            packB(srcB, np * kNR, k0, k1, packedB.data());
+          for (int64_t kb0 = 0; kb0 < kBlocks; kb0 += chunk) {
+            int64_t kb1 = std::min(kBlocks, kb0 + chunk);
+            for (int64_t kb = kb0; kb < kb1; ++kb)
+              packB(srcB, np * kNR, kb * kBlock, std::min(k, (kb + 1) * kBlock),
+                    packedB.data() + (kb - kb0) * blockPairs * kNR);
             for (int64_t mp = r.cols().begin(); mp < r.cols().end(); ++mp)
-              tile(packedA.get() + (kb * mPanels + mp) * blockPairs * kMR,
-                   packedB.data(), pairs, mp * kMR, np * kNR, kb);
+              for (int64_t kb = kb0; kb < kb1; ++kb) {
+                int64_t k0 = kb * kBlock, k1 = std::min(k, k0 + kBlock);
+                tile(packedA.get() + (kb * mPanels + mp) * blockPairs * kMR,
+                     packedB.data() + (kb - kb0) * blockPairs * kNR,
+                     ceilDiv(k1 - k0, 2), mp * kMR, np * kNR, kb);
+              }
           }
       });
 }
@@ -390,8 +402,27 @@ void fp8GemmNT(const FP8Operand &a, const FP8Operand &b, int64_t m, int64_t n,
                   int64_t m0, int64_t n0, int64_t kb) {
     int64_t rows = std::min<int64_t>(kMR, m - m0);
     int64_t cols = std::min<int64_t>(kNR, n - n0);
-    // Scale tiles span 1 or 128 rows: a shift, never a division, since
-    // this runs once per tile and K block.
+    // The first K block overwrites y unless accumulating: y needs no zero
+    // fill beforehand.
+    bool first = kb == 0 && !accumulate;
+    // Full tiles against 128x128 weight blocks (forward and input
+    // gradient): the 32 columns share one block scale, so the promotion is
+    // one FMA per accumulator, y += partial * (sA * sB). This runs once per
+    // tile and K block, which is why scale tiles are found by shifts.
+    if (rows == kMR && cols == kNR && b.scaleRowTile == kFP8Tile) {
+      float sbBlock = b.scales[kb * b.scaleKStride + (n0 >> kTileShift) * b.scaleRowStride];
+      const float *saBase = a.scales + kb * a.scaleKStride;
+      float factor[kMR];
+      for (int i = 0; i < kMR; ++i)
+        factor[i] = saBase[(a.scaleRowTile == 1 ? m0 + i : (m0 + i) >> kTileShift) *
+                           a.scaleRowStride] * sbBlock;
+      microkernel(pa, pb, pairs, [&](int i, int half, Lanes v) {
+        float *yp = y + (m0 + i) * ldy + n0 + 16 * half;
+        storeLanes(yp, fmaLanes(v, broadcast(factor[i]),
+                                first ? broadcast(0.0f) : loadLanes(yp)));
+      });
+      return;
+    }
     alignas(64) float sb[kNR] = {};
     const float *sbBase = b.scales + kb * b.scaleKStride;
     if (b.scaleRowTile == 1)
@@ -406,9 +437,6 @@ void fp8GemmNT(const FP8Operand &a, const FP8Operand &b, int64_t m, int64_t n,
       sa[i] = saBase[(a.scaleRowTile == 1 ? m0 + i : (m0 + i) >> kTileShift) *
                      a.scaleRowStride];
     Lanes sbv[2] = {loadLanes(sb), loadLanes(sb + 16)};
-    // The first K block overwrites y unless accumulating: y needs no zero
-    // fill beforehand.
-    bool first = kb == 0 && !accumulate;
     // y += (partial * sA) * sB: the reference's promotion, in registers.
     if (rows == kMR && cols == kNR) {
       microkernel(pa, pb, pairs, [&](int i, int half, Lanes v) {
