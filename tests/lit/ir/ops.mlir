@@ -48,3 +48,22 @@ func.func @tensor_ops(%x: tensor<2x4x3x4xf32>, %kr: tensor<2x4x4xf32>, %l: tenso
   %ce = dsv3.cross_entropy %l, %lab : (tensor<2x4x8xf32>, tensor<2x4xi64>) -> tensor<f32>
   return %s, %ce : tensor<2x4x3x4xf32>, tensor<f32>
 }
+
+// CHECK-LABEL: func.func @fp8_ops
+// CHECK: dsv3.fp8_quantize %arg0 {tile = array<i64: 1, 128>} : (tensor<64x256xf32>) -> (tensor<64x256xf8E4M3FN>, tensor<64x2xf32>)
+// CHECK: dsv3.fp8_quantize %arg1 {power_of_two_scales, tile = array<i64: 128, 128>} : (tensor<4x32x256xf32>) -> (tensor<4x32x256xf8E4M3FN>, tensor<4x1x2xf32>)
+// CHECK: dsv3.fp8_quantize %arg0 groups %arg2 {tile = array<i64: 128, 1>} : (tensor<64x256xf32>, tensor<5xi64>) -> (tensor<64x256xf8E5M2>, tensor<5x256xf32>)
+// CHECK: dsv3.fp8_dequantize
+// CHECK: dsv3.fp8_gemm {{.*}} {promotion_interval = 128 : i64} : {{.*}} -> tensor<64x64xf32>
+// CHECK: dsv3.fp8_m_grouped_gemm {{.*}} {promotion_interval = 128 : i64} : {{.*}} -> tensor<64x32xf32>
+// CHECK: dsv3.fp8_k_grouped_gemm {{.*}} {promotion_interval = 128 : i64} : {{.*}} -> tensor<4x256x256xf32>
+func.func @fp8_ops(%x: tensor<64x256xf32>, %w: tensor<4x32x256xf32>, %o: tensor<5xi64>) -> (tensor<64x256xf32>, tensor<64x64xf32>, tensor<64x32xf32>, tensor<4x256x256xf32>) {
+  %q, %s = dsv3.fp8_quantize %x {tile = array<i64: 1, 128>} : (tensor<64x256xf32>) -> (tensor<64x256xf8E4M3FN>, tensor<64x2xf32>)
+  %qw, %sw = dsv3.fp8_quantize %w {power_of_two_scales, tile = array<i64: 128, 128>} : (tensor<4x32x256xf32>) -> (tensor<4x32x256xf8E4M3FN>, tensor<4x1x2xf32>)
+  %qg, %sg = dsv3.fp8_quantize %x groups %o {tile = array<i64: 128, 1>} : (tensor<64x256xf32>, tensor<5xi64>) -> (tensor<64x256xf8E5M2>, tensor<5x256xf32>)
+  %d = dsv3.fp8_dequantize %q, %s {tile = array<i64: 1, 128>} : (tensor<64x256xf8E4M3FN>, tensor<64x2xf32>) -> tensor<64x256xf32>
+  %y = dsv3.fp8_gemm %q, %s, %q, %s {promotion_interval = 128} : (tensor<64x256xf8E4M3FN>, tensor<64x2xf32>, tensor<64x256xf8E4M3FN>, tensor<64x2xf32>) -> tensor<64x64xf32>
+  %m = dsv3.fp8_m_grouped_gemm %q, %s, %qw, %sw, %o {promotion_interval = 128} : (tensor<64x256xf8E4M3FN>, tensor<64x2xf32>, tensor<4x32x256xf8E4M3FN>, tensor<4x1x2xf32>, tensor<5xi64>) -> tensor<64x32xf32>
+  %k = dsv3.fp8_k_grouped_gemm %qg, %sg, %qg, %sg, %o {promotion_interval = 128} : (tensor<64x256xf8E5M2>, tensor<5x256xf32>, tensor<64x256xf8E5M2>, tensor<5x256xf32>, tensor<5xi64>) -> tensor<4x256x256xf32>
+  return %d, %y, %m, %k : tensor<64x256xf32>, tensor<64x64xf32>, tensor<64x32xf32>, tensor<4x256x256xf32>
+}
