@@ -6,6 +6,7 @@
 #include "runtime/kernels/FP8.h"
 #include "runtime/kernels/Kernels.h"
 
+#include <tbb/blocked_range.h>
 #include <tbb/parallel_for.h>
 
 #include <algorithm>
@@ -142,13 +143,37 @@ inline uint8_t encodeFastE5M2(float x) {
   return encodeFast<2, 15>(x, 61439.996f, 0x7C);
 }
 
+/// Quantizes the rows [r0, r1) of x, one band of row tiles: the column
+/// maxima of the band give each tile's amax in one vectorizable sweep
+/// whatever the tile shape (1x128 rows, 128x1 columns, 128x128 blocks),
+/// then every row is encoded against its columns' scales. `colMax` and
+/// `colScale` are scratch of `cols` floats.
 template <class Encode>
-void quantizeTile(const float *x, int64_t cols, int64_t r0, int64_t r1,
-                  int64_t c0, int64_t c1, float s, uint8_t *codes,
-                  Encode encode) {
-  for (int64_t r = r0; r < r1; ++r)
+void quantizeBand(const float *x, int64_t cols, int64_t r0, int64_t r1,
+                  int64_t tileCols, FP8Format format, ScaleRounding rounding,
+                  uint8_t *codes, float *scaleRow, float *colMax,
+                  float *colScale, Encode encode) {
+  std::fill(colMax, colMax + cols, 0.0f);
+  for (int64_t r = r0; r < r1; ++r) {
+    const float *xr = x + r * cols;
+    for (int64_t c = 0; c < cols; ++c) {
+      float v = std::fabs(xr[c]);
+      colMax[c] = v <= FLT_MAX && v > colMax[c] ? v : colMax[c]; // finite only
+    }
+  }
+  int64_t colTiles = (cols + tileCols - 1) / tileCols;
+  for (int64_t ct = 0; ct < colTiles; ++ct) {
+    int64_t c0 = ct * tileCols, c1 = std::min(cols, c0 + tileCols);
+    float amax = 0;
     for (int64_t c = c0; c < c1; ++c)
-      codes[r * cols + c] = encode(x[r * cols + c] / s);
+      amax = std::max(amax, colMax[c]);
+    float scale = tileScale(amax, format, rounding);
+    scaleRow[ct] = scale;
+    std::fill(colScale + c0, colScale + c1, scale);
+  }
+  for (int64_t r = r0; r < r1; ++r)
+    for (int64_t c = 0; c < cols; ++c)
+      codes[r * cols + c] = encode(x[r * cols + c] / colScale[c]);
 }
 
 } // namespace
@@ -158,23 +183,23 @@ void quantizeTiles(const float *x, int64_t rows, int64_t cols,
                    ScaleRounding rounding, uint8_t *codes, float *scales) {
   int64_t rowTiles = (rows + tileRows - 1) / tileRows;
   int64_t colTiles = (cols + tileCols - 1) / tileCols;
-  tbb::parallel_for(int64_t(0), rowTiles * colTiles, [&](int64_t t) {
-    int64_t rt = t / colTiles, ct = t % colTiles;
-    int64_t r0 = rt * tileRows, r1 = std::min(rows, r0 + tileRows);
-    int64_t c0 = ct * tileCols, c1 = std::min(cols, c0 + tileCols);
-    float amax = 0;
-    for (int64_t r = r0; r < r1; ++r)
-      for (int64_t c = c0; c < c1; ++c) {
-        float v = std::fabs(x[r * cols + c]);
-        amax = v <= FLT_MAX && v > amax ? v : amax; // finite values only
-      }
-    float s = tileScale(amax, format, rounding);
-    scales[rt * colTiles + ct] = s;
-    if (format == FP8Format::E4M3)
-      quantizeTile(x, cols, r0, r1, c0, c1, s, codes, encodeFastE4M3);
-    else
-      quantizeTile(x, cols, r0, r1, c0, c1, s, codes, encodeFastE5M2);
-  });
+  tbb::parallel_for(
+      tbb::blocked_range<int64_t>(0, rowTiles),
+      [&](const tbb::blocked_range<int64_t> &bands) {
+        std::vector<float> colMax(cols), colScale(cols);
+        for (int64_t rt = bands.begin(); rt < bands.end(); ++rt) {
+          int64_t r0 = rt * tileRows, r1 = std::min(rows, r0 + tileRows);
+          float *scaleRow = scales + rt * colTiles;
+          if (format == FP8Format::E4M3)
+            quantizeBand(x, cols, r0, r1, tileCols, format, rounding, codes,
+                         scaleRow, colMax.data(), colScale.data(),
+                         [](float v) { return encodeFastE4M3(v); });
+          else
+            quantizeBand(x, cols, r0, r1, tileCols, format, rounding, codes,
+                         scaleRow, colMax.data(), colScale.data(),
+                         [](float v) { return encodeFastE5M2(v); });
+        }
+      });
 }
 
 void dequantizeTiles(const uint8_t *codes, const float *scales, int64_t rows,
