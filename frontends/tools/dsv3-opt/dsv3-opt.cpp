@@ -22,6 +22,7 @@ int main(int argc, char **argv) {
   mlir::registerCSEPass();
   // For lit tests of the steps around bufferization.
   mlir::bufferization::registerOneShotBufferizePass();
+  mlir::bufferization::registerEmptyTensorEliminationPass();
   return mlir::asMainReturnCode(
       mlir::MlirOptMain(argc, argv, "dsv3 optimizer driver\n", registry));
 }
