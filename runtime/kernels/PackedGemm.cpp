@@ -232,7 +232,14 @@ struct VectorFP8ToBF16 {
       : t0(_mm512_loadu_si512(table)), t1(_mm512_loadu_si512(table + 32)),
         t2(_mm512_loadu_si512(table + 64)), t3(_mm512_loadu_si512(table + 96)) {}
   __m512i operator()(const uint8_t *codes) const {
-    __m512i v = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)codes));
+    return widen(_mm256_loadu_si256((const __m256i *)codes));
+  }
+  /// The first `count` codes (the rest widen as 0) without reading past them.
+  __m512i operator()(const uint8_t *codes, int count) const {
+    return widen(_mm256_maskz_loadu_epi8(__mmask32((uint64_t(1) << count) - 1), codes));
+  }
+  __m512i widen(__m256i codes) const {
+    __m512i v = _mm512_cvtepu8_epi16(codes);
     __m512i lo = _mm512_permutex2var_epi16(t0, v, t1); // index bits 0-5
     __m512i hi = _mm512_permutex2var_epi16(t2, v, t3);
     __m512i mag = _mm512_mask_blend_epi16(
@@ -241,6 +248,20 @@ struct VectorFP8ToBF16 {
     return _mm512_or_si512(mag, sign);
   }
 };
+
+/// BF16 pairs of rows stored across K (transposed operands: dgrad's
+/// weight, both wgrad operands): `even` and `odd` hold 32 rows' values at
+/// K steps 2p and 2p+1; returns the pairs of rows 0-15 and 16-31.
+inline std::pair<__m512i, __m512i> interleavePairs(__m512i even, __m512i odd) {
+  alignas(64) static const uint16_t lowIdx[32] = {
+      0, 32, 1, 33, 2, 34, 3, 35, 4, 36, 5, 37, 6, 38, 7, 39,
+      8, 40, 9, 41, 10, 42, 11, 43, 12, 44, 13, 45, 14, 46, 15, 47};
+  alignas(64) static const uint16_t highIdx[32] = {
+      16, 48, 17, 49, 18, 50, 19, 51, 20, 52, 21, 53, 22, 54, 23, 55,
+      24, 56, 25, 57, 26, 58, 27, 59, 28, 60, 29, 61, 30, 62, 31, 63};
+  return {_mm512_permutex2var_epi16(even, _mm512_load_si512(lowIdx), odd),
+          _mm512_permutex2var_epi16(even, _mm512_load_si512(highIdx), odd)};
+}
 
 /// A full B panel of an operand stored along K: 32 rows x `pairs` pairs (a
 /// multiple of 16), read 16 pairs at a time by `load(row, firstPair)` and
@@ -370,6 +391,19 @@ void fp8GemmNT(const FP8Operand &a, const FP8Operand &b, int64_t m, int64_t n,
   auto packB = [&](const FP8Source &src, int64_t n0, int64_t k0, int64_t k1,
                    uint32_t *dst) {
 #ifdef DSV3_HAVE_AVX512BF16
+    if (src.rowStride == 1 && n0 + kNR <= n) {
+      // Stored transposed: the panel's 32 rows are contiguous at each K step.
+      VectorFP8ToBF16 convert(src.table);
+      for (int64_t p = 0, k = k0; k < k1; ++p, k += 2) {
+        __m512i even = convert(src.codes + n0 + k * src.kStride);
+        __m512i odd = k + 1 < k1 ? convert(src.codes + n0 + (k + 1) * src.kStride)
+                                 : _mm512_setzero_si512();
+        auto [low, high] = interleavePairs(even, odd);
+        _mm512_storeu_si512(dst + p * kNR, low);
+        _mm512_storeu_si512(dst + p * kNR + 16, high);
+      }
+      return;
+    }
     if (src.kStride == 1 && n0 + kNR <= n && k1 - k0 == kFP8Tile) {
       VectorFP8ToBF16 convert(src.table);
       const uint8_t *base = src.codes + n0 * src.rowStride + k0;
@@ -393,6 +427,21 @@ void fp8GemmNT(const FP8Operand &a, const FP8Operand &b, int64_t m, int64_t n,
             return convert(base + row * src.rowStride + 2 * pair);
           },
           kFP8Tile / 2, dst0, dst1);
+      return true;
+    }
+    if (src.rowStride == 1 && m0 + 16 <= m) {
+      // Stored transposed (wgrad's output gradient): 16 contiguous rows per
+      // K step; the low half of the pairs is rows 0-7, the high half 8-15.
+      static_assert(kMR == 8, "two A panels per 16 rows");
+      VectorFP8ToBF16 convert(src.table);
+      for (int64_t p = 0, k = k0; k < k1; ++p, k += 2) {
+        __m512i even = convert(src.codes + m0 + k * src.kStride, 16);
+        __m512i odd = k + 1 < k1 ? convert(src.codes + m0 + (k + 1) * src.kStride, 16)
+                                 : _mm512_setzero_si512();
+        __m512i pairs = interleavePairs(even, odd).first;
+        _mm256_storeu_si256((__m256i *)(dst0 + p * kMR), _mm512_castsi512_si256(pairs));
+        _mm256_storeu_si256((__m256i *)(dst1 + p * kMR), _mm512_extracti64x4_epi64(pairs, 1));
+      }
       return true;
     }
 #endif
