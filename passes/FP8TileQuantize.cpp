@@ -191,6 +191,14 @@ struct DSV3FP8TileQuantizePass
     // of its activation when caching in FP8.
     llvm::DenseMap<Value, Quantized> forwardCopies;
     for (Operation *op : ops) {
+      // Tile and scale shapes are static: dynamic shapes stay float32.
+      auto isStatic = [](Type t) {
+        auto r = dyn_cast<RankedTensorType>(t);
+        return r && r.hasStaticShape();
+      };
+      if (!llvm::all_of(op->getOperandTypes(), isStatic) ||
+          !llvm::all_of(op->getResultTypes(), isStatic))
+        continue;
       b.setInsertionPoint(op);
       Location loc = op->getLoc();
       Value replacement;

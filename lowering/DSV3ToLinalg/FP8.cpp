@@ -1,10 +1,11 @@
 //===- FP8.cpp - lowering of the FP8 ops to runtime microkernels ----------===//
 //
-// Part of convert-dsv3-to-linalg. Quantization and the block-scaled GEMMs are
-// runtime kernels (runtime/kernels/FP8.h, PackedGemm.cpp) with bit-exact
-// reference numerics; they become `dsv3.ukernel` ops in destination-passing
-// style, which bufferize like linalg ops and turn into calls in
-// dsv3-linalg-to-ukernel. Scalar arguments (tiles, formats, layouts) are i64.
+// Part of convert-dsv3-to-linalg. Quantization (bit-exact codes) and the
+// block-scaled GEMMs (the reference's promotion order) are runtime kernels
+// (runtime/kernels/FP8.h, PackedGemm.cpp, GroupedGemm.cpp for the experts);
+// they become `dsv3.ukernel` ops in destination-passing style, which
+// bufferize like linalg ops and turn into calls in dsv3-linalg-to-ukernel.
+// Scalar arguments (tiles, formats, layouts) are i64.
 //
 //===----------------------------------------------------------------------===//
 #include "ir/DSV3/DSV3Dialect.h"

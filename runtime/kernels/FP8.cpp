@@ -6,7 +6,7 @@
 #include "runtime/kernels/FP8.h"
 #include "runtime/kernels/Kernels.h"
 
-#include <tbb/blocked_range.h>
+#include <tbb/blocked_range2d.h>
 #include <tbb/parallel_for.h>
 
 #include <algorithm>
@@ -143,37 +143,37 @@ inline uint8_t encodeFastE5M2(float x) {
   return encodeFast<2, 15>(x, 61439.996f, 0x7C);
 }
 
-/// Quantizes the rows [r0, r1) of x, one band of row tiles: the column
-/// maxima of the band give each tile's amax in one vectorizable sweep
-/// whatever the tile shape (1x128 rows, 128x1 columns, 128x128 blocks),
-/// then every row is encoded against its columns' scales. `colMax` and
-/// `colScale` are scratch of `cols` floats.
+/// Quantizes rows [r0, r1) x columns [c0, c1) of x: one band of row tiles,
+/// a run of whole column tiles. The column maxima of the band give each
+/// tile's amax in one vectorizable sweep whatever the tile shape (1x128
+/// rows, 128x1 columns, 128x128 blocks), then every row is encoded against
+/// its columns' scales. `colMax` and `colScale` are scratch for the columns.
 template <class Encode>
 void quantizeBand(const float *x, int64_t cols, int64_t r0, int64_t r1,
-                  int64_t tileCols, FP8Format format, ScaleRounding rounding,
-                  uint8_t *codes, float *scaleRow, float *colMax,
-                  float *colScale, Encode encode) {
-  std::fill(colMax, colMax + cols, 0.0f);
+                  int64_t c0, int64_t c1, int64_t tileCols, FP8Format format,
+                  ScaleRounding rounding, uint8_t *codes, float *scaleRow,
+                  float *colMax, float *colScale, Encode encode) {
+  int64_t width = c1 - c0;
+  std::fill(colMax, colMax + width, 0.0f);
   for (int64_t r = r0; r < r1; ++r) {
-    const float *xr = x + r * cols;
-    for (int64_t c = 0; c < cols; ++c) {
+    const float *xr = x + r * cols + c0;
+    for (int64_t c = 0; c < width; ++c) {
       float v = std::fabs(xr[c]);
       colMax[c] = v <= FLT_MAX && v > colMax[c] ? v : colMax[c]; // finite only
     }
   }
-  int64_t colTiles = (cols + tileCols - 1) / tileCols;
-  for (int64_t ct = 0; ct < colTiles; ++ct) {
-    int64_t c0 = ct * tileCols, c1 = std::min(cols, c0 + tileCols);
+  for (int64_t t0 = 0; t0 < width; t0 += tileCols) {
+    int64_t t1 = std::min(width, t0 + tileCols);
     float amax = 0;
-    for (int64_t c = c0; c < c1; ++c)
+    for (int64_t c = t0; c < t1; ++c)
       amax = std::max(amax, colMax[c]);
     float scale = tileScale(amax, format, rounding);
-    scaleRow[ct] = scale;
-    std::fill(colScale + c0, colScale + c1, scale);
+    scaleRow[(c0 + t0) / tileCols] = scale;
+    std::fill(colScale + t0, colScale + t1, scale);
   }
   for (int64_t r = r0; r < r1; ++r)
-    for (int64_t c = 0; c < cols; ++c)
-      codes[r * cols + c] = encode(x[r * cols + c] / colScale[c]);
+    for (int64_t c = 0; c < width; ++c)
+      codes[r * cols + c0 + c] = encode(x[r * cols + c0 + c] / colScale[c]);
 }
 
 } // namespace
@@ -183,22 +183,29 @@ void quantizeTiles(const float *x, int64_t rows, int64_t cols,
                    ScaleRounding rounding, uint8_t *codes, float *scales) {
   int64_t rowTiles = (rows + tileRows - 1) / tileRows;
   int64_t colTiles = (cols + tileCols - 1) / tileCols;
+  // Tasks are bands of row tiles times runs of whole column tiles about
+  // 1024 columns wide, so that few, tall tiles (128x1 over 128 tokens)
+  // still split across cores.
+  int64_t chunkCols = tileCols * std::max<int64_t>(1, 1024 / tileCols);
+  int64_t chunks = (cols + chunkCols - 1) / chunkCols;
   tbb::parallel_for(
-      tbb::blocked_range<int64_t>(0, rowTiles),
-      [&](const tbb::blocked_range<int64_t> &bands) {
-        std::vector<float> colMax(cols), colScale(cols);
-        for (int64_t rt = bands.begin(); rt < bands.end(); ++rt) {
-          int64_t r0 = rt * tileRows, r1 = std::min(rows, r0 + tileRows);
-          float *scaleRow = scales + rt * colTiles;
-          if (format == FP8Format::E4M3)
-            quantizeBand(x, cols, r0, r1, tileCols, format, rounding, codes,
-                         scaleRow, colMax.data(), colScale.data(),
-                         [](float v) { return encodeFastE4M3(v); });
-          else
-            quantizeBand(x, cols, r0, r1, tileCols, format, rounding, codes,
-                         scaleRow, colMax.data(), colScale.data(),
-                         [](float v) { return encodeFastE5M2(v); });
-        }
+      tbb::blocked_range2d<int64_t>(0, rowTiles, 0, chunks),
+      [&](const tbb::blocked_range2d<int64_t> &r) {
+        std::vector<float> colMax(chunkCols), colScale(chunkCols);
+        for (int64_t rt = r.rows().begin(); rt < r.rows().end(); ++rt)
+          for (int64_t ch = r.cols().begin(); ch < r.cols().end(); ++ch) {
+            int64_t r0 = rt * tileRows, r1 = std::min(rows, r0 + tileRows);
+            int64_t c0 = ch * chunkCols, c1 = std::min(cols, c0 + chunkCols);
+            float *scaleRow = scales + rt * colTiles;
+            if (format == FP8Format::E4M3)
+              quantizeBand(x, cols, r0, r1, c0, c1, tileCols, format, rounding,
+                           codes, scaleRow, colMax.data(), colScale.data(),
+                           [](float v) { return encodeFastE4M3(v); });
+            else
+              quantizeBand(x, cols, r0, r1, c0, c1, tileCols, format, rounding,
+                           codes, scaleRow, colMax.data(), colScale.data(),
+                           [](float v) { return encodeFastE5M2(v); });
+          }
       });
 }
 
@@ -280,14 +287,15 @@ extern "C" void _mlir_ciface_dsv3rt_fp8_quantize_stacked(
     int64_t powerOfTwo, dsv3::rt::StridedTensor3<uint8_t> *codes,
     dsv3::rt::Tensor3F32 *scales) {
   using namespace dsv3::rt;
-  // Each expert's matrix has its own blocks: slice by slice.
-  for (int64_t e = 0; e < x->sizes[0]; ++e) {
+  // Each expert's matrix has its own blocks: slice by slice, in parallel
+  // (one expert's matrix may be a single band).
+  tbb::parallel_for(int64_t(0), x->sizes[0], [&](int64_t e) {
     StridedMatrix<float> xe = x->slice(e), se = scales->slice(e);
     StridedMatrix<uint8_t> qe = codes->slice(e);
     _mlir_ciface_dsv3rt_fp8_quantize(reinterpret_cast<MatrixF32 *>(&xe), tileRows,
                                      tileCols, format, powerOfTwo, &qe,
                                      reinterpret_cast<MatrixF32 *>(&se));
-  }
+  });
 }
 
 extern "C" void _mlir_ciface_dsv3rt_fp8_dequantize(

@@ -18,16 +18,20 @@
 #include <vector>
 
 namespace dsv3::rt {
-namespace {
 
-/// Group e's bounds, clamped so that hand-written offsets cannot index out
-/// of bounds.
-std::pair<int64_t, int64_t> groupBounds(const VectorI64 &offsets, int64_t e,
-                                        int64_t rows) {
-  int64_t begin = std::clamp<int64_t>(offsets[e], 0, rows);
-  int64_t end = std::clamp<int64_t>(offsets[e + 1], begin, rows);
-  return {begin, end};
+std::vector<RowRange> groupRanges(const VectorI64 &offsets, int64_t experts,
+                                  int64_t rows) {
+  std::vector<RowRange> ranges(std::max<int64_t>(experts, 0), {rows, rows});
+  int64_t end = 0;
+  for (int64_t e = 0; e < experts && e + 1 < offsets.size; ++e) {
+    int64_t begin = std::clamp<int64_t>(offsets[e], end, rows);
+    end = std::clamp<int64_t>(offsets[e + 1], begin, rows);
+    ranges[e] = {begin, end};
+  }
+  return ranges;
 }
+
+namespace {
 
 MatrixF32 asF32(const StridedMatrix<float> &m) {
   return {m.allocated, m.data, m.offset, {m.sizes[0], m.sizes[1]},
@@ -63,9 +67,10 @@ void moeDispatchOrder(const MatrixI64 &ids, int64_t numExperts,
 void groupedMatmulNT(const MatrixF32 &x, const Tensor3F32 &w,
                      const VectorI64 &offsets, const MatrixF32 &y) {
   fillZero(y);
-  int64_t experts = w.sizes[0], rows = y.sizes[0];
+  int64_t experts = w.sizes[0];
+  std::vector<RowRange> groups = groupRanges(offsets, experts, y.sizes[0]);
   tbb::parallel_for(int64_t(0), experts, [&](int64_t e) {
-    auto [begin, end] = groupBounds(offsets, e, rows);
+    auto [begin, end] = groups[e];
     if (begin < end)
       matmulNT(rowRange(x, begin, end), asF32(w.slice(e)),
                rowRange(y, begin, end));
@@ -74,37 +79,35 @@ void groupedMatmulNT(const MatrixF32 &x, const Tensor3F32 &w,
 
 void groupedMatmulNTSplitK(const MatrixF32 &a, const MatrixF32 &b,
                            const VectorI64 &offsets, const Tensor3F32 &c) {
-  int64_t experts = c.sizes[0], rows = a.sizes[1];
+  int64_t experts = c.sizes[0];
+  std::vector<RowRange> groups = groupRanges(offsets, experts, a.sizes[1]);
   tbb::parallel_for(int64_t(0), experts, [&](int64_t e) {
     MatrixF32 ce = asF32(c.slice(e));
     fillZero(ce);
-    auto [begin, end] = groupBounds(offsets, e, rows);
+    auto [begin, end] = groups[e];
     if (begin < end)
       matmulNT(columnRange(a, begin, end), columnRange(b, begin, end), ce);
   });
 }
 
-std::vector<int64_t> groupTileStarts(const VectorI64 &offsets, int64_t experts,
-                                     int64_t rows, int64_t tileRows,
-                                     int64_t capacity) {
-  std::vector<int64_t> starts(experts + 1);
+std::vector<int64_t> groupTileStarts(const std::vector<RowRange> &groups,
+                                     int64_t tileRows, int64_t capacity) {
+  std::vector<int64_t> starts(groups.size() + 1);
   int64_t next = 0;
-  for (int64_t e = 0; e < experts; ++e) {
+  for (size_t e = 0; e < groups.size(); ++e) {
     starts[e] = next;
-    auto [begin, end] = groupBounds(offsets, e, rows);
-    int64_t tiles = (end - begin + tileRows - 1) / tileRows;
+    int64_t tiles = (groups[e].second - groups[e].first + tileRows - 1) / tileRows;
     if (next + tiles <= capacity)
       next += tiles;
   }
-  starts[experts] = next;
+  starts[groups.size()] = next;
   return starts;
 }
 
 namespace {
-/// Whether group e received its tiles in groupTileStarts.
-bool hasTiles(const std::vector<int64_t> &starts, int64_t e, int64_t begin,
-              int64_t end) {
-  return end > begin && starts[e + 1] > starts[e];
+/// Whether group e is non-empty and received its tiles in groupTileStarts.
+bool hasTiles(const std::vector<int64_t> &starts, int64_t e, RowRange group) {
+  return group.second > group.first && starts[e + 1] > starts[e];
 }
 } // namespace
 
@@ -115,14 +118,15 @@ void quantizeGroupedTiles(const StridedMatrix<float> &x, const VectorI64 &offset
   DenseMatrix<float> in(x);
   DenseMatrix<uint8_t> q(codes);
   DenseMatrix<float> s(scales);
-  int64_t rows = in.rows, cols = in.cols, experts = offsets.size - 1;
+  int64_t rows = in.rows, cols = in.cols;
+  int64_t experts = std::max<int64_t>(offsets.size - 1, 0);
   std::fill(s.data, s.data + s.rows * s.cols, 0.0f);
   std::fill(q.data, q.data + rows * cols, uint8_t(0));
-  std::vector<int64_t> starts =
-      groupTileStarts(offsets, experts, rows, tileRows, s.rows);
+  std::vector<RowRange> groups = groupRanges(offsets, experts, rows);
+  std::vector<int64_t> starts = groupTileStarts(groups, tileRows, s.rows);
   tbb::parallel_for(int64_t(0), experts, [&](int64_t e) {
-    auto [begin, end] = groupBounds(offsets, e, rows);
-    if (hasTiles(starts, e, begin, end))
+    auto [begin, end] = groups[e];
+    if (hasTiles(starts, e, groups[e]))
       quantizeTiles(in.data + begin * cols, end - begin, cols, tileRows, tileCols,
                     format, rounding, q.data + begin * cols,
                     s.data + starts[e] * s.cols);
@@ -136,10 +140,11 @@ void fp8MGroupedGemm(const MatrixU8 &a, const StridedMatrix<float> &aScales,
                      const VectorI64 &offsets, bool transposeB, FP8Format formatA,
                      FP8Format formatB, const MatrixF32 &y) {
   fillZero(y);
-  int64_t experts = b.sizes[0], rows = y.sizes[0], k = a.sizes[1];
+  int64_t experts = b.sizes[0], k = a.sizes[1];
   int rowDim = transposeB ? 2 : 1, kDim = transposeB ? 1 : 2;
+  std::vector<RowRange> groups = groupRanges(offsets, experts, y.sizes[0]);
   tbb::parallel_for(int64_t(0), experts, [&](int64_t e) {
-    auto [begin, end] = groupBounds(offsets, e, rows);
+    auto [begin, end] = groups[e];
     if (begin == end)
       return;
     FP8Operand opA{a.data + a.offset + begin * a.strides[0],
@@ -166,10 +171,10 @@ void fp8KGroupedGemm(const MatrixU8 &a, const StridedMatrix<float> &aScales,
                      const MatrixU8 &b, const StridedMatrix<float> &bScales,
                      const VectorI64 &offsets, FP8Format formatA,
                      FP8Format formatB, const Tensor3F32 &y) {
-  int64_t experts = y.sizes[0], rows = a.sizes[0];
+  int64_t experts = y.sizes[0];
+  std::vector<RowRange> groups = groupRanges(offsets, experts, a.sizes[0]);
   std::vector<int64_t> starts = groupTileStarts(
-      offsets, experts, rows, kFP8Tile,
-      std::min(aScales.sizes[0], bScales.sizes[0]));
+      groups, kFP8Tile, std::min(aScales.sizes[0], bScales.sizes[0]));
   // Group e as logical [M, rows of e] and [N, rows of e] operands: the
   // stored rows are their K dimension, read with stride.
   auto operand = [](const MatrixU8 &codes, const StridedMatrix<float> &scales,
@@ -185,8 +190,8 @@ void fp8KGroupedGemm(const MatrixU8 &a, const StridedMatrix<float> &aScales,
   };
   tbb::parallel_for(int64_t(0), experts, [&](int64_t e) {
     MatrixF32 ye = asF32(y.slice(e));
-    auto [begin, end] = groupBounds(offsets, e, rows);
-    if (!hasTiles(starts, e, begin, end)) {
+    auto [begin, end] = groups[e];
+    if (!hasTiles(starts, e, groups[e])) {
       fillZero(ye);
       return;
     }

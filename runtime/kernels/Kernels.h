@@ -11,6 +11,7 @@
 #include "runtime/kernels/FP8.h"
 
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 namespace dsv3::rt {
@@ -142,14 +143,20 @@ void groupedMatmulNT(const MatrixF32 &x, const Tensor3F32 &w,
 void groupedMatmulNTSplitK(const MatrixF32 &a, const MatrixF32 &b,
                            const VectorI64 &offsets, const Tensor3F32 &c);
 
-/// Row tiles of `tileRows` that restart at every group of `offsets`
-/// ([E+1]): entry e is group e's first tile, entry E the number of tiles
-/// used. Groups are clamped to [0, rows) and to `capacity` tiles, so that
-/// offsets which do not partition the rows (only hand-written IR has them)
-/// never index out of bounds: groups past the capacity get no tiles.
-std::vector<int64_t> groupTileStarts(const VectorI64 &offsets, int64_t experts,
-                                     int64_t rows, int64_t tileRows,
-                                     int64_t capacity);
+/// The row range [first, second) of each of `experts` groups delimited by
+/// `offsets` ([E+1]). Hand-written offsets cannot index out of bounds or
+/// make groups overlap: each group is clamped to [end of the previous
+/// group, rows), and groups past the end of `offsets` are empty.
+using RowRange = std::pair<int64_t, int64_t>;
+std::vector<RowRange> groupRanges(const VectorI64 &offsets, int64_t experts,
+                                  int64_t rows);
+
+/// Row tiles of `tileRows` that restart at every group: entry e is group
+/// e's first tile, the last entry the number of tiles used. A group that
+/// would take the count past `capacity` (the scale rows there are; only
+/// hand-written offsets get there) gets no tiles.
+std::vector<int64_t> groupTileStarts(const std::vector<RowRange> &groups,
+                                     int64_t tileRows, int64_t capacity);
 
 /// dsv3.fp8_quantize with `groups`: tiles [tileRows, tileCols] restarting
 /// at each group; scale rows past the last tile are 0.

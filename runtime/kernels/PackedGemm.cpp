@@ -317,9 +317,11 @@ const uint16_t *fp8ToBF16Table(FP8Format format) {
 }
 
 /// The shared driver. A is packed once for all tasks; each task owns a
-/// range of B panels, packs them per K block into a cache-resident buffer
-/// (`packB(srcB, n0, k0, k1, dst)`) and sweeps all of A, calling
-/// `tile(packedA, packedB, pairs, m0, n0, kBlock)` for every output tile.
+/// range of B panels and a range of A's row panels. It packs each B panel
+/// a chunk of K blocks at a time into a cache-resident buffer
+/// (`packB(srcB, n0, k0, k1, dst)`) and sweeps its A rows, calling
+/// `tile(packedA, packedB, pairs, m0, n0, kBlock)` for every output tile
+/// and K block, K blocks in order.
 /// `packA16(srcA, m0, k0, k1, dst0, dst1)` may pack 16 full rows into two
 /// A panels at once and return true, or return false for the generic path.
 template <class SourceA, class SourceB, class PackA16, class PackB, class Tile>
@@ -329,7 +331,8 @@ void packedGemm(const SourceA &srcA, const SourceB &srcB, int64_t m, int64_t n,
   int64_t kBlocks = ceilDiv(k, kBlock), mPanels = ceilDiv(m, kMR),
           nPanels = ceilDiv(n, kNR), blockPairs = ceilDiv(kBlock, 2);
   // A: [kBlocks][mPanels][blockPairs][MR].
-  // Every word is written by the packing below: no zero fill.
+  // No zero fill: the packing below writes every pair the tiles read (the
+  // unused tail of a short last K block is never read).
   std::unique_ptr<uint32_t[]> packedA(
       new uint32_t[kBlocks * mPanels * blockPairs * kMR]);
   int64_t panelPairs = ceilDiv(mPanels, 2);
@@ -455,19 +458,22 @@ void fp8GemmNT(const FP8Operand &a, const FP8Operand &b, int64_t m, int64_t n,
     // fill beforehand.
     bool first = kb == 0 && !accumulate;
     // Full tiles against 128x128 weight blocks (forward and input
-    // gradient): the 32 columns share one block scale, so the promotion is
-    // one FMA per accumulator, y += partial * (sA * sB). This runs once per
-    // tile and K block, which is why scale tiles are found by shifts.
+    // gradient): the 32 columns share one block scale, a broadcast instead
+    // of a gathered vector. This runs once per tile and K block, which is
+    // why scale tiles are found by shifts. The promotion keeps the
+    // reference's order, y += (partial * sA) * sB, on every path: results
+    // do not depend on where a row falls in a tile.
     if (rows == kMR && cols == kNR && b.scaleRowTile == kFP8Tile) {
-      float sbBlock = b.scales[kb * b.scaleKStride + (n0 >> kTileShift) * b.scaleRowStride];
+      Lanes sbBlock = broadcast(
+          b.scales[kb * b.scaleKStride + (n0 >> kTileShift) * b.scaleRowStride]);
       const float *saBase = a.scales + kb * a.scaleKStride;
-      float factor[kMR];
+      float sa[kMR];
       for (int i = 0; i < kMR; ++i)
-        factor[i] = saBase[(a.scaleRowTile == 1 ? m0 + i : (m0 + i) >> kTileShift) *
-                           a.scaleRowStride] * sbBlock;
+        sa[i] = saBase[(a.scaleRowTile == 1 ? m0 + i : (m0 + i) >> kTileShift) *
+                       a.scaleRowStride];
       microkernel(pa, pb, pairs, [&](int i, int half, Lanes v) {
         float *yp = y + (m0 + i) * ldy + n0 + 16 * half;
-        storeLanes(yp, fmaLanes(v, broadcast(factor[i]),
+        storeLanes(yp, fmaLanes(v * broadcast(sa[i]), sbBlock,
                                 first ? broadcast(0.0f) : loadLanes(yp)));
       });
       return;
@@ -486,7 +492,6 @@ void fp8GemmNT(const FP8Operand &a, const FP8Operand &b, int64_t m, int64_t n,
       sa[i] = saBase[(a.scaleRowTile == 1 ? m0 + i : (m0 + i) >> kTileShift) *
                      a.scaleRowStride];
     Lanes sbv[2] = {loadLanes(sb), loadLanes(sb + 16)};
-    // y += (partial * sA) * sB: the reference's promotion, in registers.
     if (rows == kMR && cols == kNR) {
       microkernel(pa, pb, pairs, [&](int i, int half, Lanes v) {
         float *yp = y + (m0 + i) * ldy + n0 + 16 * half;

@@ -114,3 +114,14 @@ func.func @experts(%x: tensor<256x192xf32>, %dy: tensor<256x32xf32>, %offsets: t
   %dw = dsv3.grouped_linear_grad_weight %dy, %x, %offsets {num_experts = 4 : i64, param = "model.layers.1.mlp.experts.*.gate_proj.weight"} : (tensor<256x32xf32>, tensor<256x192xf32>, tensor<5xi64>) -> tensor<4x32x192xf32>
   return %y, %dx, %dw : tensor<256x32xf32>, tensor<256x192xf32>, tensor<4x32x192xf32>
 }
+
+// -----
+
+// Dynamic shapes have no static tiling: such GEMMs stay float32.
+// CHECK-LABEL: func.func @dynamic_offsets
+// CHECK-NOT: dsv3.fp8
+// CHECK: dsv3.grouped_linear_grad_weight
+func.func @dynamic_offsets(%x: tensor<256x192xf32>, %dy: tensor<256x32xf32>, %offsets: tensor<?xi64>) -> tensor<4x32x192xf32> {
+  %dw = dsv3.grouped_linear_grad_weight %dy, %x, %offsets {num_experts = 4 : i64, param = "model.layers.1.mlp.experts.*.gate_proj.weight"} : (tensor<256x32xf32>, tensor<256x192xf32>, tensor<?xi64>) -> tensor<4x32x192xf32>
+  return %dw : tensor<4x32x192xf32>
+}

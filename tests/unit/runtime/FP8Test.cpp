@@ -359,22 +359,26 @@ TEST(FP8Quantize, PowerOfTwoScalesKeepCodesInRange) {
 
 /// 128x1 tiles (weight-gradient operands) are 1x128 tiles of the transpose.
 TEST(FP8Quantize, ColumnTilesAreRowTilesOfTheTranspose) {
-  int64_t rows = 300, cols = 5;
-  std::vector<float> x = randomMatrix(rows, cols, 12), xt(x.size());
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t c = 0; c < cols; ++c)
-      xt[c * rows + r] = x[r * cols + c];
-  std::vector<uint8_t> q(x.size()), qt(x.size());
-  std::vector<float> s(3 * cols), st(cols * 3);
-  rt::quantizeTiles(x.data(), rows, cols, 128, 1, FP8Format::E4M3,
-                    ScaleRounding::Exact, q.data(), s.data());
-  rt::quantizeActivationTiles(xt.data(), cols, rows, qt.data(), st.data());
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t c = 0; c < cols; ++c)
-      ASSERT_EQ(q[r * cols + c], qt[c * rows + r]);
-  for (int64_t t = 0; t < 3; ++t)
-    for (int64_t c = 0; c < cols; ++c)
-      EXPECT_EQ(s[t * cols + c], st[c * 3 + t]);
+  // Wide matrices are quantized in runs of column tiles: 1500 columns take
+  // two runs, the second ending in a partial tile.
+  for (auto [rows, cols] : {std::pair<int64_t, int64_t>{300, 5}, {300, 1500}, {1500, 300}}) {
+    std::vector<float> x = randomMatrix(rows, cols, 12), xt(x.size());
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t c = 0; c < cols; ++c)
+        xt[c * rows + r] = x[r * cols + c];
+    int64_t tiles = (rows + 127) / 128;
+    std::vector<uint8_t> q(x.size()), qt(x.size());
+    std::vector<float> s(tiles * cols), st(cols * tiles);
+    rt::quantizeTiles(x.data(), rows, cols, 128, 1, FP8Format::E4M3,
+                      ScaleRounding::Exact, q.data(), s.data());
+    rt::quantizeActivationTiles(xt.data(), cols, rows, qt.data(), st.data());
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t c = 0; c < cols; ++c)
+        ASSERT_EQ(q[r * cols + c], qt[c * rows + r]) << rows << "x" << cols;
+    for (int64_t t = 0; t < tiles; ++t)
+      for (int64_t c = 0; c < cols; ++c)
+        EXPECT_EQ(s[t * cols + c], st[c * tiles + t]) << rows << "x" << cols;
+  }
 }
 
 TEST(BF16Gemm, MatchesDoubleProductOfRoundedInputs) {

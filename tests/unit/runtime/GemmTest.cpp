@@ -127,21 +127,26 @@ TEST(GroupedGemm, GroupsMatchPerExpertProducts) {
 }
 
 TEST(GroupedGemm, CorruptOffsetsStayInBounds) {
-  // Bounds past the rows or decreasing are clamped: group 0 is empty, group 1
-  // covers rows 1..3, and row 0, in no group, is zero.
+  // Bounds past the rows or decreasing are clamped, and a group starts no
+  // earlier than the previous one ends: group 0 is rows [2, 2) (empty),
+  // group 1 rows [2, 4); rows 0 and 1, in no group, are zero.
   std::vector<int64_t> offsets = {2, 1, 50};
   std::vector<float> x(4 * 3, 1.0f), w(2 * 2 * 3, 1.0f), y(4 * 2, 9.0f);
   auto xv = view(x, 4, 3, 3), yv = view(y, 4, 2, 2);
   auto wv = tensor3(w, 2, 2, 3);
   dsv3::rt::groupedMatmulNT(xv, wv, vec(offsets), yv);
-  EXPECT_EQ(y, (std::vector<float>{0, 0, 3, 3, 3, 3, 3, 3}));
+  EXPECT_EQ(y, (std::vector<float>{0, 0, 0, 0, 3, 3, 3, 3}));
+  // Overlapping and missing offsets: groups never overlap, groups past the
+  // end of the offsets are empty.
+  std::vector<int64_t> overlapping = {0, 3, 1, 4};
+  auto ranges = dsv3::rt::groupRanges(vec(overlapping), 5, 4);
+  EXPECT_EQ(ranges, (std::vector<dsv3::rt::RowRange>{{0, 3}, {3, 3}, {3, 4}, {4, 4}, {4, 4}}));
 }
 
-TEST(GroupedFP8Gemm, OverlappingOffsetsStayInBoundsAndSkipGroups) {
-  // Hand-written offsets where groups 0 and 2 both claim all 1000 rows: 16
-  // row tiles would be needed, the scales hold ceil(1000/128) + 4 = 12.
-  // Group 0 gets its tiles, group 2 none (zero gradient), and nothing is
-  // read or written out of bounds.
+TEST(GroupedFP8Gemm, OverlappingOffsetsStayInBounds) {
+  // Hand-written offsets where groups 0 and 2 both claim all 1000 rows:
+  // group 0 keeps them, group 2 starts where group 0 ends (empty, zero
+  // gradient), and nothing is read or written out of bounds.
   std::vector<int64_t> offsets = {0, 1000, 0, 1000, 0};
   int64_t rows = 1000, experts = 4, capacity = 12;
   std::vector<float> x(rows, 0.5f), scales(capacity, -1.0f);
