@@ -55,7 +55,11 @@ def DSV3FP8TileQuantizePass : Pass<"dsv3-fp8-tile-quantize", "::mlir::func::Func
     along the contracted dimension, weights in 128x128 blocks (quantized once
     per function and read transposed by dgrad), and the two operands of the
     weight-gradient GEMM re-quantized in 128x1 tiles along tokens. Partial
-    sums are promoted to FP32 every `promotion-interval` products.
+    sums are promoted to FP32 every `promotion-interval` products. The
+    routed experts' `dsv3.grouped_linear` family gets the same recipe per
+    expert (`dsv3.fp8_m_grouped_gemm`, `dsv3.fp8_k_grouped_gemm`): each
+    expert's weight has its own blocks and wgrad's token tiles restart at
+    each expert's first row. GEMMs with dynamic shapes stay float32.
 
     Layers are named by their weight's hub tensor name; a layer stays in
     float32 when its name contains one of `high-precision` (by default the
