@@ -190,12 +190,22 @@ struct DSV3FP8TileQuantizePass
     // Forward linears first (walk order), so that wgrad finds the FP8 copy
     // of its activation when caching in FP8.
     llvm::DenseMap<Value, Quantized> forwardCopies;
+    // What wgrad quantizes for the activation `x` (as the 2-D `x2d`): with
+    // FP8 caching, the forward's FP8 copy of it.
+    auto wgradInput = [&](Location loc, Value x, Value x2d) -> Value {
+      auto it = forwardCopies.find(x);
+      if (!cacheFP8 || it == forwardCopies.end())
+        return x2d;
+      return FP8DequantizeOp::create(b, loc, x2d.getType(), it->second.codes,
+                                     it->second.scales,
+                                     b.getDenseI64ArrayAttr({1, kTile}));
+    };
+    // Tile and scale shapes are static: dynamic shapes stay float32.
+    auto isStatic = [](Type t) {
+      auto r = dyn_cast<RankedTensorType>(t);
+      return r && r.hasStaticShape();
+    };
     for (Operation *op : ops) {
-      // Tile and scale shapes are static: dynamic shapes stay float32.
-      auto isStatic = [](Type t) {
-        auto r = dyn_cast<RankedTensorType>(t);
-        return r && r.hasStaticShape();
-      };
       if (!llvm::all_of(op->getOperandTypes(), isStatic) ||
           !llvm::all_of(op->getResultTypes(), isStatic))
         continue;
@@ -229,12 +239,7 @@ struct DSV3FP8TileQuantizePass
           continue;
         // dW = dy^T x: both operands contracted over tokens, 128x1 tiles.
         Value dy = rw.collapse(loc, g.getDy());
-        Value x = rw.collapse(loc, g.getX());
-        auto it = forwardCopies.find(g.getX());
-        if (cacheFP8 && it != forwardCopies.end())
-          x = FP8DequantizeOp::create(b, loc, x.getType(), it->second.codes,
-                                      it->second.scales,
-                                      b.getDenseI64ArrayAttr({1, kTile}));
+        Value x = wgradInput(loc, g.getX(), rw.collapse(loc, g.getX()));
         Quantized qdy = rw.quantize(loc, dy, kTile, 1);
         Quantized qx = rw.quantize(loc, x, kTile, 1);
         auto dw = g.getType().getShape();
@@ -263,12 +268,7 @@ struct DSV3FP8TileQuantizePass
           continue;
         // dW[e] = dy_e^T x_e over the expert's tokens: 128x1 tiles that
         // restart at each expert's first row.
-        Value x = g.getX();
-        auto it = forwardCopies.find(x);
-        if (cacheFP8 && it != forwardCopies.end())
-          x = FP8DequantizeOp::create(b, loc, x.getType(), it->second.codes,
-                                      it->second.scales,
-                                      b.getDenseI64ArrayAttr({1, kTile}));
+        Value x = wgradInput(loc, g.getX(), g.getX());
         Quantized qdy = rw.quantize(loc, g.getDy(), kTile, 1, g.getOffsets());
         Quantized qx = rw.quantize(loc, x, kTile, 1, g.getOffsets());
         replacement = FP8KGroupedGemmOp::create(
