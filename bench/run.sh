@@ -49,6 +49,11 @@ cold=$(time_eval); warm=$(time_eval)
 # reference when every eligible GEMM runs in FP8.
 build/bin/dsv3c eval models/tiny --fp8 --tokens tests/golden/tiny/reference.safetensors \
   -o "$out/eval-fp8.safetensors" >/dev/null
+# The published-layout FP8 checkpoint with FP8 compute, against the HF
+# logits of its dequantised weights.
+build/bin/dsv3c eval tests/golden/tiny-fp8 --fp8 \
+  --tokens tests/golden/tiny-fp8/reference-fp8ckpt.safetensors \
+  -o "$out/eval-fp8ckpt.safetensors" >/dev/null
 
 # FP8 training against float32 compute from the same initialisation and
 # data (both with the recipe's BF16 moments), over several data seeds since
@@ -82,7 +87,8 @@ peer_python=python3
 
 python3 - "$out/gemm.json" "$ukernel" "$loops" "$out/train.jsonl" "$fp8_gap" \
   "$out/eval-fp8.safetensors" tests/golden/tiny/reference.safetensors "$cold" "$warm" \
-  "$out/compare.json" "$fp8_svg" <<'PY'
+  "$out/compare.json" "$fp8_svg" "$out/eval-fp8ckpt.safetensors" \
+  tests/golden/tiny-fp8/reference-fp8ckpt.safetensors <<'PY'
 import array, json, math, statistics, struct, sys
 runs = json.load(open(sys.argv[1]))["benchmarks"]
 by = {}
@@ -118,8 +124,12 @@ def rel(a, b):
     return math.sqrt(sum((x - y) ** 2 for x, y in zip(a, b)) / sum(y * y for y in b))
 fp8_eval = {"logits_relative_l2": rel(got["logits"], ref["logits"]),
             "loss": got["loss"][0], "loss_fp32_reference": ref["loss"][0]}
+got, ref = tensors(sys.argv[12]), tensors(sys.argv[13])
+fp8_eval["checkpoint_logits_relative_l2"] = rel(got["logits"], ref["logits"])
 print(f"\nFP8 eval of the tiny model vs the float32 HF reference: logits relative L2 "
-      f"{fp8_eval['logits_relative_l2']:.3f}, loss {fp8_eval['loss']:.4f} vs {fp8_eval['loss_fp32_reference']:.4f}")
+      f"{fp8_eval['logits_relative_l2']:.3f}, loss {fp8_eval['loss']:.4f} vs {fp8_eval['loss_fp32_reference']:.4f}; "
+      f"the FP8 checkpoint with FP8 compute vs HF on its dequantised weights: logits relative L2 "
+      f"{fp8_eval['checkpoint_logits_relative_l2']:.3f}")
 cold, warm = float(sys.argv[8]), float(sys.argv[9])
 print(f"dsv3c eval of the tiny model, wall time: cold (empty compile cache) {cold:.2f} s, warm {warm:.2f} s")
 gap = json.loads(sys.argv[5])
