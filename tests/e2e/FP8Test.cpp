@@ -7,6 +7,7 @@
 //
 //===----------------------------------------------------------------------===//
 #include "tests/e2e/E2EUtil.h"
+#include "tests/support/Numerics.h"
 
 #include "llvm/Support/JSON.h"
 
@@ -19,15 +20,6 @@ using namespace dsv3;
 using namespace dsv3::test;
 
 namespace {
-
-double relativeL2(const std::vector<float> &got, const std::vector<float> &want) {
-  double diff = 0, norm = 0;
-  for (size_t i = 0; i < got.size(); ++i) {
-    diff += (double(got[i]) - want[i]) * (double(got[i]) - want[i]);
-    norm += double(want[i]) * want[i];
-  }
-  return std::sqrt(diff / norm);
-}
 
 std::vector<double> losses(const std::string &path) {
   std::vector<double> out;

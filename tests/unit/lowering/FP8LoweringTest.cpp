@@ -14,6 +14,7 @@
 #include "passes/Passes.h"
 #include "runtime/jit/JitModule.h"
 #include "runtime/kernels/FP8.h"
+#include "tests/support/Numerics.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/MLIRContext.h"
@@ -50,14 +51,7 @@ std::vector<double> quantized(const std::vector<float> &x, int64_t rows,
   return out;
 }
 
-double relativeL2(const std::vector<float> &got, const std::vector<double> &want) {
-  double diff = 0, norm = 0;
-  for (size_t i = 0; i < got.size(); ++i) {
-    diff += (got[i] - want[i]) * (got[i] - want[i]);
-    norm += want[i] * want[i];
-  }
-  return std::sqrt(diff / norm);
-}
+using dsv3::test::relativeL2;
 
 struct Result {
   std::map<std::string, std::vector<float>> outputs;

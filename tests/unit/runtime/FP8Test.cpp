@@ -8,6 +8,7 @@
 #include "runtime/kernels/FP8.h"
 
 #include "frontends/model/Safetensors.h"
+#include "tests/support/Numerics.h"
 
 #include <gtest/gtest.h>
 
@@ -181,14 +182,7 @@ std::vector<double> referenceProduct(const Quantized &a, const Quantized &b,
   return y;
 }
 
-double relativeL2(const std::vector<float> &got, const std::vector<double> &want) {
-  double diff = 0, norm = 0;
-  for (size_t i = 0; i < got.size(); ++i) {
-    diff += (got[i] - want[i]) * (got[i] - want[i]);
-    norm += want[i] * want[i];
-  }
-  return std::sqrt(diff / norm);
-}
+using dsv3::test::relativeL2;
 
 TEST_P(FP8Shapes, FastKernelMatchesReferenceGemm) {
   std::string tag = GetParam();
