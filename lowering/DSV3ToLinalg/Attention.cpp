@@ -110,9 +110,8 @@ struct LowerMLACore : OpRewritePattern<MLACoreOp> {
     SmallVector<Value> ins = attentionOperands(
         rw, loc, op.getQNope(), op.getQRope(), op.getKNope(), op.getKRope(),
         op.getV(), op.getSegmentIds(), op.getSoftmaxScaleAttr());
-    rw.replaceOpWithNewOp<UkernelOp>(op, TypeRange{op.getType()},
-                                     "dsv3rt_mla_attention", ins,
-                                     ValueRange{emptyLike(rw, loc, op.getType())});
+    rw.replaceOp(op, callUkernel(rw, loc, "dsv3rt_mla_attention", ins,
+                                 op->getResultTypes()));
     return success();
   }
 };
@@ -128,11 +127,8 @@ struct LowerMLACoreGrad : OpRewritePattern<MLACoreGradOp> {
         rw, loc, op.getQNope(), op.getQRope(), op.getKNope(), op.getKRope(),
         op.getV(), op.getSegmentIds(), op.getSoftmaxScaleAttr());
     ins.push_back(op.getDout());
-    SmallVector<Value> outs;
-    for (Type t : op->getResultTypes())
-      outs.push_back(emptyLike(rw, loc, t));
-    rw.replaceOpWithNewOp<UkernelOp>(op, op->getResultTypes(),
-                                     "dsv3rt_mla_attention_grad", ins, outs);
+    rw.replaceOp(op, callUkernel(rw, loc, "dsv3rt_mla_attention_grad", ins,
+                                 op->getResultTypes()));
     return success();
   }
 };

@@ -44,20 +44,15 @@ struct LowerFP8Quantize : OpRewritePattern<FP8QuantizeOp> {
     ins.append({i64Const(rw, loc, tile[0]), i64Const(rw, loc, tile[1]),
                 i64Const(rw, loc, formatCode(op.getCodes().getType())),
                 i64Const(rw, loc, op.getPowerOfTwoScales())});
-    SmallVector<Value> outs = {emptyLike(rw, loc, op.getCodes().getType()),
-                               emptyLike(rw, loc, op.getScales().getType())};
-    rw.replaceOpWithNewOp<UkernelOp>(op, op->getResultTypes(), kernel, ins, outs);
+    rw.replaceOp(op, callUkernel(rw, loc, kernel, ins, op->getResultTypes()));
     return success();
   }
 };
 
-/// Replaces single-result `op` with a call of `kernel` on `ins` that writes
-/// a fresh tensor of the result's type.
+/// Replaces `op` with a call of `kernel` on `ins`.
 void replaceWithUkernel(PatternRewriter &rw, Operation *op, StringRef kernel,
-                        ArrayRef<Value> ins) {
-  Value out = emptyLike(rw, op->getLoc(), op->getResult(0).getType());
-  rw.replaceOpWithNewOp<UkernelOp>(op, op->getResultTypes(), kernel, ins,
-                                   ValueRange{out});
+                        ValueRange ins) {
+  rw.replaceOp(op, callUkernel(rw, op->getLoc(), kernel, ins, op->getResultTypes()));
 }
 
 struct LowerFP8Dequantize : OpRewritePattern<FP8DequantizeOp> {

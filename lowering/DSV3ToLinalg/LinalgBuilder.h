@@ -8,6 +8,8 @@
 #ifndef DSV3_LOWERING_DSV3TOLINALG_LINALGBUILDER_H
 #define DSV3_LOWERING_DSV3TOLINALG_LINALGBUILDER_H
 
+#include "ir/DSV3/DSV3Dialect.h"
+
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Linalg/IR/Linalg.h"
 #include "mlir/Dialect/Math/IR/Math.h"
@@ -148,6 +150,16 @@ inline mlir::Value emptyLike(mlir::OpBuilder &b, mlir::Location loc,
                              mlir::Type type) {
   auto t = mlir::cast<mlir::RankedTensorType>(type);
   return mlir::tensor::EmptyOp::create(b, loc, t.getShape(), t.getElementType());
+}
+/// A `dsv3.ukernel` call of `kernel` on `ins` writing fresh tensors of
+/// `resultTypes` (kernels overwrite their outputs entirely); its results.
+inline mlir::ResultRange callUkernel(mlir::OpBuilder &b, mlir::Location loc,
+                                     llvm::StringRef kernel, mlir::ValueRange ins,
+                                     mlir::TypeRange resultTypes) {
+  llvm::SmallVector<mlir::Value> outs;
+  for (mlir::Type t : resultTypes)
+    outs.push_back(emptyLike(b, loc, t));
+  return UkernelOp::create(b, loc, resultTypes, kernel, ins, outs).getResults();
 }
 inline mlir::Value indexConst(mlir::OpBuilder &b, mlir::Location loc,
                               int64_t v) {

@@ -204,16 +204,12 @@ struct LowerMoEDispatch : OpRewritePattern<MoEDispatchOp> {
     Location loc = op.getLoc();
     LinalgBuilder lb(rw, loc);
     int64_t k = op.getExpertIds().getType().getDimSize(1);
-    auto order = UkernelOp::create(
-        rw, loc,
+    ResultRange order = callUkernel(
+        rw, loc, "dsv3rt_moe_dispatch_order",
+        {op.getExpertIds(), i64Const(rw, loc, op.getNumExperts())},
         TypeRange{op.getRowOfSlot().getType(), op.getSlotOfRow().getType(),
-                  op.getOffsets().getType()},
-        "dsv3rt_moe_dispatch_order",
-        ValueRange{op.getExpertIds(), i64Const(rw, loc, op.getNumExperts())},
-        ValueRange{emptyLike(rw, loc, op.getRowOfSlot().getType()),
-                   emptyLike(rw, loc, op.getSlotOfRow().getType()),
-                   emptyLike(rw, loc, op.getOffsets().getType())});
-    Value slotOfRow = order.getResult(1);
+                  op.getOffsets().getType()});
+    Value slotOfRow = order[1];
     int64_t tokens = op.getX().getType().getDimSize(0);
     Value x = op.getX();
     // rows[r, d] = x[slot_of_row[r] / K, d].
@@ -228,7 +224,7 @@ struct LowerMoEDispatch : OpRewritePattern<MoEDispatchOp> {
                          linalg::IndexOp::create(nb, l, 1)});
           linalg::YieldOp::create(nb, l, ValueRange{src});
         });
-    rw.replaceOp(op, {rows, order.getResult(0), slotOfRow, order.getResult(2)});
+    rw.replaceOp(op, {rows, order[0], slotOfRow, order[2]});
     return success();
   }
 };
@@ -236,11 +232,8 @@ struct LowerMoEDispatch : OpRewritePattern<MoEDispatchOp> {
 /// The grouped GEMM kernel: out[r] = x[r] w[e]^T over the rows of group e.
 Value groupedMatmulNT(OpBuilder &b, Location loc, Value x, Value w,
                       Value offsets, Type resultType) {
-  return UkernelOp::create(b, loc, TypeRange{resultType},
-                           "dsv3rt_grouped_matmul_nt_f32",
-                           ValueRange{x, w, offsets},
-                           ValueRange{emptyLike(b, loc, resultType)})
-      .getResult(0);
+  return callUkernel(b, loc, "dsv3rt_grouped_matmul_nt_f32", {x, w, offsets},
+                     resultType)[0];
 }
 
 struct LowerGroupedLinear : OpRewritePattern<GroupedLinearOp> {
@@ -281,12 +274,8 @@ struct LowerGroupedLinearGradWeight
     Location loc = op.getLoc();
     LinalgBuilder lb(rw, loc);
     Value dyT = lb.transpose2D(op.getDy()), xT = lb.transpose2D(op.getX());
-    rw.replaceOp(op, UkernelOp::create(
-                         rw, loc, TypeRange{op.getType()},
-                         "dsv3rt_grouped_matmul_nt_f32_split_k",
-                         ValueRange{dyT, xT, op.getOffsets()},
-                         ValueRange{emptyLike(rw, loc, op.getType())})
-                         .getResult(0));
+    rw.replaceOp(op, callUkernel(rw, loc, "dsv3rt_grouped_matmul_nt_f32_split_k",
+                                 {dyT, xT, op.getOffsets()}, op->getResultTypes()));
     return success();
   }
 };

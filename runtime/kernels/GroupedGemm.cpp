@@ -109,6 +109,22 @@ namespace {
 bool hasTiles(const std::vector<int64_t> &starts, int64_t e, RowRange group) {
   return group.second > group.first && starts[e + 1] > starts[e];
 }
+
+/// Calls `clear(r0, r1)` for every run of rows of [0, rows) in no group
+/// (groupRanges makes groups ordered and disjoint): kernels that overwrite
+/// the groups' rows only clear the rest.
+template <class Clear>
+void forRowsOutside(const std::vector<RowRange> &groups, int64_t rows,
+                    const Clear &clear) {
+  int64_t next = 0;
+  for (auto [begin, end] : groups) {
+    if (begin > next)
+      clear(next, begin);
+    next = std::max(next, end);
+  }
+  if (rows > next)
+    clear(next, rows);
+}
 } // namespace
 
 void quantizeGroupedTiles(const StridedMatrix<float> &x, const VectorI64 &offsets,
@@ -120,16 +136,23 @@ void quantizeGroupedTiles(const StridedMatrix<float> &x, const VectorI64 &offset
   DenseMatrix<float> s(scales);
   int64_t rows = in.rows, cols = in.cols;
   int64_t experts = std::max<int64_t>(offsets.size - 1, 0);
-  std::fill(s.data, s.data + s.rows * s.cols, 0.0f);
-  std::fill(q.data, q.data + rows * cols, uint8_t(0));
   std::vector<RowRange> groups = groupRanges(offsets, experts, rows);
   std::vector<int64_t> starts = groupTileStarts(groups, tileRows, s.rows);
+  // Rows in no group (or in one without tiles) get code 0; scale rows past
+  // the last tile 0.
+  auto clearCodes = [&](int64_t r0, int64_t r1) {
+    std::fill(q.data + r0 * cols, q.data + r1 * cols, uint8_t(0));
+  };
+  forRowsOutside(groups, rows, clearCodes);
+  std::fill(s.data + starts.back() * s.cols, s.data + s.rows * s.cols, 0.0f);
   tbb::parallel_for(int64_t(0), experts, [&](int64_t e) {
     auto [begin, end] = groups[e];
     if (hasTiles(starts, e, groups[e]))
       quantizeTiles(in.data + begin * cols, end - begin, cols, tileRows, tileCols,
                     format, rounding, q.data + begin * cols,
                     s.data + starts[e] * s.cols);
+    else
+      clearCodes(begin, end);
   });
   q.storeTo(codes);
   s.storeTo(scales);
@@ -139,30 +162,20 @@ void fp8MGroupedGemm(const MatrixU8 &a, const StridedMatrix<float> &aScales,
                      const StridedTensor3<uint8_t> &b, const Tensor3F32 &bScales,
                      const VectorI64 &offsets, bool transposeB, FP8Format formatA,
                      FP8Format formatB, const MatrixF32 &y) {
-  fillZero(y);
   int64_t experts = b.sizes[0], k = a.sizes[1];
-  int rowDim = transposeB ? 2 : 1, kDim = transposeB ? 1 : 2;
   std::vector<RowRange> groups = groupRanges(offsets, experts, y.sizes[0]);
+  // The GEMMs overwrite the groups' rows.
+  forRowsOutside(groups, y.sizes[0],
+                 [&](int64_t r0, int64_t r1) { fillZero(rowRange(y, r0, r1)); });
   tbb::parallel_for(int64_t(0), experts, [&](int64_t e) {
     auto [begin, end] = groups[e];
     if (begin == end)
       return;
-    FP8Operand opA{a.data + a.offset + begin * a.strides[0],
-                   a.strides[0],
-                   a.strides[1],
-                   aScales.data + aScales.offset + begin * aScales.strides[0],
-                   aScales.strides[0],
-                   aScales.strides[1],
-                   1,
-                   formatA};
-    FP8Operand opB{b.data + b.offset + e * b.strides[0],
-                   b.strides[rowDim],
-                   b.strides[kDim],
-                   bScales.data + bScales.offset + e * bScales.strides[0],
-                   bScales.strides[rowDim],
-                   bScales.strides[kDim],
-                   kFP8Tile,
-                   formatB};
+    // Group e's rows of A (1x128 tiles) against expert e's weight blocks.
+    FP8Operand opA = fp8Operand(rowRange(a, begin, end),
+                                rowRange(aScales, begin, end), false, 1, formatA);
+    FP8Operand opB = fp8Operand(b.slice(e), bScales.slice(e), transposeB,
+                                kFP8Tile, formatB);
     fp8GemmInto(opA, opB, k, rowRange(y, begin, end));
   });
 }
@@ -176,17 +189,13 @@ void fp8KGroupedGemm(const MatrixU8 &a, const StridedMatrix<float> &aScales,
   std::vector<int64_t> starts = groupTileStarts(
       groups, kFP8Tile, std::min(aScales.sizes[0], bScales.sizes[0]));
   // Group e as logical [M, rows of e] and [N, rows of e] operands: the
-  // stored rows are their K dimension, read with stride.
-  auto operand = [](const MatrixU8 &codes, const StridedMatrix<float> &scales,
-                    int64_t begin, int64_t firstTile, FP8Format format) {
-    return FP8Operand{codes.data + codes.offset + begin * codes.strides[0],
-                      codes.strides[1],
-                      codes.strides[0],
-                      scales.data + scales.offset + firstTile * scales.strides[0],
-                      scales.strides[1],
-                      scales.strides[0],
-                      1,
-                      format};
+  // stored rows are their K dimension (transposed views), and their 128x1
+  // tiles start at the group's first tile.
+  auto operand = [&](const MatrixU8 &codes, const StridedMatrix<float> &scales,
+                     int64_t e, FP8Format format) {
+    auto [begin, end] = groups[e];
+    return fp8Operand(rowRange(codes, begin, end),
+                      rowRange(scales, starts[e], starts[e + 1]), true, 1, format);
   };
   tbb::parallel_for(int64_t(0), experts, [&](int64_t e) {
     MatrixF32 ye = asF32(y.slice(e));
@@ -195,8 +204,8 @@ void fp8KGroupedGemm(const MatrixU8 &a, const StridedMatrix<float> &aScales,
       fillZero(ye);
       return;
     }
-    fp8GemmInto(operand(a, aScales, begin, starts[e], formatA),
-                operand(b, bScales, begin, starts[e], formatB), end - begin, ye);
+    fp8GemmInto(operand(a, aScales, e, formatA), operand(b, bScales, e, formatB),
+                end - begin, ye);
   });
 }
 

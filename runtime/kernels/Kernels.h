@@ -42,6 +42,12 @@ inline MatrixF32 rowRange(MatrixF32 m, int64_t r0, int64_t r1) {
   m.sizes[0] = r1 - r0;
   return m;
 }
+template <class T>
+StridedMatrix<T> rowRange(StridedMatrix<T> m, int64_t r0, int64_t r1) {
+  m.offset += r0 * m.strides[0];
+  m.sizes[0] = r1 - r0;
+  return m;
+}
 /// Columns [c0, c1) of `m`, as a view.
 inline MatrixF32 columnRange(MatrixF32 m, int64_t c0, int64_t c1) {
   m.offset += c0 * m.strides[1];
@@ -164,6 +170,12 @@ void quantizeGroupedTiles(const StridedMatrix<float> &x, const VectorI64 &offset
                           int64_t tileRows, int64_t tileCols, FP8Format format,
                           ScaleRounding rounding, const MatrixU8 &codes,
                           const StridedMatrix<float> &scales);
+
+/// `codes` as the logical [rows, K] operand of fp8GemmNT (`transposed`:
+/// stored [K, rows]), `scales` laid out like the codes with one entry per
+/// tile of `scaleRowTile` (1 or 128) rows and 128 K steps.
+FP8Operand fp8Operand(const MatrixU8 &codes, const StridedMatrix<float> &scales,
+                      bool transposed, int64_t scaleRowTile, FP8Format format);
 
 /// y = A B^T through fp8GemmNT for any strides of y.
 void fp8GemmInto(const FP8Operand &a, const FP8Operand &b, int64_t k,

@@ -573,6 +573,15 @@ void bf16GemmNT(const uint16_t *a, int64_t lda, const uint16_t *b, int64_t ldb,
              packA16, packB, tile);
 }
 
+FP8Operand fp8Operand(const MatrixU8 &codes, const StridedMatrix<float> &scales,
+                      bool transposed, int64_t scaleRowTile, FP8Format format) {
+  int rowDim = transposed ? 1 : 0, kDim = 1 - rowDim;
+  return FP8Operand{codes.data + codes.offset, codes.strides[rowDim],
+                    codes.strides[kDim], scales.data + scales.offset,
+                    scales.strides[rowDim], scales.strides[kDim], scaleRowTile,
+                    format};
+}
+
 void fp8GemmInto(const FP8Operand &a, const FP8Operand &b, int64_t k,
                  const MatrixF32 &y) {
   int64_t m = y.sizes[0], n = y.sizes[1];
@@ -633,26 +642,17 @@ extern "C" void _mlir_ciface_dsv3rt_fp8_gemm(
     dsv3::rt::MatrixF32 *bScales, int64_t transposeA, int64_t transposeB,
     int64_t formatA, int64_t formatB, dsv3::rt::MatrixF32 *y) {
   using namespace dsv3::rt;
-  // Logical [rows, K] views of the stored operands; the scale tile along
-  // the row dimension is 1 when there is a scale per row, else 128.
+  // The scale tile along the row dimension is 1 when there is a scale per
+  // row, else 128.
   auto operand = [](const MatrixU8 &codes, const MatrixF32 &scales,
-                    bool transposed, int64_t format, int64_t &rows,
-                    int64_t &k) {
-    int rowDim = transposed ? 1 : 0, kDim = 1 - rowDim;
-    rows = codes.sizes[rowDim];
-    k = codes.sizes[kDim];
-    int64_t scaleRows = scales.sizes[rowDim];
-    return FP8Operand{codes.data + codes.offset,
-                      codes.strides[rowDim],
-                      codes.strides[kDim],
-                      scales.data + scales.offset,
-                      scales.strides[rowDim],
-                      scales.strides[kDim],
-                      scaleRows == rows ? 1 : kFP8Tile,
-                      static_cast<FP8Format>(format)};
+                    bool transposed, int64_t format) {
+    int rowDim = transposed ? 1 : 0;
+    int64_t scaleRowTile = scales.sizes[rowDim] == codes.sizes[rowDim] ? 1 : kFP8Tile;
+    return fp8Operand(codes, *reinterpret_cast<const StridedMatrix<float> *>(&scales),
+                      transposed, scaleRowTile, static_cast<FP8Format>(format));
   };
-  int64_t m, n, k, kb;
-  FP8Operand opA = operand(*a, *aScales, transposeA, formatA, m, k);
-  FP8Operand opB = operand(*b, *bScales, transposeB, formatB, n, kb);
+  FP8Operand opA = operand(*a, *aScales, transposeA, formatA);
+  FP8Operand opB = operand(*b, *bScales, transposeB, formatB);
+  int64_t k = a->sizes[transposeA ? 0 : 1];
   fp8GemmInto(opA, opB, k, *y);
 }

@@ -1,11 +1,14 @@
 //===- E2EUtil.cpp - run dsv3c from tests and read its outputs ------------===//
 #include "tests/e2e/E2EUtil.h"
 
+#include "llvm/Support/JSON.h"
+
 #include <gtest/gtest.h>
 
 #include <array>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 
 namespace dsv3::test {
 
@@ -63,6 +66,23 @@ void writeTokens(const std::string &path, const std::vector<int64_t> &shape,
   w.addI64("input_ids", shape, ids);
   llvm::Error e = w.write(path);
   ASSERT_FALSE(static_cast<bool>(e)) << llvm::toString(std::move(e));
+}
+
+std::vector<double> losses(const std::string &path) {
+  std::vector<double> out;
+  std::ifstream in(path);
+  std::string line;
+  while (std::getline(in, line)) {
+    auto v = llvm::json::parse(line);
+    if (!v) {
+      ADD_FAILURE() << llvm::toString(v.takeError());
+      continue;
+    }
+    auto step = v->getAsObject()->getInteger("step");
+    EXPECT_TRUE(step.has_value()) << line;
+    out.push_back(*v->getAsObject()->getNumber("loss"));
+  }
+  return out;
 }
 
 } // namespace dsv3::test

@@ -30,6 +30,10 @@ SafetensorsFile *openOrFail(const std::string &path);
 /// Reads a float tensor (any float dtype) from a safetensors file.
 std::vector<float> readF32(const SafetensorsFile &f, const std::string &name);
 
+/// The "loss" of every line of a `--log-json` JSON-lines log, in order
+/// (a malformed line or one without "step" is a test failure).
+std::vector<double> losses(const std::string &path);
+
 /// Writes `input_ids` of the given shape as int64.
 void writeTokens(const std::string &path, const std::vector<int64_t> &shape,
                  const std::vector<int64_t> &ids);

@@ -9,29 +9,14 @@
 #include "tests/e2e/E2EUtil.h"
 #include "tests/support/Numerics.h"
 
-#include "llvm/Support/JSON.h"
-
 #include <gtest/gtest.h>
 
 #include <cmath>
-#include <fstream>
 
 using namespace dsv3;
 using namespace dsv3::test;
 
 namespace {
-
-std::vector<double> losses(const std::string &path) {
-  std::vector<double> out;
-  std::ifstream in(path);
-  std::string line;
-  while (std::getline(in, line))
-    if (auto v = llvm::json::parse(line))
-      out.push_back(*v->getAsObject()->getNumber("loss"));
-    else
-      ADD_FAILURE() << llvm::toString(v.takeError());
-  return out;
-}
 
 TEST(FP8, EvalDeviatesLikeQuantizationFromTheFloat32Reference) {
   std::string dir = scratchDir("fp8eval");

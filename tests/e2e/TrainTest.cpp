@@ -19,24 +19,6 @@ using namespace dsv3::test;
 
 namespace {
 
-/// The "loss" of every line of a JSON-lines log, in order.
-std::vector<double> losses(const std::string &path) {
-  std::vector<double> out;
-  std::ifstream in(path);
-  std::string line;
-  while (std::getline(in, line)) {
-    auto v = llvm::json::parse(line);
-    if (!v) {
-      ADD_FAILURE() << llvm::toString(v.takeError());
-      continue;
-    }
-    auto step = v->getAsObject()->getInteger("step");
-    EXPECT_TRUE(step.has_value()) << line;
-    out.push_back(*v->getAsObject()->getNumber("loss"));
-  }
-  return out;
-}
-
 std::string tiny() { return sourcePath("models/tiny/tiny.toml"); }
 
 TEST(Train, ReproducesTheAdamWTrajectory) {

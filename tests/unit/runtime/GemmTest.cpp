@@ -169,4 +169,19 @@ TEST(GroupedFP8Gemm, OverlappingOffsetsStayInBounds) {
   EXPECT_EQ(y[3], 0.0f);
 }
 
+TEST(GroupedFP8Gemm, RowsOutsideEveryGroupAreZero) {
+  // One expert owns rows 1 and 2 of four; y starts as garbage.
+  std::vector<int64_t> offsets = {1, 3};
+  uint8_t one = dsv3::rt::encodeE4M3(1.0f);
+  std::vector<uint8_t> a(4, one), b(1, one);
+  std::vector<float> aScales(4, 2.0f), bScales(1, 3.0f), y(4, 9.0f);
+  dsv3::rt::MatrixU8 av{a.data(), a.data(), 0, {4, 1}, {1, 1}};
+  dsv3::rt::StridedMatrix<float> asv{aScales.data(), aScales.data(), 0, {4, 1}, {1, 1}};
+  dsv3::rt::StridedTensor3<uint8_t> bv{b.data(), b.data(), 0, {1, 1, 1}, {1, 1, 1}};
+  dsv3::rt::fp8MGroupedGemm(av, asv, bv, tensor3(bScales, 1, 1, 1), vec(offsets),
+                            false, dsv3::rt::FP8Format::E4M3,
+                            dsv3::rt::FP8Format::E4M3, view(y, 4, 1, 1));
+  EXPECT_EQ(y, (std::vector<float>{0, 6, 6, 0}));
+}
+
 } // namespace
