@@ -9,6 +9,8 @@ layout that `dsv3c train --save` writes.
   torch_peer.py MODEL_DIR --batch B --seq T --steps S [--warmup W] [--threads N]
                 [--mode forward|train] [--json OUT]
   torch_peer.py --check-golden DIR     # logits/MTP/loss/grads vs HF golden data
+  torch_peer.py MODEL_DIR --balance-reference TOKENS --alpha A --json OUT.safetensors
+                                       # balance loss and gradients on a batch, as golden data
 
 Run it with Debian's /usr/bin/python3 (torch 1.13 CPU, numpy).
 """
@@ -435,6 +437,51 @@ def check_golden(gdir):
     return 0
 
 
+def write_safetensors(path, tensors):
+    """name -> float32 tensor, written in the safetensors layout (sorted names)."""
+    header, blobs, offset = {}, [], 0
+    for name in sorted(tensors):
+        data = tensors[name].detach().to(torch.float32).contiguous().numpy().tobytes()
+        header[name] = {"dtype": "F32", "shape": list(tensors[name].shape),
+                        "data_offsets": [offset, offset + len(data)]}
+        blobs.append(data)
+        offset += len(data)
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(text)) + text + b"".join(blobs))
+
+
+def balance_reference(model_dir, tokens, alpha, out):
+    """The sequence-wise balance loss (summed over every MoE layer, MTP's
+    included, unscaled) on the batch `tokens` (input_ids), total_loss = loss + 0.3 mtp_loss
+    + alpha * balance_loss, and d total_loss / d parameter for every router,
+    the norms of the first two layers and one projection of the first (where
+    the balance loss's gradient flows back through the hidden states), as
+    golden data for dsv3c's end-to-end
+    test of --balance-alpha."""
+    torch.manual_seed(0)
+    model = load_model(model_dir)
+    ids = read_safetensors(tokens)["input_ids"].long()
+    logits, mtp_logits, _ = model(ids)
+    main, mtp = losses(model, ids, logits, mtp_logits)
+    bal = model.balance_loss()
+    total = main + 0.3 * mtp + alpha * bal
+    total.backward()
+    keep = {"balance_loss": bal.reshape(()), "total_loss": total.reshape(()),
+            "alpha": torch.tensor(alpha)}
+    for name, prm in model.named_parameters():
+        if name.endswith(("mlp.gate.weight", "layernorm.weight")) and \
+                name.startswith(("model.layers.0.", "model.layers.1.")) or \
+                name.endswith("mlp.gate.weight") or \
+                name == "model.layers.0.self_attn.kv_a_proj_with_mqa.weight":
+            keep["grad." + name] = prm.grad
+    write_safetensors(out, keep)
+    print(f"balance_loss {bal.item():.9g}  total_loss {total.item():.9g}  "
+          f"{len(keep) - 3} gradients -> {out}")
+    return 0
+
+
 # --------------------------------------------------------------------------- benchmark
 
 def bench(args):
@@ -495,6 +542,9 @@ def main():
     p.add_argument("model_dir", nargs="?", help="directory with config.json + model.safetensors")
     p.add_argument("--check-golden", metavar="DIR",
                    help="check the forward against DIR/reference.safetensors")
+    p.add_argument("--balance-reference", metavar="TOKENS",
+                   help="write the balance-loss reference on this batch to --json")
+    p.add_argument("--alpha", type=float, default=0.5, help="balance-loss weight")
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--seq", type=int, default=32)
     p.add_argument("--steps", type=int, default=5)
@@ -507,6 +557,11 @@ def main():
     try:
         if args.check_golden:
             return check_golden(args.check_golden)
+        if args.balance_reference:
+            if not (args.model_dir and args.json):
+                raise PeerError("--balance-reference needs MODEL_DIR and --json OUT.safetensors")
+            return balance_reference(args.model_dir, args.balance_reference, args.alpha,
+                                     args.json)
         if not args.model_dir:
             raise PeerError("MODEL_DIR (or --check-golden DIR) is required")
         if min(args.batch, args.seq, args.steps) < 1 or args.warmup < 0 or args.seq < 3:

@@ -16,14 +16,19 @@ namespace fs = std::filesystem;
 
 namespace {
 
+/// `output`, when given, is the file the command was asked to write: a
+/// failed command must not leave it behind.
 void expectCleanFailure(const RunResult &r, const std::string &mention1,
-                        const std::string &mention2) {
+                        const std::string &mention2, const std::string &output = "") {
+  ASSERT_FALSE(mention1.empty() || mention2.empty()) << "a mention that always matches";
   EXPECT_NE(r.exitCode, 0) << r.output;
   EXPECT_LT(r.exitCode, 128) << "killed by a signal:\n" << r.output;
   EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 1)
       << "expected a one-line error, got:\n" << r.output;
   EXPECT_NE(r.output.find(mention1), std::string::npos) << r.output;
   EXPECT_NE(r.output.find(mention2), std::string::npos) << r.output;
+  if (!output.empty())
+    EXPECT_FALSE(fs::exists(output)) << output << " written by a failed command";
 }
 
 /// A model directory: the tiny config with `edit` applied (a JSON text
@@ -53,8 +58,7 @@ TEST(BadInput, TokenOutsideVocabulary) {
   writeTokens(dir + "/t.safetensors", {1, 4}, {1, 2, 512, 3});
   RunResult r = runDsv3c(evalArgs(sourcePath("models/tiny"),
                                   dir + "/t.safetensors", dir + "/o.safetensors"));
-  expectCleanFailure(r, "t.safetensors", "outside the vocabulary");
-  EXPECT_FALSE(fs::exists(dir + "/o.safetensors"));
+  expectCleanFailure(r, "t.safetensors", "outside the vocabulary", dir + "/o.safetensors");
 }
 
 TEST(BadInput, NegativeToken) {
@@ -62,7 +66,7 @@ TEST(BadInput, NegativeToken) {
   writeTokens(dir + "/t.safetensors", {1, 3}, {1, -1, 3});
   expectCleanFailure(runDsv3c(evalArgs(sourcePath("models/tiny"),
                                        dir + "/t.safetensors", dir + "/o")),
-                     "t.safetensors", "outside the vocabulary");
+                     "t.safetensors", "outside the vocabulary", dir + "/o");
 }
 
 TEST(BadInput, SequenceLongerThanModel) {
@@ -70,7 +74,7 @@ TEST(BadInput, SequenceLongerThanModel) {
   writeTokens(dir + "/t.safetensors", {1, 300}, std::vector<int64_t>(300, 5));
   expectCleanFailure(runDsv3c(evalArgs(sourcePath("models/tiny"),
                                        dir + "/t.safetensors", dir + "/o")),
-                     "t.safetensors", "max_position_embeddings");
+                     "t.safetensors", "max_position_embeddings", dir + "/o");
 }
 
 TEST(BadInput, SequenceTooShortForMTP) {
@@ -78,7 +82,7 @@ TEST(BadInput, SequenceTooShortForMTP) {
   writeTokens(dir + "/t.safetensors", {1, 2}, {5, 6});
   expectCleanFailure(runDsv3c(evalArgs(sourcePath("models/tiny"),
                                        dir + "/t.safetensors", dir + "/o")),
-                     "t.safetensors", "MTP");
+                     "t.safetensors", "MTP", dir + "/o");
 }
 
 TEST(BadInput, TruncatedTokenFile) {
@@ -87,7 +91,7 @@ TEST(BadInput, TruncatedTokenFile) {
   fs::resize_file(dir + "/t.safetensors", fs::file_size(dir + "/t.safetensors") - 20);
   expectCleanFailure(runDsv3c(evalArgs(sourcePath("models/tiny"),
                                        dir + "/t.safetensors", dir + "/o")),
-                     "t.safetensors", "");
+                     "t.safetensors", "exceeds the data section", dir + "/o");
 }
 
 TEST(BadInput, MissingInputIds) {
@@ -97,7 +101,7 @@ TEST(BadInput, MissingInputIds) {
   ASSERT_FALSE(static_cast<bool>(w.write(dir + "/t.safetensors")));
   expectCleanFailure(runDsv3c(evalArgs(sourcePath("models/tiny"),
                                        dir + "/t.safetensors", dir + "/o")),
-                     "t.safetensors", "input_ids");
+                     "t.safetensors", "input_ids", dir + "/o");
 }
 
 TEST(BadInput, FloatTokenIds) {
@@ -107,7 +111,7 @@ TEST(BadInput, FloatTokenIds) {
   ASSERT_FALSE(static_cast<bool>(w.write(dir + "/t.safetensors")));
   expectCleanFailure(runDsv3c(evalArgs(sourcePath("models/tiny"),
                                        dir + "/t.safetensors", dir + "/o")),
-                     "t.safetensors", "int64");
+                     "t.safetensors", "int64", dir + "/o");
 }
 
 TEST(BadInput, ConfigKeyOfWrongType) {
@@ -115,7 +119,7 @@ TEST(BadInput, ConfigKeyOfWrongType) {
                                       "\"hidden_size\": \"256\"");
   expectCleanFailure(runDsv3c(evalArgs(model, sourcePath("tests/golden/tiny/reference.safetensors"),
                                        model + "/o")),
-                     "config.json", "hidden_size");
+                     "config.json", "hidden_size", model + "/o");
 }
 
 TEST(BadInput, UnsupportedScoringFunction) {
@@ -123,7 +127,7 @@ TEST(BadInput, UnsupportedScoringFunction) {
                                       "\"scoring_func\": \"softmax\"");
   expectCleanFailure(runDsv3c(evalArgs(model, sourcePath("tests/golden/tiny/reference.safetensors"),
                                        model + "/o")),
-                     "config.json", "scoring_func");
+                     "config.json", "scoring_func", model + "/o");
 }
 
 TEST(BadInput, CheckpointShapeDisagreesWithConfig) {
@@ -131,7 +135,7 @@ TEST(BadInput, CheckpointShapeDisagreesWithConfig) {
                                       "\"moe_intermediate_size\": 48");
   expectCleanFailure(runDsv3c(evalArgs(model, sourcePath("tests/golden/tiny/reference.safetensors"),
                                        model + "/o")),
-                     "model.safetensors", "shape");
+                     "model.safetensors", "shape", model + "/o");
 }
 
 TEST(BadInput, CheckpointMissingTensor) {
@@ -139,7 +143,7 @@ TEST(BadInput, CheckpointMissingTensor) {
                                       "\"num_hidden_layers\": 4");
   expectCleanFailure(runDsv3c(evalArgs(model, sourcePath("tests/golden/tiny/reference.safetensors"),
                                        model + "/o")),
-                     "-missing", "missing tensor 'model.layers.4.");
+                     "-missing", "missing tensor 'model.layers.4.", model + "/o");
 }
 
 TEST(BadInput, ModelTooLargeForThisMachine) {

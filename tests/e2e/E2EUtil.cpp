@@ -78,9 +78,13 @@ std::vector<double> losses(const std::string &path) {
       ADD_FAILURE() << llvm::toString(v.takeError());
       continue;
     }
-    auto step = v->getAsObject()->getInteger("step");
-    EXPECT_TRUE(step.has_value()) << line;
-    out.push_back(*v->getAsObject()->getNumber("loss"));
+    const llvm::json::Object *o = v->getAsObject();
+    std::optional<double> loss = o ? o->getNumber("loss") : std::nullopt;
+    if (!o || !o->getInteger("step") || !loss) {
+      ADD_FAILURE() << "a log line without \"step\" or \"loss\": " << line;
+      continue;
+    }
+    out.push_back(*loss);
   }
   return out;
 }

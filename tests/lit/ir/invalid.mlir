@@ -339,3 +339,137 @@ func.func @fp8_k_grouped_gemm_result(%a: tensor<256x32xf8E4M3FN>, %sa: tensor<6x
   %y = dsv3.fp8_k_grouped_gemm %a, %sa, %b, %sb, %o {promotion_interval = 128} : (tensor<256x32xf8E4M3FN>, tensor<6x32xf32>, tensor<256x64xf8E4M3FN>, tensor<6x64xf32>, tensor<5xi64>) -> tensor<4x64x32xf32>
   return %y : tensor<4x64x32xf32>
 }
+
+// -----
+
+// MLA core: the shared rope key must have the rope width of the queries.
+func.func @mla_core_k_rope(%x: tensor<2x4x3x4xf32>, %kr: tensor<2x4x3xf32>) -> tensor<2x4x3x4xf32> {
+  // expected-error @+1 {{'k_rope' dimension 2 is 3 but [B, T, rope dim] is 4}}
+  %c = dsv3.mla_core %x, %x, %x, %kr, %x {softmax_scale = 0.5 : f64}
+      : (tensor<2x4x3x4xf32>, tensor<2x4x3x4xf32>, tensor<2x4x3x4xf32>, tensor<2x4x3xf32>, tensor<2x4x3x4xf32>) -> tensor<2x4x3x4xf32>
+  return %c : tensor<2x4x3x4xf32>
+}
+
+// -----
+
+// MLA core with a zero softmax scale.
+func.func @mla_core_scale(%x: tensor<2x4x3x4xf32>, %kr: tensor<2x4x4xf32>) -> tensor<2x4x3x4xf32> {
+  // expected-error @+1 {{softmax_scale must be positive}}
+  %c = dsv3.mla_core %x, %x, %x, %kr, %x {softmax_scale = 0.0 : f64}
+      : (tensor<2x4x3x4xf32>, tensor<2x4x3x4xf32>, tensor<2x4x3x4xf32>, tensor<2x4x4xf32>, tensor<2x4x3x4xf32>) -> tensor<2x4x3x4xf32>
+  return %c : tensor<2x4x3x4xf32>
+}
+
+// -----
+
+// MLP down projection whose input width is not the inner size.
+func.func @mlp_down(%x: tensor<1x4x6xf32>, %g: tensor<8x6xf32>, %u: tensor<8x6xf32>, %d: tensor<6x7xf32>) -> tensor<1x4x6xf32> {
+  // expected-error @+1 {{'down' dimension 1 is 7 but [hidden, inner] is 8}}
+  %y = dsv3.mlp %x, %g, %u, %d : (tensor<1x4x6xf32>, tensor<8x6xf32>, tensor<8x6xf32>, tensor<6x7xf32>) -> tensor<1x4x6xf32>
+  return %y : tensor<1x4x6xf32>
+}
+
+// -----
+
+// MoE expert down projections whose input width is not the expert inner size.
+func.func @moe_expert_down(%x: tensor<2x8x16xf32>, %r: tensor<4x16xf32>, %b: tensor<4xf32>, %g: tensor<4x8x16xf32>, %u: tensor<4x8x16xf32>, %d: tensor<4x16x7xf32>) -> tensor<2x8x16xf32> {
+  // expected-error @+1 {{'expert_down' dimension 2 is 7 but [experts, hidden, inner] is 8}}
+  %y, %sel = dsv3.moe %x router %r bias %b experts %g, %u, %d
+      {top_k = 2 : i64, n_group = 2 : i64, topk_group = 1 : i64, norm_topk_prob = true, routed_scaling_factor = 2.5 : f64}
+      : (tensor<2x8x16xf32>, tensor<4x16xf32>, tensor<4xf32>, tensor<4x8x16xf32>, tensor<4x8x16xf32>, tensor<4x16x7xf32>) -> (tensor<2x8x16xf32>, tensor<16x2xi64>)
+  return %y : tensor<2x8x16xf32>
+}
+
+// -----
+
+// MoE routing: n_group must divide the experts.
+func.func @moe_groups(%x: tensor<2x8x16xf32>, %r: tensor<4x16xf32>, %b: tensor<4xf32>, %g: tensor<4x8x16xf32>, %u: tensor<4x8x16xf32>, %d: tensor<4x16x8xf32>) -> tensor<2x8x16xf32> {
+  // expected-error @+1 {{n_group (3) must divide the number of experts (4)}}
+  %y, %sel = dsv3.moe %x router %r bias %b experts %g, %u, %d
+      {top_k = 2 : i64, n_group = 3 : i64, topk_group = 1 : i64, norm_topk_prob = true, routed_scaling_factor = 2.5 : f64}
+      : (tensor<2x8x16xf32>, tensor<4x16xf32>, tensor<4xf32>, tensor<4x8x16xf32>, tensor<4x8x16xf32>, tensor<4x16x8xf32>) -> (tensor<2x8x16xf32>, tensor<16x2xi64>)
+  return %y : tensor<2x8x16xf32>
+}
+
+// -----
+
+// SwiGLU gate and up of different shapes.
+func.func @swiglu_shape(%g: tensor<2x4xf32>, %u: tensor<2x3xf32>) -> tensor<2x4xf32> {
+  // expected-error @+1 {{gate, up and result must have the same type}}
+  %s = dsv3.swiglu %g, %u : (tensor<2x4xf32>, tensor<2x3xf32>) -> tensor<2x4xf32>
+  return %s : tensor<2x4xf32>
+}
+
+// -----
+
+// Balance loss: one row of expert ids per token of the logits.
+func.func @balance_loss_tokens(%l: tensor<1x2x2xf32>, %ids: tensor<3x1xi64>) -> tensor<f32> {
+  // expected-error @+1 {{'expert_ids' dimension 0 is 3 but batch*seq of the logits is 2}}
+  %b = dsv3.moe_balance_loss %l, %ids {alpha = 0.1 : f64} : (tensor<1x2x2xf32>, tensor<3x1xi64>) -> tensor<f32>
+  return %b : tensor<f32>
+}
+
+// -----
+
+// Balance loss with a negative weight.
+func.func @balance_loss_alpha(%l: tensor<1x2x2xf32>, %ids: tensor<2x1xi64>) -> tensor<f32> {
+  // expected-error @+1 {{alpha must not be negative}}
+  %b = dsv3.moe_balance_loss %l, %ids {alpha = -0.1 : f64} : (tensor<1x2x2xf32>, tensor<2x1xi64>) -> tensor<f32>
+  return %b : tensor<f32>
+}
+
+// -----
+
+// Linear input gradient whose weight does not match the width of dy.
+func.func @linear_grad_input_width(%dy: tensor<4x16xf32>, %w: tensor<15x8xf32>) -> tensor<4x8xf32> {
+  // expected-error @+1 {{'weight' dimension 0 is 15 but the last dimension of 'dy' is 16}}
+  %dx = dsv3.linear_grad_input %dy, %w : (tensor<4x16xf32>, tensor<15x8xf32>) -> tensor<4x8xf32>
+  return %dx : tensor<4x8xf32>
+}
+
+// -----
+
+// Linear weight gradient over dy and x with different token counts.
+func.func @linear_grad_weight_tokens(%dy: tensor<4x16xf32>, %x: tensor<3x8xf32>) -> tensor<16x8xf32> {
+  // expected-error @+1 {{'x' dimension 0 is 3 but the matching dimension of 'dy' is 4}}
+  %dw = dsv3.linear_grad_weight %dy, %x : (tensor<4x16xf32>, tensor<3x8xf32>) -> tensor<16x8xf32>
+  return %dw : tensor<16x8xf32>
+}
+
+// -----
+
+// Linear weight gradient with a transposed result.
+func.func @linear_grad_weight_result(%dy: tensor<4x16xf32>, %x: tensor<4x8xf32>) -> tensor<8x16xf32> {
+  // expected-error @+1 {{'dweight' dimension 0 is 8 but [out, in] is 16}}
+  %dw = dsv3.linear_grad_weight %dy, %x : (tensor<4x16xf32>, tensor<4x8xf32>) -> tensor<8x16xf32>
+  return %dw : tensor<8x16xf32>
+}
+
+// -----
+
+// Embedding gradient whose table width is not the width of dy.
+func.func @embedding_grad_width(%ids: tensor<1x2xi64>, %dy: tensor<1x2x3xf32>) -> tensor<5x4xf32> {
+  // expected-error @+1 {{'dy' dimension 2 is 3 but [batch, seq] of ids and the table width is 4}}
+  %dt = dsv3.embedding_grad %ids, %dy : (tensor<1x2xi64>, tensor<1x2x3xf32>) -> tensor<5x4xf32>
+  return %dt : tensor<5x4xf32>
+}
+
+// -----
+
+// Router gradient: one gate-weight gradient per chosen expert.
+func.func @router_grad_dweights(%l: tensor<4x8xf32>, %ids: tensor<4x2xi64>, %dw: tensor<4x3xf32>) -> tensor<4x8xf32> {
+  // expected-error @+1 {{'dweights' dimension 1 is 3 but the expert_ids shape is 2}}
+  %dl = dsv3.moe_router_grad %l, %ids, %dw {norm_topk_prob = true, routed_scaling_factor = 1.0 : f64}
+      : (tensor<4x8xf32>, tensor<4x2xi64>, tensor<4x3xf32>) -> tensor<4x8xf32>
+  return %dl : tensor<4x8xf32>
+}
+
+// -----
+
+// Router gradient: logits and expert ids cover different tokens.
+func.func @router_grad_tokens(%l: tensor<5x8xf32>, %ids: tensor<4x2xi64>, %dw: tensor<4x2xf32>) -> tensor<5x8xf32> {
+  // expected-error @+1 {{'logits' dimension 0 is 5 but the token count of 'expert_ids' is 4}}
+  %dl = dsv3.moe_router_grad %l, %ids, %dw {norm_topk_prob = true, routed_scaling_factor = 1.0 : f64}
+      : (tensor<5x8xf32>, tensor<4x2xi64>, tensor<4x2xf32>) -> tensor<5x8xf32>
+  return %dl : tensor<5x8xf32>
+}

@@ -1,11 +1,11 @@
-// RUN: dsv3-opt %s -dsv3-autodiff=objective=l -split-input-file -verify-diagnostics | FileCheck %s
+// RUN: dsv3-opt %s -dsv3-autodiff=objective=l -split-input-file -verify-diagnostics \
+// RUN:   | FileCheck %s --implicit-check-not='func.func @forward('
 
 // A linear layer: separate input-gradient (B) and weight-gradient (W) ops;
 // the weight's gradient is named after the parameter.
 // CHECK-LABEL: func.func @forward_grad(
 // CHECK-SAME: {dsv3.output = "l"}
 // CHECK-SAME: {dsv3.output = "grad.w"}
-// CHECK-NOT: func.func @forward(
 func.func @forward(%x: tensor<2x3x8xf32>, %lab: tensor<2x3xi64>) -> (tensor<f32> {dsv3.output = "l"}) {
   %w = dsv3.param "w" : tensor<5x8xf32>
   %y = dsv3.linear %x, %w : (tensor<2x3x8xf32>, tensor<5x8xf32>) -> tensor<2x3x5xf32>
@@ -37,10 +37,16 @@ func.func @forward(%x: tensor<1x2x1x2xf32>, %t: tensor<2x4xf32>, %lab: tensor<1x
   %s = arith.addf %w3, %rr : tensor<1x2x2xf32>
   %s2 = arith.addf %s, %rr : tensor<1x2x2xf32>
   %l = dsv3.cross_entropy %s2, %lab : (tensor<1x2x2xf32>, tensor<1x2xi64>) -> tensor<f32>
+  // CHECK: %[[S:.*]] = arith.addf %{{.*}}, %[[RR:.*]] : tensor<1x2x2xf32>
+  // CHECK: %[[S2:.*]] = arith.addf %[[S]], %[[RR]] : tensor<1x2x2xf32>
+  // CHECK: %[[L:.*]] = dsv3.cross_entropy %[[S2]]
+  // CHECK: %[[DS2:.*]] = dsv3.cross_entropy_grad %[[S2]]
+  // CHECK: %[[DRR:.*]] = arith.addf %[[DS2]], %[[DS2]] : tensor<1x2x2xf32>
+  // CHECK: %[[DR:.*]] = tensor.expand_shape %[[DRR]]
   // CHECK: dsv3.moe_router_grad
-  // CHECK: dsv3.linear_grad_weight
-  // CHECK: dsv3.rope {{.*}} transpose
-  // CHECK: return {{.*}} : tensor<f32>, tensor<4x4xf32>
+  // CHECK: %[[DROUTER:.*]] = dsv3.linear_grad_weight {{.*}} {param = "router"}
+  // CHECK: dsv3.rope %[[DR]] {{.*}} transpose
+  // CHECK: return %[[L]], %[[DROUTER]] : tensor<f32>, tensor<4x4xf32>{{$}}
   return %l : tensor<f32>
 }
 
@@ -53,3 +59,16 @@ func.func @forward(%x: tensor<2x3x8xf32>, %lab: tensor<2x3xi64>) -> (tensor<f32>
   // expected-error @-2 {{'math.exp' op has no gradient rule}}
   return %l : tensor<f32>
 }
+
+// The checks above reject the faults they describe: a product instead of a
+// summed gradient, a gradient returned for the routing bias, the forward
+// function left in place.
+// RUN: dsv3-opt %s -dsv3-autodiff=objective=l -split-input-file -verify-diagnostics \
+// RUN:   | sed 's/arith.addf %6, %6/arith.mulf %6, %6/' \
+// RUN:   | not FileCheck %s --implicit-check-not='func.func @forward('
+// RUN: dsv3-opt %s -dsv3-autodiff=objective=l -split-input-file -verify-diagnostics \
+// RUN:   | sed 's/return %5, %11 : tensor<f32>, tensor<4x4xf32>/return %5, %11, %2 : tensor<f32>, tensor<4x4xf32>, tensor<4xf32>/' \
+// RUN:   | not FileCheck %s --implicit-check-not='func.func @forward('
+// RUN: dsv3-opt %s -dsv3-autodiff=objective=l -split-input-file -verify-diagnostics \
+// RUN:   | sed 's/^module {$/module {\n  func.func @forward(%a: i1) {\n    return\n  }/' \
+// RUN:   | not FileCheck %s --implicit-check-not='func.func @forward('

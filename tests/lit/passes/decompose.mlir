@@ -36,7 +36,9 @@ func.func @mla(%x: tensor<2x8x16xf32>, %qa: tensor<8x16xf32>, %qn: tensor<8xf32>
 func.func @mla_no_q_lora(%x: tensor<1x4x16xf32>, %q: tensor<12x16xf32>, %kva: tensor<6x16xf32>, %kvn: tensor<4xf32>,
                          %kvb: tensor<16x4xf32>, %o: tensor<16x8xf32>) -> tensor<1x4x16xf32> {
   // CHECK: dsv3.linear %{{.*}}, %{{.*}} : (tensor<1x4x16xf32>, tensor<12x16xf32>) -> tensor<1x4x12xf32>
-  // CHECK-NOT: dsv3.rms_norm {{.*}}tensor<8xf32>
+  // CHECK-NOT: dsv3.rms_norm
+  // CHECK: dsv3.linear %{{.*}}, %{{.*}} : (tensor<1x4x16xf32>, tensor<6x16xf32>) -> tensor<1x4x6xf32>
+  // CHECK: dsv3.rms_norm {{.*}} : (tensor<1x4x4xf32>, tensor<4xf32>)
   %a = dsv3.mla_attention %x q_proj %q kv_a %kva kv_a_norm %kvn kv_b %kvb o %o
       {num_heads = 2 : i64, q_lora_rank = 0 : i64, kv_lora_rank = 4 : i64, qk_nope_head_dim = 4 : i64,
        qk_rope_head_dim = 2 : i64, v_head_dim = 4 : i64, softmax_scale = 0.4 : f64, rms_norm_eps = 1.0e-06 : f64,
@@ -84,3 +86,9 @@ func.func @mtp(%h: tensor<1x3x4xf32>, %e: tensor<1x3x4xf32>, %n1: tensor<4xf32>,
       : (tensor<1x3x4xf32>, tensor<1x3x4xf32>, tensor<4xf32>, tensor<4xf32>, tensor<4x8xf32>) -> tensor<1x3x4xf32>
   return %x : tensor<1x3x4xf32>
 }
+
+// The query path above rejects a latent norm on the query (a mutant with an
+// RMSNorm between the query projection and kv_a).
+// RUN: dsv3-opt %s -dsv3-decompose -split-input-file \
+// RUN:   | awk '/tensor<1x4x12xf32> into tensor<1x4x2x6xf32>/ { print "    %m = dsv3.rms_norm %0, %arg3 : (tensor<1x4x12xf32>, tensor<12xf32>) -> tensor<1x4x12xf32>" } 1' \
+// RUN:   | not FileCheck %s

@@ -1,5 +1,10 @@
 // RUN: dsv3-opt %s -split-input-file -pass-pipeline='builtin.module(func.func(dsv3-fp8-tile-quantize))' | FileCheck %s --check-prefixes=CHECK,DEFAULT
-// RUN: dsv3-opt %s -split-input-file -pass-pipeline='builtin.module(func.func(dsv3-fp8-tile-quantize{format=e5m2 power-of-two-scales=true}))' | FileCheck %s --check-prefix=E5M2
+// RUN: dsv3-opt %s -split-input-file -pass-pipeline='builtin.module(func.func(dsv3-fp8-tile-quantize{format=e5m2 power-of-two-scales=true}))' | FileCheck %s --check-prefix=E5M2 --implicit-check-not=f8E4M3FN
+// A mutant whose expert weights stay E4M3 (or lose pow2 scales) is rejected.
+// RUN: dsv3-opt %s -split-input-file -pass-pipeline='builtin.module(func.func(dsv3-fp8-tile-quantize{format=e5m2 power-of-two-scales=true}))' \
+// RUN:   | awk '/fp8_quantize/ && ++n == 10 { sub(/f8E5M2/, "f8E4M3FN") } 1' | not FileCheck %s --check-prefix=E5M2 --implicit-check-not=f8E4M3FN
+// RUN: dsv3-opt %s -split-input-file -pass-pipeline='builtin.module(func.func(dsv3-fp8-tile-quantize{format=e5m2 power-of-two-scales=true}))' \
+// RUN:   | awk '/fp8_quantize/ && ++n == 7 { sub(/power_of_two_scales, /, "") } 1' | not FileCheck %s --check-prefix=E5M2 --implicit-check-not=f8E4M3FN
 // RUN: dsv3-opt %s -split-input-file -pass-pipeline='builtin.module(func.func(dsv3-fp8-tile-quantize{cache-activations=fp8}))' | FileCheck %s --check-prefix=CACHE
 // RUN: dsv3-opt %s -split-input-file -pass-pipeline='builtin.module(func.func(dsv3-fp8-tile-quantize{gemms=fprop}))' | FileCheck %s --check-prefix=FPROP
 // RUN: dsv3-opt %s -split-input-file -pass-pipeline='builtin.module(func.func(dsv3-fp8-tile-quantize{high-precision=q_proj}))' | FileCheck %s --check-prefix=HIGH
@@ -20,7 +25,13 @@
 // DEFAULT: dsv3.fp8_gemm %[[TDY]], %[[TSDY]], %[[TX]], %[[TSX]] {promotion_interval = 128 : i64, transpose_a, transpose_b} : {{.*}} -> tensor<320x256xf32>
 // DEFAULT-NOT: dsv3.linear
 
-// format=e5m2 with power-of-two scales applies to every quantization.
+// format=e5m2 with power-of-two scales applies to every quantization of
+// every function (no E4M3 code anywhere).
+// E5M2-LABEL: func.func @layer
+// E5M2-COUNT-5: dsv3.fp8_quantize {{.*}} {power_of_two_scales, tile = {{.*}}xf8E5M2>
+// E5M2-LABEL: func.func @shared_activation
+// E5M2-COUNT-3: dsv3.fp8_quantize {{.*}} {power_of_two_scales, tile = {{.*}}xf8E5M2>
+// E5M2-LABEL: func.func @experts
 // E5M2-COUNT-5: dsv3.fp8_quantize {{.*}} {power_of_two_scales, tile = {{.*}}xf8E5M2>
 
 // FP8 activation caching: the weight gradient re-quantizes the forward's

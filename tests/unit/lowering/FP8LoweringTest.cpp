@@ -6,7 +6,7 @@
 // The forward must reproduce the golden block-scaled GEMM; every result must
 // match this file's own double-precision evaluation of the recipe (1x128
 // activation tiles, 128x128 weight blocks, 128x1 weight-gradient tiles),
-// computed from the runtime's bit-exact tile quantizer.
+// with its own FP8 rounding written from the formats' definitions.
 //
 //===----------------------------------------------------------------------===//
 #include "frontends/model/Safetensors.h"
@@ -23,6 +23,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <map>
 #include <random>
@@ -32,22 +33,64 @@ using namespace dsv3;
 
 namespace {
 
-/// Quantizes `x [rows, cols]` with `tile` and returns the dequantized values
-/// (exact: decode(code) * scale).
+/// Every finite non-negative value of an FP8 format with its code, in
+/// increasing order, from the bit fields (E4M3FN: bias 7, S.1111.111 is NaN;
+/// E5M2: bias 15, exponent 31 is Inf/NaN). Written from the formats'
+/// definitions, not from the runtime's codec.
+std::vector<std::pair<double, int>> fp8Values(rt::FP8Format format) {
+  bool e4m3 = format == rt::FP8Format::E4M3;
+  int mantissaBits = e4m3 ? 3 : 2, bias = e4m3 ? 7 : 15;
+  std::vector<std::pair<double, int>> values;
+  for (int code = 0; code < 0x80; ++code) {
+    int exponent = code >> mantissaBits, mantissa = code & ((1 << mantissaBits) - 1);
+    if (e4m3 ? code == 0x7F : exponent == 31)
+      continue;
+    double fraction = double(mantissa) / (1 << mantissaBits);
+    values.push_back({exponent == 0 ? std::ldexp(fraction, 1 - bias)
+                                    : std::ldexp(1 + fraction, exponent - bias),
+                      code});
+  }
+  return values;
+}
+
+/// x rounded to the nearest value of the format, ties to the even code.
+double roundToFP8(float x, const std::vector<std::pair<double, int>> &values) {
+  double a = std::fabs(double(x));
+  auto hi = std::lower_bound(values.begin(), values.end(), std::make_pair(a, -1));
+  if (hi == values.end())
+    return std::copysign(values.back().first, x);
+  if (hi == values.begin() || hi->first == a)
+    return std::copysign(hi->first, x);
+  auto lo = hi - 1;
+  double dl = a - lo->first, dh = hi->first - a;
+  bool up = dh < dl || (dh == dl && (hi->second & 1) == 0);
+  return std::copysign(up ? hi->first : lo->first, x);
+}
+
+/// The recipe's tile quantization of `x [rows, cols]`, dequantized
+/// (code value * scale), computed independently of the runtime: per tile
+/// s = max(amax, 1e-4) / max finite (UE8M0: the next power of two), then
+/// x / s rounded to the format.
 std::vector<double> quantized(const std::vector<float> &x, int64_t rows,
                               int64_t cols, int64_t tr, int64_t tc,
                               rt::FP8Format format, bool pow2) {
-  std::vector<uint8_t> codes(x.size());
-  std::vector<float> scales(((rows + tr - 1) / tr) * ((cols + tc - 1) / tc));
-  rt::quantizeTiles(x.data(), rows, cols, tr, tc, format,
-                    pow2 ? rt::ScaleRounding::PowerOfTwo : rt::ScaleRounding::Exact,
-                    codes.data(), scales.data());
-  int64_t colTiles = (cols + tc - 1) / tc;
+  std::vector<std::pair<double, int>> values = fp8Values(format);
+  float maxFinite = float(values.back().first);
   std::vector<double> out(x.size());
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t c = 0; c < cols; ++c)
-      out[r * cols + c] = double(rt::decodeFP8(codes[r * cols + c], format)) *
-                          scales[(r / tr) * colTiles + c / tc];
+  for (int64_t r0 = 0; r0 < rows; r0 += tr)
+    for (int64_t c0 = 0; c0 < cols; c0 += tc) {
+      int64_t r1 = std::min(rows, r0 + tr), c1 = std::min(cols, c0 + tc);
+      float amax = 0;
+      for (int64_t r = r0; r < r1; ++r)
+        for (int64_t c = c0; c < c1; ++c)
+          amax = std::max(amax, std::fabs(x[r * cols + c]));
+      float s = std::max(amax, 1e-4f) / maxFinite;
+      if (pow2)
+        s = float(std::exp2(std::ceil(std::log2(double(s)))));
+      for (int64_t r = r0; r < r1; ++r)
+        for (int64_t c = c0; c < c1; ++c)
+          out[r * cols + c] = roundToFP8(x[r * cols + c] / s, values) * s;
+    }
   return out;
 }
 

@@ -110,8 +110,16 @@ void checkSource(const std::string &source, int64_t m, int64_t v,
   int checked = 0;
   for (const dsv3::ParamSlot &slot : layout.slots) {
     auto it = g.find("grad." + slot.name);
-    if (it == g.end())
-      continue; // not on the path to the objective (e.g. the routing bias)
+    // Every parameter is on the path to the objective except the routing
+    // bias, which selects experts but does not weight them.
+    if (slot.name == "bias") {
+      EXPECT_EQ(it, g.end()) << "the routing bias has a gradient";
+      continue;
+    }
+    if (it == g.end()) {
+      ADD_FAILURE() << "no gradient for parameter " << slot.name;
+      continue;
+    }
     const std::vector<float> &analytic = it->second;
     // Sample a handful of elements of every parameter.
     for (int s = 0; s < 6; ++s) {

@@ -29,7 +29,7 @@ std::string dump(const ModelConfig &c) {
      << ' ' << c.numExpertsPerTok << ' ' << c.nGroup << ' ' << c.topkGroup
      << ' ' << c.maxPositionEmbeddings << ' ' << c.numNextnPredictLayers << ' '
      << c.moeLayerFreq << ' ' << c.routedScalingFactor << ' ' << c.rmsNormEps
-     << ' ' << c.ropeTheta << ' ' << c.normTopkProb << c.tieWordEmbeddings
+     << ' ' << c.ropeTheta << ' ' << c.initializerRange << ' ' << c.normTopkProb << c.tieWordEmbeddings
      << c.ropeInterleave << c.hasRoutingBias;
   const RopeScaling &r = c.rope;
   os << " rope " << r.yarn << ' ' << r.factor << ' '

@@ -321,6 +321,19 @@ TEST(FP8Quantize, TileCodesAreTheScalarCasts) {
 }
 
 TEST(FP8Quantize, E5M2CastRoundTripsAndOverflowsToInfinity) {
+  // E5M2 is the high byte of an IEEE binary16: every code decodes to the
+  // half-precision value whose low byte is zero (the compiler's own _Float16
+  // conversion is the reference).
+  for (int c = 0; c < 256; ++c) {
+    uint16_t bits = uint16_t(c << 8);
+    _Float16 h;
+    std::memcpy(&h, &bits, sizeof h);
+    float want = float(h), got = rt::decodeE5M2(uint8_t(c));
+    if (std::isnan(want))
+      EXPECT_TRUE(std::isnan(got)) << c;
+    else
+      EXPECT_EQ(std::memcmp(&got, &want, sizeof got), 0) << c << ": " << got << " vs " << want;
+  }
   for (int c = 0; c < 256; ++c) {
     float v = rt::decodeE5M2(uint8_t(c));
     if (!std::isnan(v))
@@ -338,10 +351,16 @@ TEST(FP8Quantize, PowerOfTwoScalesKeepCodesInRange) {
   std::vector<float> scales(3 * 2);
   rt::quantizeTiles(x.data(), 3, 256, 1, 128, FP8Format::E4M3,
                     ScaleRounding::PowerOfTwo, codes.data(), scales.data());
-  for (float s : scales) {
-    int e;
-    EXPECT_EQ(std::frexp(s, &e), 0.5f) << s; // a power of two
-  }
+  // UE8M0: each tile's scale is the smallest power of two at or above
+  // amax / 448 (so x / s never exceeds E4M3's largest finite value).
+  for (int64_t r = 0; r < 3; ++r)
+    for (int64_t t = 0; t < 2; ++t) {
+      double amax = 0;
+      for (int64_t c = t * 128; c < (t + 1) * 128; ++c)
+        amax = std::max(amax, std::fabs(double(x[r * 256 + c])));
+      double want = std::exp2(std::ceil(std::log2(amax / 448)));
+      EXPECT_EQ(double(scales[r * 2 + t]), want) << "tile " << r << "," << t;
+    }
   std::vector<float> back(x.size());
   rt::dequantizeTiles(codes.data(), scales.data(), 3, 256, 1, 128,
                       FP8Format::E4M3, back.data());

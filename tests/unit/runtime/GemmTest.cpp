@@ -49,6 +49,10 @@ TEST(Gemm, SmallOddShapes) {
 
 TEST(Gemm, ParallelPath) { check(130, 67, 257, false); }
 
+// K beyond one 512-wide packing chunk: the packed kernel's loop over K
+// chunks runs three times, the last one partial.
+TEST(Gemm, SeveralKChunks) { check(96, 64, 1100, false); }
+
 TEST(Gemm, StridedOperand) { check(6, 10, 21, true); }
 
 } // namespace
