@@ -68,9 +68,10 @@ void writeTokens(const std::string &path, const std::vector<int64_t> &shape,
   ASSERT_FALSE(static_cast<bool>(e)) << llvm::toString(std::move(e));
 }
 
-std::vector<double> losses(const std::string &path) {
+std::vector<double> logField(const std::string &path, const std::string &key) {
   std::vector<double> out;
   std::ifstream in(path);
+  EXPECT_TRUE(in.good()) << "cannot read " << path;
   std::string line;
   while (std::getline(in, line)) {
     auto v = llvm::json::parse(line);
@@ -79,14 +80,27 @@ std::vector<double> losses(const std::string &path) {
       continue;
     }
     const llvm::json::Object *o = v->getAsObject();
-    std::optional<double> loss = o ? o->getNumber("loss") : std::nullopt;
-    if (!o || !o->getInteger("step") || !loss) {
-      ADD_FAILURE() << "a log line without \"step\" or \"loss\": " << line;
+    std::optional<double> value = o ? o->getNumber(key) : std::nullopt;
+    if (!o || !o->getInteger("step") || !value) {
+      ADD_FAILURE() << "a log line without \"step\" or \"" << key << "\": " << line;
       continue;
     }
-    out.push_back(*loss);
+    out.push_back(*value);
   }
   return out;
+}
+
+double gradSquaredNorm(const SafetensorsFile &f) {
+  double sq = 0;
+  for (const TensorInfo &t : f.tensors())
+    if (llvm::StringRef(t.name).starts_with("grad."))
+      for (float g : readF32(f, t.name))
+        sq += double(g) * g;
+  return sq;
+}
+
+void report(const std::string &what, double value, double bound) {
+  std::printf("[ measured ] %-44s %.3g (bound %.3g)\n", what.c_str(), value, bound);
 }
 
 } // namespace dsv3::test

@@ -30,9 +30,23 @@ SafetensorsFile *openOrFail(const std::string &path);
 /// Reads a float tensor (any float dtype) from a safetensors file.
 std::vector<float> readF32(const SafetensorsFile &f, const std::string &name);
 
-/// The "loss" of every line of a `--log-json` JSON-lines log, in order
-/// (a malformed line or one without "step" is a test failure).
-std::vector<double> losses(const std::string &path);
+/// The number `key` of every line of a `--log-json` JSON-lines log, in
+/// order (a malformed line, or one without "step" or `key`, is a test
+/// failure and is skipped).
+std::vector<double> logField(const std::string &path, const std::string &key);
+
+/// The "loss" of every line of a `--log-json` log.
+inline std::vector<double> losses(const std::string &path) {
+  return logField(path, "loss");
+}
+
+/// Sum of squares of every `grad.*` tensor of a `dsv3c grad` output: the
+/// square of the global gradient norm.
+double gradSquaredNorm(const SafetensorsFile &f);
+
+/// Prints a measured value next to its bound, so the numbers the README
+/// quotes come from the test run (`--gtest_filter=...` shows them).
+void report(const std::string &what, double value, double bound);
 
 /// Writes `input_ids` of the given shape as int64.
 void writeTokens(const std::string &path, const std::vector<int64_t> &shape,

@@ -28,14 +28,19 @@ TEST(FP8, EvalDeviatesLikeQuantizationFromTheFloat32Reference) {
   SafetensorsFile *want = openOrFail(ref);
   ASSERT_TRUE(out && want);
   // E4M3 keeps 3 mantissa bits: each GEMM is off by a few percent, which
-  // compounds over four layers to ~10% of the logits' norm, while the loss
-  // moves by far less.
+  // compounds over four layers to 11.0% of the logits' norm, while the loss
+  // moves by 0.102%. The computation is deterministic, so the bands are +-5%
+  // of those values: the recipe's neighbours fall outside them (E5M2
+  // everywhere: 16.7% and 0.094%; power-of-two scales: 10.1% and 0.096%).
   double logits = relativeL2(readF32(*out, "logits"), readF32(*want, "logits"));
-  EXPECT_GT(logits, 1e-3) << "FP8 compute changed nothing";
-  EXPECT_LT(logits, 0.25);
+  report("FP8 eval logits relative L2 vs float32", logits, 0.116);
+  EXPECT_GT(logits, 0.105);
+  EXPECT_LT(logits, 0.116);
   double loss = readF32(*out, "loss")[0], refLoss = readF32(*want, "loss")[0];
-  EXPECT_NE(loss, refLoss);
-  EXPECT_LT(std::fabs(loss - refLoss) / refLoss, 0.01);
+  double lossGap = std::fabs(loss - refLoss) / refLoss;
+  report("FP8 eval loss relative gap vs float32", lossGap, 0.00107);
+  EXPECT_GT(lossGap, 0.00097);
+  EXPECT_LT(lossGap, 0.00107);
   delete out;
   delete want;
 }
