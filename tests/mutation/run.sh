@@ -52,12 +52,15 @@ for f in "${faults[@]}"; do
   if ! ninja -C "$bld" -j"$jobs" >"$work/$name.build.log" 2>&1; then
     result=BROKEN failing="(does not build: $work/$name.build.log)"
     broken=$((broken + 1))
-  elif ctest --test-dir "$bld" -R "$tests" -j"$jobs" >"$work/$name.log" 2>&1; then
+  elif ctest --test-dir "$bld" -R "$tests" -j"$jobs" --output-on-failure \
+      >"$work/$name.log" 2>&1; then
     result=MISSED failing="(all of '$tests' passed: $work/$name.log)"
     missed=$((missed + 1))
   else
     result=caught
-    failing=$(sed -n 's/^[[:space:]]*[0-9]* - \([^ ]*\) .*/\1/p' "$work/$name.log" | tr '\n' ' ')
+    # gtest names from ctest's summary; for lit, the failing test files.
+    failing=$( (sed -n 's/^[[:space:]]*[0-9]* - \([^ ]*\) .*/\1/p' "$work/$name.log" | grep -v '^lit$'
+                sed -n 's/^FAIL: DSV3 :: \([^ ]*\).*/lit:\1/p' "$work/$name.log") | sort -u | tr '\n' ' ')
     caught=$((caught + 1))
   fi
   (cd "$src" && patch -p1 -R -s --no-backup-if-mismatch <"$f")
