@@ -20,7 +20,7 @@ OwningOpRef<ModuleOp> buildAdamWModule(MLIRContext &ctx, int64_t n,
   auto vec = RankedTensorType::get({n}, b.getF32Type());
   Type momentType = bf16Moments ? Type(b.getBF16Type()) : Type(b.getF32Type());
   auto moments = RankedTensorType::get({n}, momentType);
-  auto hyperType = RankedTensorType::get({kNumAdamWHyper}, b.getF32Type());
+  auto hyperType = RankedTensorType::get({rt::kNumAdamWHyper}, b.getF32Type());
   auto fn = func::FuncOp::create(
       b, loc, "adamw_step",
       b.getFunctionType({vec, vec, moments, moments, hyperType},
@@ -28,7 +28,7 @@ OwningOpRef<ModuleOp> buildAdamWModule(MLIRContext &ctx, int64_t n,
   Block *body = fn.addEntryBlock();
   b.setInsertionPointToStart(body);
   SmallVector<Value> h;
-  for (int64_t i = 0; i < kNumAdamWHyper; ++i)
+  for (int64_t i = 0; i < rt::kNumAdamWHyper; ++i)
     h.push_back(tensor::ExtractOp::create(
         b, loc, body->getArgument(4),
         ValueRange{arith::ConstantIndexOp::create(b, loc, i)}));
@@ -57,15 +57,15 @@ OwningOpRef<ModuleOp> buildAdamWModule(MLIRContext &ctx, int64_t n,
         auto narrow = [&](Value x) {
           return bf16Moments ? arith::TruncFOp::create(nb, l, nb.getBF16Type(), x).getResult() : x;
         };
-        Value p = a[0], g = mul(a[1], h[kGradScale]), m = widen(a[2]), v = widen(a[3]);
+        Value p = a[0], g = mul(a[1], h[rt::kGradScale]), m = widen(a[2]), v = widen(a[3]);
         Value one = f(1.0);
-        m = add(mul(h[kBeta1], m), mul(sub(one, h[kBeta1]), g));
-        v = add(mul(h[kBeta2], v), mul(sub(one, h[kBeta2]), mul(g, g)));
-        p = mul(p, sub(one, mul(h[kLearningRate], h[kWeightDecay])));
+        m = add(mul(h[rt::kBeta1], m), mul(sub(one, h[rt::kBeta1]), g));
+        v = add(mul(h[rt::kBeta2], v), mul(sub(one, h[rt::kBeta2]), mul(g, g)));
+        p = mul(p, sub(one, mul(h[rt::kLearningRate], h[rt::kWeightDecay])));
         Value denom = add(div(math::SqrtOp::create(nb, l, v),
-                              math::SqrtOp::create(nb, l, h[kBiasCorrection2])),
-                          h[kEpsilon]);
-        Value step = div(h[kLearningRate], h[kBiasCorrection1]);
+                              math::SqrtOp::create(nb, l, h[rt::kBiasCorrection2])),
+                          h[rt::kEpsilon]);
+        Value step = div(h[rt::kLearningRate], h[rt::kBiasCorrection1]);
         p = sub(p, mul(step, div(m, denom)));
         linalg::YieldOp::create(nb, l, ValueRange{p, narrow(m), narrow(v)});
       });

@@ -7,25 +7,15 @@
 #ifndef DSV3_FRONTENDS_IMPORT_OPTIMIZER_H
 #define DSV3_FRONTENDS_IMPORT_OPTIMIZER_H
 
+#include "runtime/abi/Abi.h"
+
 #include "mlir/IR/BuiltinOps.h"
 #include "mlir/IR/OwningOpRef.h"
 
 namespace dsv3 {
 
-/// Slots of the hyper-parameter vector of `@adamw_step`.
-enum AdamWHyper : int64_t {
-  kLearningRate,
-  kBeta1,
-  kBeta2,
-  kEpsilon,
-  kWeightDecay,
-  kBiasCorrection1, // 1 - beta1^t
-  kBiasCorrection2, // 1 - beta2^t
-  kGradScale,       // global-norm clipping factor (1 when not clipping)
-  kNumAdamWHyper
-};
-
 /// `@adamw_step(p, g, m, v : tensor<N>, hyper : tensor<8>) -> (p', m', v')`,
+/// the hyper-parameters in the slots of rt::AdamWHyper (runtime/abi/Abi.h),
 /// PyTorch's AdamW with decoupled weight decay:
 ///   g = g * scale; m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
 ///   p = p (1 - lr wd) - lr/bc1 * m / (sqrt(v)/sqrt(bc2) + eps).

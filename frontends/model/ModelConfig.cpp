@@ -5,7 +5,7 @@
 //
 //===----------------------------------------------------------------------===//
 #include "frontends/model/ModelConfig.h"
-#include "frontends/model/Safetensors.h"
+#include "frontends/support/RuntimeError.h"
 
 #include "llvm/ADT/STLExtras.h"
 #include "llvm/ADT/StringExtras.h"
@@ -623,11 +623,10 @@ Expected<ModelConfig> parseHubConfigText(StringRef text, StringRef path) {
 }
 
 Expected<ModelConfig> parseHubConfigFile(StringRef path) {
-  Expected<std::unique_ptr<MemoryBuffer>> buffer =
-      readInputFile(path, kMaxConfigBytes);
+  Expected<rt::MappedFile> buffer = readInputFile(path, kMaxConfigBytes);
   if (!buffer)
     return buffer.takeError();
-  return parseHubConfigText((*buffer)->getBuffer(), path);
+  return parseHubConfigText(buffer->text(), path);
 }
 
 } // namespace dsv3

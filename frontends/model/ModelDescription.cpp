@@ -5,7 +5,7 @@
 //
 //===----------------------------------------------------------------------===//
 #include "frontends/model/ModelDescription.h"
-#include "frontends/model/Safetensors.h"
+#include "frontends/support/RuntimeError.h"
 
 #include "llvm/ADT/SmallString.h"
 #include "llvm/Support/FileSystem.h"
@@ -60,13 +60,11 @@ Expected<json::Value> toJson(const toml::node &node, StringRef file,
 }
 
 Expected<toml::table> parseToml(StringRef path) {
-  Expected<std::unique_ptr<MemoryBuffer>> buffer =
-      readInputFile(path, kMaxDescriptionBytes);
+  Expected<rt::MappedFile> buffer = readInputFile(path, kMaxDescriptionBytes);
   if (!buffer)
     return buffer.takeError();
   try {
-    return toml::parse(std::string_view((*buffer)->getBufferStart(),
-                                        (*buffer)->getBufferSize()),
+    return toml::parse(buffer->text(),
                        std::string_view(path.data(), path.size()));
   } catch (const toml::parse_error &e) {
     return makeFileError(formatv("{0}:{1}:{2}", path, e.source().begin.line,

@@ -1,6 +1,7 @@
 //===- JitModule.cpp - JIT-compiled dsv3 module ---------------------------===//
 #include "runtime/jit/JitModule.h"
 
+#include "runtime/abi/Manifest.h"
 #include "runtime/kernels/Kernels.h"
 
 #include "mlir/Dialect/LLVMIR/LLVMDialect.h"
@@ -29,24 +30,17 @@ using namespace mlir;
 
 namespace dsv3 {
 
-int64_t ParamSlot::numElements() const {
-  int64_t n = 1;
-  for (int64_t d : shape)
-    n *= d;
-  return n;
-}
-
-llvm::Expected<ParamLayout> readParamLayout(ModuleOp module) {
+llvm::Expected<rt::ParamLayout> readParamLayout(ModuleOp module) {
   auto entries = module->getAttrOfType<ArrayAttr>("dsv3.param_layout");
   auto count = module->getAttrOfType<IntegerAttr>("dsv3.param_count");
   if (!entries || !count)
     return llvm::createStringError(
         "module has no parameter layout (dsv3-materialize-params did not run)");
-  ParamLayout layout;
+  rt::ParamLayout layout;
   layout.totalElements = count.getInt();
   for (Attribute a : entries) {
     auto dict = cast<DictionaryAttr>(a);
-    ParamSlot slot;
+    rt::ParamSlot slot;
     slot.name = dict.getAs<StringAttr>("name").str();
     slot.offset = dict.getAs<IntegerAttr>("offset").getInt();
     auto shape = dict.getAs<DenseI64ArrayAttr>("shape").asArrayRef();
@@ -111,8 +105,8 @@ void writePerfMap(llvm::orc::LLJIT &jit, llvm::MemoryBufferRef object) {
 } // namespace
 
 llvm::Expected<std::unique_ptr<JitModule>>
-JitModule::load(llvm::StringRef objectPath, ParamLayout layout,
-                std::vector<EntryPoint> entries) {
+JitModule::load(llvm::StringRef objectPath, rt::ParamLayout layout,
+                std::vector<rt::EntryPoint> entries) {
   static bool targetsReady = [] {
     llvm::InitializeNativeTarget();
     llvm::InitializeNativeTargetAsmPrinter();
@@ -142,15 +136,13 @@ JitModule::load(llvm::StringRef objectPath, ParamLayout layout,
   if (llvm::Error e = (*lljit)->addObjectFile(std::move(*buffer)))
     return std::move(e);
   writePerfMap(**lljit, copy->getMemBufferRef());
-  auto jit = std::unique_ptr<JitModule>(new JitModule());
-  jit->layout_ = std::move(layout);
-  jit->entries_ = std::move(entries);
-  for (EntryPoint &e : jit->entries_) {
+  auto jit = std::unique_ptr<JitModule>(new JitModule(std::move(layout), std::move(entries)));
+  for (size_t i = 0; i < jit->entries().size(); ++i) {
     // ExecutionEngine names the packed wrapper of f `_mlir_f`.
-    auto sym = (*lljit)->lookup("_mlir__mlir_ciface_" + e.name);
+    auto sym = (*lljit)->lookup("_mlir__mlir_ciface_" + jit->entries()[i].name);
     if (!sym)
       return sym.takeError();
-    e.packed = sym->toPtr<void (*)(void **)>();
+    jit->setPacked(i, sym->toPtr<rt::PackedEntry>());
   }
   jit->linked_ = std::move(*lljit);
   return jit;
@@ -165,22 +157,22 @@ JitModule::compile(ModuleOp module, unsigned optLevel, llvm::StringRef objectPat
   }();
   (void)targetsReady;
 
-  auto jit = std::unique_ptr<JitModule>(new JitModule());
   auto layout = readParamLayout(module);
   if (!layout)
     return layout.takeError();
-  jit->layout_ = std::move(*layout);
+  std::vector<rt::EntryPoint> entries;
   for (auto fn : module.getOps<LLVM::LLVMFuncOp>()) {
     auto outputs = fn->getAttrOfType<ArrayAttr>("dsv3.outputs");
     // FuncToLLVM copies attributes onto the C-interface wrapper too.
     if (!outputs || fn.isExternal() || fn.getName().starts_with("_mlir_ciface_"))
       continue;
-    EntryPoint e;
+    rt::EntryPoint e;
     e.name = fn.getName().str();
     for (Attribute o : outputs)
       e.outputs.push_back(cast<StringAttr>(o).str());
-    jit->entries_.push_back(std::move(e));
+    entries.push_back(std::move(e));
   }
+  auto jit = std::unique_ptr<JitModule>(new JitModule(std::move(*layout), std::move(entries)));
 
   DialectRegistry registry;
   registerBuiltinDialectTranslation(registry);
@@ -211,11 +203,11 @@ JitModule::compile(ModuleOp module, unsigned optLevel, llvm::StringRef objectPat
   jit->engine_->registerSymbols(
       [](llvm::orc::MangleAndInterner interner) { return runtimeSymbols(interner); });
   // Materialise now, so that compile time is not charged to the first call.
-  for (EntryPoint &e : jit->entries_) {
-    auto fn = jit->engine_->lookupPacked("_mlir_ciface_" + e.name);
+  for (size_t i = 0; i < jit->entries().size(); ++i) {
+    auto fn = jit->engine_->lookupPacked("_mlir_ciface_" + jit->entries()[i].name);
     if (!fn)
       return fn.takeError();
-    e.packed = *fn;
+    jit->setPacked(i, *fn);
   }
   if (!objectPath.empty()) {
     // Written under a temporary name and renamed: a reader never sees half.
@@ -275,147 +267,46 @@ std::string CompileCache::objectPath(llvm::StringRef key) const {
 
 std::unique_ptr<JitModule> CompileCache::lookup(llvm::StringRef key,
                                                 llvm::json::Value &extra) const {
-  llvm::SmallString<256> manifest(dir_);
-  llvm::sys::path::append(manifest, key + ".json");
-  auto text = llvm::MemoryBuffer::getFile(manifest);
+  llvm::SmallString<256> path(dir_);
+  llvm::sys::path::append(path, key + ".json");
+  auto text = llvm::MemoryBuffer::getFile(path);
   if (!text)
     return nullptr;
-  auto json = llvm::json::parse((*text)->getBuffer());
-  if (!json) {
-    llvm::consumeError(json.takeError());
+  rt::Expected<rt::Manifest> manifest =
+      rt::parseManifest((*text)->getBuffer().str(), std::string(path));
+  if (!manifest)
+    return nullptr;
+  auto extraValue = llvm::json::parse(manifest->extraJson);
+  if (!extraValue) {
+    llvm::consumeError(extraValue.takeError());
     return nullptr;
   }
-  const llvm::json::Object *root = json->getAsObject();
-  const llvm::json::Array *slots = root ? root->getArray("params") : nullptr;
-  const llvm::json::Array *entries = root ? root->getArray("entries") : nullptr;
-  if (!slots || !entries || !root->getInteger("param_count"))
-    return nullptr;
-  ParamLayout layout;
-  layout.totalElements = *root->getInteger("param_count");
-  for (const llvm::json::Value &v : *slots) {
-    const llvm::json::Object *o = v.getAsObject();
-    if (!o || !o->getString("name") || !o->getInteger("offset") || !o->getArray("shape"))
-      return nullptr;
-    ParamSlot slot;
-    slot.name = o->getString("name")->str();
-    slot.offset = *o->getInteger("offset");
-    for (const llvm::json::Value &d : *o->getArray("shape"))
-      slot.shape.push_back(d.getAsInteger().value_or(0));
-    layout.slots.push_back(std::move(slot));
-  }
-  std::vector<EntryPoint> points;
-  for (const llvm::json::Value &v : *entries) {
-    const llvm::json::Object *o = v.getAsObject();
-    if (!o || !o->getString("name") || !o->getArray("outputs"))
-      return nullptr;
-    EntryPoint e;
-    e.name = o->getString("name")->str();
-    for (const llvm::json::Value &name : *o->getArray("outputs"))
-      e.outputs.push_back(name.getAsString().value_or("").str());
-    points.push_back(std::move(e));
-  }
-  auto jit = JitModule::load(objectPath(key), std::move(layout), std::move(points));
+  auto jit = JitModule::load(objectPath(key), std::move(manifest->layout),
+                             std::move(manifest->entries));
   if (!jit) {
     llvm::consumeError(jit.takeError());
     return nullptr;
   }
-  if (const llvm::json::Value *e = root->get("extra"))
-    extra = *e;
+  extra = std::move(*extraValue);
   return std::move(*jit);
 }
 
 llvm::Error CompileCache::store(llvm::StringRef key, const JitModule &jit,
                                 llvm::json::Value extra) const {
-  llvm::json::Array slots, entries;
-  for (const ParamSlot &s : jit.layout().slots)
-    slots.push_back(llvm::json::Object{{"name", s.name},
-                                       {"offset", s.offset},
-                                       {"shape", llvm::json::Array(s.shape)}});
-  for (const EntryPoint &e : jit.entries())
-    entries.push_back(llvm::json::Object{
-        {"name", e.name}, {"outputs", llvm::json::Array(e.outputs)}});
-  llvm::json::Object root{{"param_count", jit.layout().totalElements},
-                          {"params", std::move(slots)},
-                          {"entries", std::move(entries)},
-                          {"extra", std::move(extra)}};
-  llvm::SmallString<256> manifest(dir_);
-  llvm::sys::path::append(manifest, key + ".json");
-  std::string tmp = std::string(manifest) + ".tmp" + std::to_string(::getpid());
+  rt::Manifest manifest{jit.layout(), jit.entries(), ""};
+  llvm::raw_string_ostream(manifest.extraJson) << extra;
+  llvm::SmallString<256> path(dir_);
+  llvm::sys::path::append(path, key + ".json");
+  std::string tmp = std::string(path) + ".tmp" + std::to_string(::getpid());
   {
     std::error_code ec;
     llvm::raw_fd_ostream os(tmp, ec);
     if (ec)
       return llvm::createStringError(tmp + ": " + ec.message());
-    os << llvm::json::Value(std::move(root));
+    os << rt::writeManifest(manifest);
   }
-  if (std::error_code ec = llvm::sys::fs::rename(tmp, manifest))
-    return llvm::createStringError(std::string(manifest) + ": " + ec.message());
-  return llvm::Error::success();
-}
-
-OutputBuffers::OutputBuffers(const EntryPoint &entry,
-                             const std::vector<std::vector<int64_t>> &shapes)
-    : floats(shapes.size()), ints(shapes.size()) {
-  for (size_t i = 0; i < shapes.size(); ++i) {
-    int64_t n = 1;
-    for (int64_t d : shapes[i])
-      n *= d;
-    if (llvm::StringRef(entry.outputs[i]).starts_with("topk_ids.")) {
-      ints[i].assign(n, 0);
-      args.push_back({ints[i].data(), shapes[i]});
-    } else {
-      floats[i].assign(n, 0.f);
-      args.push_back({floats[i].data(), shapes[i]});
-    }
-  }
-}
-
-const EntryPoint *JitModule::entry(llvm::StringRef name) const {
-  for (const EntryPoint &e : entries_)
-    if (e.name == name)
-      return &e;
-  return nullptr;
-}
-
-namespace {
-/// A memref descriptor laid out as MLIR's StridedMemRefType<T, rank>.
-std::vector<int64_t> descriptor(void *data, llvm::ArrayRef<int64_t> shape) {
-  std::vector<int64_t> d;
-  d.push_back(reinterpret_cast<int64_t>(data));
-  d.push_back(reinterpret_cast<int64_t>(data));
-  d.push_back(0);
-  d.insert(d.end(), shape.begin(), shape.end());
-  std::vector<int64_t> strides(shape.size(), 1);
-  for (int64_t i = static_cast<int64_t>(shape.size()) - 2; i >= 0; --i)
-    strides[i] = strides[i + 1] * shape[i + 1];
-  d.insert(d.end(), strides.begin(), strides.end());
-  return d;
-}
-} // namespace
-
-llvm::Error JitModule::call(llvm::StringRef name, float *params,
-                            llvm::ArrayRef<BufferArg> inputs,
-                            llvm::ArrayRef<BufferArg> outputs) {
-  const EntryPoint *e = entry(name);
-  if (!e)
-    return llvm::createStringError("no entry point '" + name.str() + "'");
-  if (outputs.size() != e->outputs.size())
-    return llvm::createStringError("entry point '" + name.str() + "' has " +
-                                   std::to_string(e->outputs.size()) +
-                                   " outputs, got " +
-                                   std::to_string(outputs.size()));
-  std::vector<std::vector<int64_t>> descs;
-  descs.push_back(descriptor(params, {std::max<int64_t>(layout_.totalElements, 1)}));
-  for (const BufferArg &b : llvm::concat<const BufferArg>(inputs, outputs))
-    descs.push_back(descriptor(b.data, b.shape));
-  // The packed C-interface wrapper takes one pointer per argument, each
-  // pointing at that argument: here, a pointer to a descriptor.
-  std::vector<void *> descPtrs, args;
-  for (auto &d : descs)
-    descPtrs.push_back(d.data());
-  for (auto &p : descPtrs)
-    args.push_back(&p);
-  e->packed(args.data());
+  if (std::error_code ec = llvm::sys::fs::rename(tmp, path))
+    return llvm::createStringError(std::string(path) + ": " + ec.message());
   return llvm::Error::success();
 }
 

@@ -9,6 +9,8 @@
 #ifndef DSV3_RUNTIME_JIT_JITMODULE_H
 #define DSV3_RUNTIME_JIT_JITMODULE_H
 
+#include "runtime/exec/Executable.h"
+
 #include "mlir/ExecutionEngine/ExecutionEngine.h"
 #include "mlir/IR/BuiltinOps.h"
 #include "llvm/ExecutionEngine/Orc/LLJIT.h"
@@ -21,45 +23,9 @@
 
 namespace dsv3 {
 
-/// Where one parameter lives in the flat float32 parameter buffer.
-struct ParamSlot {
-  std::string name; // hub name; a '*' marks a stack over experts
-  int64_t offset = 0;
-  std::vector<int64_t> shape;
-  int64_t numElements() const;
-};
-
-/// Layout recorded by dsv3-materialize-params on the module.
-struct ParamLayout {
-  std::vector<ParamSlot> slots;
-  int64_t totalElements = 0;
-};
-
-/// A host buffer handed to or filled by JIT code.
-struct BufferArg {
-  void *data;
-  std::vector<int64_t> shape; // row-major, contiguous
-};
-
-/// Signature of one entry point: output names in order.
-struct EntryPoint {
-  std::string name;
-  std::vector<std::string> outputs;
-  /// The packed C-interface wrapper: one pointer per argument.
-  void (*packed)(void **) = nullptr;
-};
-
-/// Host buffers for every output of an entry point: int64 for the chosen
-/// expert ids (`topk_ids.*`), float32 for everything else.
-struct OutputBuffers {
-  OutputBuffers(const EntryPoint &entry,
-                const std::vector<std::vector<int64_t>> &shapes);
-  std::vector<std::vector<float>> floats;
-  std::vector<std::vector<int64_t>> ints;
-  std::vector<BufferArg> args;
-};
-
-class JitModule {
+/// A module compiled in this process (ORC JIT), callable through the
+/// runtime's Executable interface.
+class JitModule : public rt::Executable {
 public:
   /// Compiles `module` (LLVM dialect). Reads the parameter layout and entry
   /// point signatures before translation. With `objectPath`, the machine
@@ -71,28 +37,19 @@ public:
   /// Links an object written by `compile` (same compiler build and CPU)
   /// instead of compiling: the compile cache's warm path.
   static llvm::Expected<std::unique_ptr<JitModule>>
-  load(llvm::StringRef objectPath, ParamLayout layout,
-       std::vector<EntryPoint> entries);
-
-  const std::vector<EntryPoint> &entries() const { return entries_; }
-
-  const ParamLayout &layout() const { return layout_; }
-  const EntryPoint *entry(llvm::StringRef name) const;
-
-  /// Calls `name(params, inputs..., outputs...)`.
-  llvm::Error call(llvm::StringRef name, float *params,
-                   llvm::ArrayRef<BufferArg> inputs,
-                   llvm::ArrayRef<BufferArg> outputs);
+  load(llvm::StringRef objectPath, rt::ParamLayout layout,
+       std::vector<rt::EntryPoint> entries);
 
 private:
+  JitModule(rt::ParamLayout layout, std::vector<rt::EntryPoint> entries)
+      : rt::Executable(std::move(layout), std::move(entries)) {}
+
   std::unique_ptr<mlir::ExecutionEngine> engine_;
   std::unique_ptr<llvm::orc::LLJIT> linked_; // when loaded from an object
-  ParamLayout layout_;
-  std::vector<EntryPoint> entries_;
 };
 
 /// Reads `dsv3.param_layout` / `dsv3.param_count` from a module.
-llvm::Expected<ParamLayout> readParamLayout(mlir::ModuleOp module);
+llvm::Expected<rt::ParamLayout> readParamLayout(mlir::ModuleOp module);
 
 /// On-disk cache of compiled modules: `<dir>/<key>.o` holds the machine
 /// code and `<dir>/<key>.json` what is needed to call it (parameter layout,

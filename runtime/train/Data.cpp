@@ -1,18 +1,13 @@
 //===- Data.cpp - training batches ----------------------------------------===//
 #include "runtime/train/Data.h"
 
-#include "frontends/model/Safetensors.h"
-
-#include "llvm/Support/MemoryBuffer.h"
+#include "runtime/io/Safetensors.h"
+#include "runtime/support/File.h"
 
 #include <optional>
 
-namespace dsv3 {
+namespace dsv3::rt {
 namespace {
-
-llvm::Error fileError(const std::string &path, const llvm::Twine &msg) {
-  return llvm::createStringError(path + ": " + msg.str());
-}
 
 class FixedBatch : public DataSource {
 public:
@@ -48,8 +43,7 @@ uint64_t mix(uint64_t x) {
 
 class ByteCorpus : public DataSource {
 public:
-  ByteCorpus(std::unique_ptr<llvm::MemoryBuffer> text, int64_t b, int64_t t,
-             std::string path)
+  ByteCorpus(MappedFile text, int64_t b, int64_t t, std::string path)
       : text(std::move(text)), path(std::move(path)) {
     batch_ = b;
     seqLen_ = t;
@@ -57,7 +51,7 @@ public:
   void fill(uint64_t seed, int64_t step, int64_t micro,
             std::vector<int64_t> &out) const override {
     out.resize(batch_ * seqLen_);
-    auto bytes = text->getBuffer();
+    std::string_view bytes = text.text();
     uint64_t windows = bytes.size() - seqLen_ + 1;
     for (int64_t r = 0; r < batch_; ++r) {
       uint64_t h = mix(mix(mix(mix(seed) ^ step) ^ micro) ^ r);
@@ -67,18 +61,18 @@ public:
     }
   }
   std::string describe() const override {
-    return path + " (" + std::to_string(text->getBufferSize()) +
+    return path + " (" + std::to_string(text.size()) +
            " bytes, byte-level tokens)";
   }
 
 private:
-  std::unique_ptr<llvm::MemoryBuffer> text;
+  MappedFile text;
   std::string path;
 };
 
 } // namespace
 
-llvm::Expected<std::unique_ptr<DataSource>>
+Expected<std::unique_ptr<DataSource>>
 openFixedBatch(const std::string &path, int64_t vocabSize) {
   auto file = SafetensorsFile::open(path);
   if (!file)
@@ -87,13 +81,12 @@ openFixedBatch(const std::string &path, int64_t vocabSize) {
   if (!t)
     return fileError(path, "no tensor named 'input_ids'");
   if (t->dtype != DType::I64 && t->dtype != DType::I32)
-    return fileError(path, "input_ids must be int64 or int32, got " +
-                               dtypeName(t->dtype).str());
+    return fileError(path, "input_ids must be int64 or int32, got " + dtypeName(t->dtype));
   if (t->shape.size() != 2 || t->shape[0] <= 0 || t->shape[1] <= 0)
     return fileError(path, "input_ids must be a non-empty [batch, seq] matrix");
   std::vector<int64_t> ids(t->numElements());
-  if (llvm::Error e = convertToI64(*t, ids.data()))
-    return std::move(e);
+  if (Error e = convertToI64(*t, ids.data()))
+    return e;
   for (size_t i = 0; i < ids.size(); ++i)
     if (ids[i] < 0 || ids[i] >= vocabSize)
       return fileError(path, "input_ids[" + std::to_string(i / t->shape[1]) +
@@ -106,29 +99,30 @@ openFixedBatch(const std::string &path, int64_t vocabSize) {
     if ((s->dtype != DType::I64 && s->dtype != DType::I32) || s->shape != t->shape)
       return fileError(path, "segment_ids must be int64/int32 with the shape of input_ids");
     segs.emplace(s->numElements());
-    if (llvm::Error e = convertToI64(*s, segs->data()))
-      return std::move(e);
+    if (Error e = convertToI64(*s, segs->data()))
+      return e;
   }
   return std::make_unique<FixedBatch>(std::move(ids), std::move(segs),
                                       t->shape[0], t->shape[1], path);
 }
 
-llvm::Expected<std::unique_ptr<DataSource>>
+Expected<std::unique_ptr<DataSource>>
 openByteCorpus(const std::string &path, int64_t vocabSize, int64_t batch,
                int64_t seqLen) {
   if (vocabSize < 256)
     return fileError(path, "the byte-level tokenizer needs a vocabulary of at "
                            "least 256, the model has " +
                                std::to_string(vocabSize));
-  auto text = llvm::MemoryBuffer::getFile(path, /*IsText=*/false,
-                                          /*RequiresNullTerminator=*/false);
+  // Corpora are mapped, never read into memory: any size the address space
+  // holds is fine.
+  Expected<MappedFile> text = mapInputFile(path, uint64_t(1) << 46);
   if (!text)
-    return fileError(path, text.getError().message());
-  if (static_cast<int64_t>((*text)->getBufferSize()) < seqLen + 1)
-    return fileError(path, "corpus of " + std::to_string((*text)->getBufferSize()) +
+    return text.takeError();
+  if (static_cast<int64_t>(text->size()) < seqLen + 1)
+    return fileError(path, "corpus of " + std::to_string(text->size()) +
                                " bytes is shorter than one sequence (" +
                                std::to_string(seqLen) + ")");
   return std::make_unique<ByteCorpus>(std::move(*text), batch, seqLen, path);
 }
 
-} // namespace dsv3
+} // namespace dsv3::rt

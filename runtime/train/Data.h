@@ -9,14 +9,14 @@
 #ifndef DSV3_RUNTIME_TRAIN_DATA_H
 #define DSV3_RUNTIME_TRAIN_DATA_H
 
-#include "llvm/Support/Error.h"
+#include "runtime/support/Error.h"
 
 #include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
 
-namespace dsv3 {
+namespace dsv3::rt {
 
 class DataSource {
 public:
@@ -37,14 +37,14 @@ protected:
 
 /// input_ids (and, for packed rows, segment_ids) of a safetensors file,
 /// the same batch every step.
-llvm::Expected<std::unique_ptr<DataSource>>
+Expected<std::unique_ptr<DataSource>>
 openFixedBatch(const std::string &path, int64_t vocabSize);
 
 /// A text file read with the byte-level tokenizer (token = byte value).
-llvm::Expected<std::unique_ptr<DataSource>>
+Expected<std::unique_ptr<DataSource>>
 openByteCorpus(const std::string &path, int64_t vocabSize, int64_t batch,
                int64_t seqLen);
 
-} // namespace dsv3
+} // namespace dsv3::rt
 
 #endif // DSV3_RUNTIME_TRAIN_DATA_H

@@ -1,26 +1,23 @@
 //===- Trainer.cpp - the training loop ------------------------------------===//
 #include "runtime/train/Trainer.h"
 
-#include "frontends/import/Optimizer.h"
-#include "frontends/import/ParamLoader.h"
-#include "frontends/model/Safetensors.h"
+#include "runtime/io/Parameters.h"
+#include "runtime/io/Safetensors.h"
+#include "runtime/support/File.h"
 
-#include "llvm/Support/FileSystem.h"
-#include "llvm/Support/Format.h"
-#include "llvm/Support/FormatVariadic.h"
-#include "llvm/Support/JSON.h"
-#include "llvm/Support/MemoryBuffer.h"
-#include "llvm/Support/Path.h"
-#include "llvm/Support/raw_ostream.h"
+#include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <chrono>
-#include <cstring>
 #include <cmath>
-#include <fcntl.h>
+#include <cstdarg>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <unistd.h>
 
-namespace dsv3 {
+namespace dsv3::rt {
 
 double learningRate(const TrainConfig &c, int64_t step) {
   if (c.warmupSteps > 0 && step <= c.warmupSteps)
@@ -33,8 +30,7 @@ double learningRate(const TrainConfig &c, int64_t step) {
   return minLr + (c.lr - minLr) * 0.5 * (1.0 + std::cos(M_PI * progress));
 }
 
-double updateRoutingBias(llvm::ArrayRef<int64_t> load, double gamma,
-                         float *bias) {
+double updateRoutingBias(const std::vector<int64_t> &load, double gamma, float *bias) {
   if (load.empty())
     return 0;
   double total = 0;
@@ -52,9 +48,28 @@ double updateRoutingBias(llvm::ArrayRef<int64_t> load, double gamma,
 namespace {
 
 using Clock = std::chrono::steady_clock;
+namespace fs = std::filesystem;
 
-llvm::Error pathError(const std::string &path, const llvm::Twine &msg) {
-  return llvm::createStringError(path + ": " + msg.str());
+/// printf into a std::string.
+std::string format(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+std::string format(const char *fmt, ...) {
+  va_list args, again;
+  va_start(args, fmt);
+  va_copy(again, args);
+  int n = std::vsnprintf(nullptr, 0, fmt, args);
+  va_end(args);
+  std::string out(std::max(n, 0), '\0');
+  std::vsnprintf(out.data(), out.size() + 1, fmt, again);
+  va_end(again);
+  return out;
+}
+
+bool startsWith(const std::string &s, const std::string &prefix) {
+  return s.compare(0, prefix.size(), prefix) == 0;
+}
+bool endsWith(const std::string &s, const std::string &suffix) {
+  return s.size() >= suffix.size() &&
+         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
 /// Where each output of forward_grad goes.
@@ -69,60 +84,35 @@ struct OutputRoles {
   std::vector<std::pair<int64_t, int64_t>> frozen; // bias slots (offset, size)
 };
 
-llvm::Expected<OutputRoles> assignRoles(const EntryPoint &entry,
-                                        const ParamLayout &layout) {
+Expected<OutputRoles> assignRoles(const EntryPoint &entry, const ParamLayout &layout) {
   OutputRoles r;
-  auto slotOf = [&](llvm::StringRef name) -> const ParamSlot * {
-    for (const ParamSlot &s : layout.slots)
-      if (s.name == name)
-        return &s;
-    return nullptr;
-  };
   for (const ParamSlot &s : layout.slots)
-    if (llvm::StringRef(s.name).ends_with(".e_score_correction_bias"))
+    if (endsWith(s.name, ".e_score_correction_bias"))
       r.frozen.push_back({s.offset, s.numElements()});
-  for (auto [i, name] : llvm::enumerate(entry.outputs)) {
-    llvm::StringRef n(name);
+  for (size_t i = 0; i < entry.outputs.size(); ++i) {
+    const std::string &n = entry.outputs[i];
+    int out = static_cast<int>(i);
     if (n == "loss")
-      r.loss = i;
+      r.loss = out;
     else if (n == "mtp_loss")
-      r.mtpLoss = i;
+      r.mtpLoss = out;
     else if (n == "balance_loss")
-      r.balanceLoss = i;
+      r.balanceLoss = out;
     else if (n == "total_loss")
-      r.totalLoss = i;
-    else if (n.consume_front("grad.")) {
-      const ParamSlot *s = slotOf(n);
+      r.totalLoss = out;
+    else if (startsWith(n, "grad.")) {
+      const ParamSlot *s = layout.find(n.substr(5));
       if (!s)
-        return llvm::createStringError("gradient of unknown parameter " + n.str());
-      r.grads.push_back({static_cast<int>(i), s->offset});
-    } else if (n.consume_front("topk_ids.")) {
-      if (const ParamSlot *s = slotOf((n + ".e_score_correction_bias").str()))
-        r.routing.push_back({static_cast<int>(i), s->offset, s->numElements()});
+        return Error::failure("gradient of unknown parameter " + n.substr(5));
+      r.grads.push_back({out, s->offset});
+    } else if (startsWith(n, "topk_ids.")) {
+      if (const ParamSlot *s = layout.find(n.substr(9) + ".e_score_correction_bias"))
+        r.routing.push_back({out, s->offset, s->numElements()});
     }
   }
   if (r.loss < 0 || r.totalLoss < 0)
-    return llvm::createStringError("forward_grad lacks loss/total_loss outputs");
+    return Error::failure("forward_grad lacks loss/total_loss outputs");
   return r;
-}
-
-/// Writes `bytes` to `path` and flushes it to disk.
-llvm::Error writeDurably(const std::string &path, llvm::StringRef bytes) {
-  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  if (fd < 0)
-    return pathError(path, std::strerror(errno));
-  size_t done = 0;
-  while (done < bytes.size()) {
-    ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
-    if (n < 0) {
-      ::close(fd);
-      return pathError(path, std::strerror(errno));
-    }
-    done += n;
-  }
-  bool ok = ::fsync(fd) == 0;
-  ::close(fd);
-  return ok ? llvm::Error::success() : pathError(path, "fsync failed");
 }
 
 /// A hub-layout checkpoint written to a fresh directory, then renamed over
@@ -137,17 +127,17 @@ struct Moments {
   size_t elementSize() const { return dtypeSize(dtype); }
 };
 
-llvm::Error saveCheckpoint(const TrainConfig &c, const ParamLayout &layout,
-                           llvm::ArrayRef<float> params, const Moments &mv,
-                           int64_t step) {
+Error saveCheckpoint(const TrainConfig &c, const ParamLayout &layout,
+                     const std::vector<float> &params, const Moments &mv, int64_t step) {
   std::string tmp = c.savePath + ".tmp-" + std::to_string(::getpid());
-  llvm::sys::fs::remove_directories(tmp);
-  if (std::error_code ec = llvm::sys::fs::create_directories(tmp))
-    return pathError(tmp, ec.message());
+  std::error_code ec;
+  fs::remove_all(tmp, ec);
+  if (fs::create_directories(tmp, ec); ec)
+    return fileError(tmp, ec.message());
   SafetensorsWriter model;
   addParameters(model, layout, params);
   model.setMetadata("format", "pt");
-  if (llvm::Error e = model.write(tmp + "/model.safetensors"))
+  if (Error e = model.write(tmp + "/model.safetensors"))
     return e;
   SafetensorsWriter opt;
   int64_t n = static_cast<int64_t>(params.size());
@@ -156,30 +146,29 @@ llvm::Error saveCheckpoint(const TrainConfig &c, const ParamLayout &layout,
   opt.setMetadata("step", std::to_string(step));
   opt.setMetadata("seed", std::to_string(c.seed));
   opt.setMetadata("param_count", std::to_string(n));
-  if (llvm::Error e = opt.write(tmp + "/optimizer.safetensors"))
+  if (Error e = opt.write(tmp + "/optimizer.safetensors"))
     return e;
-  if (llvm::Error e = writeDurably(tmp + "/config.json", c.configJson))
+  if (Error e = writeFileDurably(tmp + "/config.json", c.configJson.data(), c.configJson.size()))
     return e;
   std::string old = c.savePath + ".old-" + std::to_string(::getpid());
-  bool hadOld = llvm::sys::fs::exists(c.savePath);
+  bool hadOld = fs::exists(c.savePath, ec);
   if (hadOld)
-    if (std::error_code ec = llvm::sys::fs::rename(c.savePath, old))
-      return pathError(c.savePath, ec.message());
-  if (std::error_code ec = llvm::sys::fs::rename(tmp, c.savePath))
-    return pathError(c.savePath, ec.message());
+    if (fs::rename(c.savePath, old, ec); ec)
+      return fileError(c.savePath, ec.message());
+  if (fs::rename(tmp, c.savePath, ec); ec)
+    return fileError(c.savePath, ec.message());
   if (hadOld)
-    llvm::sys::fs::remove_directories(old);
-  return llvm::Error::success();
+    fs::remove_all(old, ec);
+  return Error::success();
 }
 
-llvm::Expected<int64_t> loadCheckpoint(const TrainConfig &c,
-                                       const ParamLayout &layout,
-                                       std::vector<float> &params, Moments &mv) {
+Expected<int64_t> loadCheckpoint(const TrainConfig &c, const ParamLayout &layout,
+                                 std::vector<float> &params, Moments &mv) {
   auto store = WeightStore::open(c.resumePath + "/model.safetensors");
   if (!store)
     return store.takeError();
-  if (llvm::Error e = loadParameters(**store, layout, params))
-    return std::move(e);
+  if (Error e = loadParameters(**store, layout, params))
+    return e;
   std::string optPath = c.resumePath + "/optimizer.safetensors";
   auto opt = SafetensorsFile::open(optPath);
   if (!opt)
@@ -188,58 +177,56 @@ llvm::Expected<int64_t> loadCheckpoint(const TrainConfig &c,
                            {"exp_avg_sq", &mv.v}}) {
     const TensorInfo *t = (*opt)->lookup(name);
     if (!t || t->numElements() != static_cast<int64_t>(params.size()))
-      return pathError(optPath, std::string("missing or mis-sized '") + name +
-                                    "' for this model");
+      return fileError(optPath, std::string("missing or mis-sized '") + name + "' for this model");
     if (t->dtype != mv.dtype)
-      return pathError(optPath, std::string("'") + name + "' is " +
-                                    dtypeName(t->dtype).str() + " but this run keeps " +
-                                    dtypeName(mv.dtype).str() + " moments");
+      return fileError(optPath, std::string("'") + name + "' is " + dtypeName(t->dtype) +
+                                    " but this run keeps " + dtypeName(mv.dtype) + " moments");
     std::memcpy(dst->data(), t->data, t->nbytes);
   }
   auto it = (*opt)->metadata().find("step");
-  int64_t step;
-  if (it == (*opt)->metadata().end() ||
-      llvm::StringRef(it->second).getAsInteger(10, step) || step < 0)
-    return pathError(optPath, "no valid 'step' in the metadata");
+  int64_t step = -1;
+  if (it != (*opt)->metadata().end() && !it->second.empty() &&
+      it->second.find_first_not_of("0123456789") == std::string::npos && it->second.size() < 19)
+    step = std::stoll(it->second);
+  if (step < 0)
+    return fileError(optPath, "no valid 'step' in the metadata");
   return step;
 }
 
 /// A loss curve as SVG.
-llvm::Error writePlot(const std::string &path, const std::vector<double> &losses,
-                      int64_t firstStep) {
+Error writePlot(const std::string &path, const std::vector<double> &losses, int64_t firstStep) {
   if (losses.empty())
-    return llvm::Error::success();
+    return Error::success();
   double lo = *std::min_element(losses.begin(), losses.end());
   double hi = *std::max_element(losses.begin(), losses.end());
   if (hi - lo < 1e-9)
     hi = lo + 1;
   const double w = 640, h = 400, left = 60, right = 20, top = 20, bottom = 50;
   std::string svg;
-  llvm::raw_string_ostream os(svg);
-  os << llvm::format("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\">\n", w, h)
-     << "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
-     << llvm::format("<line x1=\"%.0f\" y1=\"%.0f\" x2=\"%.0f\" y2=\"%.0f\" stroke=\"black\"/>\n",
-                     left, h - bottom, w - right, h - bottom)
-     << llvm::format("<line x1=\"%.0f\" y1=\"%.0f\" x2=\"%.0f\" y2=\"%.0f\" stroke=\"black\"/>\n",
-                     left, top, left, h - bottom)
-     << "<polyline fill=\"none\" stroke=\"#1f77b4\" stroke-width=\"1.5\" points=\"";
+  svg += format("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\">\n", w, h);
+  svg += "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n";
+  svg += format("<line x1=\"%.0f\" y1=\"%.0f\" x2=\"%.0f\" y2=\"%.0f\" stroke=\"black\"/>\n",
+                left, h - bottom, w - right, h - bottom);
+  svg += format("<line x1=\"%.0f\" y1=\"%.0f\" x2=\"%.0f\" y2=\"%.0f\" stroke=\"black\"/>\n",
+                left, top, left, h - bottom);
+  svg += "<polyline fill=\"none\" stroke=\"#1f77b4\" stroke-width=\"1.5\" points=\"";
   size_t n = losses.size();
   for (size_t i = 0; i < n; ++i) {
     double x = left + (w - left - right) * (n == 1 ? 0.5 : double(i) / (n - 1));
     double y = top + (h - top - bottom) * (1 - (losses[i] - lo) / (hi - lo));
-    os << llvm::format("%.1f,%.1f ", x, y);
+    svg += format("%.1f,%.1f ", x, y);
   }
-  os << "\"/>\n"
-     << llvm::format("<text x=\"%.0f\" y=\"%.0f\" font-size=\"12\">%.3f</text>\n", 2.0, top + 4, hi)
-     << llvm::format("<text x=\"%.0f\" y=\"%.0f\" font-size=\"12\">%.3f</text>\n", 2.0, h - bottom, lo)
-     << llvm::format("<text x=\"%.0f\" y=\"%.0f\" font-size=\"12\">step %lld</text>\n", left, h - 20,
-                     (long long)firstStep)
-     << llvm::format("<text x=\"%.0f\" y=\"%.0f\" font-size=\"12\" text-anchor=\"end\">step %lld</text>\n",
-                     w - right, h - 20, (long long)(firstStep + n - 1))
-     << llvm::format("<text x=\"%.0f\" y=\"%.0f\" font-size=\"14\" text-anchor=\"middle\">training loss</text>\n",
-                     w / 2, h - 5)
-     << "</svg>\n";
-  return writeDurably(path, svg);
+  svg += "\"/>\n";
+  svg += format("<text x=\"%.0f\" y=\"%.0f\" font-size=\"12\">%.3f</text>\n", 2.0, top + 4, hi);
+  svg += format("<text x=\"%.0f\" y=\"%.0f\" font-size=\"12\">%.3f</text>\n", 2.0, h - bottom, lo);
+  svg += format("<text x=\"%.0f\" y=\"%.0f\" font-size=\"12\">step %lld</text>\n", left, h - 20,
+                (long long)firstStep);
+  svg += format("<text x=\"%.0f\" y=\"%.0f\" font-size=\"12\" text-anchor=\"end\">step %lld</text>\n",
+                w - right, h - 20, (long long)(firstStep + n - 1));
+  svg += format("<text x=\"%.0f\" y=\"%.0f\" font-size=\"14\" text-anchor=\"middle\">training loss</text>\n",
+                w / 2, h - 5);
+  svg += "</svg>\n";
+  return writeFileDurably(path, svg.data(), svg.size());
 }
 
 std::string formatDuration(double seconds) {
@@ -252,12 +239,12 @@ std::string formatDuration(double seconds) {
 
 } // namespace
 
-llvm::Error train(const TrainConfig &c, const CompiledTraining &compiled,
-                  const DataSource &data, std::vector<float> &params) {
+Error train(const TrainConfig &c, const CompiledTraining &compiled, const DataSource &data,
+            std::vector<float> &params) {
   const ParamLayout &layout = compiled.grad->layout();
   const EntryPoint *entry = compiled.grad->entry("forward_grad");
   if (!entry || !compiled.adamw->entry("adamw_step"))
-    return llvm::createStringError("training needs forward_grad and adamw_step");
+    return Error::failure("training needs forward_grad and adamw_step");
   auto roles = assignRoles(*entry, layout);
   if (!roles)
     return roles.takeError();
@@ -276,14 +263,11 @@ llvm::Error train(const TrainConfig &c, const CompiledTraining &compiled,
   auto &floats = outputs.floats;
   auto &ints = outputs.ints;
 
-  std::unique_ptr<llvm::raw_fd_ostream> log;
+  std::ofstream log;
   if (!c.logJsonPath.empty()) {
-    std::error_code ec;
-    log = std::make_unique<llvm::raw_fd_ostream>(
-        c.logJsonPath, ec,
-        c.resumePath.empty() ? llvm::sys::fs::OF_None : llvm::sys::fs::OF_Append);
-    if (ec)
-      return pathError(c.logJsonPath, ec.message());
+    log.open(c.logJsonPath, c.resumePath.empty() ? std::ios::trunc : std::ios::app);
+    if (!log)
+      return fileError(c.logJsonPath, std::strerror(errno));
   }
   bool tty = ::isatty(STDERR_FILENO);
   std::vector<int64_t> ids;
@@ -303,8 +287,7 @@ llvm::Error train(const TrainConfig &c, const CompiledTraining &compiled,
       if (const std::vector<int64_t> *segs = data.segments())
         inputs.push_back({const_cast<int64_t *>(segs->data()),
                           {data.batch(), data.seqLen()}});
-      if (llvm::Error e = compiled.grad->call("forward_grad", params.data(),
-                                              inputs, outputs.args))
+      if (Error e = compiled.grad->call("forward_grad", params.data(), inputs, outputs.args))
         return e;
       loss += floats[roles->loss][0];
       totalLoss += floats[roles->totalLoss][0];
@@ -315,7 +298,8 @@ llvm::Error train(const TrainConfig &c, const CompiledTraining &compiled,
       for (auto [out, offset] : roles->grads)
         for (size_t k = 0; k < floats[out].size(); ++k)
           grads[offset + k] += floats[out][k];
-      for (auto [r, role] : llvm::enumerate(roles->routing)) {
+      for (size_t r = 0; r < roles->routing.size(); ++r) {
+        const OutputRoles::Routing &role = roles->routing[r];
         loads[r].resize(role.experts, 0);
         for (int64_t id : ints[role.output])
           if (id >= 0 && id < role.experts)
@@ -346,7 +330,7 @@ llvm::Error train(const TrainConfig &c, const CompiledTraining &compiled,
     hyper[kBiasCorrection2] = 1 - std::pow(c.beta2, step);
     hyper[kGradScale] = clip;
     int64_t n = static_cast<int64_t>(p);
-    if (llvm::Error e = compiled.adamw->call(
+    if (Error e = compiled.adamw->call(
             "adamw_step", params.data(),
             {{params.data(), {n}}, {grads.data(), {n}}, {mv.m.data(), {n}},
              {mv.v.data(), {n}}, {hyper, {kNumAdamWHyper}}},
@@ -363,51 +347,53 @@ llvm::Error train(const TrainConfig &c, const CompiledTraining &compiled,
     params.swap(next);
     std::swap(mv, nextMv);
     double imbalance = 0;
-    for (auto [r, role] : llvm::enumerate(roles->routing))
-      imbalance = std::max(imbalance, updateRoutingBias(loads[r], c.biasUpdateSpeed,
-                                                        params.data() + role.biasOffset));
+    for (size_t r = 0; r < roles->routing.size(); ++r)
+      imbalance = std::max(imbalance,
+                           updateRoutingBias(loads[r], c.biasUpdateSpeed,
+                                             params.data() + roles->routing[r].biasOffset));
 
     double stepSeconds = std::chrono::duration<double>(Clock::now() - stepStart).count();
     double tokensPerSecond = tokensPerStep / std::max(stepSeconds, 1e-9);
     curve.push_back(loss);
-    if (log) {
-      llvm::json::Object o{{"step", step},
-                           {"loss", loss},
-                           {"total_loss", totalLoss},
-                           {"lr", lr},
-                           {"grad_norm", gradNorm},
-                           {"tokens_per_s", tokensPerSecond},
-                           {"load_imbalance", imbalance}};
+    if (log.is_open()) {
+      nlohmann::json o = {{"step", step},
+                          {"loss", loss},
+                          {"total_loss", totalLoss},
+                          {"lr", lr},
+                          {"grad_norm", gradNorm},
+                          {"tokens_per_s", tokensPerSecond},
+                          {"load_imbalance", imbalance}};
       if (roles->mtpLoss >= 0)
         o["mtp_loss"] = mtpLoss;
       if (roles->balanceLoss >= 0)
         o["balance_loss"] = balanceLoss;
-      *log << llvm::json::Value(std::move(o)) << "\n";
-      log->flush();
+      log << o.dump() << "\n";
+      log.flush();
     }
     double elapsed = std::chrono::duration<double>(Clock::now() - started).count();
     double eta = elapsed / (step - startStep) * (c.steps - step);
-    std::string line = llvm::formatv(
-        "step {0}/{1}  loss {2:F4}  lr {3:E2}  |g| {4:F3}  imbalance {5:F2}  "
-        "{6:F0} tok/s  ETA {7}", step, c.steps, loss, lr, gradNorm, imbalance,
-        tokensPerSecond, formatDuration(eta));
+    std::string line = format("step %lld/%lld  loss %.4f  lr %.2E  |g| %.3f  imbalance %.2f  "
+                              "%.0f tok/s  ETA %s",
+                              (long long)step, (long long)c.steps, loss, lr, gradNorm, imbalance,
+                              tokensPerSecond, formatDuration(eta).c_str());
     if (tty) {
       int width = 24, filled = static_cast<int>(width * step / c.steps);
-      llvm::errs() << "\r[" << std::string(filled, '#')
-                   << std::string(width - filled, ' ') << "] " << line << "\x1b[K";
-      if (step == c.steps)
-        llvm::errs() << "\n";
+      std::fprintf(stderr, "\r[%s%s] %s\x1b[K%s", std::string(filled, '#').c_str(),
+                   std::string(width - filled, ' ').c_str(), line.c_str(),
+                   step == c.steps ? "\n" : "");
+      std::fflush(stderr);
     } else {
-      llvm::outs() << line << "\n";
+      std::fprintf(stdout, "%s\n", line.c_str());
+      std::fflush(stdout);
     }
     if (!c.savePath.empty() && step == c.steps)
-      if (llvm::Error e = saveCheckpoint(c, layout, params, mv, step))
+      if (Error e = saveCheckpoint(c, layout, params, mv, step))
         return e;
   }
   if (!c.plotPath.empty())
-    if (llvm::Error e = writePlot(c.plotPath, curve, startStep + 1))
+    if (Error e = writePlot(c.plotPath, curve, startStep + 1))
       return e;
-  return llvm::Error::success();
+  return Error::success();
 }
 
-} // namespace dsv3
+} // namespace dsv3::rt

@@ -1,7 +1,8 @@
 //===- Trainer.h - the training loop ----------------------------*- C++ -*-===//
 //
-// Drives JIT-compiled code: the model's `forward_grad` (from dsv3-autodiff)
-// and the compiled AdamW update, over the flat parameter buffer. Host code
+// Drives compiled code (JIT or ahead-of-time, through rt::Executable): the
+// model's `forward_grad` (from dsv3-autodiff) and the compiled AdamW update,
+// over the flat parameter buffer. Part of the runtime core: no LLVM. Host code
 // only moves data, clips, schedules the learning rate, updates the routing
 // biases (auxiliary-loss-free balancing), logs and checkpoints.
 //
@@ -9,14 +10,14 @@
 #ifndef DSV3_RUNTIME_TRAIN_TRAINER_H
 #define DSV3_RUNTIME_TRAIN_TRAINER_H
 
-#include "runtime/jit/JitModule.h"
+#include "runtime/exec/Executable.h"
 #include "runtime/train/Data.h"
 
 #include <optional>
 #include <string>
 #include <vector>
 
-namespace dsv3 {
+namespace dsv3::rt {
 
 struct TrainConfig {
   int64_t steps = 100;
@@ -39,20 +40,19 @@ double learningRate(const TrainConfig &c, int64_t step);
 /// Auxiliary-loss-free balancing for one MoE layer: with the step's expert
 /// loads, b_i += gamma * sign(mean_load - load_i). Returns max/mean load
 /// (0 when nothing was routed).
-double updateRoutingBias(llvm::ArrayRef<int64_t> load, double gamma,
-                         float *bias);
+double updateRoutingBias(const std::vector<int64_t> &load, double gamma, float *bias);
 
 /// The compiled pieces and shapes the loop runs.
 struct CompiledTraining {
-  JitModule *grad;  // entry "forward_grad"
-  JitModule *adamw; // entry "adamw_step"
+  const Executable *grad;  // entry "forward_grad"
+  const Executable *adamw; // entry "adamw_step"
   std::vector<std::vector<int64_t>> gradOutputShapes;
 };
 
 /// Trains in place on `params`; resumes from `config.resumePath` when set.
-llvm::Error train(const TrainConfig &config, const CompiledTraining &compiled,
+Error train(const TrainConfig &config, const CompiledTraining &compiled,
                   const DataSource &data, std::vector<float> &params);
 
-} // namespace dsv3
+} // namespace dsv3::rt
 
 #endif // DSV3_RUNTIME_TRAIN_TRAINER_H

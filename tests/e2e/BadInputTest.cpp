@@ -96,7 +96,7 @@ TEST(BadInput, TruncatedTokenFile) {
 
 TEST(BadInput, MissingInputIds) {
   std::string dir = scratchDir("noids");
-  dsv3::SafetensorsWriter w;
+  dsv3::rt::SafetensorsWriter w;
   w.addI64("tokens", {1, 2}, {1, 2});
   ASSERT_FALSE(static_cast<bool>(w.write(dir + "/t.safetensors")));
   expectCleanFailure(runDsv3c(evalArgs(sourcePath("models/tiny"),
@@ -106,7 +106,7 @@ TEST(BadInput, MissingInputIds) {
 
 TEST(BadInput, FloatTokenIds) {
   std::string dir = scratchDir("floatids");
-  dsv3::SafetensorsWriter w;
+  dsv3::rt::SafetensorsWriter w;
   w.addF32("input_ids", {1, 2}, {1.f, 2.f});
   ASSERT_FALSE(static_cast<bool>(w.write(dir + "/t.safetensors")));
   expectCleanFailure(runDsv3c(evalArgs(sourcePath("models/tiny"),

@@ -42,7 +42,7 @@ std::string sourcePath(const std::string &relative) {
 SafetensorsFile *openOrFail(const std::string &path) {
   auto f = SafetensorsFile::open(path);
   if (!f) {
-    ADD_FAILURE() << llvm::toString(f.takeError());
+    ADD_FAILURE() << f.error().message();
     return nullptr;
   }
   return f->release();
@@ -51,12 +51,12 @@ SafetensorsFile *openOrFail(const std::string &path) {
 std::vector<float> readF32(const SafetensorsFile &f, const std::string &name) {
   const TensorInfo *t = f.lookup(name);
   if (!t) {
-    ADD_FAILURE() << "missing tensor " << name << " in " << f.path().str();
+    ADD_FAILURE() << "missing tensor " << name << " in " << f.path();
     return {};
   }
   std::vector<float> v(t->numElements());
-  llvm::Error e = convertToF32(*t, v.data());
-  EXPECT_FALSE(static_cast<bool>(e)) << llvm::toString(std::move(e));
+  rt::Error e = convertToF32(*t, v.data());
+  EXPECT_FALSE(e) << e.message();
   return v;
 }
 
@@ -64,8 +64,8 @@ void writeTokens(const std::string &path, const std::vector<int64_t> &shape,
                  const std::vector<int64_t> &ids) {
   SafetensorsWriter w;
   w.addI64("input_ids", shape, ids);
-  llvm::Error e = w.write(path);
-  ASSERT_FALSE(static_cast<bool>(e)) << llvm::toString(std::move(e));
+  rt::Error e = w.write(path);
+  ASSERT_FALSE(e) << e.message();
 }
 
 std::vector<double> logField(const std::string &path, const std::string &key) {

@@ -2,12 +2,21 @@
 #ifndef DSV3_TESTS_E2E_E2EUTIL_H
 #define DSV3_TESTS_E2E_E2EUTIL_H
 
-#include "frontends/model/Safetensors.h"
+#include "runtime/io/Safetensors.h"
+
+#include "llvm/ADT/StringRef.h"
 
 #include <string>
 #include <vector>
 
 namespace dsv3::test {
+
+using rt::convertToF32;
+using rt::convertToI64;
+using rt::DType;
+using rt::SafetensorsFile;
+using rt::SafetensorsWriter;
+using rt::TensorInfo;
 
 struct RunResult {
   int exitCode;

@@ -38,7 +38,7 @@ Outputs evaluate(const std::string &dir, const std::string &name,
   Outputs o;
   auto f = SafetensorsFile::open(out);
   if (!f) {
-    ADD_FAILURE() << llvm::toString(f.takeError());
+    ADD_FAILURE() << f.error().message();
     return o;
   }
   o.logits = readF32(**f, "logits");

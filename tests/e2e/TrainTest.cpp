@@ -99,7 +99,7 @@ TEST(Train, GlobalNormClippingIsAHandComputedAdamWStep) {
                          " --log-json " + dir + "/log.jsonl --save " + dir + "/ck");
   ASSERT_EQ(t.exitCode, 0) << t.output;
 
-  std::unique_ptr<dsv3::SafetensorsFile> grads(openOrFail(dir + "/grad.safetensors")),
+  std::unique_ptr<dsv3::rt::SafetensorsFile> grads(openOrFail(dir + "/grad.safetensors")),
       before(openOrFail(sourcePath("models/tiny/model.safetensors"))),
       after(openOrFail(dir + "/ck/model.safetensors")),
       moments(openOrFail(dir + "/ck/optimizer.safetensors"));
@@ -120,7 +120,7 @@ TEST(Train, GlobalNormClippingIsAHandComputedAdamWStep) {
   EXPECT_NEAR(vSum, (1 - beta2) * clip * clip * norm * norm, 1e-5 * clip * clip * norm * norm);
 
   int checked = 0;
-  for (const dsv3::TensorInfo &info : grads->tensors()) {
+  for (const dsv3::rt::TensorInfo &info : grads->tensors()) {
     llvm::StringRef name(info.name);
     if (!name.consume_front("grad."))
       continue;
@@ -156,13 +156,13 @@ TEST(Train, RoutingBiasFollowsTheExpertLoads) {
   RunResult e = runDsv3c("eval " + sourcePath("models/tiny") + " --tokens " + tokens +
                          " -o " + dir + "/eval.safetensors");
   ASSERT_EQ(e.exitCode, 0) << e.output;
-  std::unique_ptr<dsv3::SafetensorsFile> chosen(openOrFail(dir + "/eval.safetensors")),
+  std::unique_ptr<dsv3::rt::SafetensorsFile> chosen(openOrFail(dir + "/eval.safetensors")),
       before(openOrFail(sourcePath("models/tiny/model.safetensors"))),
       after(openOrFail(dir + "/ck/model.safetensors"));
   ASSERT_TRUE(chosen && before && after);
   int layers = 0;
   double imbalance = 0;
-  for (const dsv3::TensorInfo &info : chosen->tensors()) {
+  for (const dsv3::rt::TensorInfo &info : chosen->tensors()) {
     llvm::StringRef gate(info.name);
     if (!gate.consume_front("topk_ids."))
       continue;
@@ -170,7 +170,7 @@ TEST(Train, RoutingBiasFollowsTheExpertLoads) {
     std::string biasName = gate.str() + ".e_score_correction_bias";
     std::vector<float> b0 = readF32(*before, biasName), b1 = readF32(*after, biasName);
     std::vector<int64_t> ids(info.numElements());
-    ASSERT_FALSE(static_cast<bool>(dsv3::convertToI64(info, ids.data())));
+    ASSERT_FALSE(static_cast<bool>(dsv3::rt::convertToI64(info, ids.data())));
     std::vector<int64_t> load(b0.size(), 0);
     for (int64_t id : ids)
       ++load.at(id);
@@ -189,7 +189,7 @@ TEST(Train, RoutingBiasFollowsTheExpertLoads) {
   ASSERT_EQ(logged.size(), 1u);
   EXPECT_NEAR(logged[0], imbalance, 1e-9);
   // Nothing else moved (by more than the learning rate).
-  for (const dsv3::TensorInfo &info : before->tensors()) {
+  for (const dsv3::rt::TensorInfo &info : before->tensors()) {
     if (llvm::StringRef(info.name).ends_with("e_score_correction_bias"))
       continue;
     std::vector<float> p0 = readF32(*before, info.name), p1 = readF32(*after, info.name);
@@ -244,12 +244,12 @@ TEST(Train, BF16MomentsAreStoredAsBF16) {
   std::vector<double> l = losses(dir + "/log.jsonl");
   ASSERT_EQ(l.size(), 3u);
   EXPECT_LT(l[2], l[0]);
-  auto opt = dsv3::SafetensorsFile::open(dir + "/ck/optimizer.safetensors");
-  ASSERT_TRUE(static_cast<bool>(opt)) << llvm::toString(opt.takeError());
+  auto opt = dsv3::rt::SafetensorsFile::open(dir + "/ck/optimizer.safetensors");
+  ASSERT_TRUE(static_cast<bool>(opt)) << opt.error().message();
   for (const char *name : {"exp_avg", "exp_avg_sq"}) {
-    const dsv3::TensorInfo *t = (*opt)->lookup(name);
+    const dsv3::rt::TensorInfo *t = (*opt)->lookup(name);
     ASSERT_NE(t, nullptr) << name;
-    EXPECT_EQ(t->dtype, dsv3::DType::BF16) << name;
+    EXPECT_EQ(t->dtype, dsv3::rt::DType::BF16) << name;
   }
 }
 

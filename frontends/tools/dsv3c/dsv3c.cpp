@@ -12,9 +12,10 @@
 //===----------------------------------------------------------------------===//
 #include "frontends/import/ModelImporter.h"
 #include "ir/DSV3/DSV3Dialect.h"
-#include "frontends/import/ParamLoader.h"
 #include "frontends/model/ModelDescription.h"
-#include "frontends/model/Safetensors.h"
+#include "frontends/support/RuntimeError.h"
+#include "runtime/io/Parameters.h"
+#include "runtime/io/Safetensors.h"
 #include "lowering/Passes.h"
 #include "lowering/Pipeline/Pipelines.h"
 #include "passes/Passes.h"
@@ -196,6 +197,7 @@ int fail(llvm::Error e) {
   std::string msg = llvm::toString(std::move(e));
   return fail(msg);
 }
+int fail(dsv3::rt::Error e) { return fail(e.message()); }
 
 //===----------------------------------------------------------------------===//
 // Compilation
@@ -380,11 +382,11 @@ compileModel(Session &s, const dsv3::ModelDescription &desc, int64_t batch,
              int64_t seq, bool gradient, bool packed,
              const std::string &shapeSource) {
   // Weights come from the checkpoint, or from [init] seed = N.
-  std::unique_ptr<dsv3::WeightStore> store;
+  std::unique_ptr<dsv3::rt::WeightStore> store;
   if (!desc.weightsPath.empty()) {
-    auto opened = dsv3::WeightStore::open(desc.weightsPath);
+    auto opened = dsv3::rt::WeightStore::open(desc.weightsPath);
     if (!opened)
-      return opened.takeError();
+      return dsv3::toLLVMError(opened.takeError());
     store = std::move(*opened);
   } else if (!desc.initSeed) {
     return llvm::createStringError(modelPath +
@@ -416,18 +418,18 @@ compileModel(Session &s, const dsv3::ModelDescription &desc, int64_t batch,
     int64_t total = 0;
     for (auto &entry : sizes)
       total += entry.second;
-    if (llvm::Error e = dsv3::checkParameterMemory(total))
-      return llvm::createStringError(modelPath + ": " + llvm::toString(std::move(e)));
+    if (dsv3::rt::Error e = dsv3::rt::checkParameterMemory(total))
+      return llvm::createStringError(modelPath + ": " + e.message());
   }
   CompiledModel c;
   c.entry = gradient ? "forward_grad" : "forward";
-  auto loadWeights = [&](const dsv3::ParamLayout &layout) -> llvm::Error {
+  auto loadWeights = [&](const dsv3::rt::ParamLayout &layout) -> llvm::Error {
     TimingScope t = s.timing->nest("load-weights");
     if (store)
-      return dsv3::loadParameters(*store, layout, c.params);
-    if (llvm::Error e = dsv3::initializeParameters(
+      return dsv3::toLLVMError(dsv3::rt::loadParameters(*store, layout, c.params));
+    if (dsv3::rt::Error e = dsv3::rt::initializeParameters(
             layout, *desc.initSeed, desc.config.initializerRange, c.params))
-      return llvm::createStringError(modelPath + ": " + llvm::toString(std::move(e)));
+      return llvm::createStringError(modelPath + ": " + e.message());
     return llvm::Error::success();
   };
 
@@ -531,7 +533,7 @@ int runOnTokens(bool gradient) {
   if (!desc)
     return fail(desc.takeError());
   configureFP8(*desc);
-  auto data = dsv3::openFixedBatch(tokensPath, desc->config.vocabSize);
+  auto data = dsv3::rt::openFixedBatch(tokensPath, desc->config.vocabSize);
   if (!data)
     return fail(data.takeError());
   std::vector<int64_t> ids;
@@ -548,19 +550,19 @@ int runOnTokens(bool gradient) {
   const auto &outShapes = model->outShapes;
   auto &jit = model->jit;
   auto &params = model->params;
-  const dsv3::EntryPoint *entry = jit->entry(entryName);
-  dsv3::OutputBuffers buffers(*entry, outShapes);
+  const dsv3::rt::EntryPoint *entry = jit->entry(entryName);
+  dsv3::rt::OutputBuffers buffers(*entry, outShapes);
   auto &floatOuts = buffers.floats;
   auto &intOuts = buffers.ints;
   {
     TimingScope t = s.timing->nest("execute");
-    std::vector<dsv3::BufferArg> inputs{{ids.data(), shape}};
+    std::vector<dsv3::rt::BufferArg> inputs{{ids.data(), shape}};
     if (segments)
       inputs.push_back({const_cast<int64_t *>(segments->data()), shape});
     std::vector<double> seconds;
     for (unsigned i = 0; i < std::max(1u, unsigned(repeatOpt)); ++i) {
       auto start = std::chrono::steady_clock::now();
-      if (llvm::Error e = jit->call(entryName, params.data(), inputs, buffers.args))
+      if (dsv3::rt::Error e = jit->call(entryName, params.data(), inputs, buffers.args))
         return fail(std::move(e));
       seconds.push_back(std::chrono::duration<double>(
                             std::chrono::steady_clock::now() - start)
@@ -575,14 +577,14 @@ int runOnTokens(bool gradient) {
     }
   }
 
-  dsv3::SafetensorsWriter writer;
+  dsv3::rt::SafetensorsWriter writer;
   for (size_t i = 0; i < outShapes.size(); ++i) {
     const std::string &name = entry->outputs[i];
     std::vector<int64_t> outShape = outShapes[i];
     if (outShape.empty())
       outShape = {1}; // scalars are stored as [1], like the reference files
     if (name.find('*') != std::string::npos) {
-      dsv3::addSplitTensor(writer, name, outShape, floatOuts[i]);
+      dsv3::rt::addSplitTensor(writer, name, outShape, floatOuts[i].data());
     } else if (!intOuts[i].empty()) {
       // Chosen experts, sorted per token for comparison with references.
       int64_t k = outShape.back();
@@ -601,7 +603,7 @@ int runOnTokens(bool gradient) {
     }
   }
   writer.setMetadata("producer", std::string("dsv3c ") + command);
-  if (llvm::Error e = writer.write(outputPath))
+  if (dsv3::rt::Error e = writer.write(outputPath))
     return fail(std::move(e));
   return 0;
 }
@@ -619,7 +621,7 @@ int runTrain() {
     return opt.getNumOccurrences() || !fileHasIt ? opt.getValue()
                                                  : decltype(opt.getValue())(fromFile);
   };
-  dsv3::TrainConfig c;
+  dsv3::rt::TrainConfig c;
   c.steps = pick(trainSteps, ts.steps, ts.steps > 0);
   c.lr = pick(learningRateOpt, ts.lr, ts.lr > 0);
   // A .toml description carries a training recipe; a bare hub directory
@@ -663,16 +665,16 @@ int runTrain() {
   c.bf16Moments = momentsOpt.getNumOccurrences() ? momentsOpt == "bf16"
                                                  : fp8PassOptions.has_value();
 
-  std::unique_ptr<dsv3::DataSource> data;
+  std::unique_ptr<dsv3::rt::DataSource> data;
   if (!tokensPath.empty()) {
-    auto fixed = dsv3::openFixedBatch(tokensPath, desc->config.vocabSize);
+    auto fixed = dsv3::rt::openFixedBatch(tokensPath, desc->config.vocabSize);
     if (!fixed)
       return fail(fixed.takeError());
     data = std::move(*fixed);
   } else {
     int64_t b = pick(batchSize, ts.batchSize, ts.batchSize > 0);
     int64_t t = pick(seqLen, ts.seqLen, ts.seqLen > 0);
-    auto corpus = dsv3::openByteCorpus(corpusOpt, desc->config.vocabSize, b, t);
+    auto corpus = dsv3::rt::openByteCorpus(corpusOpt, desc->config.vocabSize, b, t);
     if (!corpus)
       return fail(corpus.takeError());
     data = std::move(*corpus);
@@ -687,7 +689,7 @@ int runTrain() {
   // A bad checkpoint to resume from must fail before the long compile.
   if (!c.resumePath.empty())
     for (const char *f : {"/model.safetensors", "/optimizer.safetensors"})
-      if (auto file = dsv3::SafetensorsFile::open(c.resumePath + f); !file)
+      if (auto file = dsv3::rt::SafetensorsFile::open(c.resumePath + f); !file)
         return fail(file.takeError());
 
   Session s;
@@ -713,10 +715,10 @@ int runTrain() {
                << c.gradAccumulation << " micro-batches per step, "
                << model->params.size() << " parameters\n";
   llvm::outs().flush();
-  dsv3::CompiledTraining compiled{model->jit.get(), adamw->get(),
+  dsv3::rt::CompiledTraining compiled{model->jit.get(), adamw->get(),
                                   model->outShapes};
   TimingScope t = s.timing->nest("train");
-  if (llvm::Error e = dsv3::train(c, compiled, *data, model->params))
+  if (dsv3::rt::Error e = dsv3::rt::train(c, compiled, *data, model->params))
     return fail(std::move(e));
   if (!c.savePath.empty())
     llvm::outs() << "checkpoint: " << c.savePath << "\n";

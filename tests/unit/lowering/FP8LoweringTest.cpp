@@ -9,7 +9,7 @@
 // with its own FP8 rounding written from the formats' definitions.
 //
 //===----------------------------------------------------------------------===//
-#include "frontends/model/Safetensors.h"
+#include "runtime/io/Safetensors.h"
 #include "lowering/Pipeline/Pipelines.h"
 #include "passes/Passes.h"
 #include "runtime/jit/JitModule.h"
@@ -134,13 +134,13 @@ Result compileAndRun(const std::string &source, const std::string &options,
   EXPECT_TRUE(static_cast<bool>(jit)) << llvm::toString(jit.takeError());
   if (!jit)
     return result;
-  const ParamLayout &layout = (*jit)->layout();
+  const rt::ParamLayout &layout = (*jit)->layout();
   std::vector<float> params(layout.totalElements);
-  for (const ParamSlot &slot : layout.slots)
+  for (const rt::ParamSlot &slot : layout.slots)
     std::copy(values[slot.name].begin(), values[slot.name].end(),
               params.begin() + slot.offset);
   std::vector<std::vector<float>> outs(outputs.size());
-  std::vector<BufferArg> args;
+  std::vector<rt::BufferArg> args;
   for (size_t i = 0; i < outputs.size(); ++i) {
     int64_t elements = 1;
     for (int64_t d : shapes[i])
@@ -148,8 +148,8 @@ Result compileAndRun(const std::string &source, const std::string &options,
     outs[i].assign(elements, 0.f);
     args.push_back({outs[i].data(), shapes[i]});
   }
-  llvm::Error e = (*jit)->call("forward", params.data(), {}, args);
-  EXPECT_FALSE(static_cast<bool>(e)) << llvm::toString(std::move(e));
+  dsv3::rt::Error e = (*jit)->call("forward", params.data(), {}, args);
+  EXPECT_FALSE(static_cast<bool>(e)) << e.message();
   for (size_t i = 0; i < outputs.size(); ++i)
     result.outputs[outputs[i]] = outs[i];
   return result;
@@ -247,14 +247,14 @@ Expected recipe(const std::vector<float> &x, const std::vector<float> &w,
 }
 
 TEST(FP8Lowering, ForwardMatchesGoldenAndAllGemmsMatchTheRecipe) {
-  auto golden = SafetensorsFile::open(DSV3_SOURCE_DIR
-                                      "/tests/golden/fp8/fp8_reference.safetensors");
-  ASSERT_TRUE(static_cast<bool>(golden)) << llvm::toString(golden.takeError());
+  auto golden = rt::SafetensorsFile::open(DSV3_SOURCE_DIR
+                                          "/tests/golden/fp8/fp8_reference.safetensors");
+  ASSERT_TRUE(static_cast<bool>(golden)) << golden.error().message();
   auto read = [&](const std::string &name) {
-    const TensorInfo *t = (*golden)->lookup(name);
+    const rt::TensorInfo *t = (*golden)->lookup(name);
     std::vector<float> v(t ? t->numElements() : 0);
     if (t)
-      EXPECT_FALSE(static_cast<bool>(convertToF32(*t, v.data())));
+      EXPECT_FALSE(static_cast<bool>(rt::convertToF32(*t, v.data())));
     return v;
   };
   // Shape tags are MxNxK; 33 tokens and N = 384 leave partial tiles.

@@ -68,7 +68,7 @@ std::map<std::string, std::vector<float>>
 run(Compiled &c, const std::string &entry, std::vector<float> &params,
     std::vector<int64_t> &labels, std::vector<int64_t> labelShape) {
   std::vector<std::vector<float>> outs(c.outShapes.size());
-  std::vector<dsv3::BufferArg> args;
+  std::vector<dsv3::rt::BufferArg> args;
   for (size_t i = 0; i < outs.size(); ++i) {
     int64_t n = 1;
     for (int64_t d : c.outShapes[i])
@@ -76,8 +76,8 @@ run(Compiled &c, const std::string &entry, std::vector<float> &params,
     outs[i].assign(n, 0.f);
     args.push_back({outs[i].data(), c.outShapes[i]});
   }
-  llvm::Error e = c.jit->call(entry, params.data(), {{labels.data(), labelShape}}, args);
-  EXPECT_FALSE(static_cast<bool>(e)) << llvm::toString(std::move(e));
+  dsv3::rt::Error e = c.jit->call(entry, params.data(), {{labels.data(), labelShape}}, args);
+  EXPECT_FALSE(static_cast<bool>(e)) << e.message();
   std::map<std::string, std::vector<float>> named;
   for (size_t i = 0; i < outs.size(); ++i)
     named[c.jit->entry(entry)->outputs[i]] = outs[i];
@@ -98,7 +98,7 @@ void checkSource(const std::string &source, int64_t m, int64_t v,
 
   std::mt19937 rng(1234);
   std::normal_distribution<float> normal(0, 0.5);
-  const dsv3::ParamLayout &layout = fwd.jit->layout();
+  const dsv3::rt::ParamLayout &layout = fwd.jit->layout();
   std::vector<float> params(std::max<int64_t>(layout.totalElements, 1));
   for (float &p : params)
     p = normal(rng);
@@ -108,7 +108,7 @@ void checkSource(const std::string &source, int64_t m, int64_t v,
 
   auto g = run(grad, "forward_grad", params, labels, {1, m});
   int checked = 0;
-  for (const dsv3::ParamSlot &slot : layout.slots) {
+  for (const dsv3::rt::ParamSlot &slot : layout.slots) {
     auto it = g.find("grad." + slot.name);
     // Every parameter is on the path to the objective except the routing
     // bias, which selects experts but does not weight them.

@@ -5,7 +5,7 @@
 //
 //===----------------------------------------------------------------------===//
 #include "frontends/model/ModelDescription.h"
-#include "frontends/model/Safetensors.h"
+#include "runtime/io/Safetensors.h"
 #include "tests/unit/model/TestSupport.h"
 
 #include "llvm/Support/FormatVariadic.h"
@@ -102,8 +102,8 @@ TEST(ModelDescription, TinyTomlLoads) {
   EXPECT_EQ(d->train.mtpWeight, 0.3);
   EXPECT_FALSE(d->fp8.enabled);
   EXPECT_EQ(d->fp8.weightBlock, 128);
-  auto store = WeightStore::open(d->weightsPath);
-  ASSERT_TRUE(bool(store)) << llvm::toString(store.takeError());
+  auto store = rt::WeightStore::open(d->weightsPath);
+  ASSERT_TRUE(bool(store)) << store.error().message();
   EXPECT_EQ((*store)->names().size(), 205u);
 }
 

@@ -7,7 +7,7 @@
 //===----------------------------------------------------------------------===//
 #include "runtime/kernels/FP8.h"
 
-#include "frontends/model/Safetensors.h"
+#include "runtime/io/Safetensors.h"
 #include "tests/support/Numerics.h"
 
 #include <gtest/gtest.h>
@@ -18,6 +18,7 @@
 #include <tuple>
 
 using namespace dsv3;
+using namespace dsv3::rt;
 
 namespace {
 
@@ -26,7 +27,7 @@ protected:
   static void SetUpTestSuite() {
     auto f = SafetensorsFile::open(DSV3_SOURCE_DIR
                                    "/tests/golden/fp8/fp8_reference.safetensors");
-    ASSERT_TRUE(static_cast<bool>(f)) << llvm::toString(f.takeError());
+    ASSERT_TRUE(static_cast<bool>(f)) << f.error().message();
     file = f->release();
   }
   static void TearDownTestSuite() { delete file; }

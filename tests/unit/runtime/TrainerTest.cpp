@@ -4,8 +4,9 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <vector>
 
-using namespace dsv3;
+using namespace dsv3::rt;
 
 TEST(LearningRate, WarmupConstantCosine) {
   TrainConfig c;
@@ -28,7 +29,7 @@ TEST(LearningRate, WarmupConstantCosine) {
 TEST(RoutingBias, SignOfDistanceToMeanLoad) {
   // 4 experts, 12 assignments: mean 3. Overloaded experts go down,
   // underloaded up, exactly balanced ones stay.
-  int64_t load[] = {6, 3, 1, 2};
+  std::vector<int64_t> load{6, 3, 1, 2};
   float bias[] = {0.5f, 0.5f, 0.5f, -0.25f};
   double imbalance = updateRoutingBias(load, 0.01, bias);
   EXPECT_FLOAT_EQ(bias[0], 0.49f);
@@ -39,7 +40,7 @@ TEST(RoutingBias, SignOfDistanceToMeanLoad) {
 }
 
 TEST(RoutingBias, ZeroSpeedLeavesBiasAlone) {
-  int64_t load[] = {5, 0};
+  std::vector<int64_t> load{5, 0};
   float bias[] = {1.f, 2.f};
   updateRoutingBias(load, 0.0, bias);
   EXPECT_EQ(bias[0], 1.f);

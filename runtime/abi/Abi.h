@@ -1,0 +1,90 @@
+//===- Abi.h - what compiled code and the runtime agree on ------*- C++ -*-===//
+//
+// The compiler/runtime contract, in plain C++ (the runtime core links no
+// LLVM or MLIR): where each parameter lives in the flat float32 parameter
+// buffer, the entry points a compiled module exports with their outputs, the
+// host buffers passed to them, and the AdamW hyper-parameter slots of the
+// compiled optimizer step. The compiler writes these facts (on the module by
+// dsv3-materialize-params, then as a manifest, runtime/abi/Manifest.h); the
+// runtime reads them.
+//
+//===----------------------------------------------------------------------===//
+#ifndef DSV3_RUNTIME_ABI_ABI_H
+#define DSV3_RUNTIME_ABI_ABI_H
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace dsv3::rt {
+
+/// Where one parameter lives in the flat float32 parameter buffer.
+struct ParamSlot {
+  std::string name; // hub name; a '*' marks a stack over experts
+  int64_t offset = 0;
+  std::vector<int64_t> shape;
+  int64_t numElements() const {
+    int64_t n = 1;
+    for (int64_t d : shape)
+      n *= d;
+    return n;
+  }
+};
+
+/// The flat parameter buffer of a compiled module.
+struct ParamLayout {
+  std::vector<ParamSlot> slots;
+  int64_t totalElements = 0;
+  const ParamSlot *find(const std::string &name) const {
+    for (const ParamSlot &s : slots)
+      if (s.name == name)
+        return &s;
+    return nullptr;
+  }
+};
+
+/// A host buffer handed to or filled by compiled code: row-major and
+/// contiguous.
+struct BufferArg {
+  void *data;
+  std::vector<int64_t> shape;
+};
+
+/// Element type of an entry point's output.
+enum class ElementType { F32, I64 };
+
+/// Signature of one entry point: `name(params, inputs..., outputs...)`, the
+/// outputs named in order. Expert-id outputs (`topk_ids.*`) are int64, all
+/// others float32.
+struct EntryPoint {
+  std::string name;
+  std::vector<std::string> outputs;
+  ElementType outputType(size_t i) const {
+    return outputs[i].rfind("topk_ids.", 0) == 0 ? ElementType::I64 : ElementType::F32;
+  }
+};
+
+/// Host buffers for every output of an entry point, typed by the entry.
+struct OutputBuffers {
+  OutputBuffers(const EntryPoint &entry, const std::vector<std::vector<int64_t>> &shapes);
+  std::vector<std::vector<float>> floats;
+  std::vector<std::vector<int64_t>> ints;
+  std::vector<BufferArg> args;
+};
+
+/// Slots of the hyper-parameter vector the compiled `adamw_step` reads.
+enum AdamWHyper : int64_t {
+  kLearningRate,
+  kBeta1,
+  kBeta2,
+  kEpsilon,
+  kWeightDecay,
+  kBiasCorrection1, // 1 - beta1^t
+  kBiasCorrection2, // 1 - beta2^t
+  kGradScale,       // global-norm clipping factor (1 when not clipping)
+  kNumAdamWHyper
+};
+
+} // namespace dsv3::rt
+
+#endif // DSV3_RUNTIME_ABI_ABI_H

@@ -1,0 +1,73 @@
+//===- Manifest.cpp - the ABI of a compiled module as JSON ----------------===//
+#include "runtime/abi/Manifest.h"
+
+#include <nlohmann/json.hpp>
+
+namespace dsv3::rt {
+
+using nlohmann::json;
+
+std::string writeManifest(const Manifest &m) {
+  json params = json::array(), entries = json::array();
+  for (const ParamSlot &s : m.layout.slots)
+    params.push_back({{"name", s.name}, {"offset", s.offset}, {"shape", s.shape}});
+  for (const EntryPoint &e : m.entries)
+    entries.push_back({{"name", e.name}, {"outputs", e.outputs}});
+  json extra = json::parse(m.extraJson, nullptr, /*allow_exceptions=*/false);
+  json root = {{"param_count", m.layout.totalElements},
+               {"params", std::move(params)},
+               {"entries", std::move(entries)},
+               {"extra", extra.is_discarded() ? json() : std::move(extra)}};
+  return root.dump();
+}
+
+Expected<Manifest> parseManifest(const std::string &text, const std::string &path) {
+  json root = json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (root.is_discarded() || !root.is_object())
+    return fileError(path, "not a JSON object");
+  auto bad = [&](const std::string &what) { return fileError(path, "manifest: " + what); };
+  const json *count = root.contains("param_count") ? &root["param_count"] : nullptr;
+  if (!count || !count->is_number_integer() || count->get<int64_t>() < 0)
+    return bad("no valid 'param_count'");
+  if (!root.contains("params") || !root["params"].is_array())
+    return bad("no 'params' array");
+  if (!root.contains("entries") || !root["entries"].is_array())
+    return bad("no 'entries' array");
+  Manifest m;
+  m.layout.totalElements = count->get<int64_t>();
+  for (const json &p : root["params"]) {
+    if (!p.is_object() || !p.contains("name") || !p["name"].is_string() ||
+        !p.contains("offset") || !p["offset"].is_number_integer() ||
+        !p.contains("shape") || !p["shape"].is_array())
+      return bad("a parameter without name, offset or shape");
+    ParamSlot slot;
+    slot.name = p["name"].get<std::string>();
+    slot.offset = p["offset"].get<int64_t>();
+    for (const json &d : p["shape"]) {
+      if (!d.is_number_integer() || d.get<int64_t>() < 0)
+        return bad("parameter '" + slot.name + "' has an invalid shape");
+      slot.shape.push_back(d.get<int64_t>());
+    }
+    if (slot.offset < 0 || slot.offset + slot.numElements() > m.layout.totalElements)
+      return bad("parameter '" + slot.name + "' lies outside the parameter buffer");
+    m.layout.slots.push_back(std::move(slot));
+  }
+  for (const json &e : root["entries"]) {
+    if (!e.is_object() || !e.contains("name") || !e["name"].is_string() ||
+        !e.contains("outputs") || !e["outputs"].is_array())
+      return bad("an entry point without name or outputs");
+    EntryPoint entry;
+    entry.name = e["name"].get<std::string>();
+    for (const json &o : e["outputs"]) {
+      if (!o.is_string())
+        return bad("entry point '" + entry.name + "' has a non-string output name");
+      entry.outputs.push_back(o.get<std::string>());
+    }
+    m.entries.push_back(std::move(entry));
+  }
+  if (root.contains("extra"))
+    m.extraJson = root["extra"].dump();
+  return m;
+}
+
+} // namespace dsv3::rt
