@@ -10,7 +10,7 @@
 //   dsv3c compile MODEL --emit=dsv3|tensor|linalg|llvm|llvm-ir [-o FILE]
 //
 //===----------------------------------------------------------------------===//
-#include "frontends/import/ModelImporter.h"
+#include "frontends/compiler/Compiler.h"
 #include "ir/DSV3/DSV3Dialect.h"
 #include "frontends/model/ModelDescription.h"
 #include "frontends/support/RuntimeError.h"
@@ -19,7 +19,6 @@
 #include "lowering/Passes.h"
 #include "lowering/Pipeline/Pipelines.h"
 #include "passes/Passes.h"
-#include "frontends/import/Optimizer.h"
 #include "runtime/jit/JitModule.h"
 #include "runtime/train/Data.h"
 #include "runtime/train/Trainer.h"
@@ -129,6 +128,10 @@ cl::opt<std::string> emit("emit",
                           cl::desc("Stop after a phase and print its IR: "
                                    "dsv3|tensor|linalg|llvm|llvm-ir"),
                           cl::init("dsv3"), cl::cat(compileCat));
+cl::opt<std::string> modeOpt("mode",
+                             cl::desc("What to compile: eval (the forward), grad (forward "
+                                      "and backward), train-step (grad and the AdamW step)"),
+                             cl::init("eval"), cl::cat(compileCat));
 cl::opt<int64_t> batchSize("batch", cl::desc("Batch size (sequences)"),
                            cl::init(1), cl::cat(shapeCat));
 cl::opt<int64_t> seqLen("seq", cl::desc("Sequence length"), cl::init(32),
@@ -200,23 +203,8 @@ int fail(llvm::Error e) {
 int fail(dsv3::rt::Error e) { return fail(e.message()); }
 
 //===----------------------------------------------------------------------===//
-// Compilation
+// From flags to the compiler library's options
 //===----------------------------------------------------------------------===//
-
-/// Writes `text` to DIR/NAME, creating DIR.
-llvm::Error writeDump(llvm::StringRef name,
-                      llvm::function_ref<void(llvm::raw_ostream &)> print) {
-  if (std::error_code ec = llvm::sys::fs::create_directories(dumpDir))
-    return llvm::createStringError(dumpDir + ": " + ec.message());
-  llvm::SmallString<256> path(dumpDir);
-  llvm::sys::path::append(path, name);
-  std::error_code ec;
-  llvm::raw_fd_ostream os(path, ec);
-  if (ec)
-    return llvm::createStringError(std::string(path) + ": " + ec.message());
-  print(os);
-  return llvm::Error::success();
-}
 
 /// dsv3-fp8-tile-quantize options when FP8 is on (--fp8 or [fp8] enabled),
 /// set by each command from its model description.
@@ -238,93 +226,70 @@ void configureFP8(const dsv3::ModelDescription &desc) {
   fp8PassOptions = o + " " + fp8Options.getValue();
 }
 
-/// Runs the pipeline up to `to`, one pass manager per phase so that
-/// --dump-dir can write each phase's result.
-llvm::Error lower(ModuleOp module, dsv3::Phase to, TimingScope &timing,
-                  bool differentiate = false,
-                  dsv3::Phase from = dsv3::Phase::DSV3) {
-  dsv3::CPUPipelineOptions options;
-  options.useUkernels = !noUkernels;
-  auto dump = [&](dsv3::Phase phase) -> llvm::Error {
-    if (dumpDir.empty())
-      return llvm::Error::success();
-    std::string name = std::to_string(static_cast<int>(phase)) + "-" +
-                       dsv3::phaseName(phase).str() + ".mlir";
-    return writeDump(name, [&](llvm::raw_ostream &os) { module.print(os); });
-  };
-  if (from == dsv3::Phase::DSV3)
-    if (llvm::Error e = dump(dsv3::Phase::DSV3))
-      return e;
-  for (dsv3::Phase phase : {dsv3::Phase::Tensor, dsv3::Phase::Linalg,
-                            dsv3::Phase::LLVM}) {
-    if (phase <= from)
-      continue;
-    if (phase > to)
-      break;
-    PassManager pm(module->getName());
-    if (failed(applyPassManagerCLOptions(pm)))
-      return llvm::createStringError("invalid pass manager options");
-    TimingScope phaseTiming = timing.nest(dsv3::phaseName(phase));
-    pm.enableTiming(phaseTiming);
-    switch (phase) {
-    case dsv3::Phase::Tensor:
-      dsv3::buildDecomposePipeline(pm);
-      if (differentiate)
-        pm.addPass(dsv3::createDSV3AutodiffPass());
-      if (fp8PassOptions) {
-        std::unique_ptr<Pass> fp8 = dsv3::createDSV3FP8TileQuantizePass();
-        std::string problem;
-        if (failed(fp8->initializeOptions(*fp8PassOptions, [&](const llvm::Twine &msg) {
-              problem = msg.str();
-              return failure();
-            })))
-          return llvm::createStringError("FP8 options '" + *fp8PassOptions +
-                                         "': " + problem);
-        pm.addNestedPass<func::FuncOp>(std::move(fp8));
-      }
-      break;
-    case dsv3::Phase::Linalg:
-      dsv3::buildLinalgPipeline(pm);
-      break;
-    case dsv3::Phase::LLVM:
-      dsv3::buildLLVMPipeline(pm, options);
-      break;
-    case dsv3::Phase::DSV3:
-      break;
-    }
-    if (failed(pm.run(module)))
-      return llvm::createStringError("pipeline phase '" +
-                                     dsv3::phaseName(phase).str() + "' failed");
-    if (llvm::Error e = dump(phase))
-      return e;
-  }
-  return llvm::Error::success();
+/// The options every command shares; the objective comes from the flags,
+/// else from a .toml description's [train] table.
+dsv3::CompileOptions compileOptions(const dsv3::ModelDescription &desc, dsv3::CompileMode mode,
+                                    int64_t batch, int64_t seq, bool packed) {
+  dsv3::CompileOptions o;
+  o.mode = mode;
+  o.batch = batch;
+  o.seqLen = seq;
+  o.packed = packed;
+  bool recipe = llvm::StringRef(modelPath).ends_with(".toml");
+  o.mtpWeight = mtpWeight.getNumOccurrences() || !recipe ? mtpWeight.getValue()
+                                                         : desc.train.mtpWeight;
+  o.balanceAlpha = balanceAlpha.getNumOccurrences() || !recipe ? balanceAlpha.getValue()
+                                                               : desc.train.balanceAlpha;
+  o.fp8 = fp8PassOptions;
+  o.cpu.useUkernels = !noUkernels;
+  o.optLevel = jitOptLevel;
+  o.dumpDir = dumpDir;
+  return o;
 }
 
-/// Translates an LLVM-dialect module to LLVM IR text.
-llvm::Error printLLVMIR(ModuleOp module, llvm::raw_ostream &os) {
-  llvm::LLVMContext llvmContext;
-  auto llvmModule = translateModuleToLLVMIR(module, llvmContext);
-  if (!llvmModule)
-    return llvm::createStringError("translation to LLVM IR failed");
-  llvmModule->print(os, nullptr);
-  return llvm::Error::success();
+std::string cacheDirectory() {
+  if (noCache)
+    return "";
+  return cacheDir.empty() ? dsv3::CompileCache::defaultDirectory() : cacheDir.getValue();
 }
 
-struct Session {
-  DialectRegistry registry;
-  std::unique_ptr<MLIRContext> ctx;
-  DefaultTimingManager timingManager;
-  std::optional<TimingScope> timing;
-
-  Session() {
-    dsv3::registerPipelineDialects(registry);
-    ctx = std::make_unique<MLIRContext>(registry);
-    ctx->loadAllAvailableDialects();
-    applyDefaultTimingManagerCLOptions(timingManager);
-    timing.emplace(timingManager.getRootScope());
-  }
+/// A model compiled for one batch shape, with its weights loaded.
+struct CompiledModel {
+  dsv3::CompiledModule module;
+  std::vector<float> params;
 };
+
+/// Compiles through the library, loading the weights (from the checkpoint
+/// or [init] seed = N) as soon as the parameter layout is known, so that a
+/// bad checkpoint fails before code generation.
+llvm::Expected<CompiledModel> compileModel(dsv3::Compiler &compiler,
+                                           const dsv3::ModelDescription &desc,
+                                           const dsv3::CompileOptions &options) {
+  std::unique_ptr<dsv3::rt::WeightStore> store;
+  if (!desc.weightsPath.empty()) {
+    auto opened = dsv3::rt::WeightStore::open(desc.weightsPath);
+    if (!opened)
+      return dsv3::toLLVMError(opened.takeError());
+    store = std::move(*opened);
+  } else if (!desc.initSeed) {
+    return llvm::createStringError(modelPath +
+                                   ": the description names no weights and no [init] seed");
+  }
+  CompiledModel c;
+  auto loadWeights = [&](const dsv3::rt::ParamLayout &layout) -> llvm::Error {
+    if (store)
+      return dsv3::toLLVMError(dsv3::rt::loadParameters(*store, layout, c.params));
+    if (dsv3::rt::Error e = dsv3::rt::initializeParameters(
+            layout, *desc.initSeed, desc.config.initializerRange, c.params))
+      return llvm::createStringError(modelPath + ": " + e.message());
+    return llvm::Error::success();
+  };
+  auto module = compiler.compile(desc, options, cacheDirectory(), loadWeights);
+  if (!module)
+    return module.takeError();
+  c.module = std::move(*module);
+  return c;
+}
 
 //===----------------------------------------------------------------------===//
 // Commands
@@ -341,14 +306,15 @@ int runCompile() {
   if (!phase)
     return fail("--emit=" + emit +
                 " is not a phase (dsv3, tensor, linalg, llvm, llvm-ir)");
-  Session s;
-  dsv3::ImportOptions io;
-  io.batch = batchSize;
-  io.seqLen = seqLen;
-  auto module = dsv3::importModel(*s.ctx, desc->config, io);
+  auto mode = dsv3::parseMode(modeOpt);
+  if (!mode)
+    return fail("--mode=" + modeOpt + " is not a mode (eval, grad, train-step)");
+  dsv3::Compiler compiler;
+  dsv3::CompileOptions options = compileOptions(*desc, *mode, batchSize, seqLen, false);
+  auto module = compiler.import(*desc, options);
   if (!module)
-    return fail(modelPath + ": " + llvm::toString(module.takeError()));
-  if (llvm::Error e = lower(**module, *phase, *s.timing))
+    return fail(module.takeError());
+  if (llvm::Error e = compiler.lower(**module, *phase, options))
     return fail(std::move(e));
 
   std::error_code ec;
@@ -357,165 +323,13 @@ int runCompile() {
   if (ec)
     return fail(outputPath + ": " + ec.message());
   if (toLLVMIR) {
-    if (llvm::Error e = printLLVMIR(**module, out.os()))
+    if (llvm::Error e = dsv3::printLLVMIR(**module, out.os()))
       return fail(std::move(e));
   } else {
     (*module)->print(out.os());
   }
   out.keep();
   return 0;
-}
-
-/// A model compiled for one batch shape, with its weights loaded.
-struct CompiledModel {
-  std::unique_ptr<dsv3::JitModule> jit;
-  std::string entry;
-  std::vector<std::vector<int64_t>> outShapes;
-  std::vector<float> params;
-};
-
-/// Imports, lowers (with the reverse sweep when `gradient`), loads the
-/// weights (before JIT compilation, so a bad checkpoint fails fast) and
-/// JIT-compiles. Errors name `shapeSource` for shape problems.
-llvm::Expected<CompiledModel>
-compileModel(Session &s, const dsv3::ModelDescription &desc, int64_t batch,
-             int64_t seq, bool gradient, bool packed,
-             const std::string &shapeSource) {
-  // Weights come from the checkpoint, or from [init] seed = N.
-  std::unique_ptr<dsv3::rt::WeightStore> store;
-  if (!desc.weightsPath.empty()) {
-    auto opened = dsv3::rt::WeightStore::open(desc.weightsPath);
-    if (!opened)
-      return dsv3::toLLVMError(opened.takeError());
-    store = std::move(*opened);
-  } else if (!desc.initSeed) {
-    return llvm::createStringError(modelPath +
-                                   ": the description names no weights and no [init] seed");
-  }
-  dsv3::ImportOptions io;
-  io.batch = batch;
-  io.seqLen = seq;
-  io.packed = packed;
-  if (gradient) {
-    bool recipe = llvm::StringRef(modelPath).ends_with(".toml");
-    io.mtpWeight = mtpWeight.getNumOccurrences() || !recipe
-                       ? mtpWeight.getValue()
-                       : desc.train.mtpWeight;
-    io.balanceAlpha = balanceAlpha.getNumOccurrences() || !recipe
-                          ? balanceAlpha.getValue()
-                          : desc.train.balanceAlpha;
-  }
-  auto module = dsv3::importModel(*s.ctx, desc.config, io);
-  if (!module)
-    return llvm::createStringError(shapeSource + ": " +
-                                   llvm::toString(module.takeError()));
-  // Before any lowering: a model too large for this machine fails now.
-  {
-    llvm::StringMap<int64_t> sizes;
-    (*module)->walk([&](dsv3::ParamOp p) {
-      sizes[p.getName()] = p.getResult().getType().getNumElements();
-    });
-    int64_t total = 0;
-    for (auto &entry : sizes)
-      total += entry.second;
-    if (dsv3::rt::Error e = dsv3::rt::checkParameterMemory(total))
-      return llvm::createStringError(modelPath + ": " + e.message());
-  }
-  CompiledModel c;
-  c.entry = gradient ? "forward_grad" : "forward";
-  auto loadWeights = [&](const dsv3::rt::ParamLayout &layout) -> llvm::Error {
-    TimingScope t = s.timing->nest("load-weights");
-    if (store)
-      return dsv3::toLLVMError(dsv3::rt::loadParameters(*store, layout, c.params));
-    if (dsv3::rt::Error e = dsv3::rt::initializeParameters(
-            layout, *desc.initSeed, desc.config.initializerRange, c.params))
-      return llvm::createStringError(modelPath + ": " + e.message());
-    return llvm::Error::success();
-  };
-
-  // The compile cache is keyed by the imported IR and everything else that
-  // shapes the generated code; a hit skips lowering and LLVM entirely.
-  std::optional<dsv3::CompileCache> cache;
-  std::string cacheKey;
-  if (!noCache) {
-    std::string dir = cacheDir.empty() ? dsv3::CompileCache::defaultDirectory()
-                                       : cacheDir.getValue();
-    if (!dir.empty() && !llvm::sys::fs::create_directories(dir)) {
-      cache.emplace(dir);
-      std::string ir;
-      llvm::raw_string_ostream os(ir);
-      (*module)->print(os);
-      std::string options = std::string("gradient=") + (gradient ? "1" : "0") +
-                            " ukernels=" + (noUkernels ? "0" : "1") +
-                            " fp8=" + fp8PassOptions.value_or("off") +
-                            " O" + std::to_string(jitOptLevel);
-      cacheKey = cache->key(ir, options);
-      TimingScope t = s.timing->nest("compile-cache-lookup");
-      llvm::json::Value extra = nullptr;
-      std::unique_ptr<dsv3::JitModule> hit = cache->lookup(cacheKey, extra);
-      // The manifest's output shapes; anything malformed is a miss.
-      std::vector<std::vector<int64_t>> shapes;
-      bool wellFormed = extra.getAsArray() != nullptr;
-      if (wellFormed)
-        for (const llvm::json::Value &shape : *extra.getAsArray()) {
-          const llvm::json::Array *dims = shape.getAsArray();
-          wellFormed &= dims != nullptr;
-          if (!wellFormed)
-            break;
-          shapes.emplace_back();
-          for (const llvm::json::Value &d : *dims) {
-            wellFormed &= d.getAsInteger().has_value();
-            shapes.back().push_back(d.getAsInteger().value_or(0));
-          }
-        }
-      if (hit && wellFormed) {
-        c.outShapes = std::move(shapes);
-        c.jit = std::move(hit);
-        if (llvm::Error e = loadWeights(c.jit->layout()))
-          return std::move(e);
-        return c;
-      }
-    }
-  }
-
-  if (llvm::Error e = lower(**module, dsv3::Phase::Linalg, *s.timing, gradient))
-    return std::move(e);
-  // Output shapes come from the entry point before it is bufferized.
-  auto entryFn = (*module)->lookupSymbol<func::FuncOp>(c.entry);
-  for (Type t : entryFn.getFunctionType().getResults()) {
-    auto shape = cast<RankedTensorType>(t).getShape();
-    c.outShapes.emplace_back(shape.begin(), shape.end());
-  }
-  if (llvm::Error e = lower(**module, dsv3::Phase::LLVM, *s.timing, false,
-                            dsv3::Phase::Linalg))
-    return std::move(e);
-  if (!dumpDir.empty())
-    if (llvm::Error e = writeDump("4-llvm-ir.ll", [&](llvm::raw_ostream &os) {
-          llvm::consumeError(printLLVMIR(**module, os));
-        }))
-      return std::move(e);
-  {
-    auto layout = dsv3::readParamLayout(**module);
-    if (!layout)
-      return layout.takeError();
-    if (llvm::Error e = loadWeights(*layout))
-      return std::move(e);
-  }
-  TimingScope t = s.timing->nest("jit-compile");
-  auto jit = dsv3::JitModule::compile(**module, jitOptLevel,
-                                      cache ? cache->objectPath(cacheKey) : "");
-  if (!jit)
-    return jit.takeError();
-  c.jit = std::move(*jit);
-  if (cache) {
-    llvm::json::Array shapes;
-    for (const auto &shape : c.outShapes)
-      shapes.push_back(llvm::json::Array(shape));
-    if (llvm::Error e = cache->store(cacheKey, *c.jit, std::move(shapes)))
-      llvm::WithColor::warning(llvm::errs(), "dsv3c")
-          << "compile cache not written: " << llvm::toString(std::move(e)) << "\n";
-  }
-  return c;
 }
 
 /// `eval` and `grad`: compile for the token batch, load weights, run once,
@@ -540,22 +354,25 @@ int runOnTokens(bool gradient) {
   (*data)->fill(0, 0, 0, ids);
   std::vector<int64_t> shape{(*data)->batch(), (*data)->seqLen()};
 
-  Session s;
   const std::vector<int64_t> *segments = (*data)->segments();
-  auto model = compileModel(s, *desc, shape[0], shape[1], gradient,
-                            segments != nullptr, tokensPath);
+  dsv3::Compiler compiler;
+  dsv3::CompileOptions options =
+      compileOptions(*desc, gradient ? dsv3::CompileMode::Grad : dsv3::CompileMode::Eval,
+                     shape[0], shape[1], segments != nullptr);
+  options.shapeSource = tokensPath;
+  auto model = compileModel(compiler, *desc, options);
   if (!model)
     return fail(model.takeError());
-  const std::string &entryName = model->entry;
-  const auto &outShapes = model->outShapes;
-  auto &jit = model->jit;
+  const std::string &entryName = model->module.entry;
+  const auto &outShapes = model->module.outShapes;
+  auto &jit = model->module.executable;
   auto &params = model->params;
   const dsv3::rt::EntryPoint *entry = jit->entry(entryName);
   dsv3::rt::OutputBuffers buffers(*entry, outShapes);
   auto &floatOuts = buffers.floats;
   auto &intOuts = buffers.ints;
   {
-    TimingScope t = s.timing->nest("execute");
+    TimingScope t = compiler.timing().nest("execute");
     std::vector<dsv3::rt::BufferArg> inputs{{ids.data(), shape}};
     if (segments)
       inputs.push_back({const_cast<int64_t *>(segments->data()), shape});
@@ -692,21 +509,17 @@ int runTrain() {
       if (auto file = dsv3::rt::SafetensorsFile::open(c.resumePath + f); !file)
         return fail(file.takeError());
 
-  Session s;
-  auto model = compileModel(s, *desc, data->batch(), data->seqLen(),
-                            /*gradient=*/true, data->segments() != nullptr,
-                            modelPath);
+  dsv3::Compiler compiler;
+  dsv3::CompileOptions options =
+      compileOptions(*desc, dsv3::CompileMode::TrainStep, data->batch(), data->seqLen(),
+                     data->segments() != nullptr);
+  options.shapeSource = modelPath;
+  options.bf16Moments = c.bf16Moments;
+  auto model = compileModel(compiler, *desc, options);
   if (!model)
     return fail(model.takeError());
   // The optimizer update is compiled too: linalg on the flat buffer.
-  auto adamModule =
-      dsv3::buildAdamWModule(*s.ctx, model->params.size(), c.bf16Moments);
-  dsv3::CPUPipelineOptions options;
-  PassManager pm(adamModule->getOperation()->getName());
-  dsv3::buildLLVMPipeline(pm, options);
-  if (failed(pm.run(*adamModule)))
-    return fail("internal error: the AdamW update failed to compile");
-  auto adamw = dsv3::JitModule::compile(*adamModule, jitOptLevel);
+  auto adamw = compiler.compileAdamW(model->params.size(), options);
   if (!adamw)
     return fail(adamw.takeError());
 
@@ -715,9 +528,9 @@ int runTrain() {
                << c.gradAccumulation << " micro-batches per step, "
                << model->params.size() << " parameters\n";
   llvm::outs().flush();
-  dsv3::rt::CompiledTraining compiled{model->jit.get(), adamw->get(),
-                                  model->outShapes};
-  TimingScope t = s.timing->nest("train");
+  dsv3::rt::CompiledTraining compiled{model->module.executable.get(), adamw->get(),
+                                      model->module.outShapes};
+  TimingScope t = compiler.timing().nest("train");
   if (dsv3::rt::Error e = dsv3::rt::train(c, compiled, *data, model->params))
     return fail(std::move(e));
   if (!c.savePath.empty())

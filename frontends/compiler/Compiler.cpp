@@ -1,0 +1,275 @@
+//===- Compiler.cpp - model description -> compiled module ----------------===//
+#include "frontends/compiler/Compiler.h"
+
+#include "frontends/import/ModelImporter.h"
+#include "frontends/import/Optimizer.h"
+#include "ir/DSV3/DSV3Dialect.h"
+#include "passes/Passes.h"
+#include "runtime/io/Parameters.h"
+
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Pass/PassManager.h"
+#include "mlir/Target/LLVMIR/Export.h"
+#include "llvm/ADT/StringMap.h"
+#include "llvm/IR/LLVMContext.h"
+#include "llvm/IR/Module.h"
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/JSON.h"
+#include "llvm/Support/Path.h"
+#include "llvm/Support/WithColor.h"
+
+using namespace mlir;
+
+namespace dsv3 {
+
+llvm::StringRef modeName(CompileMode mode) {
+  switch (mode) {
+  case CompileMode::Eval:
+    return "eval";
+  case CompileMode::Grad:
+    return "grad";
+  case CompileMode::TrainStep:
+    return "train-step";
+  }
+  return "";
+}
+
+std::optional<CompileMode> parseMode(llvm::StringRef name) {
+  for (CompileMode m : {CompileMode::Eval, CompileMode::Grad, CompileMode::TrainStep})
+    if (modeName(m) == name)
+      return m;
+  return std::nullopt;
+}
+
+namespace {
+
+bool differentiates(CompileMode mode) { return mode != CompileMode::Eval; }
+
+/// Writes `print`'s text to DIR/NAME, creating DIR.
+llvm::Error writeDump(const std::string &dir, llvm::StringRef name,
+                      llvm::function_ref<void(llvm::raw_ostream &)> print) {
+  if (std::error_code ec = llvm::sys::fs::create_directories(dir))
+    return llvm::createStringError(dir + ": " + ec.message());
+  llvm::SmallString<256> path(dir);
+  llvm::sys::path::append(path, name);
+  std::error_code ec;
+  llvm::raw_fd_ostream os(path, ec);
+  if (ec)
+    return llvm::createStringError(std::string(path) + ": " + ec.message());
+  print(os);
+  return llvm::Error::success();
+}
+
+} // namespace
+
+llvm::Error printLLVMIR(ModuleOp module, llvm::raw_ostream &os) {
+  llvm::LLVMContext llvmContext;
+  auto llvmModule = translateModuleToLLVMIR(module, llvmContext);
+  if (!llvmModule)
+    return llvm::createStringError("translation to LLVM IR failed");
+  llvmModule->print(os, nullptr);
+  return llvm::Error::success();
+}
+
+Compiler::Compiler() {
+  registerPipelineDialects(registry);
+  ctx = std::make_unique<MLIRContext>(registry);
+  ctx->loadAllAvailableDialects();
+  applyDefaultTimingManagerCLOptions(timingManager);
+  rootTiming.emplace(timingManager.getRootScope());
+}
+
+Compiler::~Compiler() = default;
+
+llvm::Expected<OwningOpRef<ModuleOp>> Compiler::import(const ModelDescription &desc,
+                                                       const CompileOptions &options) {
+  ImportOptions io;
+  io.batch = options.batch;
+  io.seqLen = options.seqLen;
+  io.packed = options.packed;
+  if (differentiates(options.mode)) {
+    io.mtpWeight = options.mtpWeight;
+    io.balanceAlpha = options.balanceAlpha;
+  }
+  auto module = importModel(*ctx, desc.config, io);
+  if (!module)
+    return llvm::createStringError(
+        (options.shapeSource.empty() ? desc.path : options.shapeSource) + ": " +
+        llvm::toString(module.takeError()));
+  return module;
+}
+
+llvm::Error Compiler::lower(ModuleOp module, Phase to, const CompileOptions &options,
+                            Phase from) {
+  auto dump = [&](Phase phase) -> llvm::Error {
+    if (options.dumpDir.empty())
+      return llvm::Error::success();
+    std::string name = std::to_string(static_cast<int>(phase)) + "-" +
+                       phaseName(phase).str() + ".mlir";
+    return writeDump(options.dumpDir, name, [&](llvm::raw_ostream &os) { module.print(os); });
+  };
+  if (from == Phase::DSV3)
+    if (llvm::Error e = dump(Phase::DSV3))
+      return e;
+  for (Phase phase : {Phase::Tensor, Phase::Linalg, Phase::LLVM}) {
+    if (phase <= from)
+      continue;
+    if (phase > to)
+      break;
+    PassManager pm(module->getName());
+    if (failed(applyPassManagerCLOptions(pm)))
+      return llvm::createStringError("invalid pass manager options");
+    TimingScope phaseTiming = rootTiming->nest(phaseName(phase));
+    pm.enableTiming(phaseTiming);
+    switch (phase) {
+    case Phase::Tensor:
+      buildDecomposePipeline(pm);
+      if (differentiates(options.mode))
+        pm.addPass(createDSV3AutodiffPass());
+      if (options.fp8) {
+        std::unique_ptr<Pass> fp8 = createDSV3FP8TileQuantizePass();
+        std::string problem;
+        if (failed(fp8->initializeOptions(*options.fp8, [&](const llvm::Twine &msg) {
+              problem = msg.str();
+              return failure();
+            })))
+          return llvm::createStringError("FP8 options '" + *options.fp8 + "': " + problem);
+        pm.addNestedPass<func::FuncOp>(std::move(fp8));
+      }
+      break;
+    case Phase::Linalg:
+      buildLinalgPipeline(pm);
+      break;
+    case Phase::LLVM:
+      buildLLVMPipeline(pm, options.cpu);
+      break;
+    case Phase::DSV3:
+      break;
+    }
+    if (failed(pm.run(module)))
+      return llvm::createStringError("pipeline phase '" + phaseName(phase).str() + "' failed");
+    if (llvm::Error e = dump(phase))
+      return e;
+  }
+  return llvm::Error::success();
+}
+
+llvm::Expected<CompiledModule>
+Compiler::compile(const ModelDescription &desc, const CompileOptions &options,
+                  const std::string &cacheDir,
+                  const std::function<llvm::Error(const rt::ParamLayout &)> &onLayout) {
+  auto module = import(desc, options);
+  if (!module)
+    return module.takeError();
+  // Before any lowering: a model too large for this machine fails now.
+  {
+    llvm::StringMap<int64_t> sizes;
+    (*module)->walk([&](ParamOp p) {
+      sizes[p.getName()] = p.getResult().getType().getNumElements();
+    });
+    int64_t total = 0;
+    for (auto &entry : sizes)
+      total += entry.second;
+    if (rt::Error e = rt::checkParameterMemory(total))
+      return llvm::createStringError(desc.path + ": " + e.message());
+  }
+  CompiledModule c;
+  c.entry = differentiates(options.mode) ? "forward_grad" : "forward";
+  auto layoutKnown = [&](const rt::ParamLayout &layout) -> llvm::Error {
+    if (!onLayout)
+      return llvm::Error::success();
+    TimingScope t = rootTiming->nest("load-weights");
+    return onLayout(layout);
+  };
+
+  // The compile cache is keyed by the imported IR and everything else that
+  // shapes the generated code; a hit skips lowering and LLVM entirely.
+  std::optional<CompileCache> cache;
+  std::string cacheKey;
+  if (!cacheDir.empty() && !llvm::sys::fs::create_directories(cacheDir)) {
+    cache.emplace(cacheDir);
+    std::string ir;
+    llvm::raw_string_ostream os(ir);
+    (*module)->print(os);
+    std::string key = std::string("gradient=") + (differentiates(options.mode) ? "1" : "0") +
+                      " ukernels=" + (options.cpu.useUkernels ? "1" : "0") +
+                      " fp8=" + options.fp8.value_or("off") + " O" +
+                      std::to_string(options.optLevel);
+    cacheKey = cache->key(ir, key);
+    TimingScope t = rootTiming->nest("compile-cache-lookup");
+    llvm::json::Value extra = nullptr;
+    std::unique_ptr<JitModule> hit = cache->lookup(cacheKey, extra);
+    // The manifest's output shapes; anything malformed is a miss.
+    OutputShapes shapes;
+    bool wellFormed = extra.getAsArray() != nullptr;
+    if (wellFormed)
+      for (const llvm::json::Value &shape : *extra.getAsArray()) {
+        const llvm::json::Array *dims = shape.getAsArray();
+        wellFormed &= dims != nullptr;
+        if (!wellFormed)
+          break;
+        shapes.emplace_back();
+        for (const llvm::json::Value &d : *dims) {
+          wellFormed &= d.getAsInteger().has_value();
+          shapes.back().push_back(d.getAsInteger().value_or(0));
+        }
+      }
+    if (hit && wellFormed) {
+      c.outShapes = std::move(shapes);
+      c.executable = std::move(hit);
+      if (llvm::Error e = layoutKnown(c.executable->layout()))
+        return std::move(e);
+      return c;
+    }
+  }
+
+  if (llvm::Error e = lower(**module, Phase::Linalg, options))
+    return std::move(e);
+  // Output shapes come from the entry point before it is bufferized.
+  auto entryFn = (*module)->lookupSymbol<func::FuncOp>(c.entry);
+  for (Type t : entryFn.getFunctionType().getResults()) {
+    auto shape = cast<RankedTensorType>(t).getShape();
+    c.outShapes.emplace_back(shape.begin(), shape.end());
+  }
+  if (llvm::Error e = lower(**module, Phase::LLVM, options, Phase::Linalg))
+    return std::move(e);
+  if (!options.dumpDir.empty())
+    if (llvm::Error e = writeDump(options.dumpDir, "4-llvm-ir.ll", [&](llvm::raw_ostream &os) {
+          llvm::consumeError(printLLVMIR(**module, os));
+        }))
+      return std::move(e);
+  {
+    auto layout = readParamLayout(**module);
+    if (!layout)
+      return layout.takeError();
+    if (llvm::Error e = layoutKnown(*layout))
+      return std::move(e);
+  }
+  TimingScope t = rootTiming->nest("jit-compile");
+  auto jit = JitModule::compile(**module, options.optLevel,
+                                cache ? cache->objectPath(cacheKey) : "");
+  if (!jit)
+    return jit.takeError();
+  c.executable = std::move(*jit);
+  if (cache) {
+    llvm::json::Array shapes;
+    for (const auto &shape : c.outShapes)
+      shapes.push_back(llvm::json::Array(shape));
+    if (llvm::Error e = cache->store(cacheKey, *c.executable, std::move(shapes)))
+      llvm::WithColor::warning(llvm::errs(), "dsv3c")
+          << "compile cache not written: " << llvm::toString(std::move(e)) << "\n";
+  }
+  return c;
+}
+
+llvm::Expected<std::unique_ptr<JitModule>>
+Compiler::compileAdamW(int64_t numElements, const CompileOptions &options) {
+  auto module = buildAdamWModule(*ctx, numElements, options.bf16Moments);
+  PassManager pm(module->getOperation()->getName());
+  buildLLVMPipeline(pm, CPUPipelineOptions{});
+  if (failed(pm.run(*module)))
+    return llvm::createStringError("internal error: the AdamW update failed to compile");
+  return JitModule::compile(*module, options.optLevel);
+}
+
+} // namespace dsv3
