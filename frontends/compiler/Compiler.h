@@ -95,6 +95,14 @@ public:
           const std::string &cacheDir = "",
           const std::function<llvm::Error(const rt::ParamLayout &)> &onLayout = {});
 
+  /// Writes an ahead-of-time artifact into `dir` (created): `model.so`,
+  /// machine code for this host CPU exporting `_dsv3_packed_<entry>` for
+  /// each entry point (TrainStep: forward_grad and adamw_step), and
+  /// `manifest.json` (rt::Manifest; its extra data holds the mode, the
+  /// batch shape, every entry's output shapes and the hub config.json).
+  llvm::Error writeArtifact(const ModelDescription &desc, const CompileOptions &options,
+                            const std::string &dir);
+
   /// The compiled AdamW update over `numElements` parameters.
   llvm::Expected<std::unique_ptr<JitModule>> compileAdamW(int64_t numElements,
                                                           const CompileOptions &options);

@@ -13,7 +13,11 @@
 namespace dsv3::test {
 
 RunResult runDsv3c(const std::string &args) {
-  std::string cmd = std::string(DSV3C_PATH) + " " + args + " 2>&1";
+  return runCommand(std::string(DSV3C_PATH) + " " + args);
+}
+
+RunResult runCommand(const std::string &commandLine) {
+  std::string cmd = commandLine + " 2>&1";
   RunResult r{-1, ""};
   FILE *pipe = popen(cmd.c_str(), "r");
   if (!pipe)

@@ -23,6 +23,9 @@ struct RunResult {
   std::string output; // stdout and stderr together
 };
 
+/// Runs a shell command line, capturing stdout and stderr together.
+RunResult runCommand(const std::string &commandLine);
+
 /// Runs `dsv3c <args>` through the shell.
 RunResult runDsv3c(const std::string &args);
 

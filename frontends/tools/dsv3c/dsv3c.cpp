@@ -14,6 +14,7 @@
 #include "ir/DSV3/DSV3Dialect.h"
 #include "frontends/model/ModelDescription.h"
 #include "frontends/support/RuntimeError.h"
+#include "runtime/io/Outputs.h"
 #include "runtime/io/Parameters.h"
 #include "runtime/io/Safetensors.h"
 #include "lowering/Passes.h"
@@ -126,7 +127,8 @@ cl::opt<double> balanceAlpha(
 
 cl::opt<std::string> emit("emit",
                           cl::desc("Stop after a phase and print its IR: "
-                                   "dsv3|tensor|linalg|llvm|llvm-ir"),
+                                   "dsv3|tensor|linalg|llvm|llvm-ir; or write an "
+                                   "ahead-of-time artifact: artifact (-o DIR)"),
                           cl::init("dsv3"), cl::cat(compileCat));
 cl::opt<std::string> modeOpt("mode",
                              cl::desc("What to compile: eval (the forward), grad (forward "
@@ -170,7 +172,7 @@ cl::opt<std::string> momentsOpt(
     "moments",
     cl::desc("AdamW moment storage: fp32 or bf16 (DeepSeek-V3; the "
              "default with --fp8)"),
-    cl::init("fp32"), cl::cat(trainCat));
+    cl::init("fp32"), cl::cat(shapeCat));
 cl::opt<int64_t> gradAccumOpt("grad-accum",
                               cl::desc("Micro-batches per optimizer step"),
                               cl::init(1), cl::cat(trainCat));
@@ -300,12 +302,27 @@ int runCompile() {
   if (!desc)
     return fail(desc.takeError());
   configureFP8(*desc);
+  if (emit == "artifact") {
+    if (outputPath.empty())
+      return fail("compile --emit=artifact needs -o DIR");
+    auto mode = dsv3::parseMode(modeOpt);
+    if (!mode)
+      return fail("--mode=" + modeOpt + " is not a mode (eval, grad, train-step)");
+    dsv3::Compiler compiler;
+    dsv3::CompileOptions options = compileOptions(*desc, *mode, batchSize, seqLen, false);
+    if (*mode == dsv3::CompileMode::TrainStep)
+      options.bf16Moments = momentsOpt.getNumOccurrences() ? momentsOpt == "bf16"
+                                                           : fp8PassOptions.has_value();
+    if (llvm::Error e = compiler.writeArtifact(*desc, options, outputPath))
+      return fail(std::move(e));
+    return 0;
+  }
   bool toLLVMIR = emit == "llvm-ir";
   auto phase = toLLVMIR ? std::optional<dsv3::Phase>(dsv3::Phase::LLVM)
                         : dsv3::parsePhase(emit);
   if (!phase)
     return fail("--emit=" + emit +
-                " is not a phase (dsv3, tensor, linalg, llvm, llvm-ir)");
+                " is not a phase (dsv3, tensor, linalg, llvm, llvm-ir) or artifact");
   auto mode = dsv3::parseMode(modeOpt);
   if (!mode)
     return fail("--mode=" + modeOpt + " is not a mode (eval, grad, train-step)");
@@ -369,8 +386,6 @@ int runOnTokens(bool gradient) {
   auto &params = model->params;
   const dsv3::rt::EntryPoint *entry = jit->entry(entryName);
   dsv3::rt::OutputBuffers buffers(*entry, outShapes);
-  auto &floatOuts = buffers.floats;
-  auto &intOuts = buffers.ints;
   {
     TimingScope t = compiler.timing().nest("execute");
     std::vector<dsv3::rt::BufferArg> inputs{{ids.data(), shape}};
@@ -394,34 +409,11 @@ int runOnTokens(bool gradient) {
     }
   }
 
-  dsv3::rt::SafetensorsWriter writer;
-  for (size_t i = 0; i < outShapes.size(); ++i) {
-    const std::string &name = entry->outputs[i];
-    std::vector<int64_t> outShape = outShapes[i];
-    if (outShape.empty())
-      outShape = {1}; // scalars are stored as [1], like the reference files
-    if (name.find('*') != std::string::npos) {
-      dsv3::rt::addSplitTensor(writer, name, outShape, floatOuts[i].data());
-    } else if (!intOuts[i].empty()) {
-      // Chosen experts, sorted per token for comparison with references.
-      int64_t k = outShape.back();
-      for (size_t r = 0; r < intOuts[i].size(); r += k)
-        std::sort(intOuts[i].begin() + r, intOuts[i].begin() + r + k);
-      writer.addI64(name, outShape, intOuts[i]);
-    } else {
-      writer.addF32(name, outShape, floatOuts[i]);
-    }
-    if (outShapes[i].empty()) {
-      float v = floatOuts[i][0];
-      llvm::outs() << llvm::format("%-9s %.6f", name.c_str(), v);
-      if (name == "loss")
-        llvm::outs() << llvm::format("  (perplexity %.3f)", std::exp(v));
-      llvm::outs() << "\n";
-    }
-  }
-  writer.setMetadata("producer", std::string("dsv3c ") + command);
-  if (dsv3::rt::Error e = writer.write(outputPath))
+  std::string summary;
+  if (dsv3::rt::Error e = dsv3::rt::writeOutputs(*entry, outShapes, buffers, outputPath,
+                                                 std::string("dsv3c ") + command, summary))
     return fail(std::move(e));
+  llvm::outs() << summary;
   return 0;
 }
 
@@ -554,7 +546,8 @@ const Command commands[] = {
      {&runCat, &gradCat}, [] { return runOnTokens(true); }},
     {"train", "train with the compiled gradient and AdamW step",
      {&runCat, &gradCat, &shapeCat, &trainCat}, runTrain},
-    {"compile", "print the IR after a pipeline phase", {&compileCat, &shapeCat},
+    {"compile", "print the IR after a pipeline phase, or write an artifact",
+     {&compileCat, &shapeCat, &gradCat},
      runCompile},
 };
 /// The command-specific categories; options in none of a command's own

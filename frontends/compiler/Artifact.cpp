@@ -1,0 +1,226 @@
+//===- Artifact.cpp - ahead-of-time artifacts: shared object + manifest ---===//
+//
+// The form in which compiled code leaves the compiler: `DIR/model.so`,
+// machine code for this host's CPU with one packed wrapper per entry point
+// (`_dsv3_packed_<entry>(void **args)`, the calling convention of
+// rt::Executable), and `DIR/manifest.json`, the rt::Manifest of its ABI plus
+// what a runner needs (mode, output shapes, the hub config for checkpoints).
+// The code is optimised exactly as the JIT optimises it (same transformer,
+// same target machine), so both paths compute the same bits.
+//
+//===----------------------------------------------------------------------===//
+#include "frontends/compiler/Compiler.h"
+
+#include "frontends/import/Optimizer.h"
+#include "frontends/model/ModelConfig.h"
+#include "runtime/abi/Manifest.h"
+
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/LLVMIR/LLVMDialect.h"
+#include "mlir/ExecutionEngine/OptUtils.h"
+#include "mlir/Pass/PassManager.h"
+#include "mlir/Target/LLVMIR/Export.h"
+#include "llvm/ExecutionEngine/Orc/JITTargetMachineBuilder.h"
+#include "llvm/IR/IRBuilder.h"
+#include "llvm/IR/LLVMContext.h"
+#include "llvm/IR/LegacyPassManager.h"
+#include "llvm/IR/Module.h"
+#include "llvm/Linker/Linker.h"
+#include "llvm/MC/TargetRegistry.h"
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/JSON.h"
+#include "llvm/Support/Path.h"
+#include "llvm/Support/Program.h"
+#include "llvm/Support/TargetSelect.h"
+#include "llvm/Support/ToolOutputFile.h"
+#include "llvm/Target/TargetMachine.h"
+
+using namespace mlir;
+
+namespace dsv3 {
+namespace {
+
+constexpr const char *kPackedPrefix = "_dsv3_packed_";
+
+/// `void _dsv3_packed_<name>(ptr args)`: loads argument i from args[i] (a
+/// pointer to the argument) and calls `_mlir_ciface_<name>`, the convention
+/// of MLIR's ExecutionEngine wrappers.
+void addPackedWrapper(llvm::Module &module, llvm::StringRef name) {
+  llvm::Function *callee = module.getFunction(("_mlir_ciface_" + name).str());
+  llvm::LLVMContext &ctx = module.getContext();
+  auto *ptrType = llvm::PointerType::get(ctx, 0);
+  auto *type = llvm::FunctionType::get(llvm::Type::getVoidTy(ctx), {ptrType}, false);
+  auto *wrapper = llvm::Function::Create(type, llvm::GlobalValue::ExternalLinkage,
+                                         kPackedPrefix + name, module);
+  llvm::IRBuilder<> b(llvm::BasicBlock::Create(ctx, "entry", wrapper));
+  std::vector<llvm::Value *> args;
+  for (auto [i, param] : llvm::enumerate(callee->args())) {
+    llvm::Value *slot = b.CreateConstGEP1_64(ptrType, wrapper->getArg(0), i);
+    llvm::Value *argPtr = b.CreateLoad(ptrType, slot);
+    args.push_back(b.CreateLoad(param.getType(), argPtr));
+  }
+  b.CreateCall(callee, args);
+  b.CreateRetVoid();
+}
+
+/// Keeps only the packed wrappers visible outside the shared object, so
+/// that two translated modules link without clashes.
+void internalize(llvm::Module &module) {
+  for (llvm::GlobalValue &g : module.global_values())
+    if (!g.isDeclaration() && !g.getName().starts_with(kPackedPrefix))
+      g.setLinkage(llvm::GlobalValue::InternalLinkage);
+}
+
+/// The entry points (and their output names) of an LLVM-dialect module.
+std::vector<rt::EntryPoint> entryPoints(ModuleOp module) {
+  std::vector<rt::EntryPoint> entries;
+  for (auto fn : module.getOps<LLVM::LLVMFuncOp>()) {
+    auto outputs = fn->getAttrOfType<ArrayAttr>("dsv3.outputs");
+    if (!outputs || fn.isExternal() || fn.getName().starts_with("_mlir_ciface_"))
+      continue;
+    rt::EntryPoint e;
+    e.name = fn.getName().str();
+    for (Attribute o : outputs)
+      e.outputs.push_back(cast<StringAttr>(o).str());
+    entries.push_back(std::move(e));
+  }
+  return entries;
+}
+
+/// Output shapes of every entry point of a module before bufferization.
+llvm::json::Object outputShapes(ModuleOp module) {
+  llvm::json::Object shapes;
+  for (auto fn : module.getOps<func::FuncOp>()) {
+    if (fn.isExternal())
+      continue;
+    llvm::json::Array list;
+    for (Type t : fn.getFunctionType().getResults())
+      list.push_back(llvm::json::Array(cast<RankedTensorType>(t).getShape()));
+    shapes[fn.getName()] = std::move(list);
+  }
+  return shapes;
+}
+
+/// Translates, wraps and optimises one module as the JIT would.
+llvm::Expected<std::unique_ptr<llvm::Module>>
+translate(ModuleOp module, llvm::LLVMContext &ctx, llvm::TargetMachine &tm, unsigned optLevel) {
+  auto llvmModule = translateModuleToLLVMIR(module, ctx);
+  if (!llvmModule)
+    return llvm::createStringError("translation to LLVM IR failed");
+  for (const rt::EntryPoint &e : entryPoints(module))
+    addPackedWrapper(*llvmModule, e.name);
+  llvmModule->setDataLayout(tm.createDataLayout());
+  llvmModule->setTargetTriple(tm.getTargetTriple());
+  if (llvm::Error e = makeOptimizingTransformer(optLevel, /*sizeLevel=*/0, &tm)(llvmModule.get()))
+    return std::move(e);
+  internalize(*llvmModule);
+  return llvmModule;
+}
+
+} // namespace
+
+llvm::Error Compiler::writeArtifact(const ModelDescription &desc, const CompileOptions &options,
+                                    const std::string &dir) {
+  static bool targetsReady = [] {
+    llvm::InitializeNativeTarget();
+    llvm::InitializeNativeTargetAsmPrinter();
+    return true;
+  }();
+  (void)targetsReady;
+
+  auto module = import(desc, options);
+  if (!module)
+    return module.takeError();
+  if (llvm::Error e = lower(**module, Phase::Linalg, options))
+    return e;
+  llvm::json::Object shapes = outputShapes(**module);
+  if (llvm::Error e = lower(**module, Phase::LLVM, options, Phase::Linalg))
+    return e;
+  auto layout = readParamLayout(**module);
+  if (!layout)
+    return layout.takeError();
+  std::vector<ModuleOp> modules{**module};
+  std::vector<rt::EntryPoint> entries = entryPoints(**module);
+  // train-step: the AdamW update over the same flat parameter buffer, one
+  // more entry point of the same shared object.
+  OwningOpRef<ModuleOp> adamw;
+  if (options.mode == CompileMode::TrainStep) {
+    adamw = buildAdamWModule(*ctx, std::max<int64_t>(layout->totalElements, 1),
+                             options.bf16Moments);
+    PassManager pm(adamw->getOperation()->getName());
+    buildLLVMPipeline(pm, CPUPipelineOptions{});
+    if (failed(pm.run(*adamw)))
+      return llvm::createStringError("internal error: the AdamW update failed to compile");
+    for (rt::EntryPoint &e : entryPoints(*adamw))
+      entries.push_back(std::move(e));
+    modules.push_back(*adamw);
+  }
+
+  auto builder = llvm::orc::JITTargetMachineBuilder::detectHost();
+  if (!builder)
+    return builder.takeError();
+  auto level = options.optLevel >= 3 ? llvm::CodeGenOptLevel::Aggressive
+                                     : llvm::CodeGenOptLevel::Default;
+  builder->setCodeGenOptLevel(level);
+  builder->setRelocationModel(llvm::Reloc::PIC_);
+  auto tm = builder->createTargetMachine();
+  if (!tm)
+    return tm.takeError();
+
+  llvm::LLVMContext llvmContext;
+  std::unique_ptr<llvm::Module> linked;
+  for (ModuleOp m : modules) {
+    auto translated = translate(m, llvmContext, **tm, options.optLevel);
+    if (!translated)
+      return translated.takeError();
+    if (!linked)
+      linked = std::move(*translated);
+    else if (llvm::Linker::linkModules(*linked, std::move(*translated)))
+      return llvm::createStringError("internal error: linking the artifact's modules failed");
+  }
+
+  if (std::error_code ec = llvm::sys::fs::create_directories(dir))
+    return llvm::createStringError(dir + ": " + ec.message());
+  std::string object = dir + "/model.o", shared = dir + "/model.so";
+  {
+    std::error_code ec;
+    llvm::ToolOutputFile out(object, ec, llvm::sys::fs::OF_None);
+    if (ec)
+      return llvm::createStringError(object + ": " + ec.message());
+    llvm::legacy::PassManager pm;
+    if ((*tm)->addPassesToEmitFile(pm, out.os(), nullptr, llvm::CodeGenFileType::ObjectFile))
+      return llvm::createStringError("internal error: the target cannot emit objects");
+    pm.run(*linked);
+    out.keep();
+  }
+  // Kernel and libm symbols stay undefined: the runner provides them.
+  auto lld = llvm::sys::findProgramByName("ld.lld-22");
+  if (!lld)
+    lld = llvm::sys::findProgramByName("ld.lld");
+  if (!lld)
+    return llvm::createStringError("ld.lld (package lld-22) is needed to write artifacts");
+  std::string message;
+  std::vector<llvm::StringRef> argv{*lld, "-shared", "-o", shared, object};
+  if (llvm::sys::ExecuteAndWait(*lld, argv, std::nullopt, {}, 0, 0, &message) != 0)
+    return llvm::createStringError(shared + ": linking failed: " + message);
+  llvm::sys::fs::remove(object);
+
+  rt::Manifest manifest{std::move(*layout), std::move(entries), ""};
+  llvm::json::Object extra{{"mode", modeName(options.mode)},
+                           {"batch", options.batch},
+                           {"seq", options.seqLen},
+                           {"packed", options.packed},
+                           {"bf16_moments", options.bf16Moments},
+                           {"output_shapes", std::move(shapes)},
+                           {"config_json", toHubConfigJSON(desc.config)}};
+  llvm::raw_string_ostream(manifest.extraJson) << llvm::json::Value(std::move(extra));
+  std::string text = rt::writeManifest(manifest);
+  std::error_code ec;
+  llvm::raw_fd_ostream os(dir + "/manifest.json", ec);
+  if (ec)
+    return llvm::createStringError(dir + "/manifest.json: " + ec.message());
+  os << text << "\n";
+  return llvm::Error::success();
+}
+
+} // namespace dsv3

@@ -1,0 +1,117 @@
+//===- ArtifactTest.cpp - ahead-of-time artifacts run by dsv3-run ---------===//
+//
+// `dsv3c compile --emit=artifact` writes a shared object and its manifest;
+// `dsv3-run`, which links no LLVM or MLIR, runs it. Its eval and grad
+// outputs and its training trajectory and checkpoint must equal dsv3c's JIT
+// path bit for bit on the same machine.
+//
+//===----------------------------------------------------------------------===//
+#include "tests/e2e/E2EUtil.h"
+
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+
+using namespace dsv3::test;
+
+namespace {
+
+RunResult runDsv3Run(const std::string &args) {
+  return runCommand(std::string(DSV3RUN_PATH) + " " + args);
+}
+
+std::string golden() { return sourcePath("tests/golden/tiny/reference.safetensors"); }
+
+/// Compiles the tiny model for the golden batch (2 x 32) in `mode`.
+std::string compileArtifact(const std::string &name, const std::string &mode) {
+  std::string dir = scratchDir("artifact-" + name);
+  RunResult r = runDsv3c("compile " + sourcePath("models/tiny") + " --mode=" + mode +
+                         " --batch 2 --seq 32 --emit=artifact -o " + dir + "/art");
+  EXPECT_EQ(r.exitCode, 0) << r.output;
+  return dir;
+}
+
+/// Every tensor of `a` equals `b`'s, byte for byte (metadata aside).
+void expectSameTensors(const std::string &a, const std::string &b) {
+  std::unique_ptr<SafetensorsFile> x(openOrFail(a)), y(openOrFail(b));
+  ASSERT_TRUE(x && y);
+  ASSERT_EQ(x->tensors().size(), y->tensors().size());
+  for (const TensorInfo &t : x->tensors()) {
+    const TensorInfo *u = y->lookup(t.name);
+    ASSERT_NE(u, nullptr) << t.name;
+    EXPECT_EQ(t.shape, u->shape) << t.name;
+    ASSERT_EQ(t.nbytes, u->nbytes) << t.name;
+    EXPECT_EQ(std::memcmp(t.data, u->data, t.nbytes), 0) << t.name << " differs";
+  }
+}
+
+std::string fileBytes(const std::string &path) {
+  std::ifstream in(path, std::ios::binary);
+  EXPECT_TRUE(in.good()) << path;
+  return std::string((std::istreambuf_iterator<char>(in)), {});
+}
+
+TEST(Artifact, EvalAndGradEqualTheJitBitForBit) {
+  for (const char *command : {"eval", "grad"}) {
+    std::string dir = compileArtifact(command, command);
+    RunResult run = runDsv3Run(dir + "/art " + command + " --weights " + sourcePath("models/tiny") +
+                               " --tokens " + golden() + " -o " + dir + "/aot.safetensors");
+    ASSERT_EQ(run.exitCode, 0) << run.output;
+    RunResult jit = runDsv3c(std::string(command) + " " + sourcePath("models/tiny") +
+                             " --tokens " + golden() + " -o " + dir + "/jit.safetensors");
+    ASSERT_EQ(jit.exitCode, 0) << jit.output;
+    EXPECT_EQ(run.output, jit.output) << "the printed losses";
+    expectSameTensors(dir + "/aot.safetensors", dir + "/jit.safetensors");
+  }
+}
+
+TEST(Artifact, TrainingEqualsTheJitBitForBit) {
+  std::string dir = compileArtifact("train", "train-step");
+  std::string flags = " --tokens " + golden() +
+                      " --steps 3 --lr 1e-3 --grad-clip 1.0 --bias-update 1e-3 --seed 5";
+  RunResult run = runDsv3Run(dir + "/art train --weights " + sourcePath("models/tiny") + flags +
+                             " --log-json " + dir + "/aot.jsonl --save " + dir + "/aot");
+  ASSERT_EQ(run.exitCode, 0) << run.output;
+  RunResult jit = runDsv3c("train " + sourcePath("models/tiny") + flags + " --log-json " + dir +
+                           "/jit.jsonl --save " + dir + "/jit");
+  ASSERT_EQ(jit.exitCode, 0) << jit.output;
+  std::vector<double> a = losses(dir + "/aot.jsonl"), b = losses(dir + "/jit.jsonl");
+  ASSERT_EQ(a.size(), 3u);
+  EXPECT_EQ(a, b);
+  EXPECT_EQ(logField(dir + "/aot.jsonl", "grad_norm"), logField(dir + "/jit.jsonl", "grad_norm"));
+  for (const char *f : {"config.json", "model.safetensors", "optimizer.safetensors"})
+    EXPECT_EQ(fileBytes(dir + "/aot/" + f), fileBytes(dir + "/jit/" + f)) << f;
+}
+
+TEST(Artifact, RunnerLinksNoLLVMOrMLIR) {
+  RunResult r = runCommand("ldd " + std::string(DSV3RUN_PATH));
+  ASSERT_EQ(r.exitCode, 0) << r.output;
+  EXPECT_NE(r.output.find("libtbb"), std::string::npos) << r.output;
+  EXPECT_EQ(r.output.find("LLVM"), std::string::npos) << r.output;
+  EXPECT_EQ(r.output.find("MLIR"), std::string::npos) << r.output;
+}
+
+TEST(Artifact, BadUseFailsWithOneLine) {
+  std::string dir = scratchDir("artifact-bad");
+  RunResult missing = runDsv3Run(dir + "/none eval --weights " + sourcePath("models/tiny") +
+                                 " --tokens " + golden() + " -o " + dir + "/o");
+  EXPECT_NE(missing.exitCode, 0);
+  EXPECT_NE(missing.output.find("manifest.json"), std::string::npos) << missing.output;
+  EXPECT_EQ(std::count(missing.output.begin(), missing.output.end(), '\n'), 1) << missing.output;
+
+  std::string art = compileArtifact("mode", "grad") + "/art";
+  RunResult mode = runDsv3Run(art + " train --weights " + sourcePath("models/tiny") +
+                              " --tokens " + golden());
+  EXPECT_NE(mode.exitCode, 0);
+  EXPECT_NE(mode.output.find("--mode=train-step"), std::string::npos) << mode.output;
+  writeTokens(dir + "/short.safetensors", {1, 8}, std::vector<int64_t>(8, 1));
+  RunResult shape = runDsv3Run(art + " grad --weights " + sourcePath("models/tiny") +
+                               " --tokens " + dir + "/short.safetensors -o " + dir + "/o");
+  EXPECT_NE(shape.exitCode, 0);
+  EXPECT_NE(shape.output.find("compiled for 2x32"), std::string::npos) << shape.output;
+  EXPECT_FALSE(std::filesystem::exists(dir + "/o"));
+}
+
+} // namespace
