@@ -71,22 +71,6 @@ void internalize(llvm::Module &module) {
       g.setLinkage(llvm::GlobalValue::InternalLinkage);
 }
 
-/// The entry points (and their output names) of an LLVM-dialect module.
-std::vector<rt::EntryPoint> entryPoints(ModuleOp module) {
-  std::vector<rt::EntryPoint> entries;
-  for (auto fn : module.getOps<LLVM::LLVMFuncOp>()) {
-    auto outputs = fn->getAttrOfType<ArrayAttr>("dsv3.outputs");
-    if (!outputs || fn.isExternal() || fn.getName().starts_with("_mlir_ciface_"))
-      continue;
-    rt::EntryPoint e;
-    e.name = fn.getName().str();
-    for (Attribute o : outputs)
-      e.outputs.push_back(cast<StringAttr>(o).str());
-    entries.push_back(std::move(e));
-  }
-  return entries;
-}
-
 /// Output shapes of every entry point of a module before bufferization.
 llvm::json::Object outputShapes(ModuleOp module) {
   llvm::json::Object shapes;
@@ -107,7 +91,7 @@ translate(ModuleOp module, llvm::LLVMContext &ctx, llvm::TargetMachine &tm, unsi
   auto llvmModule = translateModuleToLLVMIR(module, ctx);
   if (!llvmModule)
     return llvm::createStringError("translation to LLVM IR failed");
-  for (const rt::EntryPoint &e : entryPoints(module))
+  for (const rt::EntryPoint &e : readEntryPoints(module))
     addPackedWrapper(*llvmModule, e.name);
   llvmModule->setDataLayout(tm.createDataLayout());
   llvmModule->setTargetTriple(tm.getTargetTriple());
@@ -140,7 +124,7 @@ llvm::Error Compiler::writeArtifact(const ModelDescription &desc, const CompileO
   if (!layout)
     return layout.takeError();
   std::vector<ModuleOp> modules{**module};
-  std::vector<rt::EntryPoint> entries = entryPoints(**module);
+  std::vector<rt::EntryPoint> entries = readEntryPoints(**module);
   // train-step: the AdamW update over the same flat parameter buffer, one
   // more entry point of the same shared object.
   OwningOpRef<ModuleOp> adamw;
@@ -151,7 +135,7 @@ llvm::Error Compiler::writeArtifact(const ModelDescription &desc, const CompileO
     buildLLVMPipeline(pm, CPUPipelineOptions{});
     if (failed(pm.run(*adamw)))
       return llvm::createStringError("internal error: the AdamW update failed to compile");
-    for (rt::EntryPoint &e : entryPoints(*adamw))
+    for (rt::EntryPoint &e : readEntryPoints(*adamw))
       entries.push_back(std::move(e));
     modules.push_back(*adamw);
   }

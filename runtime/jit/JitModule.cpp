@@ -50,6 +50,22 @@ llvm::Expected<rt::ParamLayout> readParamLayout(ModuleOp module) {
   return layout;
 }
 
+std::vector<rt::EntryPoint> readEntryPoints(ModuleOp module) {
+  std::vector<rt::EntryPoint> entries;
+  for (auto fn : module.getOps<LLVM::LLVMFuncOp>()) {
+    auto outputs = fn->getAttrOfType<ArrayAttr>("dsv3.outputs");
+    // FuncToLLVM copies attributes onto the C-interface wrapper too.
+    if (!outputs || fn.isExternal() || fn.getName().starts_with("_mlir_ciface_"))
+      continue;
+    rt::EntryPoint e;
+    e.name = fn.getName().str();
+    for (Attribute o : outputs)
+      e.outputs.push_back(cast<StringAttr>(o).str());
+    entries.push_back(std::move(e));
+  }
+  return entries;
+}
+
 namespace {
 
 /// The runtime symbols JIT code calls: microkernels and MLIR's memrefCopy.
@@ -160,19 +176,7 @@ JitModule::compile(ModuleOp module, unsigned optLevel, llvm::StringRef objectPat
   auto layout = readParamLayout(module);
   if (!layout)
     return layout.takeError();
-  std::vector<rt::EntryPoint> entries;
-  for (auto fn : module.getOps<LLVM::LLVMFuncOp>()) {
-    auto outputs = fn->getAttrOfType<ArrayAttr>("dsv3.outputs");
-    // FuncToLLVM copies attributes onto the C-interface wrapper too.
-    if (!outputs || fn.isExternal() || fn.getName().starts_with("_mlir_ciface_"))
-      continue;
-    rt::EntryPoint e;
-    e.name = fn.getName().str();
-    for (Attribute o : outputs)
-      e.outputs.push_back(cast<StringAttr>(o).str());
-    entries.push_back(std::move(e));
-  }
-  auto jit = std::unique_ptr<JitModule>(new JitModule(std::move(*layout), std::move(entries)));
+  auto jit = std::unique_ptr<JitModule>(new JitModule(std::move(*layout), readEntryPoints(module)));
 
   DialectRegistry registry;
   registerBuiltinDialectTranslation(registry);

@@ -51,6 +51,10 @@ private:
 /// Reads `dsv3.param_layout` / `dsv3.param_count` from a module.
 llvm::Expected<rt::ParamLayout> readParamLayout(mlir::ModuleOp module);
 
+/// The entry points of an LLVM-dialect module (functions carrying
+/// `dsv3.outputs`) with their output names.
+std::vector<rt::EntryPoint> readEntryPoints(mlir::ModuleOp module);
+
 /// On-disk cache of compiled modules: `<dir>/<key>.o` holds the machine
 /// code and `<dir>/<key>.json` what is needed to call it (parameter layout,
 /// entry points, and the caller's own `extra` data). The key hashes the
