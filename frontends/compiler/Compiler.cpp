@@ -45,6 +45,17 @@ namespace {
 
 bool differentiates(CompileMode mode) { return mode != CompileMode::Eval; }
 
+/// The pipeline's options for these compile options.
+std::unique_ptr<DSV3PipelineOptions> pipelineOptions(const CompileOptions &options) {
+  auto p = std::make_unique<DSV3PipelineOptions>();
+  p->differentiate = differentiates(options.mode);
+  p->fp8 = options.fp8.has_value();
+  p->fp8Options = options.fp8.value_or("");
+  p->ukernels = options.cpu.useUkernels;
+  p->fuseElementwise = options.cpu.fuseElementwise;
+  return p;
+}
+
 /// Writes `print`'s text to DIR/NAME, creating DIR.
 llvm::Error writeDump(const std::string &dir, llvm::StringRef name,
                       llvm::function_ref<void(llvm::raw_ostream &)> print) {
@@ -121,31 +132,13 @@ llvm::Error Compiler::lower(ModuleOp module, Phase to, const CompileOptions &opt
       return llvm::createStringError("invalid pass manager options");
     TimingScope phaseTiming = rootTiming->nest(phaseName(phase));
     pm.enableTiming(phaseTiming);
-    switch (phase) {
-    case Phase::Tensor:
-      buildDecomposePipeline(pm);
-      if (differentiates(options.mode))
-        pm.addPass(createDSV3AutodiffPass());
-      if (options.fp8) {
-        std::unique_ptr<Pass> fp8 = createDSV3FP8TileQuantizePass();
-        std::string problem;
-        if (failed(fp8->initializeOptions(*options.fp8, [&](const llvm::Twine &msg) {
-              problem = msg.str();
-              return failure();
-            })))
-          return llvm::createStringError("FP8 options '" + *options.fp8 + "': " + problem);
-        pm.addNestedPass<func::FuncOp>(std::move(fp8));
-      }
-      break;
-    case Phase::Linalg:
-      buildLinalgPipeline(pm);
-      break;
-    case Phase::LLVM:
-      buildLLVMPipeline(pm, options.cpu);
-      break;
-    case Phase::DSV3:
-      break;
-    }
+    std::string problem;
+    auto error = [&](const llvm::Twine &msg) {
+      problem = msg.str();
+      return failure();
+    };
+    if (failed(buildPhase(pm, phase, *pipelineOptions(options), error)))
+      return llvm::createStringError(problem);
     if (failed(pm.run(module)))
       return llvm::createStringError("pipeline phase '" + phaseName(phase).str() + "' failed");
     if (llvm::Error e = dump(phase))

@@ -28,6 +28,7 @@
 #include "mlir/Dialect/Bufferization/Transforms/Passes.h"
 #include "mlir/Dialect/Linalg/Passes.h"
 #include "mlir/Dialect/MemRef/Transforms/Passes.h"
+#include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Pass/PassRegistry.h"
 #include "mlir/Transforms/Passes.h"
 
@@ -118,26 +119,88 @@ void buildLLVMPipeline(OpPassManager &pm, const CPUPipelineOptions &options) {
   pm.addPass(createCanonicalizerPass());
 }
 
-void buildPipeline(OpPassManager &pm, Phase to,
-                   const CPUPipelineOptions &options) {
-  if (to >= Phase::Tensor)
-    buildDecomposePipeline(pm);
-  if (to >= Phase::Linalg)
-    buildLinalgPipeline(pm);
-  if (to >= Phase::LLVM)
-    buildLLVMPipeline(pm, options);
+LogicalResult buildTensorPipeline(OpPassManager &pm, const DSV3PipelineOptions &options,
+                                  llvm::function_ref<LogicalResult(const llvm::Twine &)> error) {
+  buildDecomposePipeline(pm);
+  if (options.differentiate)
+    pm.addPass(createDSV3AutodiffPass());
+  if (options.fp8) {
+    std::unique_ptr<Pass> fp8 = createDSV3FP8TileQuantizePass();
+    std::string problem;
+    if (failed(fp8->initializeOptions(options.fp8Options, [&](const llvm::Twine &msg) {
+          problem = msg.str();
+          return failure();
+        })))
+      return error("FP8 options '" + options.fp8Options + "': " + problem);
+    pm.addNestedPass<func::FuncOp>(std::move(fp8));
+  }
+  return success();
 }
+
+LogicalResult buildPhase(OpPassManager &pm, Phase phase, const DSV3PipelineOptions &options,
+                         llvm::function_ref<LogicalResult(const llvm::Twine &)> error) {
+  switch (phase) {
+  case Phase::DSV3:
+    return success();
+  case Phase::Tensor:
+    return buildTensorPipeline(pm, options, error);
+  case Phase::Linalg:
+    buildLinalgPipeline(pm);
+    return success();
+  case Phase::LLVM:
+    buildLLVMPipeline(pm, options.cpu());
+    return success();
+  }
+  llvm_unreachable("unknown phase");
+}
+
+LogicalResult buildPipeline(OpPassManager &pm, Phase to, const DSV3PipelineOptions &options,
+                            llvm::function_ref<LogicalResult(const llvm::Twine &)> error) {
+  for (Phase phase : {Phase::Tensor, Phase::Linalg, Phase::LLVM})
+    if (phase <= to && failed(buildPhase(pm, phase, options, error)))
+      return failure();
+  return success();
+}
+
+namespace {
+
+/// A pipeline registration whose options are DSV3PipelineOptions and whose
+/// builder may fail (bad FP8 options) with a diagnostic.
+void registerWithOptions(llvm::StringRef name, llvm::StringRef description, Phase to,
+                         bool differentiate) {
+  registerPassPipeline(
+      name, description,
+      [=](OpPassManager &pm, llvm::StringRef text,
+          llvm::function_ref<LogicalResult(const llvm::Twine &)> error) {
+        auto options = DSV3PipelineOptions::createFromString(text);
+        if (!options)
+          return error("invalid options '" + text + "'");
+        if (differentiate)
+          options->differentiate = true;
+        return buildPipeline(pm, to, *options, error);
+      },
+      [](llvm::function_ref<void(const mlir::detail::PassOptions &)> printer) {
+        printer(DSV3PipelineOptions());
+      });
+}
+
+} // namespace
 
 void registerPipelines() {
   PassPipelineRegistration<>("dsv3-decompose-pipeline",
                              "dsv3 model ops to tensor-level dsv3 ops",
                              buildDecomposePipeline);
-  PassPipelineRegistration<>(
-      "dsv3-to-linalg-pipeline", "dsv3 model ops to linalg on tensors",
-      [](OpPassManager &pm) { buildPipeline(pm, Phase::Linalg); });
-  PassPipelineRegistration<>(
-      "dsv3-to-llvm-pipeline", "dsv3 model ops to the LLVM dialect",
-      [](OpPassManager &pm) { buildPipeline(pm, Phase::LLVM); });
+  registerWithOptions("dsv3-to-linalg-pipeline", "dsv3 model ops to linalg on tensors",
+                      Phase::Linalg, false);
+  registerWithOptions("dsv3-to-llvm-pipeline", "dsv3 model ops to the LLVM dialect",
+                      Phase::LLVM, false);
+  registerWithOptions("dsv3-eval-pipeline",
+                      "what dsv3c compiles for eval: dsv3 model ops to the LLVM dialect",
+                      Phase::LLVM, false);
+  registerWithOptions("dsv3-train-pipeline",
+                      "what dsv3c compiles for grad and train: the model, its gradient "
+                      "(@forward_grad) and FP8 when asked, to the LLVM dialect",
+                      Phase::LLVM, true);
 }
 
 } // namespace dsv3

@@ -10,6 +10,7 @@
 
 #include "mlir/IR/DialectRegistry.h"
 #include "mlir/Pass/PassManager.h"
+#include "mlir/Pass/PassOptions.h"
 #include "llvm/ADT/StringRef.h"
 
 #include <optional>
@@ -28,23 +29,61 @@ struct CPUPipelineOptions {
   bool useUkernels = true;
 };
 
+/// Options of the whole pipeline, in dsv3-opt's textual form too:
+///   dsv3-opt --dsv3-train-pipeline='fp8=true fp8-options={format=e5m2}'
+/// reproduces what `dsv3c compile --mode=grad --fp8 --fp8-options=...`
+/// compiles (the FP8 options are dsv3-fp8-tile-quantize's own, checked by
+/// that pass).
+struct DSV3PipelineOptions : public mlir::PassPipelineOptions<DSV3PipelineOptions> {
+  Option<bool> differentiate{*this, "differentiate",
+                             llvm::cl::desc("Reverse-mode gradient: @forward -> @forward_grad"),
+                             llvm::cl::init(false)};
+  Option<bool> fp8{*this, "fp8",
+                   llvm::cl::desc("FP8 fine-grained tile quantization of the GEMMs"),
+                   llvm::cl::init(false)};
+  Option<std::string> fp8Options{
+      *this, "fp8-options",
+      llvm::cl::desc("Options of dsv3-fp8-tile-quantize (e.g. 'format=e5m2 gemms=fprop')"),
+      llvm::cl::init("")};
+  Option<bool> ukernels{*this, "ukernels",
+                        llvm::cl::desc("Call the runtime GEMM microkernel (else loops)"),
+                        llvm::cl::init(true)};
+  Option<bool> fuseElementwise{*this, "fuse-elementwise",
+                               llvm::cl::desc("Fuse elementwise linalg producers"),
+                               llvm::cl::init(true)};
+  CPUPipelineOptions cpu() const { return {fuseElementwise, ukernels}; }
+};
+
 /// Model-structure ops -> tensor-level dsv3 ops.
 void buildDecomposePipeline(mlir::OpPassManager &pm);
+/// The tensor phase: decomposition, then the gradient and FP8 quantization
+/// when the options ask; fails through `error` on FP8 options the pass
+/// rejects.
+mlir::LogicalResult
+buildTensorPipeline(mlir::OpPassManager &pm, const DSV3PipelineOptions &options,
+                    llvm::function_ref<mlir::LogicalResult(const llvm::Twine &)> error);
 /// Tensor-level dsv3 ops -> linalg/tensor/arith/math/scf on tensors.
 void buildLinalgPipeline(mlir::OpPassManager &pm);
 /// Linalg on tensors -> bufferized loops and microkernel calls -> LLVM dialect.
 void buildLLVMPipeline(mlir::OpPassManager &pm,
                        const CPUPipelineOptions &options);
-/// All phases after `from` up to and including `to`.
-void buildPipeline(mlir::OpPassManager &pm, Phase to,
-                   const CPUPipelineOptions &options = {});
+/// The passes of one phase (those that produce `phase`'s IR).
+mlir::LogicalResult
+buildPhase(mlir::OpPassManager &pm, Phase phase, const DSV3PipelineOptions &options,
+           llvm::function_ref<mlir::LogicalResult(const llvm::Twine &)> error);
+/// All phases up to and including `to`.
+mlir::LogicalResult
+buildPipeline(mlir::OpPassManager &pm, Phase to, const DSV3PipelineOptions &options,
+              llvm::function_ref<mlir::LogicalResult(const llvm::Twine &)> error);
 
 /// Registers every dialect and interface the pipeline creates or consumes
 /// (bufferization models, LLVM conversion interfaces, translations).
 void registerPipelineDialects(mlir::DialectRegistry &registry);
 
-/// Registers `dsv3-decompose-pipeline`, `dsv3-to-linalg-pipeline` and
-/// `dsv3-to-llvm-pipeline` for dsv3-opt.
+/// Registers for dsv3-opt: `dsv3-decompose-pipeline`, and with
+/// DSV3PipelineOptions `dsv3-to-linalg-pipeline`, `dsv3-to-llvm-pipeline`
+/// (alias `dsv3-eval-pipeline`) and `dsv3-train-pipeline` (the same with
+/// differentiate=true), each ending in the LLVM dialect except the first two.
 void registerPipelines();
 
 } // namespace dsv3
