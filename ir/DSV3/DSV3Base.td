@@ -29,8 +29,14 @@ def DSV3_Dialect : Dialect {
   let usePropertiesForAttributes = 1;
 }
 
+// Ops carry no effect traits by default: an op that reads or writes state
+// (a KV cache, a communication request, a random stream) must not be moved,
+// merged or erased as if it were a value. Ops with value semantics say so
+// with DSV3_PureOp.
 class DSV3_Op<string mnemonic, list<Trait> traits = []>
-    : Op<DSV3_Dialect, mnemonic, !listconcat(traits, [Pure])>;
+    : Op<DSV3_Dialect, mnemonic, traits>;
+class DSV3_PureOp<string mnemonic, list<Trait> traits = []>
+    : DSV3_Op<mnemonic, !listconcat(traits, [Pure])>;
 
 // Ranked float32 tensors are the only activation type until the FP8/BF16
 // passes introduce others.

@@ -17,7 +17,7 @@ def DSV3_F32Matrix : TensorRankOf<[F32], [2]>;
 def DSV3_FP8CodeStack : TensorRankOf<[F8E4M3FN, F8E5M2], [3]>;
 def DSV3_F32Stack : TensorRankOf<[F32], [3]>;
 
-def DSV3_FP8QuantizeOp : DSV3_Op<"fp8_quantize"> {
+def DSV3_FP8QuantizeOp : DSV3_PureOp<"fp8_quantize"> {
   let summary = "tile-wise FP8 quantization with online scales";
   let description = [{
     Splits `x [R, C]` into `tile = [tr, tc]` tiles and returns the codes
@@ -53,7 +53,7 @@ def DSV3_FP8QuantizeOp : DSV3_Op<"fp8_quantize"> {
   let hasVerifier = 1;
 }
 
-def DSV3_FP8DequantizeOp : DSV3_Op<"fp8_dequantize"> {
+def DSV3_FP8DequantizeOp : DSV3_PureOp<"fp8_dequantize"> {
   let summary = "codes times the scale of their tile";
   let description = [{
     The inverse of `dsv3.fp8_quantize` (up to rounding): used where the
@@ -71,7 +71,7 @@ def DSV3_FP8DequantizeOp : DSV3_Op<"fp8_dequantize"> {
   let hasVerifier = 1;
 }
 
-def DSV3_FP8GemmOp : DSV3_Op<"fp8_gemm"> {
+def DSV3_FP8GemmOp : DSV3_PureOp<"fp8_gemm"> {
   let summary = "block-scaled FP8 GEMM with FP32 promotion: y = A B^T";
   let description = [{
     `y[m, n] = sum_kb (sum_{k in kb} A[m,k] B[n,k]) * sA[m, kb] * sB[n, kb]`:
@@ -99,7 +99,7 @@ def DSV3_FP8GemmOp : DSV3_Op<"fp8_gemm"> {
   let hasVerifier = 1;
 }
 
-def DSV3_FP8MGroupedGemmOp : DSV3_Op<"fp8_m_grouped_gemm"> {
+def DSV3_FP8MGroupedGemmOp : DSV3_PureOp<"fp8_m_grouped_gemm"> {
   let summary = "block-scaled FP8 GEMM per row group: y[r] = A[r] B[e]^T";
   let description = [{
     The FP8 form of `dsv3.grouped_linear` and of its input gradient (the
@@ -124,7 +124,7 @@ def DSV3_FP8MGroupedGemmOp : DSV3_Op<"fp8_m_grouped_gemm"> {
   let hasVerifier = 1;
 }
 
-def DSV3_FP8KGroupedGemmOp : DSV3_Op<"fp8_k_grouped_gemm"> {
+def DSV3_FP8KGroupedGemmOp : DSV3_PureOp<"fp8_k_grouped_gemm"> {
   let summary = "block-scaled FP8 GEMM contracted per row group: y[e] = A_e^T B_e";
   let description = [{
     The FP8 form of `dsv3.grouped_linear_grad_weight` (the "K-grouped"

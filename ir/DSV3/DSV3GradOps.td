@@ -12,7 +12,7 @@
 
 include "ir/DSV3/DSV3Base.td"
 
-def DSV3_LinearGradInputOp : DSV3_Op<"linear_grad_input"> {
+def DSV3_LinearGradInputOp : DSV3_PureOp<"linear_grad_input"> {
   let summary = "dx = dy W for y = x W^T (B)";
   let description = [{
     ```mlir
@@ -25,7 +25,7 @@ def DSV3_LinearGradInputOp : DSV3_Op<"linear_grad_input"> {
   let hasVerifier = 1;
 }
 
-def DSV3_LinearGradWeightOp : DSV3_Op<"linear_grad_weight"> {
+def DSV3_LinearGradWeightOp : DSV3_PureOp<"linear_grad_weight"> {
   let summary = "dW = dy^T x summed over all leading dimensions (W)";
   let description = [{
     `param` names the parameter whose gradient this is, when the weight is
@@ -42,7 +42,7 @@ def DSV3_LinearGradWeightOp : DSV3_Op<"linear_grad_weight"> {
   let hasVerifier = 1;
 }
 
-def DSV3_RMSNormGradInputOp : DSV3_Op<"rms_norm_grad_input",
+def DSV3_RMSNormGradInputOp : DSV3_PureOp<"rms_norm_grad_input",
     [AllTypesMatch<["x", "dy", "dx"]>]> {
   let summary = "input gradient of dsv3.rms_norm (B)";
   let description = [{
@@ -54,7 +54,7 @@ def DSV3_RMSNormGradInputOp : DSV3_Op<"rms_norm_grad_input",
   let assemblyFormat = "$x `,` $weight `,` $dy attr-dict `:` functional-type(operands, results)";
 }
 
-def DSV3_RMSNormGradWeightOp : DSV3_Op<"rms_norm_grad_weight",
+def DSV3_RMSNormGradWeightOp : DSV3_PureOp<"rms_norm_grad_weight",
     [AllTypesMatch<["x", "dy"]>]> {
   let summary = "weight gradient of dsv3.rms_norm: sum over rows of dy * x * r (W)";
   let arguments = (ins DSV3_F32Tensor:$x, DSV3_F32Tensor:$dy, F64Attr:$epsilon);
@@ -62,7 +62,7 @@ def DSV3_RMSNormGradWeightOp : DSV3_Op<"rms_norm_grad_weight",
   let assemblyFormat = "$x `,` $dy attr-dict `:` functional-type(operands, results)";
 }
 
-def DSV3_MLACoreGradOp : DSV3_Op<"mla_core_grad",
+def DSV3_MLACoreGradOp : DSV3_PureOp<"mla_core_grad",
     [AllTypesMatch<["q_nope", "k_nope", "dq_nope", "dk_nope"]>,
      AllTypesMatch<["q_rope", "dq_rope"]>, AllTypesMatch<["k_rope", "dk_rope"]>,
      AllTypesMatch<["v", "dv", "dout"]>]> {
@@ -76,7 +76,7 @@ def DSV3_MLACoreGradOp : DSV3_Op<"mla_core_grad",
   let assemblyFormat = "$q_nope `,` $q_rope `,` $k_nope `,` $k_rope `,` $v `,` $dout (`segments` $segment_ids^)? attr-dict `:` functional-type(operands, results)";
 }
 
-def DSV3_SwiGLUGradOp : DSV3_Op<"swiglu_grad",
+def DSV3_SwiGLUGradOp : DSV3_PureOp<"swiglu_grad",
     [AllTypesMatch<["gate", "up", "dy", "dgate", "dup"]>]> {
   let summary = "gradients of silu(gate) * up";
   let arguments = (ins DSV3_F32Tensor:$gate, DSV3_F32Tensor:$up, DSV3_F32Tensor:$dy);
@@ -84,7 +84,7 @@ def DSV3_SwiGLUGradOp : DSV3_Op<"swiglu_grad",
   let assemblyFormat = "$gate `,` $up `,` $dy attr-dict `:` functional-type(operands, results)";
 }
 
-def DSV3_MoERouterGradOp : DSV3_Op<"moe_router_grad",
+def DSV3_MoERouterGradOp : DSV3_PureOp<"moe_router_grad",
     [AllTypesMatch<["logits", "dlogits"]>]> {
   let summary = "router-logit gradient of the gate weights (selection is not differentiated)";
   let description = [{
@@ -101,7 +101,7 @@ def DSV3_MoERouterGradOp : DSV3_Op<"moe_router_grad",
   let hasVerifier = 1;
 }
 
-def DSV3_GroupedLinearGradInputOp : DSV3_Op<"grouped_linear_grad_input"> {
+def DSV3_GroupedLinearGradInputOp : DSV3_PureOp<"grouped_linear_grad_input"> {
   let summary = "dx[r] = dy[r] W[e] for the rows r of each expert group e (B)";
   let arguments = (ins DSV3_F32Tensor:$dy, DSV3_F32Tensor:$weight,
       DSV3_IndexTensor:$offsets);
@@ -110,7 +110,7 @@ def DSV3_GroupedLinearGradInputOp : DSV3_Op<"grouped_linear_grad_input"> {
   let hasVerifier = 1;
 }
 
-def DSV3_GroupedLinearGradWeightOp : DSV3_Op<"grouped_linear_grad_weight"> {
+def DSV3_GroupedLinearGradWeightOp : DSV3_PureOp<"grouped_linear_grad_weight"> {
   let summary = "dW[e] = sum over the rows r of group e of dy[r]^T x[r] (W)";
   let description = [{
     `param` names the stacked expert parameter, as on
@@ -124,7 +124,7 @@ def DSV3_GroupedLinearGradWeightOp : DSV3_Op<"grouped_linear_grad_weight"> {
   let hasVerifier = 1;
 }
 
-def DSV3_MoECombineGradOp : DSV3_Op<"moe_combine_grad",
+def DSV3_MoECombineGradOp : DSV3_PureOp<"moe_combine_grad",
     [AllTypesMatch<["weights", "dweights"]>]> {
   let summary = "gradients of dsv3.moe_combine for its rows and gate weights";
   let description = [{
@@ -138,7 +138,7 @@ def DSV3_MoECombineGradOp : DSV3_Op<"moe_combine_grad",
   let assemblyFormat = "$rows `,` $weights `,` $row_of_slot `,` $slot_of_row `,` $dy attr-dict `:` functional-type(operands, results)";
 }
 
-def DSV3_CrossEntropyGradOp : DSV3_Op<"cross_entropy_grad",
+def DSV3_CrossEntropyGradOp : DSV3_PureOp<"cross_entropy_grad",
     [AllTypesMatch<["logits", "dlogits"]>]> {
   let summary = "dlogits = dloss / count * (softmax(logits) - onehot(labels)), 0 on ignored rows";
   let arguments = (ins DSV3_F32Tensor:$logits, DSV3_IndexTensor:$labels,
@@ -147,7 +147,7 @@ def DSV3_CrossEntropyGradOp : DSV3_Op<"cross_entropy_grad",
   let assemblyFormat = "$logits `,` $labels `,` $dloss attr-dict `:` functional-type(operands, results)";
 }
 
-def DSV3_EmbeddingGradOp : DSV3_Op<"embedding_grad"> {
+def DSV3_EmbeddingGradOp : DSV3_PureOp<"embedding_grad"> {
   let summary = "table gradient: rows of dy scattered-added at the ids (W)";
   let arguments = (ins DSV3_IndexTensor:$ids, DSV3_F32Tensor:$dy);
   let results = (outs DSV3_F32Tensor:$dtable);
@@ -155,7 +155,7 @@ def DSV3_EmbeddingGradOp : DSV3_Op<"embedding_grad"> {
   let hasVerifier = 1;
 }
 
-def DSV3_MoEBalanceLossGradOp : DSV3_Op<"moe_balance_loss_grad",
+def DSV3_MoEBalanceLossGradOp : DSV3_PureOp<"moe_balance_loss_grad",
     [AllTypesMatch<["logits", "dlogits"]>]> {
   let summary = "router-logit gradient of dsv3.moe_balance_loss";
   let arguments = (ins DSV3_F32Tensor:$logits, DSV3_IndexTensor:$expert_ids,

@@ -10,7 +10,7 @@
 
 include "ir/DSV3/DSV3Base.td"
 
-def DSV3_ParamOp : DSV3_Op<"param"> {
+def DSV3_ParamOp : DSV3_PureOp<"param"> {
   let summary = "a named model parameter";
   let description = [{
     Reads the parameter stored under a Hugging Face hub tensor name. With
@@ -30,7 +30,7 @@ def DSV3_ParamOp : DSV3_Op<"param"> {
   let hasVerifier = 1;
 }
 
-def DSV3_EmbeddingOp : DSV3_Op<"embedding"> {
+def DSV3_EmbeddingOp : DSV3_PureOp<"embedding"> {
   let summary = "token embedding lookup";
   let description = [{
     `result[b, t, :] = table[ids[b, t], :]`. Ids are validated against the
@@ -46,7 +46,7 @@ def DSV3_EmbeddingOp : DSV3_Op<"embedding"> {
   let hasVerifier = 1;
 }
 
-def DSV3_MLAAttentionOp : DSV3_Op<"mla_attention", [AttrSizedOperandSegments]> {
+def DSV3_MLAAttentionOp : DSV3_PureOp<"mla_attention", [AttrSizedOperandSegments]> {
   let summary = "multi-head latent attention (DeepSeek-V2/V3 MLA), causal";
   let description = [{
     Query path: with `q_lora_rank > 0`, `q = q_b(rms_norm(q_a(x)))`, otherwise
@@ -87,7 +87,7 @@ def DSV3_MLAAttentionOp : DSV3_Op<"mla_attention", [AttrSizedOperandSegments]> {
   let hasVerifier = 1;
 }
 
-def DSV3_MLPOp : DSV3_Op<"mlp"> {
+def DSV3_MLPOp : DSV3_PureOp<"mlp"> {
   let summary = "SwiGLU feed-forward block: down(silu(gate(x)) * up(x))";
   let description = [{
     The dense MLP of the first `first_k_dense_replace` layers and the shared
@@ -104,7 +104,7 @@ def DSV3_MLPOp : DSV3_Op<"mlp"> {
   let hasVerifier = 1;
 }
 
-def DSV3_MoEOp : DSV3_Op<"moe", [AttrSizedOperandSegments]> {
+def DSV3_MoEOp : DSV3_PureOp<"moe", [AttrSizedOperandSegments]> {
   let summary = "DeepSeekMoE layer: sigmoid routing with selection bias, group-limited top-k, routed and shared experts";
   let description = [{
     Scores `s = sigmoid(x router^T)`; selection uses `s + bias`: groups of
@@ -138,7 +138,7 @@ def DSV3_MoEOp : DSV3_Op<"moe", [AttrSizedOperandSegments]> {
   let hasVerifier = 1;
 }
 
-def DSV3_MTPInputOp : DSV3_Op<"mtp_input"> {
+def DSV3_MTPInputOp : DSV3_PureOp<"mtp_input"> {
   let summary = "multi-token-prediction input projection";
   let description = [{
     `eh_proj(concat(rms_norm(emb, enorm), rms_norm(h, hnorm)))`: the input of

@@ -9,7 +9,7 @@
 
 include "ir/DSV3/DSV3Base.td"
 
-def DSV3_LinearOp : DSV3_Op<"linear"> {
+def DSV3_LinearOp : DSV3_PureOp<"linear"> {
   let summary = "y = x W^T over the last dimension (no bias, as in DeepSeek-V3)";
   let description = [{
     `x` is `[..., K]`, `weight` is `[N, K]` (row-major `[out, in]`, the hub
@@ -25,7 +25,7 @@ def DSV3_LinearOp : DSV3_Op<"linear"> {
   let hasVerifier = 1;
 }
 
-def DSV3_RMSNormOp : DSV3_Op<"rms_norm"> {
+def DSV3_RMSNormOp : DSV3_PureOp<"rms_norm"> {
   let summary = "RMSNorm over the last dimension: x * rsqrt(mean(x^2) + eps) * w";
   let description = [{
     ```mlir
@@ -38,7 +38,7 @@ def DSV3_RMSNormOp : DSV3_Op<"rms_norm"> {
   let hasVerifier = 1;
 }
 
-def DSV3_RopeOp : DSV3_Op<"rope"> {
+def DSV3_RopeOp : DSV3_PureOp<"rope"> {
   let summary = "rotary position embedding on interleaved pairs";
   let description = [{
     `x` is `[B, T, H, R]`. Pair `i` = `(x[2i], x[2i+1])` at position
@@ -60,7 +60,7 @@ def DSV3_RopeOp : DSV3_Op<"rope"> {
   let hasVerifier = 1;
 }
 
-def DSV3_MLACoreOp : DSV3_Op<"mla_core"> {
+def DSV3_MLACoreOp : DSV3_PureOp<"mla_core"> {
   let summary = "MLA attention core: causal softmax(scale * (q_nope k_nope^T + q_rope k_rope^T)) v";
   let description = [{
     `q_nope [B,T,H,Dn]`, `q_rope [B,T,H,R]`, `k_nope [B,T,H,Dn]`,
@@ -82,7 +82,7 @@ def DSV3_MLACoreOp : DSV3_Op<"mla_core"> {
   let hasVerifier = 1;
 }
 
-def DSV3_SwiGLUOp : DSV3_Op<"swiglu"> {
+def DSV3_SwiGLUOp : DSV3_PureOp<"swiglu"> {
   let summary = "silu(gate) * up, elementwise";
   let description = [{
     ```mlir
@@ -95,7 +95,7 @@ def DSV3_SwiGLUOp : DSV3_Op<"swiglu"> {
   let hasVerifier = 1;
 }
 
-def DSV3_MoERouterOp : DSV3_Op<"moe_router"> {
+def DSV3_MoERouterOp : DSV3_PureOp<"moe_router"> {
   let summary = "DeepSeek-V3 router: sigmoid scores, bias for selection, group-limited top-k";
   let description = [{
     `x [N, D]`, `router [E, D]`, `bias [E]`. Returns the gate weights
@@ -115,7 +115,7 @@ def DSV3_MoERouterOp : DSV3_Op<"moe_router"> {
   let hasVerifier = 1;
 }
 
-def DSV3_MoEDispatchOp : DSV3_Op<"moe_dispatch"> {
+def DSV3_MoEDispatchOp : DSV3_PureOp<"moe_dispatch"> {
   let summary = "groups the (token, slot) pairs of a routing by expert";
   let description = [{
     `x [N, D]` and the router's `expert_ids [N, K]` give the rows the routed
@@ -140,7 +140,7 @@ def DSV3_MoEDispatchOp : DSV3_Op<"moe_dispatch"> {
   let hasVerifier = 1;
 }
 
-def DSV3_GroupedLinearOp : DSV3_Op<"grouped_linear"> {
+def DSV3_GroupedLinearOp : DSV3_PureOp<"grouped_linear"> {
   let summary = "y[r] = x[r] W[e]^T for the rows r of each expert group e";
   let description = [{
     `x [R, K]` holds rows grouped by expert as `offsets [E+1]` delimits them
@@ -159,7 +159,7 @@ def DSV3_GroupedLinearOp : DSV3_Op<"grouped_linear"> {
   let hasVerifier = 1;
 }
 
-def DSV3_MoECombineOp : DSV3_Op<"moe_combine"> {
+def DSV3_MoECombineOp : DSV3_PureOp<"moe_combine"> {
   let summary = "y[n] = sum_k weights[n,k] * rows[row_of_slot[n,k]]";
   let description = [{
     Gathers each token's expert outputs back from the grouped rows and sums
@@ -177,7 +177,7 @@ def DSV3_MoECombineOp : DSV3_Op<"moe_combine"> {
   let hasVerifier = 1;
 }
 
-def DSV3_CrossEntropyOp : DSV3_Op<"cross_entropy"> {
+def DSV3_CrossEntropyOp : DSV3_PureOp<"cross_entropy"> {
   let summary = "mean cross entropy of logits [B,T,V] against labels [B,T]";
   let description = [{
     `mean_{b,t} (logsumexp(logits[b,t,:]) - logits[b,t,labels[b,t]])` over
@@ -194,7 +194,7 @@ def DSV3_CrossEntropyOp : DSV3_Op<"cross_entropy"> {
   let hasVerifier = 1;
 }
 
-def DSV3_MoEBalanceLossOp : DSV3_Op<"moe_balance_loss"> {
+def DSV3_MoEBalanceLossOp : DSV3_PureOp<"moe_balance_loss"> {
   let summary = "complementary sequence-wise balance loss of one MoE layer";
   let description = [{
     With router `logits [B,T,E]`, the chosen `expert_ids [B*T, K]`, scores
