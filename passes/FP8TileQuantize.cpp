@@ -144,6 +144,10 @@ struct DSV3FP8TileQuantizePass
     if (cacheActivations != "fp32" && cacheActivations != "fp8")
       return f.emitError() << "dsv3-fp8-tile-quantize: cache-activations must "
                               "be fp32 or fp8, got '" << cacheActivations << "'";
+    for (const std::string &r : highPrecisionRoles)
+      if (!symbolizeParamRole(r))
+        return f.emitError() << "dsv3-fp8-tile-quantize: unknown parameter role '" << r
+                             << "' in high-precision-roles";
     return success();
   }
 
@@ -151,17 +155,20 @@ struct DSV3FP8TileQuantizePass
     return gemms.empty() || llvm::is_contained(gemms, gemm.str());
   }
 
-  /// A layer is converted when its weight is a named parameter whose name
-  /// matches none of the high-precision patterns.
+  /// A layer is converted when its weight is a parameter whose role is not
+  /// kept in high precision and whose name matches no `high-precision`
+  /// substring.
   bool eligible(StringAttr name) const {
     if (!name)
       return false;
-    static const char *defaults[] = {"embed_tokens", "lm_head", "shared_head",
-                                     "eh_proj", "mlp.gate.weight"};
-    if (highPrecision.empty())
-      return llvm::none_of(defaults, [&](const char *p) {
-        return name.getValue().contains(p);
-      });
+    auto role = roles.find(name);
+    ParamRole r = role == roles.end() ? ParamRole::Weight : role->second;
+    if (highPrecisionRoles.empty()
+            ? llvm::is_contained({ParamRole::Embedding, ParamRole::Head,
+                                  ParamRole::MTPProjection, ParamRole::Router},
+                                 r)
+            : llvm::is_contained(highPrecisionRoles, stringifyParamRole(r).str()))
+      return false;
     return llvm::none_of(highPrecision, [&](const std::string &p) {
       return name.getValue().contains(p);
     });
@@ -171,11 +178,16 @@ struct DSV3FP8TileQuantizePass
     return p ? p.getNameAttr() : StringAttr();
   }
 
+  /// Role of every parameter of the function, by name (weight-gradient ops
+  /// name their parameter instead of using it).
+  llvm::DenseMap<StringAttr, ParamRole> roles;
+
   void runOnOperation() override {
     if (failed(validate()))
       return signalPassFailure();
     func::FuncOp f = getOperation();
     OpBuilder b(f.getContext());
+    f.walk([&](ParamOp p) { roles[p.getNameAttr()] = p.getRoleOrWeight(); });
     Type codeType = format == "e4m3" ? Type(b.getType<Float8E4M3FNType>())
                                      : Type(b.getType<Float8E5M2Type>());
     FP8Rewriter rw(b, codeType, powerOfTwoScales);

@@ -61,10 +61,12 @@ def DSV3FP8TileQuantizePass : Pass<"dsv3-fp8-tile-quantize", "::mlir::func::Func
     expert's weight has its own blocks and wgrad's token tiles restart at
     each expert's first row. GEMMs with dynamic shapes stay float32.
 
-    Layers are named by their weight's hub tensor name; a layer stays in
-    float32 when its name contains one of `high-precision` (by default the
-    embedding, output heads, MTP projection and routers; norms, attention
-    cores and the routers' selection are not linear layers and never change).
+    Which layers stay in float32 is decided by their weight's role (the
+    `role` the importer sets on `dsv3.param`): by default the embedding, the
+    output heads, the MTP projection and the routers (`high-precision-roles`
+    replaces that set); `high-precision` adds layers by weight-name
+    substring. Norms, attention cores and the routers' selection are not
+    linear layers and never change.
     With `cache-activations=fp8`, the weight-gradient GEMM re-quantizes the
     forward's FP8 copy of its input instead of the float32 activation, as the
     recipe's FP8 activation caching does. Run after `dsv3-decompose` (and
@@ -82,9 +84,11 @@ def DSV3FP8TileQuantizePass : Pass<"dsv3-fp8-tile-quantize", "::mlir::func::Func
            "promotion to FP32 (N_C)">,
     Option<"powerOfTwoScales", "power-of-two-scales", "bool", "false",
            "Round scales up to powers of two (UE8M0)">,
+    ListOption<"highPrecisionRoles", "high-precision-roles", "std::string",
+               "Parameter roles of layers kept in float32 "
+               "(default: embedding, head, mtp_projection, router)">,
     ListOption<"highPrecision", "high-precision", "std::string",
-               "Weight-name substrings of layers kept in float32 "
-               "(default: embed_tokens, lm_head, shared_head, eh_proj, mlp.gate.weight)">,
+               "Weight-name substrings of further layers kept in float32">,
     ListOption<"gemms", "gemms", "std::string",
                "GEMMs to run in FP8: any of fprop, dgrad, wgrad (default: all)">,
     Option<"cacheActivations", "cache-activations", "std::string", "\"fp32\"",

@@ -31,20 +31,22 @@ private:
   RankedTensorType f32(ArrayRef<int64_t> shape) {
     return RankedTensorType::get(shape, b.getF32Type());
   }
-  Value param(const std::string &name, ArrayRef<int64_t> shape) {
-    return ParamOp::create(b, loc, f32(shape), b.getStringAttr(name), nullptr);
+  /// A parameter with its role, which passes and the runtime key on.
+  Value param(const std::string &name, ArrayRef<int64_t> shape, ParamRole role) {
+    return ParamOp::create(b, loc, f32(shape), b.getStringAttr(name), nullptr,
+                           ParamRoleAttr::get(b.getContext(), role));
   }
-  Value stackedParam(const std::string &name, int64_t count,
-                     ArrayRef<int64_t> shape) {
+  Value stackedParam(const std::string &name, int64_t count, ArrayRef<int64_t> shape,
+                     ParamRole role) {
     SmallVector<int64_t> full{count};
     full.append(shape.begin(), shape.end());
     return ParamOp::create(b, loc, f32(full), b.getStringAttr(name),
-                           b.getI64IntegerAttr(count));
+                           b.getI64IntegerAttr(count), ParamRoleAttr::get(b.getContext(), role));
   }
   std::string layer(int64_t l) { return "model.layers." + std::to_string(l) + "."; }
   Value rmsNorm(Value x, const std::string &w) {
     int64_t d = cast<RankedTensorType>(x.getType()).getShape().back();
-    return RMSNormOp::create(b, loc, x.getType(), x, param(w, {d}),
+    return RMSNormOp::create(b, loc, x.getType(), x, param(w, {d}, ParamRole::Norm),
                              b.getF64FloatAttr(c.rmsNormEps));
   }
   /// Static slice [:, from : from+len] of a [B, T(, ...)] tensor.
@@ -78,9 +80,10 @@ private:
   Value head(Value h, const std::string &norm) {
     Value n = rmsNorm(h, norm);
     auto shape = cast<RankedTensorType>(h.getType()).getShape();
-    Value w = param(c.tieWordEmbeddings ? "model.embed_tokens.weight"
-                                        : "lm_head.weight",
-                    {c.vocabSize, c.hiddenSize});
+    Value w = c.tieWordEmbeddings
+                  ? param("model.embed_tokens.weight", {c.vocabSize, c.hiddenSize},
+                          ParamRole::Embedding)
+                  : param("lm_head.weight", {c.vocabSize, c.hiddenSize}, ParamRole::Head);
     return LinearOp::create(b, loc, f32({shape[0], shape[1], c.vocabSize}), n,
                             w);
   }
@@ -105,18 +108,18 @@ Value Importer::attention(int64_t l, Value x, Value segments) {
   int64_t d = c.hiddenSize, h = c.numAttentionHeads, qk = c.qkHeadDim();
   Value qa, qan, qb, qproj;
   if (c.qLoraRank > 0) {
-    qa = param(p + "q_a_proj.weight", {c.qLoraRank, d});
-    qan = param(p + "q_a_layernorm.weight", {c.qLoraRank});
-    qb = param(p + "q_b_proj.weight", {h * qk, c.qLoraRank});
+    qa = param(p + "q_a_proj.weight", {c.qLoraRank, d}, ParamRole::Attention);
+    qan = param(p + "q_a_layernorm.weight", {c.qLoraRank}, ParamRole::Norm);
+    qb = param(p + "q_b_proj.weight", {h * qk, c.qLoraRank}, ParamRole::Attention);
   } else {
-    qproj = param(p + "q_proj.weight", {h * qk, d});
+    qproj = param(p + "q_proj.weight", {h * qk, d}, ParamRole::Attention);
   }
   Value kva = param(p + "kv_a_proj_with_mqa.weight",
-                    {c.kvLoraRank + c.qkRopeHeadDim, d});
-  Value kvn = param(p + "kv_a_layernorm.weight", {c.kvLoraRank});
+                    {c.kvLoraRank + c.qkRopeHeadDim, d}, ParamRole::Attention);
+  Value kvn = param(p + "kv_a_layernorm.weight", {c.kvLoraRank}, ParamRole::Norm);
   Value kvb = param(p + "kv_b_proj.weight",
-                    {h * (c.qkNopeHeadDim + c.vHeadDim), c.kvLoraRank});
-  Value wo = param(p + "o_proj.weight", {d, h * c.vHeadDim});
+                    {h * (c.qkNopeHeadDim + c.vHeadDim), c.kvLoraRank}, ParamRole::Attention);
+  Value wo = param(p + "o_proj.weight", {d, h * c.vHeadDim}, ParamRole::Attention);
   return MLAAttentionOp::create(
       b, loc, x.getType(), x, qa, qan, qb, qproj, kva, kvn, kvb, wo, segments,
       b.getI64IntegerAttr(h), b.getI64IntegerAttr(c.qLoraRank),
@@ -137,21 +140,21 @@ Value Importer::decoderLayer(int64_t l, Value h, Value segments) {
   if (c.isMoELayer(l)) {
     int64_t e = c.nRoutedExperts, i = c.moeIntermediateSize;
     std::string mp = p + "mlp.";
-    Value router = param(mp + "gate.weight", {e, d});
+    Value router = param(mp + "gate.weight", {e, d}, ParamRole::Router);
     Value bias =
         c.hasRoutingBias
-            ? param(mp + "gate.e_score_correction_bias", {e})
+            ? param(mp + "gate.e_score_correction_bias", {e}, ParamRole::RoutingBias)
             : arith::ConstantOp::create(
                   b, loc, DenseElementsAttr::get(f32({e}), 0.0f));
-    Value eg = stackedParam(mp + "experts.*.gate_proj.weight", e, {i, d});
-    Value eu = stackedParam(mp + "experts.*.up_proj.weight", e, {i, d});
-    Value ed = stackedParam(mp + "experts.*.down_proj.weight", e, {d, i});
+    Value eg = stackedParam(mp + "experts.*.gate_proj.weight", e, {i, d}, ParamRole::Expert);
+    Value eu = stackedParam(mp + "experts.*.up_proj.weight", e, {i, d}, ParamRole::Expert);
+    Value ed = stackedParam(mp + "experts.*.down_proj.weight", e, {d, i}, ParamRole::Expert);
     Value sg, su, sd;
     if (c.nSharedExperts > 0) {
       int64_t si = i * c.nSharedExperts;
-      sg = param(mp + "shared_experts.gate_proj.weight", {si, d});
-      su = param(mp + "shared_experts.up_proj.weight", {si, d});
-      sd = param(mp + "shared_experts.down_proj.weight", {d, si});
+      sg = param(mp + "shared_experts.gate_proj.weight", {si, d}, ParamRole::SharedExpert);
+      su = param(mp + "shared_experts.up_proj.weight", {si, d}, ParamRole::SharedExpert);
+      sd = param(mp + "shared_experts.down_proj.weight", {d, si}, ParamRole::SharedExpert);
     }
     auto shape = cast<RankedTensorType>(f.getType()).getShape();
     auto moe = MoEOp::create(
@@ -176,9 +179,9 @@ Value Importer::decoderLayer(int64_t l, Value h, Value segments) {
     }
   } else {
     m = MLPOp::create(b, loc, f.getType(), f,
-                      param(p + "mlp.gate_proj.weight", {c.intermediateSize, d}),
-                      param(p + "mlp.up_proj.weight", {c.intermediateSize, d}),
-                      param(p + "mlp.down_proj.weight", {d, c.intermediateSize}));
+                      param(p + "mlp.gate_proj.weight", {c.intermediateSize, d}, ParamRole::MLP),
+                      param(p + "mlp.up_proj.weight", {c.intermediateSize, d}, ParamRole::MLP),
+                      param(p + "mlp.down_proj.weight", {d, c.intermediateSize}, ParamRole::MLP));
   }
   return arith::AddFOp::create(b, loc, h, m);
 }
@@ -213,7 +216,7 @@ llvm::Expected<OwningOpRef<ModuleOp>> Importer::run() {
   Value ids = body->getArgument(0);
   Value segments = o.packed ? body->getArgument(1) : Value();
 
-  Value emb = param("model.embed_tokens.weight", {c.vocabSize, c.hiddenSize});
+  Value emb = param("model.embed_tokens.weight", {c.vocabSize, c.hiddenSize}, ParamRole::Embedding);
   Value h = EmbeddingOp::create(b, loc, f32({bs, t, c.hiddenSize}), ids, emb);
   for (int64_t l = 0; l < c.numHiddenLayers; ++l)
     h = decoderLayer(l, h, segments);
@@ -235,9 +238,9 @@ llvm::Expected<OwningOpRef<ModuleOp>> Importer::run() {
                                           sliceSeq(ids, k, len), emb);
       Value x = MTPInputOp::create(
           b, loc, f32({bs, len, c.hiddenSize}), sliceSeq(prev, 0, len), nextEmb,
-          param(p + "enorm.weight", {c.hiddenSize}),
-          param(p + "hnorm.weight", {c.hiddenSize}),
-          param(p + "eh_proj.weight", {c.hiddenSize, 2 * c.hiddenSize}),
+          param(p + "enorm.weight", {c.hiddenSize}, ParamRole::Norm),
+          param(p + "hnorm.weight", {c.hiddenSize}, ParamRole::Norm),
+          param(p + "eh_proj.weight", {c.hiddenSize, 2 * c.hiddenSize}, ParamRole::MTPProjection),
           b.getF64FloatAttr(c.rmsNormEps));
       Value block = decoderLayer(l, x, segments ? sliceSeq(segments, 0, len) : Value());
       Value mtpLogits = head(block, p + "shared_head.norm.weight");

@@ -27,6 +27,7 @@ def DSV3_Dialect : Dialect {
   let dependentDialects = ["::mlir::tensor::TensorDialect",
                            "::mlir::arith::ArithDialect"];
   let usePropertiesForAttributes = 1;
+  let useDefaultAttributePrinterParser = 1;
 }
 
 // Ops carry no effect traits by default: an op that reads or writes state

@@ -16,6 +16,10 @@
 #include "mlir/Interfaces/SideEffectInterfaces.h"
 
 #include "ir/DSV3/DSV3OpsDialect.h.inc"
+#include "ir/DSV3/DSV3Enums.h.inc"
+
+#define GET_ATTRDEF_CLASSES
+#include "ir/DSV3/DSV3Attrs.h.inc"
 
 #define GET_OP_CLASSES
 #include "ir/DSV3/DSV3Ops.h.inc"

@@ -9,6 +9,7 @@
 #define DSV3_IR_DSV3MODELOPS_TD
 
 include "ir/DSV3/DSV3Base.td"
+include "ir/DSV3/DSV3Attrs.td"
 
 def DSV3_ParamOp : DSV3_PureOp<"param"> {
   let summary = "a named model parameter";
@@ -16,17 +17,27 @@ def DSV3_ParamOp : DSV3_PureOp<"param"> {
     Reads the parameter stored under a Hugging Face hub tensor name. With
     `stack = N` the name holds one `*`, replaced by 0..N-1, and the result
     stacks those N tensors along a new leading dimension (the routed experts
-    of one layer). The lowering assigns each parameter a slice of one flat
-    parameter buffer and records the layout on the module.
+    of one layer). `role` says what the parameter is for (the importer sets
+    it from the architecture; absent means a plain weight): passes and the
+    runtime key their policies on it, never on the name. The lowering
+    assigns each parameter a slice of one flat parameter buffer and records
+    the layout, roles included, on the module.
 
     ```mlir
-    %w = dsv3.param "model.layers.0.self_attn.q_a_proj.weight" : tensor<128x256xf32>
-    %g = dsv3.param "model.layers.1.mlp.experts.*.gate_proj.weight" stack 16 : tensor<16x32x256xf32>
+    %w = dsv3.param "model.layers.0.self_attn.q_a_proj.weight" role <attention> : tensor<128x256xf32>
+    %g = dsv3.param "model.layers.1.mlp.experts.*.gate_proj.weight" stack 16 role <expert> : tensor<16x32x256xf32>
     ```
   }];
-  let arguments = (ins StrAttr:$name, OptionalAttr<I64Attr>:$stack);
+  let arguments = (ins StrAttr:$name, OptionalAttr<I64Attr>:$stack,
+                       OptionalAttr<DSV3_ParamRoleAttr>:$role);
   let results = (outs DSV3_F32Tensor:$result);
-  let assemblyFormat = "$name (`stack` $stack^)? attr-dict `:` type($result)";
+  let assemblyFormat = "$name (`stack` $stack^)? (`role` $role^)? attr-dict `:` type($result)";
+  let extraClassDeclaration = [{
+    /// The role, `weight` when none is set.
+    ::dsv3::ParamRole getRoleOrWeight() {
+      return getRole() ? *getRole() : ::dsv3::ParamRole::Weight;
+    }
+  }];
   let hasVerifier = 1;
 }
 

@@ -7,6 +7,7 @@
 #define DSV3_IR_DSV3OPS_TD
 
 include "ir/DSV3/DSV3Base.td"
+include "ir/DSV3/DSV3Attrs.td"
 include "ir/DSV3/DSV3ModelOps.td"
 include "ir/DSV3/DSV3TensorOps.td"
 include "ir/DSV3/DSV3GradOps.td"

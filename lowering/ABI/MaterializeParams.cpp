@@ -26,6 +26,7 @@ namespace {
 struct ParamSlot {
   int64_t offset;
   RankedTensorType type;
+  ParamRole role;
 };
 
 MemRefType identityMemRef(Type t) {
@@ -59,17 +60,25 @@ struct DSV3MaterializeParamsPass
                           << " and " << type;
           return WalkResult::interrupt();
         }
+        if (it->second.role != p.getRoleOrWeight()) {
+          p.emitOpError() << "parameter used with two roles: "
+                          << stringifyParamRole(it->second.role) << " and "
+                          << stringifyParamRole(p.getRoleOrWeight());
+          return WalkResult::interrupt();
+        }
         return WalkResult::advance();
       }
       int64_t offset = llvm::alignTo(total, alignment);
-      slots[key] = {offset, type};
+      slots[key] = {offset, type, p.getRoleOrWeight()};
       total = offset + type.getNumElements();
       NamedAttribute fields[] = {
           NamedAttribute(StringAttr::get(ctx, "name"), p.getNameAttr()),
           NamedAttribute(StringAttr::get(ctx, "offset"),
                          IntegerAttr::get(IntegerType::get(ctx, 64), offset)),
           NamedAttribute(StringAttr::get(ctx, "shape"),
-                         DenseI64ArrayAttr::get(ctx, type.getShape()))};
+                         DenseI64ArrayAttr::get(ctx, type.getShape())),
+          NamedAttribute(StringAttr::get(ctx, "role"),
+                         StringAttr::get(ctx, stringifyParamRole(p.getRoleOrWeight())))};
       layout.push_back(DictionaryAttr::get(ctx, fields));
       return WalkResult::advance();
     });

@@ -23,6 +23,10 @@ struct ParamSlot {
   std::string name; // hub name; a '*' marks a stack over experts
   int64_t offset = 0;
   std::vector<int64_t> shape;
+  /// What the parameter is for, as the dialect's ParamRole spells it
+  /// ("weight", "norm", "routing_bias", ...): the runtime keys
+  /// initialisation and training on it, never on the name.
+  std::string role = "weight";
   int64_t numElements() const {
     int64_t n = 1;
     for (int64_t d : shape)

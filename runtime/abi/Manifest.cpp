@@ -10,7 +10,8 @@ using nlohmann::json;
 std::string writeManifest(const Manifest &m) {
   json params = json::array(), entries = json::array();
   for (const ParamSlot &s : m.layout.slots)
-    params.push_back({{"name", s.name}, {"offset", s.offset}, {"shape", s.shape}});
+    params.push_back(
+        {{"name", s.name}, {"offset", s.offset}, {"shape", s.shape}, {"role", s.role}});
   for (const EntryPoint &e : m.entries)
     entries.push_back({{"name", e.name}, {"outputs", e.outputs}});
   json extra = json::parse(m.extraJson, nullptr, /*allow_exceptions=*/false);
@@ -43,6 +44,11 @@ Expected<Manifest> parseManifest(const std::string &text, const std::string &pat
     ParamSlot slot;
     slot.name = p["name"].get<std::string>();
     slot.offset = p["offset"].get<int64_t>();
+    if (p.contains("role")) {
+      if (!p["role"].is_string())
+        return bad("parameter '" + slot.name + "' has a non-string role");
+      slot.role = p["role"].get<std::string>();
+    }
     for (const json &d : p["shape"]) {
       if (!d.is_number_integer() || d.get<int64_t>() < 0)
         return bad("parameter '" + slot.name + "' has an invalid shape");

@@ -25,7 +25,7 @@ struct Manifest {
 };
 
 /// The manifest as one JSON object: {"param_count", "params": [{"name",
-/// "offset", "shape"}], "entries": [{"name", "outputs"}], "extra"}.
+/// "offset", "shape", "role"}], "entries": [{"name", "outputs"}], "extra"}.
 std::string writeManifest(const Manifest &manifest);
 
 /// Parses and validates a manifest; errors name `path`.

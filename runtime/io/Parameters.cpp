@@ -83,9 +83,6 @@ Error allocate(const ParamLayout &layout, std::vector<float> &buffer) {
   return Error::success();
 }
 
-bool endsWith(const std::string &s, const std::string &suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
 
 } // namespace
 
@@ -139,9 +136,9 @@ Error initializeParameters(const ParamLayout &layout, uint64_t seed, double std,
   for (const ParamSlot &slot : layout.slots) {
     float *dst = buffer.data() + slot.offset;
     int64_t n = slot.numElements();
-    if (endsWith(slot.name, "norm.weight"))
+    if (slot.role == "norm")
       std::fill(dst, dst + n, 1.0f);
-    else if (endsWith(slot.name, "e_score_correction_bias"))
+    else if (slot.role == "routing_bias")
       std::fill(dst, dst + n, 0.0f);
     else
       for (int64_t i = 0; i < n; ++i)

@@ -45,6 +45,8 @@ llvm::Expected<rt::ParamLayout> readParamLayout(ModuleOp module) {
     slot.offset = dict.getAs<IntegerAttr>("offset").getInt();
     auto shape = dict.getAs<DenseI64ArrayAttr>("shape").asArrayRef();
     slot.shape.assign(shape.begin(), shape.end());
+    if (auto role = dict.getAs<StringAttr>("role"))
+      slot.role = role.str();
     layout.slots.push_back(std::move(slot));
   }
   return layout;

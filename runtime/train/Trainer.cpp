@@ -67,10 +67,6 @@ std::string format(const char *fmt, ...) {
 bool startsWith(const std::string &s, const std::string &prefix) {
   return s.compare(0, prefix.size(), prefix) == 0;
 }
-bool endsWith(const std::string &s, const std::string &suffix) {
-  return s.size() >= suffix.size() &&
-         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
 
 /// Where each output of forward_grad goes.
 struct OutputRoles {
@@ -87,7 +83,7 @@ struct OutputRoles {
 Expected<OutputRoles> assignRoles(const EntryPoint &entry, const ParamLayout &layout) {
   OutputRoles r;
   for (const ParamSlot &s : layout.slots)
-    if (endsWith(s.name, ".e_score_correction_bias"))
+    if (s.role == "routing_bias")
       r.frozen.push_back({s.offset, s.numElements()});
   for (size_t i = 0; i < entry.outputs.size(); ++i) {
     const std::string &n = entry.outputs[i];

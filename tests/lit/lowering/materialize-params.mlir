@@ -3,7 +3,7 @@
 
 // Parameters get aligned slots of one buffer in first-use order (a repeated
 // name shares its slot); the function switches to memref in/out arguments.
-// CHECK: module attributes {dsv3.param_count = 48 : i64, dsv3.param_layout = [{name = "a", offset = 0 : i64, shape = array<i64: 2, 3>}, {name = "e.*.w", offset = 16 : i64, shape = array<i64: 4, 2, 4>}]}
+// CHECK: module attributes {dsv3.param_count = 48 : i64, dsv3.param_layout = [{name = "a", offset = 0 : i64, role = "weight", shape = array<i64: 2, 3>}, {name = "e.*.w", offset = 16 : i64, role = "weight", shape = array<i64: 4, 2, 4>}]}
 // ALIGN4: {name = "e.*.w", offset = 8 : i64
 // CHECK-LABEL: func.func @f(
 // CHECK-SAME: %[[P:.*]]: memref<48xf32>, %[[IN:.*]]: memref<2x3xf32>, %[[OUT:.*]]: memref<2x3xf32>)

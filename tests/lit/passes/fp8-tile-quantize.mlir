@@ -8,6 +8,7 @@
 // RUN: dsv3-opt %s -split-input-file -pass-pipeline='builtin.module(func.func(dsv3-fp8-tile-quantize{cache-activations=fp8}))' | FileCheck %s --check-prefix=CACHE
 // RUN: dsv3-opt %s -split-input-file -pass-pipeline='builtin.module(func.func(dsv3-fp8-tile-quantize{gemms=fprop}))' | FileCheck %s --check-prefix=FPROP
 // RUN: dsv3-opt %s -split-input-file -pass-pipeline='builtin.module(func.func(dsv3-fp8-tile-quantize{high-precision=q_proj}))' | FileCheck %s --check-prefix=HIGH
+// RUN: dsv3-opt %s -split-input-file -pass-pipeline='builtin.module(func.func(dsv3-fp8-tile-quantize{high-precision-roles=attention}))' | FileCheck %s --check-prefix=ROLES
 
 // The three GEMMs of one layer. Forward: 1x128 activation tiles, 128x128
 // weight blocks. dgrad: 1x128 tiles of dy, the same weight blocks read
@@ -33,6 +34,7 @@
 // E5M2-COUNT-3: dsv3.fp8_quantize {{.*}} {power_of_two_scales, tile = {{.*}}xf8E5M2>
 // E5M2-LABEL: func.func @experts
 // E5M2-COUNT-5: dsv3.fp8_quantize {{.*}} {power_of_two_scales, tile = {{.*}}xf8E5M2>
+// E5M2-LABEL: func.func @dynamic_offsets
 
 // FP8 activation caching: the weight gradient re-quantizes the forward's
 // FP8 copy of x instead of x itself.
@@ -59,15 +61,16 @@ func.func @layer(%x: tensor<2x96x256xf32>, %dy: tensor<2x96x320xf32>) -> (tensor
 
 // -----
 
-// Defaults keep the embedding-side and routing GEMMs in float32: the output
-// head, the MTP projection, the router, and weights that are not parameters.
+// Defaults keep the embedding-side and routing GEMMs in float32, by role
+// (not by name): the output head, the MTP projection, the router, and
+// weights that are not parameters.
 // CHECK-LABEL: func.func @high_precision_by_default
 // CHECK-NOT: dsv3.fp8
 // CHECK: return
 func.func @high_precision_by_default(%x: tensor<4x256xf32>, %w: tensor<8x256xf32>) -> (tensor<4x512xf32>, tensor<4x256xf32>, tensor<4x16xf32>, tensor<4x8xf32>) {
-  %head = dsv3.param "lm_head.weight" : tensor<512x256xf32>
-  %eh = dsv3.param "model.layers.2.eh_proj.weight" : tensor<256x256xf32>
-  %router = dsv3.param "model.layers.1.mlp.gate.weight" : tensor<16x256xf32>
+  %head = dsv3.param "out" role <head> : tensor<512x256xf32>
+  %eh = dsv3.param "model.layers.2.eh_proj.weight" role <mtp_projection> : tensor<256x256xf32>
+  %router = dsv3.param "model.layers.1.mlp.gate.weight" role <router> : tensor<16x256xf32>
   %a = dsv3.linear %x, %head : (tensor<4x256xf32>, tensor<512x256xf32>) -> tensor<4x512xf32>
   %b = dsv3.linear %x, %eh : (tensor<4x256xf32>, tensor<256x256xf32>) -> tensor<4x256xf32>
   %c = dsv3.linear %x, %router : (tensor<4x256xf32>, tensor<16x256xf32>) -> tensor<4x16xf32>
@@ -135,4 +138,29 @@ func.func @experts(%x: tensor<256x192xf32>, %dy: tensor<256x32xf32>, %offsets: t
 func.func @dynamic_offsets(%x: tensor<256x192xf32>, %dy: tensor<256x32xf32>, %offsets: tensor<?xi64>) -> tensor<4x32x192xf32> {
   %dw = dsv3.grouped_linear_grad_weight %dy, %x, %offsets {num_experts = 4 : i64, param = "model.layers.1.mlp.experts.*.gate_proj.weight"} : (tensor<256x32xf32>, tensor<256x192xf32>, tensor<?xi64>) -> tensor<4x32x192xf32>
   return %dw : tensor<4x32x192xf32>
+}
+
+// -----
+
+// The policy keys on roles, not names: a weight named like the output head
+// but used as an attention projection runs in FP8, one named like q_proj but
+// acting as a router stays float32, and so does its weight gradient, which
+// names the parameter.
+// CHECK-LABEL: func.func @roles_not_names
+// CHECK: dsv3.fp8_gemm
+// CHECK-NOT: dsv3.fp8_gemm
+// CHECK: dsv3.linear %{{.*}}, %[[R:.*]] :
+// CHECK: dsv3.linear_grad_weight {{.*}}q_proj
+// high-precision-roles replaces the default set: attention stays float32,
+// the router now runs in FP8.
+// ROLES-LABEL: func.func @roles_not_names
+// ROLES: dsv3.linear %{{.*}}, %{{.*}} :
+// ROLES: dsv3.fp8_gemm
+func.func @roles_not_names(%x: tensor<4x256xf32>, %dy: tensor<4x128xf32>) -> (tensor<4x128xf32>, tensor<4x128xf32>, tensor<128x256xf32>) {
+  %a = dsv3.param "lm_head.weight" role <attention> : tensor<128x256xf32>
+  %r = dsv3.param "model.layers.0.self_attn.q_proj.weight" role <router> : tensor<128x256xf32>
+  %y1 = dsv3.linear %x, %a : (tensor<4x256xf32>, tensor<128x256xf32>) -> tensor<4x128xf32>
+  %y2 = dsv3.linear %x, %r : (tensor<4x256xf32>, tensor<128x256xf32>) -> tensor<4x128xf32>
+  %dw = dsv3.linear_grad_weight %dy, %x {param = "model.layers.0.self_attn.q_proj.weight"} : (tensor<4x128xf32>, tensor<4x256xf32>) -> tensor<128x256xf32>
+  return %y1, %y2, %dw : tensor<4x128xf32>, tensor<4x128xf32>, tensor<128x256xf32>
 }
