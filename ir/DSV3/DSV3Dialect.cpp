@@ -16,6 +16,7 @@ using namespace dsv3;
 
 #include "ir/DSV3/DSV3OpsDialect.cpp.inc"
 #include "ir/DSV3/DSV3Enums.cpp.inc"
+#include "ir/DSV3/DSV3Interfaces.cpp.inc"
 
 #define GET_ATTRDEF_CLASSES
 #include "ir/DSV3/DSV3Attrs.cpp.inc"

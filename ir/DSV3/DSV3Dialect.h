@@ -15,7 +15,10 @@
 #include "mlir/Interfaces/DestinationStyleOpInterface.h"
 #include "mlir/Interfaces/SideEffectInterfaces.h"
 
+#include "ir/DSV3/GradientSweep.h"
+
 #include "ir/DSV3/DSV3OpsDialect.h.inc"
+#include "ir/DSV3/DSV3Interfaces.h.inc"
 #include "ir/DSV3/DSV3Enums.h.inc"
 
 #define GET_ATTRDEF_CLASSES
