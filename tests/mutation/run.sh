@@ -28,10 +28,13 @@ for f in "${faults[@]}"; do
 done
 
 # A fresh copy of the tracked and new files (mtimes kept, so the scratch
-# build only recompiles what changed since the last run).
+# build only recompiles what changed since the last run); files deleted
+# from the tree since then are deleted from the copy too.
 mkdir -p "$src"
-(cd "$root" && git ls-files -z --cached --others --exclude-standard) |
-  (cd "$root" && tar --null -T - -cf -) | tar -xf - -C "$src"
+files=$(cd "$root" && git ls-files --cached --others --exclude-standard | sort)
+(cd "$src" && find . -type f | sed 's|^\./||' | sort) | comm -23 - <(echo "$files") |
+  (cd "$src" && xargs -r -d '\n' rm -f)
+(cd "$root" && echo "$files" | tr '\n' '\0' | tar --null -T - -cf -) | tar -xf - -C "$src"
 if [ ! -f "$bld/build.ninja" ]; then
   cmake -G Ninja -S "$src" -B "$bld" -DCMAKE_BUILD_TYPE=Release \
     -DCMAKE_C_COMPILER=clang-22 -DCMAKE_CXX_COMPILER=clang++-22 -DLLVM_USE_LINKER=lld >/dev/null
