@@ -112,10 +112,14 @@ struct DecomposeMLA : OpRewritePattern<MLAAttentionOp> {
     q = splitLast(rw, loc, q, heads); // [B,T,H,nope+rope]
     Value qNope = sliceLast(rw, loc, q, 0, nope);
     Value qRope = sliceLast(rw, loc, q, nope, rope);
+    // Every row starts at position 0 (a full sequence).
+    auto xShape = cast<RankedTensorType>(x.getType()).getShape();
+    Value positions = PositionsOp::create(
+        rw, loc, RankedTensorType::get({xShape[0], xShape[1]}, rw.getI64Type()),
+        rw.getI64IntegerAttr(0));
     auto ropeAttrs = [&](Value v) {
-      return RopeOp::create(rw, loc, v.getType(), v, op.getRopeInvFreqAttr(),
-                            op.getRopeAttentionScalingAttr(),
-                            rw.getI64IntegerAttr(0));
+      return RopeOp::create(rw, loc, v.getType(), v, positions, op.getRopeInvFreqAttr(),
+                            op.getRopeAttentionScalingAttr(), UnitAttr());
     };
     qRope = ropeAttrs(qRope);
 

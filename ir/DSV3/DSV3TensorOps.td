@@ -38,25 +38,43 @@ def DSV3_RMSNormOp : DSV3_PureOp<"rms_norm"> {
   let hasVerifier = 1;
 }
 
+def DSV3_PositionsOp : DSV3_PureOp<"positions"> {
+  let summary = "the position of every token of a batch of rows";
+  let description = [{
+    `result[b, t] = offset + t`: the positions of rows that all start at
+    `offset` (a full sequence, or the MTP block's shifted one). Steps that
+    continue a cached sequence take their positions as an argument instead.
+
+    ```mlir
+    %p = dsv3.positions {offset = 0 : i64} : tensor<2x32xi64>
+    ```
+  }];
+  let arguments = (ins I64Attr:$offset);
+  let results = (outs DSV3_IndexTensor:$result);
+  let assemblyFormat = "attr-dict `:` type($result)";
+  let hasVerifier = 1;
+}
+
 def DSV3_RopeOp : DSV3_PureOp<"rope"> {
   let summary = "rotary position embedding on interleaved pairs";
   let description = [{
-    `x` is `[B, T, H, R]`. Pair `i` = `(x[2i], x[2i+1])` at position
-    `p = position_offset + t` is rotated by `p * inv_freq[i]`, with cos and
-    sin multiplied by `attention_scaling` (YaRN's magnitude correction).
-    Output pairs stay interleaved. With `transpose`, the rotation is by
-    `-p * inv_freq[i]`: the gradient of the forward rotation.
+    `x` is `[B, T, H, R]`, `positions` is `[B, T]` (int64, an operand so that
+    decode steps rotate at run-time positions). Pair `i` = `(x[2i],
+    x[2i+1])` of token `(b, t)` is rotated by `positions[b, t] * inv_freq[i]`,
+    with cos and sin multiplied by `attention_scaling` (YaRN's magnitude
+    correction). Output pairs stay interleaved. With `transpose`, the
+    rotation is by the opposite angle: the gradient of the forward rotation.
 
     ```mlir
-    %r = dsv3.rope %x {inv_freq = array<f64: 1.0, 0.31>, attention_scaling = 1.0, position_offset = 0}
-         : (tensor<2x32x4x4xf32>) -> tensor<2x32x4x4xf32>
+    %r = dsv3.rope %x, %positions {inv_freq = array<f64: 1.0, 0.31>, attention_scaling = 1.0}
+         : (tensor<2x32x4x4xf32>, tensor<2x32xi64>) -> tensor<2x32x4x4xf32>
     ```
   }];
-  let arguments = (ins DSV3_F32Tensor:$x, DenseF64ArrayAttr:$inv_freq,
-                       F64Attr:$attention_scaling, I64Attr:$position_offset,
+  let arguments = (ins DSV3_F32Tensor:$x, DSV3_IndexTensor:$positions,
+                       DenseF64ArrayAttr:$inv_freq, F64Attr:$attention_scaling,
                        UnitAttr:$transpose);
   let results = (outs DSV3_F32Tensor:$result);
-  let assemblyFormat = "$x attr-dict `:` functional-type(operands, results)";
+  let assemblyFormat = "$x `,` $positions attr-dict `:` functional-type(operands, results)";
   let hasVerifier = 1;
 }
 

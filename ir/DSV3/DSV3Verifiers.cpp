@@ -291,9 +291,20 @@ LogicalResult RopeOp::verify() {
       return emitOpError() << "inv_freq has " << getInvFreq().size()
                            << " entries, expected " << x[3] / 2;
   }
-  if (getPositionOffset() < 0)
-    return emitOpError() << "position_offset must not be negative";
+  if (failed(c.shape(getPositions(), "positions", {x[0], x[1]}, "[B, T] of 'x'")))
+    return failure();
   return c.shape(getResult(), "result", x, "the input shape");
+}
+
+LogicalResult PositionsOp::verify() {
+  ShapeChecker c(*this);
+  ArrayRef<int64_t> shape;
+  if (failed(c.rank(getResult(), "result", 2, shape)))
+    return failure();
+  // I64Attr reads back unsigned: check the signed value.
+  if (getOffsetAttr().getInt() < 0)
+    return emitOpError() << "offset must not be negative";
+  return success();
 }
 
 LogicalResult MLACoreOp::verify() {

@@ -17,14 +17,36 @@ using namespace dsv3::lowering;
 
 namespace {
 
-/// dsv3.rope -> cos/sin table [T, R/2] and a rotation generic.
+/// dsv3.positions -> offset + t.
+struct LowerPositions : OpRewritePattern<PositionsOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(PositionsOp op, PatternRewriter &rw) const override {
+    Location loc = op.getLoc();
+    LinalgBuilder lb(rw, loc);
+    auto type = op.getResult().getType();
+    int64_t offset = op.getOffset();
+    Value p = lb.generic1(
+        {}, tensor::EmptyOp::create(rw, loc, type.getShape(), type.getElementType()),
+        {lb.identity(2)}, lb.iters(2), [&](OpBuilder &nb, Location l, ValueRange) {
+          Value t = arith::AddIOp::create(nb, l, linalg::IndexOp::create(nb, l, 1),
+                                          indexConst(nb, l, offset));
+          linalg::YieldOp::create(
+              nb, l, ValueRange{arith::IndexCastUIOp::create(nb, l, nb.getI64Type(), t)});
+        });
+    rw.replaceOp(op, p);
+    return success();
+  }
+};
+
+/// dsv3.rope -> cos/sin table [B, T, R/2] from the positions and a rotation
+/// generic.
 struct LowerRope : OpRewritePattern<RopeOp> {
   using OpRewritePattern::OpRewritePattern;
   LogicalResult matchAndRewrite(RopeOp op, PatternRewriter &rw) const override {
     Location loc = op.getLoc();
     LinalgBuilder lb(rw, loc);
     auto shape = op.getX().getType().getShape();
-    int64_t t = shape[1], half = shape[3] / 2;
+    int64_t batch = shape[0], t = shape[1], half = shape[3] / 2;
     SmallVector<float> freq;
     for (double f : op.getInvFreq())
       freq.push_back(static_cast<float>(f));
@@ -32,19 +54,14 @@ struct LowerRope : OpRewritePattern<RopeOp> {
     Value freqs = arith::ConstantOp::create(
         rw, loc, DenseElementsAttr::get(freqType, ArrayRef<float>(freq)));
     double scale = op.getAttentionScaling().convertToDouble();
-    int64_t offset = op.getPositionOffset();
     // The transposed rotation (the gradient) turns by the opposite angle.
     bool transpose = op.getTranspose();
     SmallVector<Value> table = lb.generic(
-        {freqs}, {lb.empty({t, half}), lb.empty({t, half})},
-        {lb.map(2, {1}), lb.identity(2), lb.identity(2)}, lb.iters(2),
+        {op.getPositions(), freqs}, {lb.empty({batch, t, half}), lb.empty({batch, t, half})},
+        {lb.map(3, {0, 1}), lb.map(3, {2}), lb.identity(3), lb.identity(3)}, lb.iters(3),
         [&](OpBuilder &nb, Location l, ValueRange a) {
-          Value pos = linalg::IndexOp::create(nb, l, 0);
-          Value p = arith::AddIOp::create(nb, l, pos, indexConst(nb, l, offset));
-          Value pf = arith::UIToFPOp::create(
-              nb, l, nb.getF32Type(),
-              arith::IndexCastUIOp::create(nb, l, nb.getI64Type(), p));
-          Value angle = arith::MulFOp::create(nb, l, pf, a[0]);
+          Value pf = arith::UIToFPOp::create(nb, l, nb.getF32Type(), a[0]);
+          Value angle = arith::MulFOp::create(nb, l, pf, a[1]);
           Value c = math::CosOp::create(nb, l, angle);
           Value s = math::SinOp::create(nb, l, angle);
           if (transpose)
@@ -69,8 +86,8 @@ struct LowerRope : OpRewritePattern<RopeOp> {
           Value odd = arith::AddIOp::create(nb, l, even, indexConst(nb, l, 1));
           Value x0 = tensor::ExtractOp::create(nb, l, x, ValueRange{ib, it, ih, even});
           Value x1 = tensor::ExtractOp::create(nb, l, x, ValueRange{ib, it, ih, odd});
-          Value c = tensor::ExtractOp::create(nb, l, table[0], ValueRange{it, pair});
-          Value s = tensor::ExtractOp::create(nb, l, table[1], ValueRange{it, pair});
+          Value c = tensor::ExtractOp::create(nb, l, table[0], ValueRange{ib, it, pair});
+          Value s = tensor::ExtractOp::create(nb, l, table[1], ValueRange{ib, it, pair});
           // even: x0 c - x1 s ; odd: x1 c + x0 s
           Value isEven = arith::CmpIOp::create(nb, l, arith::CmpIPredicate::eq,
                                                ir, even);
@@ -137,5 +154,5 @@ struct LowerMLACoreGrad : OpRewritePattern<MLACoreGradOp> {
 
 void dsv3::lowering::populateAttentionLoweringPatterns(
     RewritePatternSet &patterns) {
-  patterns.add<LowerRope, LowerMLACore, LowerMLACoreGrad>(patterns.getContext());
+  patterns.add<LowerPositions, LowerRope, LowerMLACore, LowerMLACoreGrad>(patterns.getContext());
 }

@@ -116,10 +116,9 @@ LogicalResult rmsNormGradient(RMSNormOp n, OpBuilder &b, GradientSweep &sweep) {
 LogicalResult ropeGradient(RopeOp r, OpBuilder &b, GradientSweep &sweep) {
   Location loc = r.getLoc();
   // The rotation is orthogonal: its gradient is the opposite rotation.
-  auto back =
-      RopeOp::create(b, loc, r.getType(), sweep.gradient(r), r.getInvFreqAttr(),
-                     r.getAttentionScalingAttr(), r.getPositionOffsetAttr(),
-                     r.getTranspose() ? UnitAttr() : b.getUnitAttr());
+  auto back = RopeOp::create(b, loc, r.getType(), sweep.gradient(r), r.getPositions(),
+                             r.getInvFreqAttr(), r.getAttentionScalingAttr(),
+                             r.getTranspose() ? UnitAttr() : b.getUnitAttr());
   sweep.accumulate(r.getX(), back);
   return success();
 }
@@ -279,6 +278,7 @@ struct NoGradient
 void registerGradientRules(DialectRegistry &registry) {
   registry.addExtension(+[](MLIRContext *ctx, DSV3Dialect *) {
     ParamOp::attachInterface<NoGradient<ParamOp>>(*ctx);
+    PositionsOp::attachInterface<NoGradient<PositionsOp>>(*ctx);
     LinearOp::attachInterface<Rule<LinearOp, linearGradient>>(*ctx);
     RMSNormOp::attachInterface<Rule<RMSNormOp, rmsNormGradient>>(*ctx);
     RopeOp::attachInterface<Rule<RopeOp, ropeGradient>>(*ctx);

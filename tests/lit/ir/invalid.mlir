@@ -56,19 +56,37 @@ func.func @rms_weight(%x: tensor<2x8xf32>, %w: tensor<7xf32>) -> tensor<2x8xf32>
 // -----
 
 // RoPE needs one frequency per pair.
-func.func @rope_freq(%x: tensor<1x2x1x4xf32>) -> tensor<1x2x1x4xf32> {
+func.func @rope_freq(%x: tensor<1x2x1x4xf32>, %p: tensor<1x2xi64>) -> tensor<1x2x1x4xf32> {
   // expected-error @+1 {{inv_freq has 1 entries, expected 2}}
-  %y = dsv3.rope %x {inv_freq = array<f64: 1.0>, attention_scaling = 1.0 : f64, position_offset = 0 : i64} : (tensor<1x2x1x4xf32>) -> tensor<1x2x1x4xf32>
+  %y = dsv3.rope %x, %p {inv_freq = array<f64: 1.0>, attention_scaling = 1.0 : f64} : (tensor<1x2x1x4xf32>, tensor<1x2xi64>) -> tensor<1x2x1x4xf32>
   return %y : tensor<1x2x1x4xf32>
 }
 
 // -----
 
 // RoPE on an odd dimension.
-func.func @rope_odd(%x: tensor<1x2x1x3xf32>) -> tensor<1x2x1x3xf32> {
+func.func @rope_odd(%x: tensor<1x2x1x3xf32>, %p: tensor<1x2xi64>) -> tensor<1x2x1x3xf32> {
   // expected-error @+1 {{rotary dimension must be even, got 3}}
-  %y = dsv3.rope %x {inv_freq = array<f64: 1.0>, attention_scaling = 1.0 : f64, position_offset = 0 : i64} : (tensor<1x2x1x3xf32>) -> tensor<1x2x1x3xf32>
+  %y = dsv3.rope %x, %p {inv_freq = array<f64: 1.0>, attention_scaling = 1.0 : f64} : (tensor<1x2x1x3xf32>, tensor<1x2xi64>) -> tensor<1x2x1x3xf32>
   return %y : tensor<1x2x1x3xf32>
+}
+
+// -----
+
+// RoPE positions must be one per token.
+func.func @rope_positions(%x: tensor<2x3x1x2xf32>, %p: tensor<2x4xi64>) -> tensor<2x3x1x2xf32> {
+  // expected-error @+1 {{'positions' dimension 1 is 4 but [B, T] of 'x' is 3}}
+  %y = dsv3.rope %x, %p {inv_freq = array<f64: 1.0>, attention_scaling = 1.0 : f64} : (tensor<2x3x1x2xf32>, tensor<2x4xi64>) -> tensor<2x3x1x2xf32>
+  return %y : tensor<2x3x1x2xf32>
+}
+
+// -----
+
+// Positions start at a non-negative offset.
+func.func @positions_offset() -> tensor<1x4xi64> {
+  // expected-error @+1 {{offset must not be negative}}
+  %p = dsv3.positions {offset = -1 : i64} : tensor<1x4xi64>
+  return %p : tensor<1x4xi64>
 }
 
 // -----

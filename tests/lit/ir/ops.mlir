@@ -36,9 +36,11 @@ func.func @model_ops(%ids: tensor<2x8xi64>) -> (tensor<2x8x16xf32>, tensor<16x2x
 // CHECK-LABEL: func.func @tensor_ops
 func.func @tensor_ops(%x: tensor<2x4x3x4xf32>, %kr: tensor<2x4x4xf32>, %l: tensor<2x4x8xf32>, %lab: tensor<2x4xi64>)
     -> (tensor<2x4x3x4xf32>, tensor<f32>) {
-  // CHECK: dsv3.rope %{{.*}} {attention_scaling = 1.000000e+00 : f64, inv_freq = array<f64: 1.000000e+00, 1.000000e-01>, position_offset = 0 : i64}
-  %r = dsv3.rope %x {inv_freq = array<f64: 1.0, 0.1>, attention_scaling = 1.0 : f64, position_offset = 0 : i64}
-      : (tensor<2x4x3x4xf32>) -> tensor<2x4x3x4xf32>
+  // CHECK: %[[P:.*]] = dsv3.positions {offset = 3 : i64} : tensor<2x4xi64>
+  // CHECK: dsv3.rope %{{.*}}, %[[P]] {attention_scaling = 1.000000e+00 : f64, inv_freq = array<f64: 1.000000e+00, 1.000000e-01>}
+  %p = dsv3.positions {offset = 3 : i64} : tensor<2x4xi64>
+  %r = dsv3.rope %x, %p {inv_freq = array<f64: 1.0, 0.1>, attention_scaling = 1.0 : f64}
+      : (tensor<2x4x3x4xf32>, tensor<2x4xi64>) -> tensor<2x4x3x4xf32>
   // CHECK: dsv3.mla_core
   %c = dsv3.mla_core %x, %r, %x, %kr, %x {softmax_scale = 0.5 : f64}
       : (tensor<2x4x3x4xf32>, tensor<2x4x3x4xf32>, tensor<2x4x3x4xf32>, tensor<2x4x4xf32>, tensor<2x4x3x4xf32>) -> tensor<2x4x3x4xf32>

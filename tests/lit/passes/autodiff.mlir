@@ -27,7 +27,8 @@ func.func @forward(%x: tensor<2x3x8xf32>, %lab: tensor<2x3xi64>) -> (tensor<f32>
 // only, and the routing bias gets no gradient.
 // CHECK-LABEL: func.func @forward_grad
 func.func @forward(%x: tensor<1x2x1x2xf32>, %t: tensor<2x4xf32>, %lab: tensor<1x2xi64>) -> (tensor<f32> {dsv3.output = "l"}) {
-  %r = dsv3.rope %x {inv_freq = array<f64: 1.0>, attention_scaling = 1.0 : f64, position_offset = 0 : i64} : (tensor<1x2x1x2xf32>) -> tensor<1x2x1x2xf32>
+  %pos = dsv3.positions {offset = 0 : i64} : tensor<1x2xi64>
+  %r = dsv3.rope %x, %pos {inv_freq = array<f64: 1.0>, attention_scaling = 1.0 : f64} : (tensor<1x2x1x2xf32>, tensor<1x2xi64>) -> tensor<1x2x1x2xf32>
   %router = dsv3.param "router" : tensor<4x4xf32>
   %bias = dsv3.param "bias" : tensor<4xf32>
   %w, %ids = dsv3.moe_router %t, %router, %bias {top_k = 2 : i64, n_group = 1 : i64, topk_group = 1 : i64, norm_topk_prob = true, routed_scaling_factor = 1.0 : f64}
@@ -45,7 +46,7 @@ func.func @forward(%x: tensor<1x2x1x2xf32>, %t: tensor<2x4xf32>, %lab: tensor<1x
   // CHECK: %[[DR:.*]] = tensor.expand_shape %[[DRR]]
   // CHECK: dsv3.moe_router_grad
   // CHECK: %[[DROUTER:.*]] = dsv3.linear_grad_weight {{.*}} {param = "router"}
-  // CHECK: dsv3.rope %[[DR]] {{.*}} transpose
+  // CHECK: dsv3.rope %[[DR]], {{.*}} transpose
   // CHECK: return %[[L]], %[[DROUTER]] : tensor<f32>, tensor<4x4xf32>{{$}}
   return %l : tensor<f32>
 }
@@ -64,10 +65,10 @@ func.func @forward(%x: tensor<2x3x8xf32>, %lab: tensor<2x3xi64>) -> (tensor<f32>
 // summed gradient, a gradient returned for the routing bias, the forward
 // function left in place.
 // RUN: dsv3-opt %s -dsv3-autodiff=objective=l -split-input-file -verify-diagnostics \
-// RUN:   | sed 's/arith.addf %6, %6/arith.mulf %6, %6/' \
+// RUN:   | sed 's/arith.addf %7, %7/arith.mulf %7, %7/' \
 // RUN:   | not FileCheck %s --implicit-check-not='func.func @forward('
 // RUN: dsv3-opt %s -dsv3-autodiff=objective=l -split-input-file -verify-diagnostics \
-// RUN:   | sed 's/return %5, %11 : tensor<f32>, tensor<4x4xf32>/return %5, %11, %2 : tensor<f32>, tensor<4x4xf32>, tensor<4xf32>/' \
+// RUN:   | sed 's/return %6, %12 : tensor<f32>, tensor<4x4xf32>/return %6, %12, %3 : tensor<f32>, tensor<4x4xf32>, tensor<4xf32>/' \
 // RUN:   | not FileCheck %s --implicit-check-not='func.func @forward('
 // RUN: dsv3-opt %s -dsv3-autodiff=objective=l -split-input-file -verify-diagnostics \
 // RUN:   | sed 's/^module {$/module {\n  func.func @forward(%a: i1) {\n    return\n  }/' \
