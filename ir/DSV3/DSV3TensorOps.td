@@ -81,11 +81,13 @@ def DSV3_RopeOp : DSV3_PureOp<"rope"> {
 def DSV3_MLACoreOp : DSV3_PureOp<"mla_core"> {
   let summary = "MLA attention core: causal softmax(scale * (q_nope k_nope^T + q_rope k_rope^T)) v";
   let description = [{
-    `q_nope [B,T,H,Dn]`, `q_rope [B,T,H,R]`, `k_nope [B,T,H,Dn]`,
-    `k_rope [B,T,R]` (one rope key shared by every head), `v [B,T,H,Dv]`;
-    result `[B,T,H,Dv]`. Position `t` attends to `u <= t`, and with
-    `segment_ids [B,T]` only where `segment_ids[b,u] == segment_ids[b,t]`
-    (packed documents).
+    `q_nope [B,Tq,H,Dn]`, `q_rope [B,Tq,H,R]`, `k_nope [B,Tk,H,Dn]`,
+    `k_rope [B,Tk,R]` (one rope key shared by every head), `v [B,Tk,H,Dv]`;
+    result `[B,Tq,H,Dv]`, `Tq <= Tk`. The queries are the last `Tq` of the
+    `Tk` positions (`Tq < Tk`: a step after a cached prefix of `Tk - Tq`
+    keys); query `i` at position `t = Tk - Tq + i` attends to keys `u <= t`,
+    and with `segment_ids [B,Tk]` only where `segment_ids[b,u] ==
+    segment_ids[b,t]` (packed documents). Gradients need `Tq = Tk`.
 
     ```mlir
     %o = dsv3.mla_core %qn, %qr, %kn, %kr, %v {softmax_scale = 0.27}

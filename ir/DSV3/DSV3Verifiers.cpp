@@ -314,18 +314,26 @@ LogicalResult MLACoreOp::verify() {
       failed(c.rank(getQRope(), "q_rope", 4, qr)) ||
       failed(c.rank(getV(), "v", 4, v)))
     return failure();
-  int64_t b = qn[0], t = qn[1], h = qn[2];
-  if (failed(c.shape(getQRope(), "q_rope", {b, t, h, qr[3]}, "q_nope's [B,T,H]")) ||
-      failed(c.shape(getKNope(), "k_nope", qn, "the q_nope shape")) ||
-      failed(c.shape(getKRope(), "k_rope", {b, t, qr[3]}, "[B, T, rope dim]")) ||
-      failed(c.shape(getV(), "v", {b, t, h, v[3]}, "q_nope's [B,T,H]")))
+  ArrayRef<int64_t> kn;
+  if (failed(c.rank(getKNope(), "k_nope", 4, kn)))
     return failure();
+  // Queries may be fewer than keys: they are then the last Tq positions,
+  // after a cached prefix.
+  int64_t b = qn[0], tq = qn[1], h = qn[2], tk = kn[1];
+  if (failed(c.shape(getQRope(), "q_rope", {b, tq, h, qr[3]}, "q_nope's [B,T,H]")) ||
+      failed(c.shape(getKNope(), "k_nope", {b, tk, h, qn[3]}, "q_nope's [B, ., H, D]")) ||
+      failed(c.shape(getKRope(), "k_rope", {b, tk, qr[3]}, "[B, Tk, rope dim]")) ||
+      failed(c.shape(getV(), "v", {b, tk, h, v[3]}, "k_nope's [B,Tk,H]")))
+    return failure();
+  if (!ShapedType::isDynamic(tq) && !ShapedType::isDynamic(tk) && tk < tq)
+    return emitOpError() << "has " << tk << " keys for " << tq
+                         << " queries; the queries are the last positions of the keys";
   if (getSegmentIds() &&
-      failed(c.shape(getSegmentIds(), "segment_ids", {b, t}, "[B, T]")))
+      failed(c.shape(getSegmentIds(), "segment_ids", {b, tk}, "[B, Tk]")))
     return failure();
   if (getSoftmaxScale().convertToDouble() <= 0)
     return emitOpError() << "softmax_scale must be positive";
-  return c.shape(getResult(), "result", v, "the v shape");
+  return c.shape(getResult(), "result", {b, tq, h, v[3]}, "[B, Tq, H, Dv]");
 }
 
 LogicalResult SwiGLUOp::verify() {

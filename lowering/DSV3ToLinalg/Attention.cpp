@@ -108,9 +108,9 @@ struct LowerRope : OpRewritePattern<RopeOp> {
 SmallVector<Value> attentionOperands(OpBuilder &b, Location loc, Value qNope,
                                      Value qRope, Value kNope, Value kRope,
                                      Value v, Value segments, FloatAttr scale) {
-  if (!segments) {
-    auto qs = cast<RankedTensorType>(qNope.getType()).getShape();
-    segments = LinalgBuilder(b, loc).filledInt({qs[0], qs[1]}, 0);
+  if (!segments) { // one document per row: segments are per key
+    auto ks = cast<RankedTensorType>(kNope.getType()).getShape();
+    segments = LinalgBuilder(b, loc).filledInt({ks[0], ks[1]}, 0);
   }
   Value s = arith::ConstantOp::create(b, loc, b.getF64FloatAttr(scale.getValueAsDouble()));
   return {qNope, qRope, kNope, kRope, v, segments, s};

@@ -125,6 +125,9 @@ LogicalResult ropeGradient(RopeOp r, OpBuilder &b, GradientSweep &sweep) {
 
 LogicalResult mlaCoreGradient(MLACoreOp m, OpBuilder &b, GradientSweep &sweep) {
   Location loc = m.getLoc();
+  if (m.getQNope().getType().getDimSize(1) != m.getKNope().getType().getDimSize(1))
+    return m.emitOpError() << "is differentiated only with as many queries as keys "
+                              "(no cached prefix)";
   auto g = MLACoreGradOp::create(
       b, loc, m.getQNope().getType(), m.getQRope().getType(),
       m.getKNope().getType(), m.getKRope().getType(), m.getV().getType(),

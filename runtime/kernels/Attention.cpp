@@ -3,8 +3,10 @@
 // Called by JIT code for dsv3.mla_core and dsv3.mla_core_grad. One task per
 // (batch, head) computes its causal score block with the float32 GEMM
 // microkernel, only up to the diagonal (row blocks of kRowBlock queries see
-// keys [0, end of block)), applies the mask and softmax in place, and
-// multiplies by V. The probabilities live in per-task scratch and are never
+// keys [0, prefix + end of block)), applies the mask and softmax in place,
+// and multiplies by V. The forward also takes fewer queries than keys: the
+// queries are then the last Tq positions, after a cached prefix of
+// Tk - Tq keys (a decode or verify step). The probabilities live in per-task scratch and are never
 // written out: the backward recomputes them (as flash attention does), so
 // no [B, H, T, T] tensor exists in the program.
 //
@@ -60,24 +62,27 @@ Scratch transposed(const MatrixF32 &m) {
   return t;
 }
 
-/// out[t, :] += a[t, :] . b[u, :] for u <= t, by causal row blocks (the
-/// entries above the diagonal inside a block are computed and later masked).
-void causalScores(const MatrixF32 &a, const MatrixF32 &b, Scratch &out) {
+/// out[t, :] += a[t, :] . b[u, :] for u <= prefix + t, by causal row blocks
+/// (the entries past the diagonal inside a block are computed and later
+/// masked). `out` is [Tq, prefix + Tq].
+void causalScores(const MatrixF32 &a, const MatrixF32 &b, Scratch &out, int64_t prefix = 0) {
   int64_t t = out.rows;
   for (int64_t r0 = 0; r0 < t; r0 += kRowBlock) {
     int64_t r1 = std::min(t, r0 + kRowBlock);
-    matmulNT(rowRange(a, r0, r1), rowRange(b, 0, r1), out.block(r0, r1, 0, r1));
+    matmulNT(rowRange(a, r0, r1), rowRange(b, 0, prefix + r1),
+             out.block(r0, r1, 0, prefix + r1));
   }
 }
 
-/// out = p b for causal p [T, T]: block rows read keys [0, end of block).
-/// `bT` is b transposed ([D, T]).
-void causalApply(Scratch &p, Scratch &bT, const MatrixF32 &out) {
+/// out = p b for causal p [Tq, prefix + Tq]: block rows read keys
+/// [0, prefix + end of block). `bT` is b transposed ([D, Tk]).
+void causalApply(Scratch &p, Scratch &bT, const MatrixF32 &out, int64_t prefix = 0) {
   int64_t t = p.rows;
   fillZero(out);
   for (int64_t r0 = 0; r0 < t; r0 += kRowBlock) {
     int64_t r1 = std::min(t, r0 + kRowBlock);
-    matmulNT(p.block(r0, r1, 0, r1), columnRange(bT.view(), 0, r1), rowRange(out, r0, r1));
+    matmulNT(p.block(r0, r1, 0, prefix + r1), columnRange(bT.view(), 0, prefix + r1),
+             rowRange(out, r0, r1));
   }
 }
 
@@ -89,30 +94,35 @@ struct AttentionArgs {
   float scale;
 };
 
-/// Softmax probabilities of (b, h): causal, within a document.
+/// Keys before the first query: Tk - Tq (0 when training).
+int64_t prefixOf(const AttentionArgs &a) { return a.kNope.sizes[1] - a.qNope.sizes[1]; }
+
+/// Softmax probabilities of (b, h), [Tq, Tk]: query i (position prefix + i)
+/// sees keys u <= prefix + i of its own document (segments are per key).
 Scratch probabilities(const AttentionArgs &a, int64_t b, int64_t h) {
-  int64_t t = a.qNope.sizes[1];
-  Scratch p(t, t);
-  causalScores(head(a.qNope, b, h), head(a.kNope, b, h), p);
-  causalScores(head(a.qRope, b, h), batch(a.kRope, b), p);
-  for (int64_t i = 0; i < t; ++i) {
+  int64_t tq = a.qNope.sizes[1], tk = a.kNope.sizes[1], prefix = tk - tq;
+  Scratch p(tq, tk);
+  causalScores(head(a.qNope, b, h), head(a.kNope, b, h), p, prefix);
+  causalScores(head(a.qRope, b, h), batch(a.kRope, b), p, prefix);
+  for (int64_t i = 0; i < tq; ++i) {
     float *row = p.row(i);
-    int64_t segment = *a.segments.at(b, i);
+    int64_t last = prefix + i;
+    int64_t segment = *a.segments.at(b, last);
     auto visible = [&](int64_t u) { return *a.segments.at(b, u) == segment; };
     float mx = -INFINITY;
-    for (int64_t u = 0; u <= i; ++u)
+    for (int64_t u = 0; u <= last; ++u)
       if (visible(u))
         mx = std::max(mx, row[u] * a.scale);
     float sum = 0.0f;
-    for (int64_t u = 0; u <= i; ++u) {
+    for (int64_t u = 0; u <= last; ++u) {
       float e = visible(u) ? std::exp(row[u] * a.scale - mx) : 0.0f;
       row[u] = e;
       sum += e;
     }
     float inv = 1.0f / sum;
-    for (int64_t u = 0; u <= i; ++u)
+    for (int64_t u = 0; u <= last; ++u)
       row[u] *= inv;
-    std::fill(row + i + 1, row + t, 0.0f);
+    std::fill(row + last + 1, row + tk, 0.0f);
   }
   return p;
 }
@@ -129,7 +139,7 @@ void mlaAttention(const AttentionArgs &a, const Tensor4F32 &out) {
   forEachHead(a, [&](int64_t b, int64_t h) {
     Scratch p = probabilities(a, b, h);
     Scratch vT = transposed(head(a.v, b, h));
-    causalApply(p, vT, head(out, b, h));
+    causalApply(p, vT, head(out, b, h), prefixOf(a));
   });
 }
 

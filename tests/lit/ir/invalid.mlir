@@ -362,9 +362,19 @@ func.func @fp8_k_grouped_gemm_result(%a: tensor<256x32xf8E4M3FN>, %sa: tensor<6x
 
 // MLA core: the shared rope key must have the rope width of the queries.
 func.func @mla_core_k_rope(%x: tensor<2x4x3x4xf32>, %kr: tensor<2x4x3xf32>) -> tensor<2x4x3x4xf32> {
-  // expected-error @+1 {{'k_rope' dimension 2 is 3 but [B, T, rope dim] is 4}}
+  // expected-error @+1 {{'k_rope' dimension 2 is 3 but [B, Tk, rope dim] is 4}}
   %c = dsv3.mla_core %x, %x, %x, %kr, %x {softmax_scale = 0.5 : f64}
       : (tensor<2x4x3x4xf32>, tensor<2x4x3x4xf32>, tensor<2x4x3x4xf32>, tensor<2x4x3xf32>, tensor<2x4x3x4xf32>) -> tensor<2x4x3x4xf32>
+  return %c : tensor<2x4x3x4xf32>
+}
+
+// -----
+
+// More queries than keys: the queries must be the last key positions.
+func.func @mla_core_prefix(%q: tensor<2x4x3x4xf32>, %k: tensor<2x2x3x4xf32>, %kr: tensor<2x2x4xf32>) -> tensor<2x4x3x4xf32> {
+  // expected-error @+1 {{has 2 keys for 4 queries; the queries are the last positions of the keys}}
+  %c = dsv3.mla_core %q, %q, %k, %kr, %k {softmax_scale = 0.5 : f64}
+      : (tensor<2x4x3x4xf32>, tensor<2x4x3x4xf32>, tensor<2x2x3x4xf32>, tensor<2x2x4xf32>, tensor<2x2x3x4xf32>) -> tensor<2x4x3x4xf32>
   return %c : tensor<2x4x3x4xf32>
 }
 

@@ -44,6 +44,11 @@ func.func @tensor_ops(%x: tensor<2x4x3x4xf32>, %kr: tensor<2x4x4xf32>, %l: tenso
   // CHECK: dsv3.mla_core
   %c = dsv3.mla_core %x, %r, %x, %kr, %x {softmax_scale = 0.5 : f64}
       : (tensor<2x4x3x4xf32>, tensor<2x4x3x4xf32>, tensor<2x4x3x4xf32>, tensor<2x4x4xf32>, tensor<2x4x3x4xf32>) -> tensor<2x4x3x4xf32>
+  // One query after a cached prefix of three keys.
+  // CHECK: dsv3.mla_core {{.*}} -> tensor<2x1x3x4xf32>
+  %q1 = tensor.extract_slice %x[0, 3, 0, 0] [2, 1, 3, 4] [1, 1, 1, 1] : tensor<2x4x3x4xf32> to tensor<2x1x3x4xf32>
+  %c1 = dsv3.mla_core %q1, %q1, %x, %kr, %x {softmax_scale = 0.5 : f64}
+      : (tensor<2x1x3x4xf32>, tensor<2x1x3x4xf32>, tensor<2x4x3x4xf32>, tensor<2x4x4xf32>, tensor<2x4x3x4xf32>) -> tensor<2x1x3x4xf32>
   // CHECK: dsv3.swiglu
   %s = dsv3.swiglu %c, %r : (tensor<2x4x3x4xf32>, tensor<2x4x3x4xf32>) -> tensor<2x4x3x4xf32>
   // CHECK: dsv3.cross_entropy

@@ -3,7 +3,8 @@
 // Checks runtime/kernels/Attention.cpp, forward and gradient, against a
 // naive double-precision evaluation of causal softmax attention with a
 // shared rope key, for sequence lengths that span several row blocks (with a
-// partial last block) and for packed documents.
+// partial last block), for packed documents, and for queries that follow a
+// cached prefix of keys (decode and verify steps).
 //
 //===----------------------------------------------------------------------===//
 #include "runtime/kernels/Kernels.h"
@@ -149,7 +150,59 @@ void check(const Shape &s, bool packed) {
   expectClose(dv, ref.dv, "dv");
 }
 
+/// Queries after a cached prefix: the last `tq` of `s.t` positions attend
+/// to all earlier keys. Their outputs are the float64 reference's rows of
+/// those positions (computed over the whole sequence).
+void checkPrefix(const Shape &s, int64_t tq, bool packed) {
+  std::mt19937 rng(s.t * 13 + tq);
+  std::normal_distribution<float> dist(0, 1);
+  auto rand = [&](int64_t n) {
+    std::vector<float> x(n);
+    for (float &f : x)
+      f = dist(rng);
+    return x;
+  };
+  auto qn = rand(s.b * s.t * s.h * s.dn), kn = rand(qn.size());
+  auto qr = rand(s.b * s.t * s.h * s.r), kr = rand(s.b * s.t * s.r);
+  auto v = rand(s.b * s.t * s.h * s.dv);
+  std::vector<int64_t> seg(s.b * s.t, 0);
+  if (packed)
+    for (int64_t i = 0; i < s.b * s.t; ++i)
+      seg[i] = (i % s.t) / 37;
+  double scale = 0.125;
+  Reference ref = reference(s, qn, qr, kn, kr, v, seg, scale, std::vector<float>(v.size()));
+  // The queries of the last tq positions, as their own [B, tq, H, D] tensors.
+  int64_t prefix = s.t - tq;
+  auto lastRows = [&](const std::vector<float> &x, int64_t d) {
+    std::vector<float> y;
+    for (int64_t b = 0; b < s.b; ++b)
+      y.insert(y.end(), x.begin() + (b * s.t + prefix) * s.h * d,
+               x.begin() + (b + 1) * s.t * s.h * d);
+    return y;
+  };
+  std::vector<float> qnq = lastRows(qn, s.dn), qrq = lastRows(qr, s.r);
+  std::vector<float> out(s.b * tq * s.h * s.dv);
+  auto Qn = view4(qnq, s.b, tq, s.h, s.dn), Qr = view4(qrq, s.b, tq, s.h, s.r);
+  auto Kn = view4(kn, s.b, s.t, s.h, s.dn), V = view4(v, s.b, s.t, s.h, s.dv);
+  auto Kr = view3(kr, s.b, s.t, s.r);
+  MatrixI64 Seg{seg.data(), seg.data(), 0, {s.b, s.t}, {s.t, 1}};
+  auto Out = view4(out, s.b, tq, s.h, s.dv);
+  _mlir_ciface_dsv3rt_mla_attention(&Qn, &Qr, &Kn, &Kr, &V, &Seg, scale, &Out);
+  std::vector<double> want;
+  for (int64_t b = 0; b < s.b; ++b)
+    want.insert(want.end(), ref.out.begin() + (b * s.t + prefix) * s.h * s.dv,
+                ref.out.begin() + (b + 1) * s.t * s.h * s.dv);
+  expectClose(out, want, "out after a cached prefix");
+}
+
 TEST(Attention, SeveralRowBlocksWithPartialLast) { check({2, 150, 3, 16, 8, 12}, false); }
+
+TEST(Attention, OneQueryAfterACachedPrefix) { checkPrefix({2, 150, 3, 16, 8, 12}, 1, false); }
+
+TEST(Attention, QueriesSpanningBlocksAfterAPrefix) {
+  checkPrefix({2, 150, 3, 16, 8, 12}, 70, false);
+  checkPrefix({1, 150, 2, 8, 4, 8}, 5, true);
+}
 
 TEST(Attention, PackedDocumentsAcrossBlocks) { check({1, 150, 2, 8, 4, 8}, true); }
 
