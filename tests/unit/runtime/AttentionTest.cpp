@@ -111,22 +111,37 @@ void expectClose(const std::vector<float> &got, const std::vector<double> &want,
   EXPECT_LT(worst, 2e-5 * std::max(1.0, scale)) << what;
 }
 
+/// Random queries, keys, values and output gradient of shape `s`, and
+/// segment ids (documents of 37 positions when packed, so boundaries cross
+/// row blocks).
+struct Inputs {
+  std::vector<float> qn, qr, kn, kr, v, dout;
+  std::vector<int64_t> seg;
+  Inputs(const Shape &s, bool packed, unsigned seed) {
+    std::mt19937 rng(seed);
+    std::normal_distribution<float> dist(0, 1);
+    auto rand = [&](int64_t n) {
+      std::vector<float> x(n);
+      for (float &f : x)
+        f = dist(rng);
+      return x;
+    };
+    qn = rand(s.b * s.t * s.h * s.dn);
+    kn = rand(qn.size());
+    qr = rand(s.b * s.t * s.h * s.r);
+    kr = rand(s.b * s.t * s.r);
+    v = rand(s.b * s.t * s.h * s.dv);
+    dout = rand(v.size());
+    seg.assign(s.b * s.t, 0);
+    if (packed)
+      for (int64_t i = 0; i < s.b * s.t; ++i)
+        seg[i] = (i % s.t) / 37;
+  }
+};
+
 void check(const Shape &s, bool packed) {
-  std::mt19937 rng(s.t * 7 + s.h);
-  std::normal_distribution<float> dist(0, 1);
-  auto rand = [&](int64_t n) {
-    std::vector<float> x(n);
-    for (float &f : x)
-      f = dist(rng);
-    return x;
-  };
-  auto qn = rand(s.b * s.t * s.h * s.dn), kn = rand(qn.size());
-  auto qr = rand(s.b * s.t * s.h * s.r), kr = rand(s.b * s.t * s.r);
-  auto v = rand(s.b * s.t * s.h * s.dv), dout = rand(v.size());
-  std::vector<int64_t> seg(s.b * s.t, 0);
-  if (packed) // documents of 37 positions, so boundaries cross row blocks
-    for (int64_t i = 0; i < s.b * s.t; ++i)
-      seg[i] = (i % s.t) / 37;
+  Inputs in(s, packed, s.t * 7 + s.h);
+  auto &[qn, qr, kn, kr, v, dout, seg] = in;
   double scale = 0.125;
   std::vector<float> out(v.size()), dqn(qn.size()), dqr(qr.size()), dkn(kn.size()),
       dkr(kr.size()), dv(v.size());
@@ -154,21 +169,8 @@ void check(const Shape &s, bool packed) {
 /// to all earlier keys. Their outputs are the float64 reference's rows of
 /// those positions (computed over the whole sequence).
 void checkPrefix(const Shape &s, int64_t tq, bool packed) {
-  std::mt19937 rng(s.t * 13 + tq);
-  std::normal_distribution<float> dist(0, 1);
-  auto rand = [&](int64_t n) {
-    std::vector<float> x(n);
-    for (float &f : x)
-      f = dist(rng);
-    return x;
-  };
-  auto qn = rand(s.b * s.t * s.h * s.dn), kn = rand(qn.size());
-  auto qr = rand(s.b * s.t * s.h * s.r), kr = rand(s.b * s.t * s.r);
-  auto v = rand(s.b * s.t * s.h * s.dv);
-  std::vector<int64_t> seg(s.b * s.t, 0);
-  if (packed)
-    for (int64_t i = 0; i < s.b * s.t; ++i)
-      seg[i] = (i % s.t) / 37;
+  Inputs in(s, packed, s.t * 13 + tq);
+  auto &[qn, qr, kn, kr, v, dout, seg] = in;
   double scale = 0.125;
   Reference ref = reference(s, qn, qr, kn, kr, v, seg, scale, std::vector<float>(v.size()));
   // The queries of the last tq positions, as their own [B, tq, H, D] tensors.
