@@ -14,6 +14,7 @@
 #include "frontends/import/Optimizer.h"
 #include "frontends/model/ModelConfig.h"
 #include "runtime/abi/Manifest.h"
+#include "runtime/support/File.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Dialect/LLVMIR/LLVMDialect.h"
@@ -34,6 +35,9 @@
 #include "llvm/Support/TargetSelect.h"
 #include "llvm/Support/ToolOutputFile.h"
 #include "llvm/Target/TargetMachine.h"
+#include "llvm/TargetParser/Host.h"
+
+#include <unistd.h>
 
 using namespace mlir;
 
@@ -163,32 +167,54 @@ llvm::Error Compiler::writeArtifact(const ModelDescription &desc, const CompileO
       return llvm::createStringError("internal error: linking the artifact's modules failed");
   }
 
-  if (std::error_code ec = llvm::sys::fs::create_directories(dir))
-    return llvm::createStringError(dir + ": " + ec.message());
-  std::string object = dir + "/model.o", shared = dir + "/model.so";
+  // Written into a fresh directory and renamed over `dir`: a reader never
+  // sees a shared object next to another build's manifest.
+  if (llvm::sys::fs::exists(dir) && !llvm::sys::fs::exists(dir + "/manifest.json"))
+    return llvm::createStringError(dir + ": exists and is not a dsv3c artifact; refusing to "
+                                         "replace it (choose another -o directory)");
+  std::string tmp = dir + ".tmp-" + std::to_string(::getpid());
+  llvm::sys::fs::remove_directories(tmp);
+  if (std::error_code ec = llvm::sys::fs::create_directories(tmp))
+    return llvm::createStringError(tmp + ": " + ec.message());
+  auto fail = [&](const llvm::Twine &message) {
+    llvm::sys::fs::remove_directories(tmp);
+    return llvm::createStringError(message.str());
+  };
+  std::string object = tmp + "/model.o", shared = tmp + "/model.so";
   {
     std::error_code ec;
-    llvm::ToolOutputFile out(object, ec, llvm::sys::fs::OF_None);
+    llvm::raw_fd_ostream out(object, ec, llvm::sys::fs::OF_None);
     if (ec)
-      return llvm::createStringError(object + ": " + ec.message());
+      return fail(object + ": " + ec.message());
     llvm::legacy::PassManager pm;
-    if ((*tm)->addPassesToEmitFile(pm, out.os(), nullptr, llvm::CodeGenFileType::ObjectFile))
-      return llvm::createStringError("internal error: the target cannot emit objects");
+    if ((*tm)->addPassesToEmitFile(pm, out, nullptr, llvm::CodeGenFileType::ObjectFile))
+      return fail("internal error: the target cannot emit objects");
     pm.run(*linked);
-    out.keep();
+    out.close();
+    if (out.has_error()) {
+      std::string message = out.error().message();
+      out.clear_error();
+      return fail(object + ": " + message);
+    }
   }
   // Kernel and libm symbols stay undefined: the runner provides them.
   auto lld = llvm::sys::findProgramByName("ld.lld-22");
   if (!lld)
     lld = llvm::sys::findProgramByName("ld.lld");
   if (!lld)
-    return llvm::createStringError("ld.lld (package lld-22) is needed to write artifacts");
+    return fail("ld.lld (package lld-22) is needed to write artifacts");
   std::string message;
   std::vector<llvm::StringRef> argv{*lld, "-shared", "-o", shared, object};
   if (llvm::sys::ExecuteAndWait(*lld, argv, std::nullopt, {}, 0, 0, &message) != 0)
-    return llvm::createStringError(shared + ": linking failed: " + message);
+    return fail(dir + "/model.so: linking failed: " + message);
   llvm::sys::fs::remove(object);
 
+  // The code is compiled for this CPU's instruction sets: a runner on a CPU
+  // without one of them refuses the artifact instead of crashing.
+  llvm::json::Array features;
+  for (auto &feature : llvm::sys::getHostCPUFeatures())
+    if (feature.second)
+      features.push_back(feature.first().str());
   rt::Manifest manifest{std::move(*layout), std::move(entries), ""};
   llvm::json::Object extra{{"mode", modeName(options.mode)},
                            {"batch", options.batch},
@@ -196,14 +222,22 @@ llvm::Error Compiler::writeArtifact(const ModelDescription &desc, const CompileO
                            {"packed", options.packed},
                            {"bf16_moments", options.bf16Moments},
                            {"output_shapes", std::move(shapes)},
-                           {"config_json", toHubConfigJSON(desc.config)}};
+                           {"config_json", toHubConfigJSON(desc.config)},
+                           {"target_cpu", llvm::sys::getHostCPUName()},
+                           {"target_features", std::move(features)}};
   llvm::raw_string_ostream(manifest.extraJson) << llvm::json::Value(std::move(extra));
-  std::string text = rt::writeManifest(manifest);
-  std::error_code ec;
-  llvm::raw_fd_ostream os(dir + "/manifest.json", ec);
-  if (ec)
-    return llvm::createStringError(dir + "/manifest.json: " + ec.message());
-  os << text << "\n";
+  std::string text = rt::writeManifest(manifest) + "\n";
+  if (rt::Error e = rt::writeFileDurably(tmp + "/manifest.json", text.data(), text.size()))
+    return fail(e.message());
+  std::string old = dir + ".old-" + std::to_string(::getpid());
+  bool hadOld = llvm::sys::fs::exists(dir);
+  if (hadOld)
+    if (std::error_code ec = llvm::sys::fs::rename(dir, old))
+      return fail(dir + ": " + ec.message());
+  if (std::error_code ec = llvm::sys::fs::rename(tmp, dir))
+    return fail(dir + ": " + ec.message());
+  if (hadOld)
+    llvm::sys::fs::remove_directories(old);
   return llvm::Error::success();
 }
 

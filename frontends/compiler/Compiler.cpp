@@ -186,6 +186,7 @@ Compiler::compile(const ModelDescription &desc, const CompileOptions &options,
     (*module)->print(os);
     std::string key = std::string("gradient=") + (differentiates(options.mode) ? "1" : "0") +
                       " ukernels=" + (options.cpu.useUkernels ? "1" : "0") +
+                      " fuse=" + (options.cpu.fuseElementwise ? "1" : "0") +
                       " fp8=" + options.fp8.value_or("off") + " O" +
                       std::to_string(options.optLevel);
     cacheKey = cache->key(ir, key);

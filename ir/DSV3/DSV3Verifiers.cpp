@@ -101,8 +101,10 @@ LogicalResult ParamOp::verify() {
     return emitOpError() << "parameter name must not be empty";
   size_t stars = name.count('*');
   if (auto stack = getStack()) {
-    if (*stack <= 0)
-      return emitOpError() << "stack count must be positive, got " << *stack;
+    // I64Attr reads back unsigned: check the signed value.
+    if (getStackAttr().getInt() <= 0)
+      return emitOpError() << "stack count must be positive, got "
+                           << getStackAttr().getInt();
     if (stars != 1)
       return emitOpError() << "a stacked parameter name needs exactly one '*', got '"
                            << name << "'";

@@ -60,7 +60,8 @@ struct LowerRope : OpRewritePattern<RopeOp> {
         {op.getPositions(), freqs}, {lb.empty({batch, t, half}), lb.empty({batch, t, half})},
         {lb.map(3, {0, 1}), lb.map(3, {2}), lb.identity(3), lb.identity(3)}, lb.iters(3),
         [&](OpBuilder &nb, Location l, ValueRange a) {
-          Value pf = arith::UIToFPOp::create(nb, l, nb.getF32Type(), a[0]);
+          // Signed: a negative (padding) position must not become ~1.8e19.
+          Value pf = arith::SIToFPOp::create(nb, l, nb.getF32Type(), a[0]);
           Value angle = arith::MulFOp::create(nb, l, pf, a[1]);
           Value c = math::CosOp::create(nb, l, angle);
           Value s = math::SinOp::create(nb, l, angle);

@@ -1,5 +1,4 @@
-//===- Rules.cpp - reverse-mode gradient rules of the ops autodiff meets
-//---===//
+//===- Rules.cpp - reverse-mode gradient rules ---------------------------===//
 //
 // One function per op: given the gradients of the op's results, build its
 // operands' gradients. Attached as DifferentiableOpInterface models to the

@@ -6,7 +6,9 @@ namespace dsv3::rt {
 OutputBuffers::OutputBuffers(const EntryPoint &entry,
                              const std::vector<std::vector<int64_t>> &shapes)
     : floats(shapes.size()), ints(shapes.size()) {
-  for (size_t i = 0; i < shapes.size(); ++i) {
+  // One buffer per output of the entry; extra shapes are ignored (the call
+  // then reports the count mismatch).
+  for (size_t i = 0; i < shapes.size() && i < entry.outputs.size(); ++i) {
     int64_t n = 1;
     for (int64_t d : shapes[i])
       n *= d;

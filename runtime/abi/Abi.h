@@ -35,6 +35,15 @@ struct ParamSlot {
   }
 };
 
+/// The parameter roles, as the dialect's ParamRole enum spells them
+/// (ir/DSV3/DSV3Attrs.td; tests/unit/lowering checks that the lists agree).
+inline const std::vector<std::string> &paramRoles() {
+  static const std::vector<std::string> roles{
+      "weight", "embedding", "norm",   "attention",    "mlp",           "expert",
+      "shared_expert", "router", "routing_bias", "head", "mtp_projection"};
+  return roles;
+}
+
 /// The flat parameter buffer of a compiled module.
 struct ParamLayout {
   std::vector<ParamSlot> slots;
@@ -71,6 +80,9 @@ struct EntryPoint {
 /// Host buffers for every output of an entry point, typed by the entry.
 struct OutputBuffers {
   OutputBuffers(const EntryPoint &entry, const std::vector<std::vector<int64_t>> &shapes);
+  // `args` points into the buffers: a copy would point into the original.
+  OutputBuffers(const OutputBuffers &) = delete;
+  OutputBuffers &operator=(const OutputBuffers &) = delete;
   std::vector<std::vector<float>> floats;
   std::vector<std::vector<int64_t>> ints;
   std::vector<BufferArg> args;

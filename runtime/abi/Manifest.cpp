@@ -3,6 +3,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
+
 namespace dsv3::rt {
 
 using nlohmann::json;
@@ -44,17 +46,28 @@ Expected<Manifest> parseManifest(const std::string &text, const std::string &pat
     ParamSlot slot;
     slot.name = p["name"].get<std::string>();
     slot.offset = p["offset"].get<int64_t>();
-    if (p.contains("role")) {
-      if (!p["role"].is_string())
-        return bad("parameter '" + slot.name + "' has a non-string role");
-      slot.role = p["role"].get<std::string>();
-    }
+    // The role decides initialisation and training (a routing bias is not
+    // trained by gradient): it must be present and known.
+    if (!p.contains("role") || !p["role"].is_string())
+      return bad("parameter '" + slot.name + "' has no role");
+    slot.role = p["role"].get<std::string>();
+    const auto &roles = paramRoles();
+    if (std::find(roles.begin(), roles.end(), slot.role) == roles.end())
+      return bad("parameter '" + slot.name + "' has an unknown role '" + slot.role + "'");
+    int64_t elements = 1;
     for (const json &d : p["shape"]) {
-      if (!d.is_number_integer() || d.get<int64_t>() < 0)
+      if (!d.is_number_integer() || d.get<int64_t>() < 0 ||
+          __builtin_mul_overflow(elements, d.get<int64_t>(), &elements))
         return bad("parameter '" + slot.name + "' has an invalid shape");
       slot.shape.push_back(d.get<int64_t>());
     }
-    if (slot.offset < 0 || slot.offset + slot.numElements() > m.layout.totalElements)
+    // A stacked slot ("...experts.*....") splits along a non-empty leading
+    // dimension.
+    if (slot.name.find('*') != std::string::npos && (slot.shape.empty() || slot.shape[0] <= 0))
+      return bad("stacked parameter '" + slot.name + "' has no leading experts dimension");
+    int64_t end;
+    if (slot.offset < 0 || __builtin_add_overflow(slot.offset, elements, &end) ||
+        end > m.layout.totalElements)
       return bad("parameter '" + slot.name + "' lies outside the parameter buffer");
     m.layout.slots.push_back(std::move(slot));
   }

@@ -1,8 +1,8 @@
 //===- File.cpp - mapped inputs and durable outputs, without LLVM ---------===//
 //
-// Part of the runtime core: plain C++17 and POSIX, no LLVM. The std/POSIX
-// counterpart of readInputFile and the atomic write of the frontend's
-// safetensors writer, with the same checks and the same messages.
+// Part of the runtime core: plain C++17 and POSIX, no LLVM. Regular files
+// only, bounded sizes, read-only mappings; writes through a synced temporary
+// file renamed into place.
 //
 //===----------------------------------------------------------------------===//
 #include "runtime/support/File.h"

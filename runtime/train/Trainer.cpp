@@ -111,8 +111,6 @@ Expected<OutputRoles> assignRoles(const EntryPoint &entry, const ParamLayout &la
   return r;
 }
 
-/// A hub-layout checkpoint written to a fresh directory, then renamed over
-/// `dir`: a crash leaves either the previous checkpoint or the new one.
 /// AdamW moments as raw bytes: FP32 or BF16 elements.
 struct Moments {
   DType dtype;
@@ -123,6 +121,8 @@ struct Moments {
   size_t elementSize() const { return dtypeSize(dtype); }
 };
 
+/// A hub-layout checkpoint written to a fresh directory, then renamed over
+/// `dir`: a crash leaves either the previous checkpoint or the new one.
 Error saveCheckpoint(const TrainConfig &c, const ParamLayout &layout,
                      const std::vector<float> &params, const Moments &mv, int64_t step) {
   std::string tmp = c.savePath + ".tmp-" + std::to_string(::getpid());

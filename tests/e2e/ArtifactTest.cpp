@@ -91,6 +91,10 @@ TEST(Artifact, RunnerLinksNoLLVMOrMLIR) {
   EXPECT_NE(r.output.find("libtbb"), std::string::npos) << r.output;
   EXPECT_EQ(r.output.find("LLVM"), std::string::npos) << r.output;
   EXPECT_EQ(r.output.find("MLIR"), std::string::npos) << r.output;
+  // Nor statically: no LLVM or MLIR symbol in the binary.
+  RunResult symbols = runCommand("nm -C " + std::string(DSV3RUN_PATH) +
+                                 " | grep -c -E 'llvm::|mlir::' || true");
+  EXPECT_EQ(symbols.output, "0\n") << symbols.output;
 }
 
 TEST(Artifact, BadUseFailsWithOneLine) {
@@ -112,6 +116,29 @@ TEST(Artifact, BadUseFailsWithOneLine) {
   EXPECT_NE(shape.exitCode, 0);
   EXPECT_NE(shape.output.find("compiled for 2x32"), std::string::npos) << shape.output;
   EXPECT_FALSE(std::filesystem::exists(dir + "/o"));
+
+  // A manifest whose output shapes no longer match its entry points.
+  std::string manifest = fileBytes(art + "/manifest.json");
+  size_t at = manifest.find("\"output_shapes\"");
+  ASSERT_NE(at, std::string::npos);
+  manifest.replace(at, 15, "\"output_shapez\"");
+  std::ofstream(art + "/manifest.json", std::ios::trunc) << manifest;
+  RunResult damaged = runDsv3Run(art + " grad --weights " + sourcePath("models/tiny") +
+                                 " --tokens " + golden() + " -o " + dir + "/o");
+  EXPECT_NE(damaged.exitCode, 0);
+  EXPECT_LT(damaged.exitCode, 128) << damaged.output;
+  EXPECT_NE(damaged.output.find("manifest.json: no valid artifact description"),
+            std::string::npos)
+      << damaged.output;
+
+  // compile -o never replaces a directory that is not an artifact.
+  std::filesystem::create_directories(dir + "/mine");
+  std::ofstream(dir + "/mine/notes.txt") << "keep me";
+  RunResult replace = runDsv3c("compile " + sourcePath("models/tiny") +
+                               " --emit=artifact -o " + dir + "/mine");
+  EXPECT_NE(replace.exitCode, 0);
+  EXPECT_NE(replace.output.find("is not a dsv3c artifact"), std::string::npos) << replace.output;
+  EXPECT_TRUE(std::filesystem::exists(dir + "/mine/notes.txt"));
 }
 
 } // namespace

@@ -43,11 +43,27 @@ echo "mutation: building the unmutated copy in $bld"
 ninja -C "$bld" -j"$jobs" >"$work/build.log" || { tail -20 "$work/build.log"; exit 2; }
 
 caught=0 missed=0 broken=0
+# A fault still applied when the script stops (Ctrl-C, an error) is
+# reverted, so the next run's baseline is the unmutated tree.
+applied=""
+revert() {
+  if [ -n "$applied" ]; then
+    (cd "$src" && patch -p1 -R -s --no-backup-if-mismatch <"$applied") || true
+    applied=""
+  fi
+}
+trap revert EXIT
 printf '%-30s %-8s %s\n' fault result "failing tests"
 for f in "${faults[@]}"; do
   name=$(basename "$f" .patch)
   tests=$(sed -n 's/^# tests: //p' "$f")
+  if ! (cd "$src" && patch -p1 -s --dry-run --no-backup-if-mismatch <"$f" >/dev/null); then
+    printf '%-30s %-8s %s\n' "$name" BROKEN "(the patch no longer applies to the tree)"
+    broken=$((broken + 1))
+    continue
+  fi
   (cd "$src" && patch -p1 -s --no-backup-if-mismatch <"$f")
+  applied=$f
   # A fresh compile cache: a mutated compiler must not reuse objects
   # compiled by the unmutated one.
   export DSV3C_CACHE_DIR=$work/cache-$name
@@ -66,7 +82,7 @@ for f in "${faults[@]}"; do
                 sed -n 's/^FAIL: DSV3 :: \([^ ]*\).*/lit:\1/p' "$work/$name.log") | sort -u | tr '\n' ' ')
     caught=$((caught + 1))
   fi
-  (cd "$src" && patch -p1 -R -s --no-backup-if-mismatch <"$f")
+  revert
   printf '%-30s %-8s %s\n' "$name" "$result" "$failing"
 done
 ninja -C "$bld" -j"$jobs" >"$work/build.log"

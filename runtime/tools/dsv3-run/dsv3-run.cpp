@@ -46,6 +46,36 @@ struct ArtifactInfo {
   std::string configJson;
 };
 
+/// Whether this CPU has an instruction-set extension the compiler may have
+/// used (LLVM's feature names); extensions not listed here are not checked.
+bool cpuSupports(const std::string &feature) {
+#if defined(__x86_64__)
+  static const std::pair<const char *, bool> known[] = {
+      {"avx", __builtin_cpu_supports("avx")},
+      {"avx2", __builtin_cpu_supports("avx2")},
+      {"fma", __builtin_cpu_supports("fma")},
+      {"avx512f", __builtin_cpu_supports("avx512f")},
+      {"avx512bw", __builtin_cpu_supports("avx512bw")},
+      {"avx512vl", __builtin_cpu_supports("avx512vl")},
+      {"avx512dq", __builtin_cpu_supports("avx512dq")},
+      {"avx512bf16", __builtin_cpu_supports("avx512bf16")},
+  };
+  for (auto [name, supported] : known)
+    if (feature == name)
+      return supported;
+#endif
+  return true;
+}
+
+/// The vocabulary size from the recorded hub config (0 when absent).
+int64_t vocabularySize(const ArtifactInfo &info) {
+  json config = json::parse(info.configJson, nullptr, false);
+  if (!config.is_object() || !config.contains("vocab_size") ||
+      !config["vocab_size"].is_number_integer())
+    return 0;
+  return config["vocab_size"].get<int64_t>();
+}
+
 Expected<ArtifactInfo> readInfo(const SharedObjectExecutable &exe, const std::string &dir) {
   json extra = json::parse(exe.extraJson(), nullptr, /*allow_exceptions=*/false);
   auto bad = [&] { return fileError(dir + "/manifest.json", "no valid artifact description"); };
@@ -56,7 +86,10 @@ Expected<ArtifactInfo> readInfo(const SharedObjectExecutable &exe, const std::st
     if (!extra.contains(key) || !extra[key].is_string())
       return bad();
   for (const char *key : {"batch", "seq"})
-    if (!extra.contains(key) || !extra[key].is_number_integer())
+    if (!extra.contains(key) || !extra[key].is_number_integer() || extra[key].get<int64_t>() <= 0)
+      return bad();
+  for (const char *key : {"packed", "bf16_moments"})
+    if (extra.contains(key) && !extra[key].is_boolean())
       return bad();
   if (!extra.contains("output_shapes") || !extra["output_shapes"].is_object())
     return bad();
@@ -75,19 +108,28 @@ Expected<ArtifactInfo> readInfo(const SharedObjectExecutable &exe, const std::st
         return bad();
       list.emplace_back();
       for (const json &d : shape) {
-        if (!d.is_number_integer())
+        if (!d.is_number_integer() || d.get<int64_t>() < 0)
           return bad();
         list.back().push_back(d.get<int64_t>());
       }
     }
   }
+  // Every entry point's outputs have a shape, one per output.
+  for (const EntryPoint &e : exe.entries()) {
+    auto it = info.outputShapes.find(e.name);
+    if (e.name != "adamw_step" &&
+        (it == info.outputShapes.end() || it->second.size() != e.outputs.size()))
+      return fileError(dir + "/manifest.json",
+                       "the output shapes do not match entry point '" + e.name + "'");
+  }
+  if (vocabularySize(info) <= 0)
+    return fileError(dir + "/manifest.json", "the recorded config has no valid vocab_size");
+  if (extra.contains("target_features") && extra["target_features"].is_array())
+    for (const json &f : extra["target_features"])
+      if (f.is_string() && !cpuSupports(f.get<std::string>()))
+        return fileError(dir, "was compiled for a CPU with " + f.get<std::string>() +
+                                  ", which this CPU lacks (recompile the artifact here)");
   return info;
-}
-
-/// The vocabulary size from the recorded hub config.
-int64_t vocabularySize(const ArtifactInfo &info) {
-  json config = json::parse(info.configJson, nullptr, false);
-  return config.is_object() ? config.value("vocab_size", int64_t(0)) : 0;
 }
 
 Error checkShape(const DataSource &data, const ArtifactInfo &info, const std::string &dir) {

@@ -10,7 +10,7 @@ namespace {
 Manifest sample() {
   Manifest m;
   m.layout.totalElements = 10;
-  m.layout.slots = {{"embed", 0, {2, 3}}, {"experts.*.w", 6, {2, 2}}};
+  m.layout.slots = {{"embed", 0, {2, 3}, "embedding"}, {"experts.*.w", 6, {2, 2}, "expert"}};
   m.entries = {{"forward", {"logits", "topk_ids.gate"}}};
   m.extraJson = R"({"out_shapes":[[1,2]]})";
   return m;
@@ -25,6 +25,8 @@ TEST(Manifest, RoundTrips) {
   EXPECT_EQ(back->layout.slots[1].name, "experts.*.w");
   EXPECT_EQ(back->layout.slots[1].offset, 6);
   EXPECT_EQ(back->layout.slots[1].shape, (std::vector<int64_t>{2, 2}));
+  EXPECT_EQ(back->layout.slots[0].role, "embedding");
+  EXPECT_EQ(back->layout.slots[1].role, "expert");
   ASSERT_EQ(back->entries.size(), 1u);
   EXPECT_EQ(back->entries[0].outputs, (std::vector<std::string>{"logits", "topk_ids.gate"}));
   EXPECT_EQ(back->entries[0].outputType(0), ElementType::F32);
@@ -39,10 +41,18 @@ TEST(Manifest, DamagedManifestsAreOneLineErrors) {
       {"not json", "m.json: not a JSON object"},
       {R"({"params":[],"entries":[]})", "m.json: manifest: no valid 'param_count'"},
       {R"({"param_count":4,"entries":[]})", "m.json: manifest: no 'params' array"},
-      {R"({"param_count":4,"params":[{"name":"w","offset":2,"shape":[3]}],"entries":[]})",
+      {R"({"param_count":4,"params":[{"name":"w","offset":2,"shape":[3],"role":"weight"}],"entries":[]})",
        "m.json: manifest: parameter 'w' lies outside the parameter buffer"},
-      {R"({"param_count":4,"params":[{"name":"w","offset":0,"shape":[-1]}],"entries":[]})",
+      {R"({"param_count":4,"params":[{"name":"w","offset":0,"shape":[-1],"role":"weight"}],"entries":[]})",
        "m.json: manifest: parameter 'w' has an invalid shape"},
+      {R"({"param_count":4,"params":[{"name":"w","offset":0,"shape":[4294967296,4294967296],"role":"weight"}],"entries":[]})",
+       "m.json: manifest: parameter 'w' has an invalid shape"},
+      {R"({"param_count":4,"params":[{"name":"e.*.w","offset":0,"shape":[],"role":"expert"}],"entries":[]})",
+       "m.json: manifest: stacked parameter 'e.*.w' has no leading experts dimension"},
+      {R"({"param_count":4,"params":[{"name":"b","offset":0,"shape":[4]}],"entries":[]})",
+       "m.json: manifest: parameter 'b' has no role"},
+      {R"({"param_count":4,"params":[{"name":"b","offset":0,"shape":[4],"role":"routing-bias"}],"entries":[]})",
+       "m.json: manifest: parameter 'b' has an unknown role 'routing-bias'"},
       {R"({"param_count":4,"params":[],"entries":[{"name":"f","outputs":[3]}]})",
        "m.json: manifest: entry point 'f' has a non-string output name"},
   };
