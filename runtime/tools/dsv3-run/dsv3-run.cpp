@@ -3,7 +3,10 @@
 // The runtime-only runner: loads an artifact written by `dsv3c compile
 // --emit=artifact` (a shared object and its manifest) and runs it on weights
 // and tokens, as `dsv3c eval|grad|train` would with the JIT, with the same
-// outputs. It links the runtime core only: no LLVM, no MLIR.
+// outputs. It links the runtime core only: no LLVM, no MLIR. Training
+// defaults are those of a hub directory (no clipping); a .toml recipe's
+// [train] table is not recorded in the artifact yet, so pass its values as
+// flags.
 //
 //   dsv3-run DIR eval  --weights MODEL --tokens T.safetensors -o OUT.safetensors
 //   dsv3-run DIR grad  --weights MODEL --tokens T.safetensors -o OUT.safetensors
