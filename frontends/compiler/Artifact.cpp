@@ -11,7 +11,6 @@
 //===----------------------------------------------------------------------===//
 #include "frontends/compiler/Compiler.h"
 
-#include "frontends/import/Optimizer.h"
 #include "frontends/model/ModelConfig.h"
 #include "runtime/abi/Manifest.h"
 #include "runtime/support/File.h"
@@ -19,7 +18,6 @@
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Dialect/LLVMIR/LLVMDialect.h"
 #include "mlir/ExecutionEngine/OptUtils.h"
-#include "mlir/Pass/PassManager.h"
 #include "mlir/Target/LLVMIR/Export.h"
 #include "llvm/ExecutionEngine/Orc/JITTargetMachineBuilder.h"
 #include "llvm/IR/IRBuilder.h"
@@ -82,8 +80,8 @@ llvm::json::Object outputShapes(ModuleOp module) {
     if (fn.isExternal())
       continue;
     llvm::json::Array list;
-    for (Type t : fn.getFunctionType().getResults())
-      list.push_back(llvm::json::Array(cast<RankedTensorType>(t).getShape()));
+    for (const std::vector<int64_t> &shape : resultShapes(fn))
+      list.push_back(llvm::json::Array(shape));
     shapes[fn.getName()] = std::move(list);
   }
   return shapes;
@@ -133,12 +131,10 @@ llvm::Error Compiler::writeArtifact(const ModelDescription &desc, const CompileO
   // more entry point of the same shared object.
   OwningOpRef<ModuleOp> adamw;
   if (options.mode == CompileMode::TrainStep) {
-    adamw = buildAdamWModule(*ctx, std::max<int64_t>(layout->totalElements, 1),
-                             options.bf16Moments);
-    PassManager pm(adamw->getOperation()->getName());
-    buildLLVMPipeline(pm, CPUPipelineOptions{});
-    if (failed(pm.run(*adamw)))
-      return llvm::createStringError("internal error: the AdamW update failed to compile");
+    auto lowered = lowerAdamW(std::max<int64_t>(layout->totalElements, 1), options.bf16Moments);
+    if (!lowered)
+      return lowered.takeError();
+    adamw = std::move(*lowered);
     for (rt::EntryPoint &e : readEntryPoints(*adamw))
       entries.push_back(std::move(e));
     modules.push_back(*adamw);

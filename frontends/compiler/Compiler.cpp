@@ -220,11 +220,7 @@ Compiler::compile(const ModelDescription &desc, const CompileOptions &options,
   if (llvm::Error e = lower(**module, Phase::Linalg, options))
     return std::move(e);
   // Output shapes come from the entry point before it is bufferized.
-  auto entryFn = (*module)->lookupSymbol<func::FuncOp>(c.entry);
-  for (Type t : entryFn.getFunctionType().getResults()) {
-    auto shape = cast<RankedTensorType>(t).getShape();
-    c.outShapes.emplace_back(shape.begin(), shape.end());
-  }
+  c.outShapes = resultShapes((*module)->lookupSymbol<func::FuncOp>(c.entry));
   if (llvm::Error e = lower(**module, Phase::LLVM, options, Phase::Linalg))
     return std::move(e);
   if (!options.dumpDir.empty())
@@ -258,12 +254,29 @@ Compiler::compile(const ModelDescription &desc, const CompileOptions &options,
 
 llvm::Expected<std::unique_ptr<JitModule>>
 Compiler::compileAdamW(int64_t numElements, const CompileOptions &options) {
-  auto module = buildAdamWModule(*ctx, numElements, options.bf16Moments);
+  auto module = lowerAdamW(numElements, options.bf16Moments);
+  if (!module)
+    return module.takeError();
+  return JitModule::compile(**module, options.optLevel);
+}
+
+llvm::Expected<OwningOpRef<ModuleOp>> Compiler::lowerAdamW(int64_t numElements,
+                                                           bool bf16Moments) {
+  auto module = buildAdamWModule(*ctx, numElements, bf16Moments);
   PassManager pm(module->getOperation()->getName());
   buildLLVMPipeline(pm, CPUPipelineOptions{});
   if (failed(pm.run(*module)))
     return llvm::createStringError("internal error: the AdamW update failed to compile");
-  return JitModule::compile(*module, options.optLevel);
+  return module;
+}
+
+OutputShapes resultShapes(func::FuncOp fn) {
+  OutputShapes shapes;
+  for (Type t : fn.getFunctionType().getResults()) {
+    auto shape = cast<RankedTensorType>(t).getShape();
+    shapes.emplace_back(shape.begin(), shape.end());
+  }
+  return shapes;
 }
 
 } // namespace dsv3

@@ -16,6 +16,7 @@
 #include "lowering/Pipeline/Pipelines.h"
 #include "runtime/jit/JitModule.h"
 
+#include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/BuiltinOps.h"
 #include "mlir/IR/MLIRContext.h"
 #include "mlir/IR/OwningOpRef.h"
@@ -108,11 +109,19 @@ public:
                                                           const CompileOptions &options);
 
 private:
+  /// The AdamW update over `numElements` parameters, lowered to the LLVM
+  /// dialect (for the JIT and for train-step artifacts).
+  llvm::Expected<mlir::OwningOpRef<mlir::ModuleOp>> lowerAdamW(int64_t numElements,
+                                                               bool bf16Moments);
+
   mlir::DialectRegistry registry;
   std::unique_ptr<mlir::MLIRContext> ctx;
   mlir::DefaultTimingManager timingManager;
   std::optional<mlir::TimingScope> rootTiming;
 };
+
+/// The shapes of a function's results (before bufferization).
+OutputShapes resultShapes(mlir::func::FuncOp fn);
 
 /// Translates an LLVM-dialect module to LLVM IR text.
 llvm::Error printLLVMIR(mlir::ModuleOp module, llvm::raw_ostream &os);

@@ -121,6 +121,19 @@ struct Moments {
   size_t elementSize() const { return dtypeSize(dtype); }
 };
 
+} // namespace
+
+Error checkSaveTarget(const std::string &savePath) {
+  std::error_code ec;
+  if (!savePath.empty() && fs::exists(savePath, ec) &&
+      !(fs::is_directory(savePath, ec) && fs::exists(savePath + "/optimizer.safetensors", ec)))
+    return fileError(savePath, "exists and is not a dsv3c checkpoint; refusing to replace it "
+                               "(choose another --save directory)");
+  return Error::success();
+}
+
+namespace {
+
 /// A hub-layout checkpoint written to a fresh directory, then renamed over
 /// `dir`: a crash leaves either the previous checkpoint or the new one.
 Error saveCheckpoint(const TrainConfig &c, const ParamLayout &layout,

@@ -50,6 +50,10 @@ struct CompiledTraining {
 };
 
 /// Trains in place on `params`; resumes from `config.resumePath` when set.
+/// Fails when `savePath` exists and is not a checkpoint: saving replaces
+/// the directory, and must never replace anything else.
+Error checkSaveTarget(const std::string &savePath);
+
 Error train(const TrainConfig &config, const CompiledTraining &compiled,
                   const DataSource &data, std::vector<float> &params);
 

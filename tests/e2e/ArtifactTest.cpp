@@ -47,12 +47,6 @@ void expectSameTensors(const std::string &a, const std::string &b) {
   }
 }
 
-std::string fileBytes(const std::string &path) {
-  std::ifstream in(path, std::ios::binary);
-  EXPECT_TRUE(in.good()) << path;
-  return std::string((std::istreambuf_iterator<char>(in)), {});
-}
-
 TEST(Artifact, EvalAndGradEqualTheJitBitForBit) {
   for (const char *command : {"eval", "grad"}) {
     std::string dir = compileArtifact(command, command);

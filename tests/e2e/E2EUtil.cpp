@@ -94,6 +94,12 @@ std::vector<double> logField(const std::string &path, const std::string &key) {
   return out;
 }
 
+std::string fileBytes(const std::string &path) {
+  std::ifstream in(path, std::ios::binary);
+  EXPECT_TRUE(in.good()) << path;
+  return std::string((std::istreambuf_iterator<char>(in)), {});
+}
+
 double gradSquaredNorm(const SafetensorsFile &f) {
   double sq = 0;
   for (const TensorInfo &t : f.tensors())

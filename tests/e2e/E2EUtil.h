@@ -60,6 +60,9 @@ double gradSquaredNorm(const SafetensorsFile &f);
 /// quotes come from the test run (`--gtest_filter=...` shows them).
 void report(const std::string &what, double value, double bound);
 
+/// The whole content of a file (a test failure when it cannot be read).
+std::string fileBytes(const std::string &path);
+
 /// Writes `input_ids` of the given shape as int64.
 void writeTokens(const std::string &path, const std::vector<int64_t> &shape,
                  const std::vector<int64_t> &ids);

@@ -23,12 +23,6 @@ namespace {
 
 std::string tiny() { return sourcePath("models/tiny/tiny.toml"); }
 
-std::string fileBytes(const std::string &path) {
-  std::ifstream in(path, std::ios::binary);
-  EXPECT_TRUE(in.good()) << path;
-  return std::string((std::istreambuf_iterator<char>(in)), {});
-}
-
 TEST(Train, ReproducesTheAdamWTrajectory) {
   std::string dir = scratchDir("trajectory");
   RunResult r = runDsv3c(

@@ -11,7 +11,6 @@
 //
 //===----------------------------------------------------------------------===//
 #include "frontends/compiler/Compiler.h"
-#include "ir/DSV3/DSV3Dialect.h"
 #include "frontends/model/ModelDescription.h"
 #include "frontends/support/RuntimeError.h"
 #include "runtime/io/Outputs.h"
@@ -26,21 +25,16 @@
 
 #include "mlir/Conversion/Passes.h"
 #include "mlir/Dialect/Bufferization/Transforms/Passes.h"
-#include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Dialect/Linalg/Passes.h"
 #include "mlir/Dialect/MemRef/Transforms/Passes.h"
-#include "mlir/Transforms/Passes.h"
 #include "mlir/IR/MLIRContext.h"
 #include "mlir/Pass/PassManager.h"
 #include "mlir/Support/Timing.h"
-#include "mlir/Target/LLVMIR/Export.h"
+#include "mlir/Transforms/Passes.h"
 #include "mlir/IR/AsmState.h"
-#include "llvm/IR/LLVMContext.h"
-#include "llvm/IR/Module.h"
 #include "llvm/Support/CommandLine.h"
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/InitLLVM.h"
-#include "llvm/Support/Path.h"
 #include "llvm/Support/ToolOutputFile.h"
 #include "llvm/Support/WithColor.h"
 
@@ -489,12 +483,8 @@ int runTrain() {
     data = std::move(*corpus);
   }
 
-  // Saving replaces DIR: only ever an earlier checkpoint, never other files.
-  if (!c.savePath.empty() && llvm::sys::fs::exists(c.savePath) &&
-      !(llvm::sys::fs::is_directory(c.savePath) &&
-        llvm::sys::fs::exists(c.savePath + "/optimizer.safetensors")))
-    return fail(c.savePath + ": exists and is not a dsv3c checkpoint; refusing "
-                "to replace it (choose another --save directory)");
+  if (dsv3::rt::Error e = dsv3::rt::checkSaveTarget(c.savePath))
+    return fail(std::move(e));
   // A bad checkpoint to resume from must fail before the long compile.
   if (!c.resumePath.empty())
     for (const char *f : {"/model.safetensors", "/optimizer.safetensors"})

@@ -25,7 +25,6 @@
 #include <tbb/global_control.h>
 
 #include <cstdio>
-#include <filesystem>
 #include <malloc.h>
 #include <optional>
 
@@ -238,12 +237,8 @@ int runTrain(Options o, const SharedObjectExecutable &exe, const ArtifactInfo &i
   }
   if (Error e = checkShape(*data, info, o.dir))
     return fail(e);
-  namespace fs = std::filesystem;
-  std::error_code ec;
-  if (!c.savePath.empty() && fs::exists(c.savePath, ec) &&
-      !(fs::is_directory(c.savePath, ec) && fs::exists(c.savePath + "/optimizer.safetensors", ec)))
-    return fail(c.savePath + ": exists and is not a dsv3c checkpoint; refusing to replace it "
-                             "(choose another --save directory)");
+  if (Error e = checkSaveTarget(c.savePath))
+    return fail(e);
   std::vector<float> params;
   if (Error e = loadWeights(o.weights, exe, params))
     return fail(e);
