@@ -2,6 +2,8 @@
 #ifndef DSV3_LOWERING_PASSES_H
 #define DSV3_LOWERING_PASSES_H
 
+#include "ir/Codegen/CodegenDialect.h"
+
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Bufferization/IR/Bufferization.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"

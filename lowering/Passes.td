@@ -12,16 +12,40 @@ include "mlir/Pass/PassBase.td"
 def ConvertDSV3ToLinalgPass : Pass<"convert-dsv3-to-linalg"> {
   let summary = "Lower tensor-level dsv3 ops to linalg/tensor/arith/math/scf";
   let description = [{
-    Every tensor-level dsv3 op becomes linalg.generic ops on tensors (GEMMs
-    are tagged `dsv3.matmul_nt`), plus scf loops for the router's top-k
-    selection. `dsv3.param` is left for `dsv3-materialize-params`. Run
-    `dsv3-decompose` first.
+    The reference lowering: every tensor-level dsv3 op becomes
+    linalg.generic ops on tensors (GEMMs as plain multiply-accumulate
+    contractions), plus scf loops for the router's top-k selection and the
+    group tables of the routed experts. `dsv3.param` is left for
+    `dsv3-materialize-params`; ops a target already replaced by kernel calls
+    are not dsv3 ops any more. Run `dsv3-decompose` first.
   }];
   let dependentDialects = ["::mlir::linalg::LinalgDialect",
                            "::mlir::tensor::TensorDialect",
                            "::mlir::arith::ArithDialect",
                            "::mlir::math::MathDialect",
                            "::mlir::scf::SCFDialect"];
+}
+
+def DSV3CPUSelectUkernelsPass : Pass<"dsv3-cpu-select-ukernels"> {
+  let summary = "Replace tensor-level dsv3 ops that have a CPU runtime kernel with dsv3_codegen.ukernel calls";
+  let description = [{
+    CPU kernel selection, run before `convert-dsv3-to-linalg`: `mla_core`
+    and its gradient, `moe_dispatch`'s sort, the grouped linears and their
+    gradients, and the FP8 quantization and block-scaled GEMMs (promotion
+    interval 128) become `dsv3_codegen.ukernel` ops on tensors in
+    destination-passing style. Ops are matched by kind and types; whatever
+    is not selected (a family turned off, an unsupported attribute) keeps
+    its reference lowering to linalg.
+  }];
+  let options = [
+    Option<"attention", "attention", "bool", "true", "Select the MLA attention kernels">,
+    Option<"moe", "moe", "bool", "true", "Select the dispatch sort and grouped-GEMM kernels">,
+    Option<"fp8", "fp8", "bool", "true", "Select the FP8 quantization and GEMM kernels">
+  ];
+  let dependentDialects = ["::dsv3::codegen::CodegenDialect",
+                           "::mlir::tensor::TensorDialect",
+                           "::mlir::linalg::LinalgDialect",
+                           "::mlir::arith::ArithDialect"];
 }
 
 def DSV3MaterializeParamsPass : Pass<"dsv3-materialize-params", "::mlir::ModuleOp"> {
@@ -54,20 +78,21 @@ def DSV3FuseElementwisePass : Pass<"dsv3-fuse-elementwise"> {
   let dependentDialects = ["::mlir::linalg::LinalgDialect"];
 }
 
-def DSV3LinalgToUkernelPass : Pass<"dsv3-linalg-to-ukernel", "::mlir::ModuleOp"> {
-  let summary = "Replace bufferized dsv3.ukernel ops and tagged GEMM generics with runtime kernel calls";
+def DSV3CPULowerUkernelsPass : Pass<"dsv3-cpu-lower-ukernels", "::mlir::ModuleOp"> {
+  let summary = "Replace bufferized dsv3_codegen.ukernel ops and float32 GEMMs with runtime kernel calls";
   let description = [{
-    After bufferization, every `dsv3.ukernel "<name>"` on memrefs becomes
-    `func.call @<name>(...)` with memrefs cast to fully dynamic strided
-    layouts (the runtime reads `_mlir_ciface_<name>` descriptors) and
-    scalars passed by value. With `gemm` (the default), each `linalg.generic`
-    tagged `dsv3.matmul_nt` whose maps are `(m,k), (n,k) -> (m,n)` becomes
-    `func.call @dsv3rt_matmul_nt_f32(A, B, C)` (C += A B^T); the runtime
-    kernel is blocked, vectorised and parallel (TBB).
+    After bufferization, every `dsv3_codegen.ukernel "<name>"` on memrefs
+    becomes `func.call @<name>(...)` with memrefs cast to fully dynamic
+    strided layouts (the runtime reads `_mlir_ciface_<name>` descriptors)
+    and scalars passed by value. With `gemm` (the default), each linalg op
+    with the structure of a float32 GEMM `C[m,n] += A[m,k] B[n,k]` (maps,
+    loop kinds and a multiply-add body; no tag) becomes
+    `func.call @dsv3rt_matmul_nt_f32(A, B, C)`; the runtime kernel is
+    blocked, vectorised and parallel (TBB).
   }];
   let options = [
     Option<"gemm", "gemm", "bool", "true",
-           "Also call the FP32 GEMM microkernel for tagged generics (else they stay loops)">
+           "Also call the FP32 GEMM microkernel for GEMM-shaped linalg ops (else they stay loops)">
   ];
   let dependentDialects = ["::mlir::func::FuncDialect",
                            "::mlir::memref::MemRefDialect"];

@@ -9,7 +9,6 @@
 include "mlir/IR/OpBase.td"
 include "mlir/IR/AttrTypeBase.td"
 include "mlir/Interfaces/SideEffectInterfaces.td"
-include "mlir/Interfaces/DestinationStyleOpInterface.td"
 
 def DSV3_Dialect : Dialect {
   let name = "dsv3";

@@ -147,34 +147,4 @@ def DSV3_FP8KGroupedGemmOp : DSV3_PureOp<"fp8_k_grouped_gemm"> {
   let hasVerifier = 1;
 }
 
-def DSV3_UkernelOp : Op<DSV3_Dialect, "ukernel", [AttrSizedOperandSegments,
-    DestinationStyleOpInterface,
-    DeclareOpInterfaceMethods<MemoryEffectsOpInterface>]> {
-  let summary = "call of a runtime microkernel, in destination-passing style";
-  let description = [{
-    What ops without a good loop-nest lowering become (as IREE's ukernel
-    ops): `ins` are read, `outs` are overwritten entirely. On tensors it
-    returns the new values of `outs`; one-shot bufferization turns it into
-    the memref form, which `dsv3-linalg-to-ukernel` turns into a call of
-    `_mlir_ciface_<name>` with every memref as a strided descriptor and every
-    scalar passed by value.
-
-    ```mlir
-    %q, %s = dsv3.ukernel "dsv3rt_fp8_quantize" ins(%x, %c1, %c128 : tensor<64x256xf32>, i64, i64)
-             outs(%q0, %s0 : tensor<64x256xf8E4M3FN>, tensor<64x2xf32>) -> tensor<64x256xf8E4M3FN>, tensor<64x2xf32>
-    ```
-  }];
-  let arguments = (ins StrAttr:$kernel, Variadic<AnyType>:$inputs,
-                       Variadic<AnyShaped>:$outputs);
-  let results = (outs Variadic<AnyRankedTensor>:$results);
-  let assemblyFormat = [{
-    $kernel (`ins` `(` $inputs^ `:` type($inputs) `)`)?
-    `outs` `(` $outputs `:` type($outputs) `)` attr-dict (`->` type($results)^)?
-  }];
-  let extraClassDeclaration = [{
-    ::mlir::MutableOperandRange getDpsInitsMutable() { return getOutputsMutable(); }
-  }];
-  let hasVerifier = 1;
-}
-
 #endif // DSV3_IR_DSV3FP8OPS_TD

@@ -664,33 +664,3 @@ LogicalResult FP8KGroupedGemmOp::verify() {
   return c.shape(getResult(), "result", {experts, a[1], b[1]},
                  "[experts, M, N] of the operands");
 }
-
-LogicalResult UkernelOp::verify() {
-  bool tensors = llvm::all_of(getOutputs().getTypes(), [](Type t) {
-    return isa<RankedTensorType>(t);
-  });
-  bool memrefs = llvm::all_of(getOutputs().getTypes(), [](Type t) {
-    return isa<MemRefType>(t);
-  });
-  if (!tensors && !memrefs)
-    return emitOpError() << "'outs' must be all tensors or all memrefs";
-  if (memrefs && !getResults().empty())
-    return emitOpError() << "has no results when 'outs' are memrefs";
-  if (tensors && getResults().getTypes() != getOutputs().getTypes())
-    return emitOpError() << "result types must be the types of 'outs'";
-  return success();
-}
-
-/// On memrefs: reads every input buffer, writes every output buffer. On
-/// tensors: pure (values in, values out).
-void UkernelOp::getEffects(
-    SmallVectorImpl<SideEffects::EffectInstance<MemoryEffects::Effect>> &effects) {
-  for (OpOperand &operand : getInputsMutable())
-    if (isa<MemRefType>(operand.get().getType()))
-      effects.emplace_back(MemoryEffects::Read::get(), &operand,
-                           SideEffects::DefaultResource::get());
-  for (OpOperand &operand : getOutputsMutable())
-    if (isa<MemRefType>(operand.get().getType()))
-      effects.emplace_back(MemoryEffects::Write::get(), &operand,
-                           SideEffects::DefaultResource::get());
-}

@@ -5,7 +5,7 @@
 // of their elements once (never into GEMMs, which would recompute them).
 //
 //===----------------------------------------------------------------------===//
-#include "lowering/DSV3ToLinalg/LinalgBuilder.h"
+#include "lowering/CPU/Ukernels.h"
 #include "lowering/Passes.h"
 
 #include "mlir/Dialect/Linalg/Transforms/Transforms.h"
@@ -26,8 +26,7 @@ struct DSV3FuseElementwisePass
     linalg::populateElementwiseOpsFusionPatterns(
         patterns, [](OpOperand *operand) {
           auto consumer = dyn_cast<linalg::LinalgOp>(operand->getOwner());
-          if (!consumer ||
-              consumer->hasAttr(dsv3::lowering::kMatmulNTAttr))
+          if (!consumer || dsv3::lowering::isMatmulNTF32(consumer))
             return false;
           AffineMap m = consumer.getMatchingIndexingMap(operand);
           return m.isPermutation();

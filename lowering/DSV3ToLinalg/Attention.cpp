@@ -2,10 +2,10 @@
 //
 // Part of convert-dsv3-to-linalg. RoPE builds its cos/sin table in generated
 // code (float32 angle = position * inv_freq, as the reference computes it)
-// and rotates interleaved pairs. The MLA core and its gradient are runtime
-// kernels (dsv3.ukernel): per (batch, head), two score GEMMs (the per-head
-// "nope" part and the shared rope key), a causal softmax in scratch memory,
-// and the probability-weighted sum of values.
+// and rotates interleaved pairs. The MLA core and its gradient are written
+// as the textbook computation over a materialised [B, H, Tq, Tk] score
+// tensor: the reference that a target's attention kernel must reproduce
+// (the CPU pipeline selects runtime/kernels/Attention.cpp instead).
 //
 //===----------------------------------------------------------------------===//
 #include "ir/DSV3/DSV3Dialect.h"
@@ -104,52 +104,156 @@ struct LowerRope : OpRewritePattern<RopeOp> {
   }
 };
 
-/// The kernels' common operands: q/k/v, the segment ids (all zero, one
-/// document per row, when the op has none) and the softmax scale.
-SmallVector<Value> attentionOperands(OpBuilder &b, Location loc, Value qNope,
-                                     Value qRope, Value kNope, Value kRope,
-                                     Value v, Value segments, FloatAttr scale) {
-  if (!segments) { // one document per row: segments are per key
-    auto ks = cast<RankedTensorType>(kNope.getType()).getShape();
-    segments = LinalgBuilder(b, loc).filledInt({ks[0], ks[1]}, 0);
-  }
-  Value s = arith::ConstantOp::create(b, loc, b.getF64FloatAttr(scale.getValueAsDouble()));
-  return {qNope, qRope, kNope, kRope, v, segments, s};
+/// The operands both MLA core ops share.
+struct AttentionOperands {
+  Value qNope, qRope, kNope, kRope, v, segments;
+  double scale;
+};
+
+/// Softmax probabilities P [B, H, Tq, Tk] of the causal (and, with segment
+/// ids, per-document) scores: query i sits at position prefix + i and sees
+/// the keys u <= prefix + i of its own segment.
+Value attentionProbabilities(LinalgBuilder &lb, const AttentionOperands &in) {
+  auto qs = cast<RankedTensorType>(in.qNope.getType()).getShape();
+  int64_t batch = qs[0], tq = qs[1], heads = qs[2];
+  int64_t tk = cast<RankedTensorType>(in.kNope.getType()).getDimSize(1);
+  int64_t prefix = tk - tq;
+  SmallVector<int64_t> scoreShape = {batch, heads, tq, tk};
+  // Loops (b, h, i, u, d): the nope part, then the shared rope key added on.
+  Value scores = lb.generic1({in.qNope, in.kNope}, lb.filled(scoreShape, 0.0),
+                             {lb.map(5, {0, 2, 1, 4}), lb.map(5, {0, 3, 1, 4}),
+                              lb.map(5, {0, 1, 2, 3})},
+                             lb.iters(4, 1), LinalgBuilder::multiplyAccumulate);
+  scores = lb.generic1({in.qRope, in.kRope}, scores,
+                       {lb.map(5, {0, 2, 1, 4}), lb.map(5, {0, 3, 4}), lb.map(5, {0, 1, 2, 3})},
+                       lb.iters(4, 1), LinalgBuilder::multiplyAccumulate);
+  Value segments = in.segments;
+  double scale = in.scale;
+  Value masked = lb.generic1(
+      {scores}, lb.empty(scoreShape), {lb.identity(4), lb.identity(4)}, lb.iters(4),
+      [&](OpBuilder &nb, Location l, ValueRange a) {
+        Value b = linalg::IndexOp::create(nb, l, 0);
+        Value t = arith::AddIOp::create(nb, l, linalg::IndexOp::create(nb, l, 2),
+                                        indexConst(nb, l, prefix));
+        Value u = linalg::IndexOp::create(nb, l, 3);
+        Value allowed = arith::CmpIOp::create(nb, l, arith::CmpIPredicate::ule, u, t);
+        if (segments) {
+          Value su = tensor::ExtractOp::create(nb, l, segments, ValueRange{b, u});
+          Value st = tensor::ExtractOp::create(nb, l, segments, ValueRange{b, t});
+          allowed = arith::AndIOp::create(
+              nb, l, allowed, arith::CmpIOp::create(nb, l, arith::CmpIPredicate::eq, su, st));
+        }
+        Value s = arith::MulFOp::create(nb, l, a[0], f32Const(nb, l, scale));
+        linalg::YieldOp::create(
+            nb, l, ValueRange{arith::SelectOp::create(nb, l, allowed, s,
+                                                      f32Const(nb, l, -INFINITY))});
+      });
+  SmallVector<AffineMap> rowMaps = {lb.identity(4), lb.map(4, {0, 1, 2})};
+  Value rowMax = lb.generic1({masked}, lb.filled({batch, heads, tq}, -INFINITY), rowMaps,
+                             lb.iters(3, 1), [](OpBuilder &nb, Location l, ValueRange a) {
+                               linalg::YieldOp::create(
+                                   nb, l, ValueRange{arith::MaximumFOp::create(nb, l, a[0], a[1])});
+                             });
+  Value e = lb.generic1({masked, rowMax}, lb.empty(scoreShape),
+                        {lb.identity(4), lb.map(4, {0, 1, 2}), lb.identity(4)}, lb.iters(4),
+                        [](OpBuilder &nb, Location l, ValueRange a) {
+                          linalg::YieldOp::create(
+                              nb, l,
+                              ValueRange{math::ExpOp::create(
+                                  nb, l, arith::SubFOp::create(nb, l, a[0], a[1]))});
+                        });
+  Value rowSum = lb.generic1({e}, lb.filled({batch, heads, tq}, 0.0), rowMaps, lb.iters(3, 1),
+                             [](OpBuilder &nb, Location l, ValueRange a) {
+                               linalg::YieldOp::create(
+                                   nb, l, ValueRange{arith::AddFOp::create(nb, l, a[1], a[0])});
+                             });
+  return lb.generic1({e, rowSum}, lb.empty(scoreShape),
+                     {lb.identity(4), lb.map(4, {0, 1, 2}), lb.identity(4)}, lb.iters(4),
+                     [](OpBuilder &nb, Location l, ValueRange a) {
+                       linalg::YieldOp::create(
+                           nb, l, ValueRange{arith::DivFOp::create(nb, l, a[0], a[1])});
+                     });
 }
 
-/// dsv3.mla_core -> the attention kernel (runtime/kernels/Attention.cpp):
-/// causal scores by row blocks through the GEMM microkernel, softmax and the
-/// product with V per (batch, head), without a [B, H, T, T] tensor.
+/// dsv3.mla_core -> the probabilities and their product with V. The
+/// reference materialises [B, H, Tq, Tk]; the CPU pipeline selects the
+/// blocked attention kernel instead (lowering/CPU/SelectUkernels.cpp).
 struct LowerMLACore : OpRewritePattern<MLACoreOp> {
   using OpRewritePattern::OpRewritePattern;
-  LogicalResult matchAndRewrite(MLACoreOp op,
-                                PatternRewriter &rw) const override {
-    Location loc = op.getLoc();
-    SmallVector<Value> ins = attentionOperands(
-        rw, loc, op.getQNope(), op.getQRope(), op.getKNope(), op.getKRope(),
-        op.getV(), op.getSegmentIds(), op.getSoftmaxScaleAttr());
-    rw.replaceOp(op, callUkernel(rw, loc, "dsv3rt_mla_attention", ins,
-                                 op->getResultTypes()));
+  LogicalResult matchAndRewrite(MLACoreOp op, PatternRewriter &rw) const override {
+    LinalgBuilder lb(rw, op.getLoc());
+    AttentionOperands in{op.getQNope(), op.getQRope(), op.getKNope(), op.getKRope(),
+                         op.getV(), op.getSegmentIds(),
+                         op.getSoftmaxScale().convertToDouble()};
+    Value p = attentionProbabilities(lb, in);
+    // Loops (b, i, h, dv, u).
+    rw.replaceOp(op, lb.generic1({p, in.v}, lb.filled(op.getType().getShape(), 0.0),
+                                 {lb.map(5, {0, 2, 1, 4}), lb.map(5, {0, 4, 2, 3}),
+                                  lb.map(5, {0, 1, 2, 3})},
+                                 lb.iters(4, 1), LinalgBuilder::multiplyAccumulate));
     return success();
   }
 };
 
-/// dsv3.mla_core_grad -> the attention gradient kernel, which recomputes the
-/// probabilities per (batch, head).
+/// dsv3.mla_core_grad -> the softmax backward on the recomputed P:
+/// dV = P^T dO, dP = dO V^T, dS = scale * P (dP - rowsum(P dP)), then dS
+/// against the keys (dq) and the queries (dk; the shared rope key sums
+/// over heads).
 struct LowerMLACoreGrad : OpRewritePattern<MLACoreGradOp> {
   using OpRewritePattern::OpRewritePattern;
-  LogicalResult matchAndRewrite(MLACoreGradOp op,
-                                PatternRewriter &rw) const override {
-    Location loc = op.getLoc();
-    SmallVector<Value> ins = attentionOperands(
-        rw, loc, op.getQNope(), op.getQRope(), op.getKNope(), op.getKRope(),
-        op.getV(), op.getSegmentIds(), op.getSoftmaxScaleAttr());
-    ins.push_back(op.getDout());
-    rw.replaceOp(op, callUkernel(rw, loc, "dsv3rt_mla_attention_grad", ins,
-                                 op->getResultTypes()));
+  LogicalResult matchAndRewrite(MLACoreGradOp op, PatternRewriter &rw) const override {
+    LinalgBuilder lb(rw, op.getLoc());
+    AttentionOperands in{op.getQNope(), op.getQRope(), op.getKNope(), op.getKRope(),
+                         op.getV(), op.getSegmentIds(),
+                         op.getSoftmaxScale().convertToDouble()};
+    Value p = attentionProbabilities(lb, in);
+    auto pShape = cast<RankedTensorType>(p.getType()).getShape();
+    Value dout = op.getDout();
+    auto zeros = [&](Value like) {
+      return lb.filled(cast<RankedTensorType>(like.getType()).getShape(), 0.0);
+    };
+    auto mac = LinalgBuilder::multiplyAccumulate;
+    // dV[b,u,h,dv] = sum_i P[b,h,i,u] dO[b,i,h,dv]: loops (b, u, h, dv, i).
+    Value dv = lb.generic1({p, dout}, zeros(in.v),
+                           {lb.map(5, {0, 2, 4, 1}), lb.map(5, {0, 4, 2, 3}), lb.map(5, {0, 1, 2, 3})},
+                           lb.iters(4, 1), mac);
+    // dP[b,h,i,u] = sum_dv dO[b,i,h,dv] V[b,u,h,dv]: loops (b, h, i, u, dv).
+    Value dp = lb.generic1({dout, in.v}, lb.filled(pShape, 0.0),
+                           {lb.map(5, {0, 2, 1, 4}), lb.map(5, {0, 3, 1, 4}), lb.map(5, {0, 1, 2, 3})},
+                           lb.iters(4, 1), mac);
+    Value rowDot = lb.generic1({p, dp}, lb.filled({pShape[0], pShape[1], pShape[2]}, 0.0),
+                               {lb.identity(4), lb.identity(4), lb.map(4, {0, 1, 2})},
+                               lb.iters(3, 1), mac);
+    double scale = in.scale;
+    Value ds = lb.generic1(
+        {p, dp, rowDot}, lb.empty(pShape),
+        {lb.identity(4), lb.identity(4), lb.map(4, {0, 1, 2}), lb.identity(4)}, lb.iters(4),
+        [&](OpBuilder &nb, Location l, ValueRange a) {
+          Value centred = arith::SubFOp::create(nb, l, a[1], a[2]);
+          Value g = arith::MulFOp::create(nb, l, a[0], centred);
+          linalg::YieldOp::create(
+              nb, l, ValueRange{arith::MulFOp::create(nb, l, g, f32Const(nb, l, scale))});
+        });
+    // dq[b,i,h,d] = sum_u dS[b,h,i,u] k[b,u,h,d]: loops (b, i, h, d, u).
+    Value dqNope = lb.generic1({ds, in.kNope}, zeros(in.qNope),
+                               {lb.map(5, {0, 2, 1, 4}), lb.map(5, {0, 4, 2, 3}), lb.map(5, {0, 1, 2, 3})},
+                               lb.iters(4, 1), mac);
+    Value dqRope = lb.generic1({ds, in.kRope}, zeros(in.qRope),
+                               {lb.map(5, {0, 2, 1, 4}), lb.map(5, {0, 4, 3}), lb.map(5, {0, 1, 2, 3})},
+                               lb.iters(4, 1), mac);
+    // dk[b,u,h,d] = sum_i dS[b,h,i,u] q[b,i,h,d]: loops (b, u, h, d, i).
+    Value dkNope = lb.generic1({ds, in.qNope}, zeros(in.kNope),
+                               {lb.map(5, {0, 2, 4, 1}), lb.map(5, {0, 4, 2, 3}), lb.map(5, {0, 1, 2, 3})},
+                               lb.iters(4, 1), mac);
+    // dk_rope[b,u,r] = sum_{h,i} dS[b,h,i,u] q_rope[b,i,h,r]: loops (b, u, r, h, i).
+    Value dkRope = lb.generic1({ds, in.qRope}, zeros(in.kRope),
+                               {lb.map(5, {0, 3, 4, 1}), lb.map(5, {0, 4, 3, 2}), lb.map(5, {0, 1, 2})},
+                               lb.iters(3, 2), mac);
+    rw.replaceOp(op, {dqNope, dqRope, dkNope, dkRope, dv});
     return success();
   }
 };
+
 
 } // namespace
 

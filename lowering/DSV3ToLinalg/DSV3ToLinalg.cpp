@@ -1,7 +1,7 @@
 //===- DSV3ToLinalg.cpp - convert-dsv3-to-linalg: pass and common ops -----===//
 //
 // The pass driver plus the lowering of the ops every layer uses: dsv3.linear
-// (a tagged GEMM generic), dsv3.rms_norm, dsv3.swiglu, dsv3.embedding and
+// (a GEMM generic), dsv3.rms_norm, dsv3.swiglu, dsv3.embedding and
 // dsv3.cross_entropy. Attention ops are in Attention.cpp, routing and experts
 // in MoE.cpp. Runs after dsv3-decompose, before dsv3-materialize-params.
 //
@@ -32,8 +32,7 @@ Value LinalgBuilder::matmulNT(Value a, Value bT) {
   Value acc = filled({m, n}, 0.0);
   return generic1({a, bT}, acc,
                   {map(3, {0, 2}), map(3, {1, 2}), map(3, {0, 1})}, iters(2, 1),
-                  multiplyAccumulate,
-                  {b.getNamedAttr(kMatmulNTAttr, b.getUnitAttr())});
+                  multiplyAccumulate);
 }
 
 Value LinalgBuilder::transpose2D(Value x) {
@@ -506,7 +505,7 @@ struct ConvertDSV3ToLinalgPass
     // Everything but parameters must be gone; a leftover op means a missing
     // decomposition, which must not reach the JIT silently.
     WalkResult r = getOperation()->walk([](Operation *op) {
-      if (isa<DSV3Dialect>(op->getDialect()) && !isa<ParamOp, UkernelOp>(op)) {
+      if (isa<DSV3Dialect>(op->getDialect()) && !isa<ParamOp>(op)) {
         op->emitOpError() << "has no lowering to linalg (run dsv3-decompose first)";
         return WalkResult::interrupt();
       }

@@ -18,11 +18,6 @@
 
 namespace dsv3::lowering {
 
-/// Attribute on the linalg.generic ops that are plain GEMMs
-/// `C[m,n] += A[m,k] * B[n,k]`; dsv3-linalg-to-ukernel turns them into calls
-/// to the runtime's GEMM microkernel after bufferization.
-inline constexpr llvm::StringLiteral kMatmulNTAttr = "dsv3.matmul_nt";
-
 using BodyFn = llvm::function_ref<void(mlir::OpBuilder &, mlir::Location,
                                        mlir::ValueRange)>;
 using mlir::utils::IteratorType;
@@ -109,6 +104,17 @@ public:
         llvm::SmallVector<mlir::ReassociationIndices>{lead,
                                                       {type.getRank() - 1}});
   }
+  /// Collapses all dimensions into one.
+  mlir::Value collapseTo1D(mlir::Value x) {
+    auto type = mlir::cast<mlir::RankedTensorType>(x.getType());
+    if (type.getRank() == 1)
+      return x;
+    mlir::ReassociationIndices all;
+    for (int64_t i = 0; i < type.getRank(); ++i)
+      all.push_back(i);
+    return mlir::tensor::CollapseShapeOp::create(
+        b, loc, x, llvm::SmallVector<mlir::ReassociationIndices>{all});
+  }
   /// Inverse of collapseTo2D: restores the leading dimensions of `like`.
   mlir::Value expandLike(mlir::Value x2d, mlir::RankedTensorType like,
                          int64_t lastDim) {
@@ -125,7 +131,8 @@ public:
                                                       {like.getRank() - 1}});
   }
 
-  /// C[m,n] = sum_k A[m,k] * B[n,k], tagged for the GEMM microkernel.
+  /// C[m,n] = sum_k A[m,k] * B[n,k] (a target may call its GEMM kernel for
+  /// this structure, see lowering/CPU/Ukernels.h).
   mlir::Value matmulNT(mlir::Value a, mlir::Value bT);
   /// [r, c] -> [c, r], materialised so GEMMs keep the microkernel's layout.
   mlir::Value transpose2D(mlir::Value x);
@@ -145,21 +152,11 @@ inline mlir::Value f32Const(mlir::OpBuilder &b, mlir::Location loc, double v) {
 inline mlir::Value i64Const(mlir::OpBuilder &b, mlir::Location loc, int64_t v) {
   return mlir::arith::ConstantOp::create(b, loc, b.getI64IntegerAttr(v));
 }
-/// An uninitialised tensor of `type` (a destination for a dsv3.ukernel).
+/// An uninitialised tensor of `type` (a destination).
 inline mlir::Value emptyLike(mlir::OpBuilder &b, mlir::Location loc,
                              mlir::Type type) {
   auto t = mlir::cast<mlir::RankedTensorType>(type);
   return mlir::tensor::EmptyOp::create(b, loc, t.getShape(), t.getElementType());
-}
-/// A `dsv3.ukernel` call of `kernel` on `ins` writing fresh tensors of
-/// `resultTypes` (kernels overwrite their outputs entirely); its results.
-inline mlir::ResultRange callUkernel(mlir::OpBuilder &b, mlir::Location loc,
-                                     llvm::StringRef kernel, mlir::ValueRange ins,
-                                     mlir::TypeRange resultTypes) {
-  llvm::SmallVector<mlir::Value> outs;
-  for (mlir::Type t : resultTypes)
-    outs.push_back(emptyLike(b, loc, t));
-  return UkernelOp::create(b, loc, resultTypes, kernel, ins, outs).getResults();
 }
 inline mlir::Value indexConst(mlir::OpBuilder &b, mlir::Location loc,
                               int64_t v) {
@@ -187,8 +184,10 @@ void populateCommonLoweringPatterns(mlir::RewritePatternSet &patterns);
 void populateAttentionLoweringPatterns(mlir::RewritePatternSet &patterns);
 void populateMoELoweringPatterns(mlir::RewritePatternSet &patterns);
 void populateFP8LoweringPatterns(mlir::RewritePatternSet &patterns);
-/// Bufferization model of dsv3.ukernel (destination-passing style).
-void registerUkernelBufferization(mlir::DialectRegistry &registry);
+
+/// dsv3.moe_dispatch's rows: rows[r, d] = x[slot_of_row[r] / k, d].
+mlir::Value gatherDispatchedRows(mlir::OpBuilder &b, mlir::Location loc,
+                                 mlir::Value x, mlir::Value slotOfRow, int64_t k);
 
 } // namespace dsv3::lowering
 

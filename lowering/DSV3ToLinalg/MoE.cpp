@@ -7,9 +7,12 @@
 // at or above the topk_group-th group in the same order.
 //
 // Routed experts run grouped: dispatch sorts the (token, slot) pairs by
-// expert with a counting-sort kernel and gathers their rows; each expert's
-// GEMM then covers only its rows (a grouped-GEMM kernel call), and combine
-// gathers the results back per token.
+// expert and gathers their rows; each expert's GEMM then covers only its
+// rows, and combine gathers the results back per token. The sort and the
+// grouped GEMMs here are references (plain reductions, quadratic in the
+// pairs for the sort, a compare per row and expert for the weight
+// gradient); the CPU pipeline selects kernels for them beforehand
+// (lowering/CPU/SelectUkernels.cpp).
 //
 //===----------------------------------------------------------------------===//
 #include "ir/DSV3/DSV3Dialect.h"
@@ -195,90 +198,182 @@ struct LowerMoERouter : OpRewritePattern<MoERouterOp> {
   }
 };
 
-/// dsv3.moe_dispatch -> a counting sort of the (token, slot) pairs by expert
-/// (runtime kernel) and a gather of their rows.
-struct LowerMoEDispatch : OpRewritePattern<MoEDispatchOp> {
-  using OpRewritePattern::OpRewritePattern;
-  LogicalResult matchAndRewrite(MoEDispatchOp op,
-                                PatternRewriter &rw) const override {
-    Location loc = op.getLoc();
-    LinalgBuilder lb(rw, loc);
-    int64_t k = op.getExpertIds().getType().getDimSize(1);
-    ResultRange order = callUkernel(
-        rw, loc, "dsv3rt_moe_dispatch_order",
-        {op.getExpertIds(), i64Const(rw, loc, op.getNumExperts())},
-        TypeRange{op.getRowOfSlot().getType(), op.getSlotOfRow().getType(),
-                  op.getOffsets().getType()});
-    Value slotOfRow = order[1];
-    int64_t tokens = op.getX().getType().getDimSize(0);
-    Value x = op.getX();
-    // rows[r, d] = x[slot_of_row[r] / K, d].
-    Value rows = lb.generic1(
-        {slotOfRow}, lb.empty(op.getRows().getType().getShape()),
-        {lb.map(2, {0}), lb.identity(2)}, lb.iters(2),
-        [&](OpBuilder &nb, Location l, ValueRange a) {
-          Value token = arith::DivSIOp::create(nb, l, a[0], i64Const(nb, l, k));
-          Value src = tensor::ExtractOp::create(
-              nb, l, x,
-              ValueRange{clampedIndex(nb, l, token, tokens),
-                         linalg::IndexOp::create(nb, l, 1)});
-          linalg::YieldOp::create(nb, l, ValueRange{src});
-        });
-    rw.replaceOp(op, {rows, order[0], slotOfRow, order[2]});
-    return success();
-  }
-};
-
-/// The grouped GEMM kernel: out[r] = x[r] w[e]^T over the rows of group e.
-Value groupedMatmulNT(OpBuilder &b, Location loc, Value x, Value w,
-                      Value offsets, Type resultType) {
-  return callUkernel(b, loc, "dsv3rt_grouped_matmul_nt_f32", {x, w, offsets},
-                     resultType)[0];
+/// Clamps an expert id as the dispatch kernel does: out-of-range ids (only
+/// from NaN scores) count as expert 0.
+Value validExpert(OpBuilder &b, Location loc, Value id, int64_t experts) {
+  Value zero = i64Const(b, loc, 0);
+  Value inRange = arith::AndIOp::create(
+      b, loc, arith::CmpIOp::create(b, loc, arith::CmpIPredicate::sge, id, zero),
+      arith::CmpIOp::create(b, loc, arith::CmpIPredicate::slt, id,
+                            i64Const(b, loc, experts)));
+  return arith::SelectOp::create(b, loc, inRange, id, zero);
 }
 
-struct LowerGroupedLinear : OpRewritePattern<GroupedLinearOp> {
+/// Generic body step: acc + (cond ? 1 : 0) on i64.
+Value countIf(OpBuilder &b, Location loc, Value cond, Value acc) {
+  Value one = arith::ExtUIOp::create(b, loc, b.getI64Type(), cond);
+  return arith::AddIOp::create(b, loc, acc, one);
+}
+
+/// dsv3.moe_dispatch -> a stable counting sort written as reductions:
+/// offsets[e] = #pairs with expert < e, a pair's row = offsets[its expert] +
+/// #earlier pairs with the same expert, and slot_of_row inverts that map;
+/// then the gather of the rows. Quadratic in the pairs: a reference, which
+/// targets replace with a sort kernel (the CPU's is runtime/kernels).
+struct LowerMoEDispatch : OpRewritePattern<MoEDispatchOp> {
   using OpRewritePattern::OpRewritePattern;
-  LogicalResult matchAndRewrite(GroupedLinearOp op,
-                                PatternRewriter &rw) const override {
-    rw.replaceOp(op, groupedMatmulNT(rw, op.getLoc(), op.getX(), op.getWeight(),
-                                     op.getOffsets(), op.getType()));
+  LogicalResult matchAndRewrite(MoEDispatchOp op, PatternRewriter &rw) const override {
+    Location loc = op.getLoc();
+    LinalgBuilder lb(rw, loc);
+    int64_t experts = op.getNumExperts();
+    auto idShape = op.getExpertIds().getType().getShape();
+    int64_t k = idShape[1], pairs = idShape[0] * idShape[1];
+    Value ids = lb.generic1(
+        {lb.collapseTo1D(op.getExpertIds())}, lb.empty({pairs}, rw.getI64Type()),
+        {lb.identity(1), lb.identity(1)}, lb.iters(1),
+        [&](OpBuilder &nb, Location l, ValueRange a) {
+          linalg::YieldOp::create(nb, l, ValueRange{validExpert(nb, l, a[0], experts)});
+        });
+    // offsets[e] = #{p : id_p < e}, e in [0, E].
+    Value offsets = lb.generic1(
+        {ids}, lb.filledInt({experts + 1}, 0), {lb.map(2, {1}), lb.map(2, {0})},
+        lb.iters(1, 1), [&](OpBuilder &nb, Location l, ValueRange a) {
+          Value e = arith::IndexCastOp::create(nb, l, nb.getI64Type(),
+                                               linalg::IndexOp::create(nb, l, 0));
+          Value below = arith::CmpIOp::create(nb, l, arith::CmpIPredicate::slt, a[0], e);
+          linalg::YieldOp::create(nb, l, ValueRange{countIf(nb, l, below, a[1])});
+        });
+    // earlier[p] = #{q < p : id_q == id_p}.
+    Value earlier = lb.generic1(
+        {ids, ids}, lb.filledInt({pairs}, 0),
+        {lb.map(2, {0}), lb.map(2, {1}), lb.map(2, {0})}, lb.iters(1, 1),
+        [&](OpBuilder &nb, Location l, ValueRange a) {
+          Value before = arith::CmpIOp::create(nb, l, arith::CmpIPredicate::ult,
+                                               linalg::IndexOp::create(nb, l, 1),
+                                               linalg::IndexOp::create(nb, l, 0));
+          Value same = arith::CmpIOp::create(nb, l, arith::CmpIPredicate::eq, a[0], a[1]);
+          Value both = arith::AndIOp::create(nb, l, before, same);
+          linalg::YieldOp::create(nb, l, ValueRange{countIf(nb, l, both, a[2])});
+        });
+    Value rowOfPair = lb.generic1(
+        {ids, earlier}, lb.empty({pairs}, rw.getI64Type()),
+        {lb.identity(1), lb.identity(1), lb.identity(1)}, lb.iters(1),
+        [&](OpBuilder &nb, Location l, ValueRange a) {
+          Value start = tensor::ExtractOp::create(
+              nb, l, offsets,
+              ValueRange{arith::IndexCastOp::create(nb, l, nb.getIndexType(), a[0])});
+          linalg::YieldOp::create(nb, l, ValueRange{arith::AddIOp::create(nb, l, start, a[1])});
+        });
+    // slot_of_row[r] = the pair p whose row is r.
+    Value slotOfRow = lb.generic1(
+        {rowOfPair}, lb.filledInt({pairs}, 0), {lb.map(2, {1}), lb.map(2, {0})},
+        lb.iters(1, 1), [&](OpBuilder &nb, Location l, ValueRange a) {
+          Value r = arith::IndexCastOp::create(nb, l, nb.getI64Type(),
+                                               linalg::IndexOp::create(nb, l, 0));
+          Value p = arith::IndexCastOp::create(nb, l, nb.getI64Type(),
+                                               linalg::IndexOp::create(nb, l, 1));
+          Value hit = arith::CmpIOp::create(nb, l, arith::CmpIPredicate::eq, a[0], r);
+          linalg::YieldOp::create(nb, l, ValueRange{arith::SelectOp::create(nb, l, hit, p, a[1])});
+        });
+    Value rowOfSlot = tensor::ExpandShapeOp::create(
+        rw, loc, op.getRowOfSlot().getType(), rowOfPair,
+        SmallVector<ReassociationIndices>{{0, 1}});
+    Value rows = gatherDispatchedRows(rw, loc, op.getX(), slotOfRow, k);
+    rw.replaceOp(op, {rows, rowOfSlot, slotOfRow, offsets});
     return success();
   }
 };
 
-/// dx[r] = dy[r] w[e]: the same kernel on the experts' transposed weights.
+/// group[r] = the expert whose rows [offsets[e], offsets[e+1]) hold row r:
+/// #{e < E : offsets[e+1] <= r}; E for rows past every group.
+Value groupOfRows(LinalgBuilder &lb, Value offsets, int64_t rows) {
+  int64_t experts = cast<RankedTensorType>(offsets.getType()).getDimSize(0) - 1;
+  Value ends = tensor::ExtractSliceOp::create(
+      lb.builder(), lb.location(), offsets, ArrayRef<OpFoldResult>{lb.builder().getIndexAttr(1)},
+      ArrayRef<OpFoldResult>{lb.builder().getIndexAttr(experts)},
+      ArrayRef<OpFoldResult>{lb.builder().getIndexAttr(1)});
+  return lb.generic1(
+      {ends}, lb.filledInt({rows}, 0), {lb.map(2, {1}), lb.map(2, {0})}, lb.iters(1, 1),
+      [&](OpBuilder &nb, Location l, ValueRange a) {
+        Value r = arith::IndexCastOp::create(nb, l, nb.getI64Type(),
+                                             linalg::IndexOp::create(nb, l, 0));
+        Value ended = arith::CmpIOp::create(nb, l, arith::CmpIPredicate::sle, a[0], r);
+        linalg::YieldOp::create(nb, l, ValueRange{countIf(nb, l, ended, a[1])});
+      });
+}
+
+/// out[r, c] = sum_j lhs[r, j] w[group(r), c, j] (or w[group(r), j, c] with
+/// `transposed`), 0 for rows outside every group: the grouped GEMMs'
+/// reference, each row reading its expert's weight with tensor.extract.
+Value groupedMatmul(OpBuilder &b, Location loc, Value lhs, Value w, Value offsets,
+                   RankedTensorType resultType, bool transposed) {
+  LinalgBuilder lb(b, loc);
+  auto shape = resultType.getShape();
+  int64_t experts = cast<RankedTensorType>(w.getType()).getDimSize(0);
+  Value group = groupOfRows(lb, offsets, shape[0]);
+  return lb.generic1(
+      {lhs, group}, lb.filled(shape, 0.0),
+      {lb.map(3, {0, 2}), lb.map(3, {0}), lb.map(3, {0, 1})}, lb.iters(2, 1),
+      [&](OpBuilder &nb, Location l, ValueRange a) {
+        Value inGroup = arith::CmpIOp::create(nb, l, arith::CmpIPredicate::slt, a[1],
+                                              i64Const(nb, l, experts));
+        Value c = linalg::IndexOp::create(nb, l, 1), j = linalg::IndexOp::create(nb, l, 2);
+        Value wv = tensor::ExtractOp::create(
+            nb, l, w,
+            ValueRange{clampedIndex(nb, l, a[1], experts), transposed ? j : c,
+                       transposed ? c : j});
+        Value sum = arith::AddFOp::create(nb, l, a[2], arith::MulFOp::create(nb, l, a[0], wv));
+        linalg::YieldOp::create(nb, l,
+                                ValueRange{arith::SelectOp::create(nb, l, inGroup, sum, a[2])});
+      });
+}
+
+/// y[r, n] = sum_k x[r, k] w[group(r), n, k].
+struct LowerGroupedLinear : OpRewritePattern<GroupedLinearOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(GroupedLinearOp op, PatternRewriter &rw) const override {
+    rw.replaceOp(op, groupedMatmul(rw, op.getLoc(), op.getX(), op.getWeight(),
+                                   op.getOffsets(), op.getType(), false));
+    return success();
+  }
+};
+
+/// dx[r, k] = sum_n dy[r, n] w[group(r), n, k].
 struct LowerGroupedLinearGradInput : OpRewritePattern<GroupedLinearGradInputOp> {
   using OpRewritePattern::OpRewritePattern;
   LogicalResult matchAndRewrite(GroupedLinearGradInputOp op,
                                 PatternRewriter &rw) const override {
-    LinalgBuilder lb(rw, op.getLoc());
-    auto ws = op.getWeight().getType().getShape();
-    Value wT = lb.generic1({op.getWeight()}, lb.empty({ws[0], ws[2], ws[1]}),
-                           {lb.map(3, {0, 2, 1}), lb.identity(3)}, lb.iters(3),
-                           [](OpBuilder &nb, Location l, ValueRange a) {
-                             linalg::YieldOp::create(nb, l, ValueRange{a[0]});
-                           });
-    rw.replaceOp(op, groupedMatmulNT(rw, op.getLoc(), op.getDy(), wT,
-                                     op.getOffsets(), op.getType()));
+    rw.replaceOp(op, groupedMatmul(rw, op.getLoc(), op.getDy(), op.getWeight(),
+                                   op.getOffsets(), op.getType(), true));
     return success();
   }
 };
 
-/// dW[e] = dy[rows of e]^T x[rows of e]: both operands transposed so each
-/// group's reduction runs along contiguous memory.
-struct LowerGroupedLinearGradWeight
-    : OpRewritePattern<GroupedLinearGradWeightOp> {
+/// dW[e, n, k] = sum over the rows r of group e of dy[r, n] x[r, k].
+struct LowerGroupedLinearGradWeight : OpRewritePattern<GroupedLinearGradWeightOp> {
   using OpRewritePattern::OpRewritePattern;
   LogicalResult matchAndRewrite(GroupedLinearGradWeightOp op,
                                 PatternRewriter &rw) const override {
-    Location loc = op.getLoc();
-    LinalgBuilder lb(rw, loc);
-    Value dyT = lb.transpose2D(op.getDy()), xT = lb.transpose2D(op.getX());
-    rw.replaceOp(op, callUkernel(rw, loc, "dsv3rt_grouped_matmul_nt_f32_split_k",
-                                 {dyT, xT, op.getOffsets()}, op->getResultTypes()));
+    LinalgBuilder lb(rw, op.getLoc());
+    auto shape = op.getType().getShape();
+    int64_t rows = op.getDy().getType().getDimSize(0);
+    Value group = groupOfRows(lb, op.getOffsets(), rows);
+    rw.replaceOp(
+        op, lb.generic1({op.getDy(), op.getX(), group}, lb.filled(shape, 0.0),
+                        {lb.map(4, {3, 1}), lb.map(4, {3, 2}), lb.map(4, {3}), lb.map(4, {0, 1, 2})},
+                        lb.iters(3, 1), [&](OpBuilder &nb, Location l, ValueRange a) {
+                          Value e = arith::IndexCastOp::create(
+                              nb, l, nb.getI64Type(), linalg::IndexOp::create(nb, l, 0));
+                          Value mine = arith::CmpIOp::create(nb, l, arith::CmpIPredicate::eq, a[2], e);
+                          Value sum = arith::AddFOp::create(
+                              nb, l, a[3], arith::MulFOp::create(nb, l, a[0], a[1]));
+                          linalg::YieldOp::create(
+                              nb, l, ValueRange{arith::SelectOp::create(nb, l, mine, sum, a[3])});
+                        }));
     return success();
   }
 };
+
 
 /// Generic body: yields acc + factor * rows[rowId, index(column)], the row id
 /// clamped into range.
@@ -546,6 +641,22 @@ struct LowerMoEBalanceLossGrad : OpRewritePattern<MoEBalanceLossGradOp> {
 };
 
 } // namespace
+
+Value dsv3::lowering::gatherDispatchedRows(OpBuilder &b, Location loc, Value x,
+                                           Value slotOfRow, int64_t k) {
+  LinalgBuilder lb(b, loc);
+  auto xs = cast<RankedTensorType>(x.getType()).getShape();
+  int64_t rows = cast<RankedTensorType>(slotOfRow.getType()).getDimSize(0);
+  return lb.generic1(
+      {slotOfRow}, lb.empty({rows, xs[1]}), {lb.map(2, {0}), lb.identity(2)}, lb.iters(2),
+      [&](OpBuilder &nb, Location l, ValueRange a) {
+        Value token = arith::DivSIOp::create(nb, l, a[0], i64Const(nb, l, k));
+        Value src = tensor::ExtractOp::create(
+            nb, l, x,
+            ValueRange{clampedIndex(nb, l, token, xs[0]), linalg::IndexOp::create(nb, l, 1)});
+        linalg::YieldOp::create(nb, l, ValueRange{src});
+      });
+}
 
 void dsv3::lowering::populateMoELoweringPatterns(RewritePatternSet &patterns) {
   patterns.add<LowerMoERouter, LowerMoEDispatch, LowerGroupedLinear,

@@ -7,10 +7,11 @@
 //===----------------------------------------------------------------------===//
 #include "lowering/Pipeline/Pipelines.h"
 
-#include "lowering/DSV3ToLinalg/LinalgBuilder.h"
+#include "lowering/CPU/Ukernels.h"
 #include "lowering/Passes.h"
 #include "passes/Passes.h"
 
+#include "ir/Codegen/CodegenDialect.h"
 #include "ir/DSV3/DSV3Dialect.h"
 
 #include "mlir/Conversion/Passes.h"
@@ -60,7 +61,7 @@ llvm::StringRef phaseName(Phase phase) {
 }
 
 void registerPipelineDialects(DialectRegistry &registry) {
-  registry.insert<DSV3Dialect, func::FuncDialect, arith::ArithDialect,
+  registry.insert<DSV3Dialect, codegen::CodegenDialect, func::FuncDialect, arith::ArithDialect,
                   math::MathDialect, tensor::TensorDialect,
                   linalg::LinalgDialect, scf::SCFDialect, memref::MemRefDialect,
                   bufferization::BufferizationDialect, affine::AffineDialect,
@@ -78,13 +79,17 @@ void buildDecomposePipeline(OpPassManager &pm) {
   pm.addPass(createDSV3DecomposePass());
 }
 
-void buildLinalgPipeline(OpPassManager &pm) {
+void buildLinalgPipeline(OpPassManager &pm, const CPUPipelineOptions &options) {
   // Common subexpressions are merged on dsv3 ops (e.g. the final norm used by
   // the head and by MTP), and again on the linalg form. Merged zero-filled
   // destinations are safe because every runtime kernel overwrites its
   // outputs entirely (tests/lit/lowering/ukernel-bufferization.mlir shows
   // why a kernel that did not would read an uninitialised buffer).
   pm.addPass(createCSEPass());
+  // The target picks its kernels on dsv3 ops; the rest takes the reference
+  // lowering.
+  if (options.useUkernels)
+    pm.addPass(createDSV3CPUSelectUkernelsPass());
   pm.addPass(createConvertDSV3ToLinalgPass());
   // Residual adds are arith ops on tensors until here.
   pm.addNestedPass<func::FuncOp>(createConvertElementwiseToLinalgPass());
@@ -100,9 +105,8 @@ void buildLLVMPipeline(OpPassManager &pm, const CPUPipelineOptions &options) {
   pm.addPass(bufferization::createEmptyTensorEliminationPass());
   pm.addPass(bufferization::createOneShotBufferizePass());
   bufferization::buildBufferDeallocationPipeline(pm);
-  // FP8 kernels have no loop-nest form; only the FP32 GEMM is optional.
-  pm.addPass(createDSV3LinalgToUkernelPass(
-      DSV3LinalgToUkernelPassOptions{/*gemm=*/options.useUkernels}));
+  pm.addPass(createDSV3CPULowerUkernelsPass(
+      DSV3CPULowerUkernelsPassOptions{/*gemm=*/options.useUkernels}));
   pm.addNestedPass<func::FuncOp>(createConvertLinalgToLoopsPass());
   pm.addPass(createDSV3OutlineLoopNestsPass());
   pm.addPass(memref::createExpandStridedMetadataPass());
@@ -145,7 +149,7 @@ LogicalResult buildPhase(OpPassManager &pm, Phase phase, const DSV3PipelineOptio
   case Phase::Tensor:
     return buildTensorPipeline(pm, options, error);
   case Phase::Linalg:
-    buildLinalgPipeline(pm);
+    buildLinalgPipeline(pm, options.cpu());
     return success();
   case Phase::LLVM:
     buildLLVMPipeline(pm, options.cpu());

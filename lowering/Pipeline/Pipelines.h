@@ -25,7 +25,9 @@ llvm::StringRef phaseName(Phase phase);
 struct CPUPipelineOptions {
   /// Fuse elementwise linalg producers into their consumers.
   bool fuseElementwise = true;
-  /// Call the runtime GEMM microkernel for tagged GEMMs instead of loops.
+  /// Select the runtime's hand-written kernels (attention, routed experts,
+  /// FP8, the float32 GEMM); false compiles every op from its reference
+  /// lowering to linalg.
   bool useUkernels = true;
 };
 
@@ -46,7 +48,7 @@ struct DSV3PipelineOptions : public mlir::PassPipelineOptions<DSV3PipelineOption
       llvm::cl::desc("Options of dsv3-fp8-tile-quantize (e.g. 'format=e5m2 gemms=fprop')"),
       llvm::cl::init("")};
   Option<bool> ukernels{*this, "ukernels",
-                        llvm::cl::desc("Call the runtime GEMM microkernel (else loops)"),
+                        llvm::cl::desc("Select the CPU runtime kernels (else every op takes its reference lowering)"),
                         llvm::cl::init(true)};
   Option<bool> fuseElementwise{*this, "fuse-elementwise",
                                llvm::cl::desc("Fuse elementwise linalg producers"),
@@ -62,8 +64,9 @@ void buildDecomposePipeline(mlir::OpPassManager &pm);
 mlir::LogicalResult
 buildTensorPipeline(mlir::OpPassManager &pm, const DSV3PipelineOptions &options,
                     llvm::function_ref<mlir::LogicalResult(const llvm::Twine &)> error);
-/// Tensor-level dsv3 ops -> linalg/tensor/arith/math/scf on tensors.
-void buildLinalgPipeline(mlir::OpPassManager &pm);
+/// Tensor-level dsv3 ops -> CPU kernel calls where selected, and
+/// linalg/tensor/arith/math/scf on tensors for the rest.
+void buildLinalgPipeline(mlir::OpPassManager &pm, const CPUPipelineOptions &options);
 /// Linalg on tensors -> bufferized loops and microkernel calls -> LLVM dialect.
 void buildLLVMPipeline(mlir::OpPassManager &pm,
                        const CPUPipelineOptions &options);

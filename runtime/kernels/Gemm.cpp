@@ -1,7 +1,7 @@
 //===- Gemm.cpp - float32 GEMM microkernel (C += A B^T) -------------------===//
 //
 // Called by JIT code for every `dsv3.linear` (see lowering/CPU/
-// LinalgToUkernel.cpp). Shapes the packed kernel (PackedGemm.cpp) takes go
+// LowerUkernels.cpp). Shapes the packed kernel (PackedGemm.cpp) takes go
 // there; the rest (decode-sized M, strided operands) use the unpacked kernel
 // here: both operands are read along K, which is contiguous for row-major
 // activations and [out, in] weights, so a 4x4 tile of dot products with

@@ -62,19 +62,19 @@ TEST_F(GradGolden, Losses) {
 /// Every reference gradient within the bound (1e-4 relative L2) and
 /// a ratchet of 1e-5, about ten times the worst error measured now; the
 /// gradients are exactly the trainable parameters (the routing bias has none).
-TEST_F(GradGolden, EveryParameterGradient) {
-  ASSERT_NE(output, nullptr);
+void expectEveryGradientMatches(SafetensorsFile &output, SafetensorsFile &reference,
+                                const std::string &label) {
   int checked = 0;
   double worst = 0;
   std::string worstName;
-  for (const TensorInfo &t : reference->tensors()) {
+  for (const TensorInfo &t : reference.tensors()) {
     if (!llvm::StringRef(t.name).starts_with("grad."))
       continue;
     ++checked;
-    const TensorInfo *g = output->lookup(t.name);
+    const TensorInfo *g = output.lookup(t.name);
     ASSERT_NE(g, nullptr) << "no " << t.name;
     ASSERT_EQ(g->shape, t.shape) << t.name;
-    auto [error, relative] = gradientError(readF32(*output, t.name), readF32(*reference, t.name));
+    auto [error, relative] = gradientError(readF32(output, t.name), readF32(reference, t.name));
     if (!relative) {
       EXPECT_LE(error, 1e-8) << t.name << " (absolute)";
       continue;
@@ -84,16 +84,35 @@ TEST_F(GradGolden, EveryParameterGradient) {
     if (error > worst)
       worst = error, worstName = t.name;
   }
-  report("worst gradient relative L2 (" + worstName + ")", worst, 1e-4);
+  report(label + "worst gradient relative L2 (" + worstName + ")", worst, 1e-4);
   EXPECT_GT(checked, 200);
   int produced = 0;
-  for (const TensorInfo &t : output->tensors()) {
+  for (const TensorInfo &t : output.tensors()) {
     EXPECT_EQ(llvm::StringRef(t.name).find("e_score_correction_bias"),
               llvm::StringRef::npos)
         << "the routing bias is not trained by gradient: " << t.name;
     produced += llvm::StringRef(t.name).starts_with("grad.");
   }
   EXPECT_EQ(produced, checked) << "gradients the reference does not have";
+}
+
+TEST_F(GradGolden, EveryParameterGradient) {
+  ASSERT_NE(output, nullptr);
+  expectEveryGradientMatches(*output, *reference, "");
+}
+
+/// The same gradients with every op on its reference lowering to linalg
+/// (attention and expert gradients included): no kernel on the path.
+TEST(GradGoldenNoUkernels, EveryParameterGradient) {
+  std::string out = scratchDir("grad-noukernels") + "/grad.safetensors";
+  RunResult r = runDsv3c("grad " + sourcePath("models/tiny") + " --no-ukernels --tokens " +
+                         sourcePath("tests/golden/tiny/reference.safetensors") + " -o " + out);
+  ASSERT_EQ(r.exitCode, 0) << r.output;
+  std::unique_ptr<SafetensorsFile> output(openOrFail(out));
+  std::unique_ptr<SafetensorsFile> reference(
+      openOrFail(sourcePath("tests/golden/tiny/reference.safetensors")));
+  ASSERT_TRUE(output && reference);
+  expectEveryGradientMatches(*output, *reference, "--no-ukernels ");
 }
 
 /// --balance-alpha end to end, against the PyTorch peer (bench/torch_peer.py

@@ -17,7 +17,12 @@ import sys
 RULES = [
     ("ir/", ("passes/", "lowering/", "runtime/", "frontends/", "bench/"),
      "the dialect knows no transformation, target or runtime"),
-    ("passes/", ("lowering/", "runtime/", "frontends/", "bench/"),
+    # The model dialect and the codegen (kernel-call) dialect are independent.
+    ("ir/DSV3/", ("ir/Codegen/", "passes/", "lowering/", "runtime/", "frontends/", "bench/"),
+     "the model dialect knows no target or code generation"),
+    ("ir/Codegen/", ("ir/DSV3/", "passes/", "lowering/", "runtime/", "frontends/", "bench/"),
+     "the codegen dialect knows no model"),
+    ("passes/", ("ir/Codegen/", "lowering/", "runtime/", "frontends/", "bench/"),
      "dsv3-level passes know no target, runtime or file format"),
     ("lowering/", ("frontends/", "runtime/", "bench/"),
      "lowering emits calls by name; it links no runtime"),

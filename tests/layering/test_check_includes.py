@@ -27,7 +27,7 @@ class CheckIncludes(unittest.TestCase):
         code, out = run({
             "ir/DSV3/Ops.cpp": '#include "ir/DSV3/Ops.h"\n#include "mlir/IR/Builders.h"\n',
             "passes/P.cpp": '#include "ir/DSV3/Ops.h"\n',
-            "lowering/L.cpp": '#include "passes/Passes.h"\n',
+            "lowering/L.cpp": '#include "passes/Passes.h"\n#include "ir/Codegen/CodegenDialect.h"\n',
             "runtime/io/F.cpp": '#include "runtime/support/Error.h"\n#include <vector>\n',
             "runtime/jit/J.cpp": '#include "mlir/ExecutionEngine/ExecutionEngine.h"\n',
             "frontends/tools/d.cpp": '#include "runtime/io/F.h"\n#include "lowering/L.h"\n',
@@ -41,11 +41,17 @@ class CheckIncludes(unittest.TestCase):
             "runtime/train/Bad.cpp": '#include "frontends/model/ModelConfig.h"\n'
                                      '#include "llvm/Support/Error.h"\n',
             "runtime/jit/Bad.cpp": '#include "ir/DSV3/DSV3Dialect.h"\n',
+            "ir/DSV3/Target.cpp": '#include "ir/Codegen/CodegenDialect.h"\n',
+            "ir/Codegen/Model.cpp": '#include "ir/DSV3/DSV3Dialect.h"\n',
+            "passes/Kernel.cpp": '#include "ir/Codegen/CodegenDialect.h"\n',
         })
         self.assertEqual(code, 1)
         self.assertEqual(sorted(line.split(" (")[0] for line in out), [
-            "ir/DSV3/Bad.cpp:2: ir must not include runtime/abi/Abi.h",
+            "ir/Codegen/Model.cpp:1: ir/Codegen must not include ir/DSV3/DSV3Dialect.h",
+            "ir/DSV3/Bad.cpp:2: ir/DSV3 must not include runtime/abi/Abi.h",
+            "ir/DSV3/Target.cpp:1: ir/DSV3 must not include ir/Codegen/CodegenDialect.h",
             "passes/Bad.cpp:1: passes must not include lowering/Pipeline/Pipelines.h",
+            "passes/Kernel.cpp:1: passes must not include ir/Codegen/CodegenDialect.h",
             "runtime/jit/Bad.cpp:1: runtime/jit must not include ir/DSV3/DSV3Dialect.h",
             "runtime/train/Bad.cpp:1: runtime must not include frontends/model/ModelConfig.h",
             "runtime/train/Bad.cpp:2: runtime must not include llvm/Support/Error.h",

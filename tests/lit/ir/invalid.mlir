@@ -294,14 +294,6 @@ func.func @fp8_gemm_row_tiles(%a: tensor<4x256xf8E4M3FN>, %sa: tensor<2x2xf32>, 
 
 // -----
 
-func.func @ukernel_results(%x: tensor<4xf32>, %o: tensor<4xf32>) -> tensor<8xf32> {
-  // expected-error @+1 {{result types must be the types of 'outs'}}
-  %r = dsv3.ukernel "k" ins(%x : tensor<4xf32>) outs(%o : tensor<4xf32>) -> tensor<8xf32>
-  return %r : tensor<8xf32>
-}
-
-// -----
-
 // Grouped row tiles need one extra scale row per group.
 func.func @fp8_quantize_groups(%x: tensor<256x8xf32>, %o: tensor<5xi64>) -> tensor<2x8xf32> {
   // expected-error @+1 {{'scales' dimension 0 is 2 but one scale per tile, plus one row of tiles per group is 6}}

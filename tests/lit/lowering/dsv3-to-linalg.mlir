@@ -1,12 +1,12 @@
 // RUN: dsv3-opt %s -convert-dsv3-to-linalg -split-input-file | FileCheck %s
 
-// A linear over [B,T,K] collapses to a 2-D GEMM generic tagged for the
-// microkernel and expands back.
+// A linear over [B,T,K] collapses to a 2-D GEMM generic (no tag: a target
+// recognises the structure) and expands back.
 // CHECK-LABEL: func.func @linear
 func.func @linear(%x: tensor<2x3x8xf32>, %w: tensor<5x8xf32>) -> tensor<2x3x5xf32> {
   // CHECK: %[[X:.*]] = tensor.collapse_shape %{{.*}} {{\[\[}}0, 1], [2]] : tensor<2x3x8xf32> into tensor<6x8xf32>
   // CHECK: %[[Z:.*]] = linalg.fill {{.*}} -> tensor<6x5xf32>
-  // CHECK: %[[Y:.*]] = linalg.generic {{.*}}iterator_types = ["parallel", "parallel", "reduction"]{{.*}} ins(%[[X]], %{{.*}} : tensor<6x8xf32>, tensor<5x8xf32>) outs(%[[Z]] : tensor<6x5xf32>) attrs =  {dsv3.matmul_nt}
+  // CHECK: %[[Y:.*]] = linalg.generic {{.*}}iterator_types = ["parallel", "parallel", "reduction"]{{.*}} ins(%[[X]], %{{.*}} : tensor<6x8xf32>, tensor<5x8xf32>) outs(%[[Z]] : tensor<6x5xf32>) {
   // CHECK: arith.mulf
   // CHECK: arith.addf
   // CHECK: tensor.expand_shape %[[Y]]
@@ -35,7 +35,7 @@ func.func @rms_norm(%x: tensor<4x8xf32>, %w: tensor<8xf32>) -> tensor<4x8xf32> {
 // CHECK-LABEL: func.func @router
 func.func @router(%x: tensor<3x8xf32>, %r: tensor<4x8xf32>, %b: tensor<4xf32>) -> (tensor<3x2xf32>, tensor<3x2xi64>) {
   // CHECK-DAG: arith.constant 2.500000e+00 : f32
-  // CHECK: linalg.generic {{.*}}dsv3.matmul_nt
+  // CHECK: linalg.generic {{.*}}iterator_types = ["parallel", "parallel", "reduction"]{{.*}} ins(%{{.*}}, %{{.*}} : tensor<3x8xf32>, tensor<4x8xf32>)
   // CHECK: math.exp
   // CHECK: tensor.expand_shape {{.*}} into tensor<3x2x2xf32>
   // CHECK: scf.for
@@ -48,15 +48,72 @@ func.func @router(%x: tensor<3x8xf32>, %r: tensor<4x8xf32>, %b: tensor<4xf32>) -
 
 // -----
 
-// The attention core is the attention kernel; without segment ids every
-// position is in document 0.
-// CHECK-LABEL: func.func @mla_core
-func.func @mla_core(%q: tensor<1x4x2x3xf32>, %qr: tensor<1x4x2x2xf32>, %kr: tensor<1x4x2xf32>) -> tensor<1x4x2x3xf32> {
-  // CHECK-DAG: %[[SCALE:.*]] = arith.constant 5.000000e-01 : f64
-  // CHECK-DAG: %[[ZERO:.*]] = arith.constant 0 : i64
-  // CHECK: %[[SEG:.*]] = linalg.fill ins(%[[ZERO]] : i64) outs(%{{.*}} : tensor<1x4xi64>)
-  // CHECK: dsv3.ukernel "dsv3rt_mla_attention" ins(%{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %[[SEG]], %[[SCALE]] : {{.*}}, tensor<1x4xi64>, f64) outs(%{{.*}} : tensor<1x4x2x3xf32>)
-  %o = dsv3.mla_core %q, %qr, %q, %kr, %q {softmax_scale = 0.5 : f64}
-      : (tensor<1x4x2x3xf32>, tensor<1x4x2x2xf32>, tensor<1x4x2x3xf32>, tensor<1x4x2xf32>, tensor<1x4x2x3xf32>) -> tensor<1x4x2x3xf32>
-  return %o : tensor<1x4x2x3xf32>
+// The attention core's reference: scores over a materialised [B,H,Tq,Tk]
+// tensor (the nope part, then the shared rope key), the mask (query i at
+// position prefix + i = i + 2 sees keys u <= i + 2 of its own segment), the
+// row max, exp, the row sum, normalisation and the product with V.
+// CHECK-LABEL: func.func @mla_core_prefix
+func.func @mla_core_prefix(%q: tensor<1x2x2x3xf32>, %qr: tensor<1x2x2x2xf32>, %k: tensor<1x4x2x3xf32>, %kr: tensor<1x4x2xf32>, %seg: tensor<1x4xi64>) -> tensor<1x2x2x3xf32> {
+  // CHECK-DAG: %[[NEGINF:.*]] = arith.constant 0xFF800000 : f32
+  // CHECK-DAG: %[[PREFIX:.*]] = arith.constant 2 : index
+  // CHECK: %[[NOPE:.*]] = linalg.generic {{.*}} ins(%arg0, %arg2 : tensor<1x2x2x3xf32>, tensor<1x4x2x3xf32>) outs(%{{.*}} : tensor<1x2x2x4xf32>)
+  // CHECK: %[[S:.*]] = linalg.generic {{.*}} ins(%arg1, %arg3 : tensor<1x2x2x2xf32>, tensor<1x4x2xf32>) outs(%[[NOPE]] : tensor<1x2x2x4xf32>)
+  // CHECK: linalg.generic {{.*}} ins(%[[S]] : tensor<1x2x2x4xf32>)
+  // CHECK: %[[T:.*]] = arith.addi %{{.*}}, %[[PREFIX]] : index
+  // CHECK: %[[U:.*]] = linalg.index 3
+  // CHECK: %[[CAUSAL:.*]] = arith.cmpi ule, %[[U]], %[[T]]
+  // CHECK: %[[SU:.*]] = tensor.extract %arg4[%{{.*}}, %[[U]]]
+  // CHECK: %[[ST:.*]] = tensor.extract %arg4[%{{.*}}, %[[T]]]
+  // CHECK: %[[SAME:.*]] = arith.cmpi eq, %[[SU]], %[[ST]]
+  // CHECK: %[[OK:.*]] = arith.andi %[[CAUSAL]], %[[SAME]]
+  // CHECK: arith.select %[[OK]], %{{.*}}, %[[NEGINF]]
+  // CHECK: arith.maximumf
+  // CHECK: math.exp
+  // CHECK: arith.addf
+  // CHECK: arith.divf
+  // CHECK: linalg.generic {{.*}} ins(%{{.*}}, %arg2 : tensor<1x2x2x4xf32>, tensor<1x4x2x3xf32>) outs(%{{.*}} : tensor<1x2x2x3xf32>)
+  // CHECK-NOT: dsv3
+  %o = dsv3.mla_core %q, %qr, %k, %kr, %k segments %seg {softmax_scale = 0.5 : f64}
+      : (tensor<1x2x2x3xf32>, tensor<1x2x2x2xf32>, tensor<1x4x2x3xf32>, tensor<1x4x2xf32>, tensor<1x4x2x3xf32>, tensor<1x4xi64>) -> tensor<1x2x2x3xf32>
+  return %o : tensor<1x2x2x3xf32>
+}
+
+// -----
+
+// The gradient recomputes the probabilities and returns five gradients; the
+// shared rope key's sums over heads and queries (two reduction loops).
+// CHECK-LABEL: func.func @mla_core_grad
+// CHECK: math.exp
+// CHECK: %[[DKR:.*]] = linalg.generic {{.*}}iterator_types = ["parallel", "parallel", "parallel", "reduction", "reduction"]{{.*}} outs(%{{.*}} : tensor<1x4x2xf32>)
+// CHECK: return %{{.*}}, %{{.*}}, %{{.*}}, %[[DKR]], %{{.*}} :
+// CHECK-NOT: dsv3
+func.func @mla_core_grad(%q: tensor<1x4x2x3xf32>, %qr: tensor<1x4x2x2xf32>, %kr: tensor<1x4x2xf32>, %do: tensor<1x4x2x3xf32>) -> (tensor<1x4x2x3xf32>, tensor<1x4x2x2xf32>, tensor<1x4x2x3xf32>, tensor<1x4x2xf32>, tensor<1x4x2x3xf32>) {
+  %dq, %dqr, %dk, %dkr, %dv = dsv3.mla_core_grad %q, %qr, %q, %kr, %q, %do {softmax_scale = 0.5 : f64}
+      : (tensor<1x4x2x3xf32>, tensor<1x4x2x2xf32>, tensor<1x4x2x3xf32>, tensor<1x4x2xf32>, tensor<1x4x2x3xf32>, tensor<1x4x2x3xf32>)
+      -> (tensor<1x4x2x3xf32>, tensor<1x4x2x2xf32>, tensor<1x4x2x3xf32>, tensor<1x4x2xf32>, tensor<1x4x2x3xf32>)
+  return %dq, %dqr, %dk, %dkr, %dv : tensor<1x4x2x3xf32>, tensor<1x4x2x2xf32>, tensor<1x4x2x3xf32>, tensor<1x4x2xf32>, tensor<1x4x2x3xf32>
+}
+
+// -----
+
+// Dispatch as reductions: offsets count the pairs below each expert, a
+// pair's row adds the earlier pairs of its expert, slot_of_row inverts it;
+// the grouped GEMM reads each row's expert weight with tensor.extract.
+// CHECK-LABEL: func.func @experts
+// CHECK: %[[OFF:.*]] = linalg.generic {{.*}}iterator_types = ["parallel", "reduction"]{{.*}} outs(%{{.*}} : tensor<5xi64>)
+// CHECK: arith.cmpi slt
+// CHECK: %[[EARLIER:.*]] = linalg.generic {{.*}}iterator_types = ["parallel", "reduction"]{{.*}} outs(%{{.*}} : tensor<6xi64>)
+// CHECK: arith.cmpi ult
+// CHECK: arith.cmpi eq
+// CHECK: tensor.extract %[[OFF]]
+// CHECK: linalg.generic {{.*}}iterator_types = ["parallel", "reduction"]
+// CHECK: tensor.expand_shape {{.*}} into tensor<3x2xi64>
+// CHECK: linalg.generic {{.*}}iterator_types = ["parallel", "parallel", "reduction"]{{.*}} outs(%{{.*}} : tensor<6x5xf32>)
+// CHECK: tensor.extract %arg2
+// CHECK-NOT: dsv3
+func.func @experts(%x: tensor<3x8xf32>, %ids: tensor<3x2xi64>, %w: tensor<4x5x8xf32>) -> (tensor<6x5xf32>, tensor<3x2xi64>) {
+  %rows, %ros, %sor, %off = dsv3.moe_dispatch %x, %ids {num_experts = 4 : i64}
+      : (tensor<3x8xf32>, tensor<3x2xi64>) -> (tensor<6x8xf32>, tensor<3x2xi64>, tensor<6xi64>, tensor<5xi64>)
+  %h = dsv3.grouped_linear %rows, %w, %off : (tensor<6x8xf32>, tensor<4x5x8xf32>, tensor<5xi64>) -> tensor<6x5xf32>
+  return %h, %ros : tensor<6x5xf32>, tensor<3x2xi64>
 }

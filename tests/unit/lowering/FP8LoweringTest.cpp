@@ -127,7 +127,7 @@ Result compileAndRun(const std::string &source, const std::string &options,
   llvm::raw_string_ostream os(result.tensorIR);
   module->print(os);
   PassManager lower(&ctx);
-  buildLinalgPipeline(lower);
+  buildLinalgPipeline(lower, {});
   buildLLVMPipeline(lower, {});
   EXPECT_TRUE(succeeded(lower.run(*module)));
   auto jit = JitModule::compile(*module, 2);

@@ -4,7 +4,8 @@
 // parameters, scored by a cross entropy on the op's output, is compiled
 // twice through the real pipeline and JIT: forward only, and through
 // dsv3-autodiff. Gradients of sampled parameter elements must agree with
-// central finite differences of the forward function.
+// central finite differences of the forward function, once with the CPU
+// kernels and once through the reference lowerings alone.
 //
 //===----------------------------------------------------------------------===//
 #include "lowering/Pipeline/Pipelines.h"
@@ -33,7 +34,8 @@ struct Compiled {
 
 /// Parses `source`, optionally differentiates `@forward` w.r.t. "l", lowers
 /// and JIT-compiles.
-Compiled compile(MLIRContext &ctx, const std::string &source, bool gradient) {
+Compiled compile(MLIRContext &ctx, const std::string &source, bool gradient,
+                 bool ukernels) {
   OwningOpRef<ModuleOp> module = parseSourceString<ModuleOp>(source, &ctx);
   EXPECT_TRUE(module) << "parse failed";
   if (!module)
@@ -45,7 +47,9 @@ Compiled compile(MLIRContext &ctx, const std::string &source, bool gradient) {
     o.objective = "l";
     pm.addPass(dsv3::createDSV3AutodiffPass(o));
   }
-  dsv3::buildLinalgPipeline(pm);
+  dsv3::CPUPipelineOptions cpu;
+  cpu.useUkernels = ukernels;
+  dsv3::buildLinalgPipeline(pm, cpu);
   EXPECT_TRUE(succeeded(pm.run(*module)));
   Compiled c;
   auto fn = module->lookupSymbol<func::FuncOp>(gradient ? "forward_grad" : "forward");
@@ -54,7 +58,7 @@ Compiled compile(MLIRContext &ctx, const std::string &source, bool gradient) {
     c.outShapes.emplace_back(s.begin(), s.end());
   }
   PassManager llvmPm(&ctx);
-  dsv3::buildLLVMPipeline(llvmPm, {});
+  dsv3::buildLLVMPipeline(llvmPm, cpu);
   EXPECT_TRUE(succeeded(llvmPm.run(*module)));
   auto jit = dsv3::JitModule::compile(*module, 2);
   EXPECT_TRUE(static_cast<bool>(jit)) << llvm::toString(jit.takeError());
@@ -87,13 +91,14 @@ run(Compiled &c, const std::string &entry, std::vector<float> &params,
 /// `source` defines `@forward(%labels: tensor<1xMxi64>) -> "l"` from
 /// dsv3.param ops; gradients of sampled parameter elements are compared
 /// with central differences.
-void checkSource(const std::string &source, int64_t m, int64_t v,
+void checkSource(bool ukernels, const std::string &source, int64_t m, int64_t v,
                  double tolerance, double h) {
   DialectRegistry registry;
   dsv3::registerPipelineDialects(registry);
   MLIRContext ctx(registry);
   ctx.loadAllAvailableDialects();
-  Compiled fwd = compile(ctx, source, false), grad = compile(ctx, source, true);
+  Compiled fwd = compile(ctx, source, false, ukernels),
+           grad = compile(ctx, source, true, ukernels);
   ASSERT_TRUE(fwd.jit && grad.jit);
 
   std::mt19937 rng(1234);
@@ -141,16 +146,25 @@ void checkSource(const std::string &source, int64_t m, int64_t v,
 
 /// `body` defines %y : tensor<1xMxVxf32> from dsv3.param ops; the objective
 /// is the cross entropy of %y against random labels.
-void checkGradients(const std::string &body, int64_t m, int64_t v,
+void checkGradients(bool ukernels, const std::string &body, int64_t m, int64_t v,
                     double tolerance = 2e-2, double h = 1e-2) {
   std::string ms = std::to_string(m), vs = std::to_string(v);
-  checkSource("func.func @forward(%labels: tensor<1x" + ms +
+  checkSource(ukernels, "func.func @forward(%labels: tensor<1x" + ms +
                   "xi64>) -> (tensor<f32> {dsv3.output = \"l\"}) {\n" + body +
                   "  %l = dsv3.cross_entropy %y, %labels : (tensor<1x" + ms + "x" +
                   vs + "xf32>, tensor<1x" + ms +
                   "xi64>) -> tensor<f32>\n  return %l : tensor<f32>\n}\n",
               m, v, tolerance, h);
 }
+
+/// Every check runs twice: with the CPU kernels selected, and with every op
+/// taking its reference lowering to linalg (dsv3c --no-ukernels).
+class GradientCheck : public ::testing::TestWithParam<bool> {};
+
+INSTANTIATE_TEST_SUITE_P(Lowerings, GradientCheck, ::testing::Values(true, false),
+                         [](const ::testing::TestParamInfo<bool> &info) {
+                           return info.param ? "Kernels" : "Reference";
+                         });
 
 const char *kBalanceLoss = R"(
 func.func @forward(%labels: tensor<1x2xi64>) -> (tensor<f32> {dsv3.output = "l"}) {
@@ -161,8 +175,8 @@ func.func @forward(%labels: tensor<1x2xi64>) -> (tensor<f32> {dsv3.output = "l"}
 }
 )";
 
-TEST(GradientCheck, LinearAndRMSNorm) {
-  checkGradients(R"(
+TEST_P(GradientCheck, LinearAndRMSNorm) {
+  checkGradients(GetParam(), R"(
   %x = dsv3.param "x" : tensor<1x5x8xf32>
   %n = dsv3.param "norm" : tensor<8xf32>
   %w = dsv3.param "w" : tensor<6x8xf32>
@@ -171,8 +185,8 @@ TEST(GradientCheck, LinearAndRMSNorm) {
 )", 5, 6);
 }
 
-TEST(GradientCheck, SwiGLUMLP) {
-  checkGradients(R"(
+TEST_P(GradientCheck, SwiGLUMLP) {
+  checkGradients(GetParam(), R"(
   %x = dsv3.param "x" : tensor<1x4x6xf32>
   %g = dsv3.param "gate" : tensor<8x6xf32>
   %u = dsv3.param "up" : tensor<8x6xf32>
@@ -181,8 +195,8 @@ TEST(GradientCheck, SwiGLUMLP) {
 )", 4, 6);
 }
 
-TEST(GradientCheck, MLAWithRoPE) {
-  checkGradients(R"(
+TEST_P(GradientCheck, MLAWithRoPE) {
+  checkGradients(GetParam(), R"(
   %x = dsv3.param "x" : tensor<1x5x16xf32>
   %qa = dsv3.param "qa" : tensor<8x16xf32>
   %qn = dsv3.param "qn" : tensor<8xf32>
@@ -199,8 +213,8 @@ TEST(GradientCheck, MLAWithRoPE) {
 )", 5, 16);
 }
 
-TEST(GradientCheck, MLAPackedDocuments) {
-  checkGradients(R"(
+TEST_P(GradientCheck, MLAPackedDocuments) {
+  checkGradients(GetParam(), R"(
   %x = dsv3.param "x" : tensor<1x6x16xf32>
   %q = dsv3.param "q" : tensor<12x16xf32>
   %kva = dsv3.param "kva" : tensor<6x16xf32>
@@ -216,8 +230,8 @@ TEST(GradientCheck, MLAPackedDocuments) {
 )", 6, 16);
 }
 
-TEST(GradientCheck, MoEWithSharedExpert) {
-  checkGradients(R"(
+TEST_P(GradientCheck, MoEWithSharedExpert) {
+  checkGradients(GetParam(), R"(
   %x = dsv3.param "x" : tensor<1x6x8xf32>
   %r = dsv3.param "router" : tensor<4x8xf32>
   %b = dsv3.param "bias" : tensor<4xf32>
@@ -233,8 +247,8 @@ TEST(GradientCheck, MoEWithSharedExpert) {
 )", 6, 8, 3e-2, 2e-3);
 }
 
-TEST(GradientCheck, MTPInputAndEmbedding) {
-  checkGradients(R"(
+TEST_P(GradientCheck, MTPInputAndEmbedding) {
+  checkGradients(GetParam(), R"(
   %table = dsv3.param "table" : tensor<7x4xf32>
   %ids = arith.constant dense<[[1, 3, 3, 6]]> : tensor<1x4xi64>
   %e = dsv3.embedding %ids, %table : tensor<1x4xi64>, tensor<7x4xf32> -> tensor<1x4x4xf32>
@@ -256,7 +270,7 @@ TEST(BalanceLoss, HandComputedCase) {
   dsv3::registerPipelineDialects(registry);
   MLIRContext ctx(registry);
   ctx.loadAllAvailableDialects();
-  Compiled fwd = compile(ctx, kBalanceLoss, false);
+  Compiled fwd = compile(ctx, kBalanceLoss, false, true);
   ASSERT_TRUE(fwd.jit);
   std::vector<float> params(std::max<int64_t>(fwd.jit->layout().totalElements, 1));
   int64_t offset = fwd.jit->layout().slots[0].offset;
@@ -267,6 +281,6 @@ TEST(BalanceLoss, HandComputedCase) {
   EXPECT_NEAR(out["l"][0], 0.11, 1e-6);
 }
 
-TEST(GradientCheck, BalanceLoss) { checkSource(kBalanceLoss, 2, 2, 2e-2, 1e-2); }
+TEST_P(GradientCheck, BalanceLoss) { checkSource(GetParam(), kBalanceLoss, 2, 2, 2e-2, 1e-2); }
 
 } // namespace

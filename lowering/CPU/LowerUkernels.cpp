@@ -1,17 +1,19 @@
-//===- LinalgToUkernel.cpp - dsv3-linalg-to-ukernel -----------------------===//
+//===- LowerUkernels.cpp - dsv3-cpu-lower-ukernels ------------------------===//
 //
-// After bufferization: dsv3.ukernel ops (FP8 quantization and GEMMs) and the
-// GEMMs tagged by convert-dsv3-to-linalg become calls to the runtime's
-// hand-written kernels (runtime/kernels), as IREE's ukernels. A tagged
-// generic that does not match exactly stays a loop nest, which is correct.
+// After bufferization: dsv3_codegen.ukernel ops (chosen by
+// dsv3-cpu-select-ukernels) and every linalg op with the structure of a
+// float32 `C += A B^T` GEMM become calls to the runtime's hand-written
+// kernels (runtime/kernels), as IREE's ukernels. The GEMM is recognised by
+// its maps, loops and body (isMatmulNTF32), not by who produced it; anything
+// else stays a loop nest, which is correct.
 //
 //===----------------------------------------------------------------------===//
-#include "lowering/DSV3ToLinalg/LinalgBuilder.h"
-#include "ir/DSV3/DSV3Dialect.h"
+#include "ir/Codegen/CodegenDialect.h"
+#include "lowering/CPU/Ukernels.h"
 #include "lowering/Passes.h"
 
 namespace dsv3 {
-#define GEN_PASS_DEF_DSV3LINALGTOUKERNELPASS
+#define GEN_PASS_DEF_DSV3CPULOWERUKERNELSPASS
 #include "lowering/Passes.h.inc"
 } // namespace dsv3
 
@@ -20,20 +22,6 @@ using namespace mlir;
 namespace {
 
 constexpr llvm::StringLiteral kMatmulSymbol = "dsv3rt_matmul_nt_f32";
-
-bool isMatmulNT(linalg::GenericOp op) {
-  if (!op->hasAttr(dsv3::lowering::kMatmulNTAttr) ||
-      !op.hasPureBufferSemantics() || op.getNumDpsInputs() != 2 ||
-      op.getNumDpsInits() != 1)
-    return false;
-  MLIRContext *ctx = op.getContext();
-  auto d = [&](unsigned i) { return getAffineDimExpr(i, ctx); };
-  SmallVector<AffineMap> expected = {
-      AffineMap::get(3, 0, {d(0), d(2)}, ctx),
-      AffineMap::get(3, 0, {d(1), d(2)}, ctx),
-      AffineMap::get(3, 0, {d(0), d(1)}, ctx)};
-  return op.getIndexingMapsArray() == expected;
-}
 
 /// memref<...xT> -> memref<?x...xT, strided<[?, ...], offset: ?>>: the one
 /// descriptor type per rank and element type the runtime entry points take.
@@ -76,22 +64,23 @@ LogicalResult callKernel(ModuleOp module, Operation *op, StringRef name,
   return success();
 }
 
-struct DSV3LinalgToUkernelPass
-    : dsv3::impl::DSV3LinalgToUkernelPassBase<DSV3LinalgToUkernelPass> {
+struct DSV3CPULowerUkernelsPass
+    : dsv3::impl::DSV3CPULowerUkernelsPassBase<DSV3CPULowerUkernelsPass> {
   using Base::Base;
   void runOnOperation() override {
     ModuleOp module = getOperation();
-    SmallVector<dsv3::UkernelOp> kernels;
-    SmallVector<linalg::GenericOp> gemms;
+    SmallVector<dsv3::codegen::UkernelOp> kernels;
+    SmallVector<linalg::LinalgOp> gemms;
     module.walk([&](Operation *op) {
-      if (auto u = dyn_cast<dsv3::UkernelOp>(op))
+      if (auto u = dyn_cast<dsv3::codegen::UkernelOp>(op))
         kernels.push_back(u);
-      else if (auto g = dyn_cast<linalg::GenericOp>(op); g && gemm && isMatmulNT(g))
+      else if (auto g = dyn_cast<linalg::LinalgOp>(op);
+               g && gemm && g.hasPureBufferSemantics() && dsv3::lowering::isMatmulNTF32(g))
         gemms.push_back(g);
     });
-    for (dsv3::UkernelOp u : kernels) {
+    for (dsv3::codegen::UkernelOp u : kernels) {
       if (!u.getResults().empty()) {
-        u.emitOpError() << "must be bufferized before dsv3-linalg-to-ukernel";
+        u.emitOpError() << "must be bufferized before dsv3-cpu-lower-ukernels";
         return signalPassFailure();
       }
       SmallVector<Value> operands(u.getInputs());
@@ -99,7 +88,7 @@ struct DSV3LinalgToUkernelPass
       if (failed(callKernel(module, u, u.getKernel(), operands)))
         return signalPassFailure();
     }
-    for (linalg::GenericOp op : gemms)
+    for (linalg::LinalgOp op : gemms)
       if (failed(callKernel(module, op, kMatmulSymbol, op->getOperands())))
         return signalPassFailure();
   }
