@@ -57,8 +57,10 @@ def DSV3MaterializeParamsPass : Pass<"dsv3-materialize-params", "::mlir::ModuleO
     `bufferization.to_tensor`, results written with
     `bufferization.materialize_in_destination`. Parameters are laid out in
     first-use order, each aligned to `alignment` floats; the layout is
-    recorded in the module attribute `dsv3.param_layout` (name, offset, shape)
-    for the runtime to fill the buffer.
+    recorded in the module attribute `dsv3.param_layout` (name, offset,
+    shape, role) for the runtime to fill the buffer, and each entry point's
+    results in its attribute `dsv3.outputs` (name, role and parameter, from
+    the `dsv3.output*` result attributes).
   }];
   let options = [
     Option<"alignment", "alignment", "int64_t", "16",

@@ -20,6 +20,15 @@ using namespace mlir;
 namespace dsv3 {
 namespace {
 
+/// A result of @forward: its name in output files, its role, and the
+/// parameter it belongs to (expert choices: the routing bias they update).
+struct NamedOutput {
+  std::string name;
+  OutputRole role;
+  std::string param;
+};
+
+
 class Importer {
 public:
   Importer(MLIRContext &ctx, const ModelConfig &c, const ImportOptions &o)
@@ -98,7 +107,7 @@ private:
   const ModelConfig &c;
   const ImportOptions &o;
   SmallVector<Value> outputs;
-  SmallVector<std::string> outputNames;
+  SmallVector<NamedOutput> outputNames;
   /// Balance-loss terms of the MoE layers, summed into total_loss.
   SmallVector<Value> balanceLosses;
 };
@@ -175,7 +184,8 @@ Value Importer::decoderLayer(int64_t l, Value h, Value segments) {
     }
     if (o.emitRoutingChoices) {
       outputs.push_back(moe.getExpertIds());
-      outputNames.push_back("topk_ids." + mp + "gate");
+      outputNames.push_back({"topk_ids." + mp + "gate", OutputRole::ExpertIds,
+                             c.hasRoutingBias ? mp + "gate.e_score_correction_bias" : ""});
     }
   } else {
     m = MLPOp::create(b, loc, f.getType(), f,
@@ -224,7 +234,8 @@ llvm::Expected<OwningOpRef<ModuleOp>> Importer::run() {
   SmallVector<Value> mainOutputs{logits,
                                  crossEntropy(sliceSeq(logits, 0, t - 1),
                                               labels(ids, segments, 1, t - 1))};
-  SmallVector<std::string> mainNames{"logits", "loss"};
+  SmallVector<NamedOutput> mainNames{{"logits", OutputRole::Logits, ""},
+                                     {"loss", OutputRole::Loss, ""}};
 
   if (depth > 0) {
     // Depth k predicts token i+k+1 from position i; its input is the
@@ -249,7 +260,8 @@ llvm::Expected<OwningOpRef<ModuleOp>> Importer::run() {
       mtpLossSum = mtpLossSum ? arith::AddFOp::create(b, loc, mtpLossSum, lossK)
                               : lossK;
       mainOutputs.push_back(mtpLogits);
-      mainNames.push_back(k == 1 ? "mtp_logits" : "mtp_logits." + std::to_string(k));
+      mainNames.push_back({k == 1 ? "mtp_logits" : "mtp_logits." + std::to_string(k),
+                           OutputRole::MTPLogits, ""});
       prev = rmsNorm(block, p + "shared_head.norm.weight");
     }
     // mtp_loss = (1/D) sum_k L_k, so total = loss + lambda * mtp_loss.
@@ -260,7 +272,7 @@ llvm::Expected<OwningOpRef<ModuleOp>> Importer::run() {
       mtpLossSum = arith::MulFOp::create(b, loc, mtpLossSum, inv);
     }
     mainOutputs.push_back(mtpLossSum);
-    mainNames.push_back("mtp_loss");
+    mainNames.push_back({"mtp_loss", OutputRole::MTPLoss, ""});
   }
 
   if (o.mtpWeight) {
@@ -278,17 +290,17 @@ llvm::Expected<OwningOpRef<ModuleOp>> Importer::run() {
         balance = arith::AddFOp::create(b, loc, balance, l);
       total = arith::AddFOp::create(b, loc, total, balance);
       mainOutputs.push_back(balance);
-      mainNames.push_back("balance_loss");
+      mainNames.push_back({"balance_loss", OutputRole::BalanceLoss, ""});
     }
     mainOutputs.push_back(total);
-    mainNames.push_back("total_loss");
+    mainNames.push_back({"total_loss", OutputRole::TotalLoss, ""});
   }
   mainOutputs.append(outputs.begin(), outputs.end());
   mainNames.append(outputNames.begin(), outputNames.end());
   func::ReturnOp::create(b, loc, mainOutputs);
   func.setType(b.getFunctionType(inputs, ValueRange(mainOutputs).getTypes()));
-  for (auto [i, name] : llvm::enumerate(mainNames))
-    func.setResultAttr(i, "dsv3.output", b.getStringAttr(name));
+  for (auto [i, out] : llvm::enumerate(mainNames))
+    setOutput(func, i, out.name, out.role, out.param);
   if (failed(verify(*module)))
     return llvm::createStringError("internal error: the imported IR does not verify");
   return module;

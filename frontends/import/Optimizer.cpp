@@ -1,6 +1,8 @@
 //===- Optimizer.cpp - optimizer update as compiled IR --------------------===//
 #include "frontends/import/Optimizer.h"
 
+#include "ir/DSV3/DSV3Dialect.h"
+
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Dialect/Linalg/IR/Linalg.h"
@@ -70,9 +72,9 @@ OwningOpRef<ModuleOp> buildAdamWModule(MLIRContext &ctx, int64_t n,
         linalg::YieldOp::create(nb, l, ValueRange{p, narrow(m), narrow(v)});
       });
   func::ReturnOp::create(b, loc, update.getResults());
-  const char *names[] = {"params", "exp_avg", "exp_avg_sq"};
-  for (int i = 0; i < 3; ++i)
-    fn.setResultAttr(i, "dsv3.output", b.getStringAttr(names[i]));
+  setOutput(fn, 0, "params", OutputRole::Parameters);
+  setOutput(fn, 1, "exp_avg", OutputRole::FirstMoment);
+  setOutput(fn, 2, "exp_avg_sq", OutputRole::SecondMoment);
   return module;
 }
 

@@ -35,4 +35,30 @@ def DSV3_ParamRoleAttr : EnumAttr<DSV3_Dialect, DSV3_ParamRole, "role"> {
   let assemblyFormat = "`<` $value `>`";
 }
 
+// What an entry point's result is, on its `dsv3.output_role` result
+// attribute next to `dsv3.output` (the name users see in output files) and,
+// for gradients and expert choices, `dsv3.output_param` (the parameter it
+// differentiates, or the routing bias its expert loads update). The runtime
+// keys training on the role and the parameter, never on the name.
+def DSV3_OutputRole : I32EnumAttr<"OutputRole", "the meaning of an entry point's result", [
+    I32EnumAttrCase<"Value", 0, "value">,
+    I32EnumAttrCase<"Logits", 1, "logits">,
+    I32EnumAttrCase<"Loss", 2, "loss">,
+    I32EnumAttrCase<"MTPLogits", 3, "mtp_logits">,
+    I32EnumAttrCase<"MTPLoss", 4, "mtp_loss">,
+    I32EnumAttrCase<"BalanceLoss", 5, "balance_loss">,
+    I32EnumAttrCase<"TotalLoss", 6, "total_loss">,
+    I32EnumAttrCase<"Gradient", 7, "gradient">,
+    I32EnumAttrCase<"ExpertIds", 8, "expert_ids">,
+    I32EnumAttrCase<"Parameters", 9, "parameters">,
+    I32EnumAttrCase<"FirstMoment", 10, "first_moment">,
+    I32EnumAttrCase<"SecondMoment", 11, "second_moment">]> {
+  let cppNamespace = "::dsv3";
+  let genSpecializedAttr = 0;
+}
+
+def DSV3_OutputRoleAttr : EnumAttr<DSV3_Dialect, DSV3_OutputRole, "output_role"> {
+  let assemblyFormat = "`<` $value `>`";
+}
+
 #endif // DSV3_IR_DSV3ATTRS_TD

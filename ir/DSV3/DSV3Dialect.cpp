@@ -32,5 +32,39 @@ void DSV3Dialect::initialize() {
       >();
 }
 
+LogicalResult DSV3Dialect::verifyRegionResultAttribute(Operation *op, unsigned region,
+                                                       unsigned result,
+                                                       NamedAttribute attr) {
+  StringRef name = attr.getName().getValue();
+  if (name == kOutputName || name == kOutputParam) {
+    if (!isa<StringAttr>(attr.getValue()))
+      return op->emitOpError() << "'" << name << "' of result " << result
+                               << " must be a string";
+    return success();
+  }
+  if (name == kOutputRole) {
+    auto role = dyn_cast<OutputRoleAttr>(attr.getValue());
+    if (!role)
+      return op->emitOpError() << "'" << name << "' of result " << result
+                               << " must be a #dsv3.output_role";
+    auto fn = dyn_cast<FunctionOpInterface>(op);
+    if (fn && role.getValue() == OutputRole::Gradient &&
+        !fn.getResultAttr(result, kOutputParam))
+      return op->emitOpError() << "gradient result " << result << " names no '"
+                               << kOutputParam << "'";
+    return success();
+  }
+  return op->emitOpError() << "unknown dsv3 result attribute '" << name << "'";
+}
+
+void dsv3::setOutput(FunctionOpInterface fn, unsigned index, StringRef name, OutputRole role,
+                     StringRef param) {
+  MLIRContext *ctx = fn.getContext();
+  fn.setResultAttr(index, DSV3Dialect::kOutputName, StringAttr::get(ctx, name));
+  if (!param.empty())
+    fn.setResultAttr(index, DSV3Dialect::kOutputParam, StringAttr::get(ctx, param));
+  fn.setResultAttr(index, DSV3Dialect::kOutputRole, OutputRoleAttr::get(ctx, role));
+}
+
 #define GET_OP_CLASSES
 #include "ir/DSV3/DSV3Ops.cpp.inc"

@@ -12,6 +12,7 @@
 #include "mlir/IR/BuiltinTypes.h"
 #include "mlir/IR/Dialect.h"
 #include "mlir/IR/OpDefinition.h"
+#include "mlir/Interfaces/FunctionInterfaces.h"
 #include "mlir/Interfaces/SideEffectInterfaces.h"
 
 #include "ir/DSV3/GradientSweep.h"
@@ -25,5 +26,12 @@
 
 #define GET_OP_CLASSES
 #include "ir/DSV3/DSV3Ops.h.inc"
+
+namespace dsv3 {
+/// Names result `index` of `fn` and states its role (and, for gradients and
+/// expert choices, the parameter it belongs to) as verified attributes.
+void setOutput(mlir::FunctionOpInterface fn, unsigned index, llvm::StringRef name,
+               OutputRole role, llvm::StringRef param = {});
+} // namespace dsv3
 
 #endif // DSV3_IR_DSV3DIALECT_H

@@ -112,11 +112,22 @@ struct DSV3MaterializeParamsPass
                << "entry points take and return statically shaped tensors, got "
                << t;
 
-    // Output names travel from result attributes to one function attribute.
+    // Output names, roles and parameters travel from result attributes to
+    // one function attribute, `dsv3.outputs` = [{name, role[, param]}], in
+    // the runtime's terms (strings).
     SmallVector<Attribute> outputNames;
     for (unsigned i = 0; i < oldType.getNumResults(); ++i) {
-      auto name = func.getResultAttrOfType<StringAttr>(i, "dsv3.output");
-      outputNames.push_back(name ? name : StringAttr::get(ctx, "out" + std::to_string(i)));
+      auto name = func.getResultAttrOfType<StringAttr>(i, DSV3Dialect::kOutputName);
+      auto role = func.getResultAttrOfType<OutputRoleAttr>(i, DSV3Dialect::kOutputRole);
+      auto param = func.getResultAttrOfType<StringAttr>(i, DSV3Dialect::kOutputParam);
+      SmallVector<NamedAttribute> fields = {
+          {StringAttr::get(ctx, "name"),
+           name ? name : StringAttr::get(ctx, "out" + std::to_string(i))},
+          {StringAttr::get(ctx, "role"),
+           StringAttr::get(ctx, stringifyOutputRole(role ? role.getValue() : OutputRole::Value))}};
+      if (param)
+        fields.push_back({StringAttr::get(ctx, "param"), param});
+      outputNames.push_back(DictionaryAttr::get(ctx, fields));
     }
 
     Block &entry = func.front();

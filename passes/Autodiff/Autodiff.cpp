@@ -140,13 +140,15 @@ struct DSV3AutodiffPass : dsv3::impl::DSV3AutodiffPassBase<DSV3AutodiffPass> {
             it->second = arith::AddFOp::create(b, p.getLoc(), it->second, g);
         }
 
+    // The forward's results keep their attributes; each gradient is named
+    // for output files and carries its role and parameter for the runtime.
     SmallVector<Value> results(ret.getOperands());
-    SmallVector<Attribute> names;
+    SmallVector<DictionaryAttr> resultAttrs;
     for (unsigned i = 0; i < forward.getNumResults(); ++i)
-      names.push_back(forward.getResultAttr(i, "dsv3.output"));
+      resultAttrs.push_back(forward.getResultAttrDict(i));
     for (auto &[name, g] : paramGrads) {
       results.push_back(g);
-      names.push_back(b.getStringAttr("grad." + name.str()));
+      resultAttrs.push_back(nullptr);
     }
     func::ReturnOp::create(b, ret.getLoc(), results);
     ret.erase();
@@ -154,9 +156,12 @@ struct DSV3AutodiffPass : dsv3::impl::DSV3AutodiffPassBase<DSV3AutodiffPass> {
                                      gradFn.getFunctionType().getInputs(),
                                      ValueRange(results).getTypes()));
     gradFn.removeResAttrsAttr();
-    for (auto [i, n] : llvm::enumerate(names))
-      if (n)
-        gradFn.setResultAttr(i, "dsv3.output", n);
+    for (auto [i, attrs] : llvm::enumerate(resultAttrs))
+      if (attrs)
+        gradFn.setResultAttrs(i, attrs);
+    for (auto [k, entry] : llvm::enumerate(paramGrads))
+      setOutput(gradFn, forward.getNumResults() + k, "grad." + entry.first.str(),
+                OutputRole::Gradient, entry.first);
     if (!keepForward)
       forward.erase();
   }

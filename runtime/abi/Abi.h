@@ -66,14 +66,35 @@ struct BufferArg {
 /// Element type of an entry point's output.
 enum class ElementType { F32, I64 };
 
-/// Signature of one entry point: `name(params, inputs..., outputs...)`, the
-/// outputs named in order. Expert-id outputs (`topk_ids.*`) are int64, all
-/// others float32.
+/// The output roles, as the dialect's OutputRole enum spells them
+/// (ir/DSV3/DSV3Attrs.td; tests/unit/lowering checks that the lists agree).
+inline const std::vector<std::string> &outputRoles() {
+  static const std::vector<std::string> roles{
+      "value",      "logits",     "loss",         "mtp_logits",   "mtp_loss",
+      "balance_loss", "total_loss", "gradient", "expert_ids", "parameters",
+      "first_moment", "second_moment"};
+  return roles;
+}
+
+/// One result of an entry point: the name output files use, what it is
+/// (an output role), and the parameter it belongs to (a gradient's
+/// parameter; for expert choices, the routing bias their loads update).
+struct OutputSlot {
+  std::string name;
+  std::string role = "value";
+  std::string param;
+  bool operator==(const OutputSlot &o) const {
+    return name == o.name && role == o.role && param == o.param;
+  }
+};
+
+/// Signature of one entry point: `name(params, inputs..., outputs...)`.
+/// Expert choices are int64, all other outputs float32.
 struct EntryPoint {
   std::string name;
-  std::vector<std::string> outputs;
+  std::vector<OutputSlot> outputs;
   ElementType outputType(size_t i) const {
-    return outputs[i].rfind("topk_ids.", 0) == 0 ? ElementType::I64 : ElementType::F32;
+    return outputs[i].role == "expert_ids" ? ElementType::I64 : ElementType::F32;
   }
 };
 

@@ -14,8 +14,16 @@ std::string writeManifest(const Manifest &m) {
   for (const ParamSlot &s : m.layout.slots)
     params.push_back(
         {{"name", s.name}, {"offset", s.offset}, {"shape", s.shape}, {"role", s.role}});
-  for (const EntryPoint &e : m.entries)
-    entries.push_back({{"name", e.name}, {"outputs", e.outputs}});
+  for (const EntryPoint &e : m.entries) {
+    json outputs = json::array();
+    for (const OutputSlot &o : e.outputs) {
+      json slot = {{"name", o.name}, {"role", o.role}};
+      if (!o.param.empty())
+        slot["param"] = o.param;
+      outputs.push_back(std::move(slot));
+    }
+    entries.push_back({{"name", e.name}, {"outputs", std::move(outputs)}});
+  }
   json extra = json::parse(m.extraJson, nullptr, /*allow_exceptions=*/false);
   json root = {{"param_count", m.layout.totalElements},
                {"params", std::move(params)},
@@ -78,9 +86,22 @@ Expected<Manifest> parseManifest(const std::string &text, const std::string &pat
     EntryPoint entry;
     entry.name = e["name"].get<std::string>();
     for (const json &o : e["outputs"]) {
-      if (!o.is_string())
-        return bad("entry point '" + entry.name + "' has a non-string output name");
-      entry.outputs.push_back(o.get<std::string>());
+      auto text = [&](const char *key) -> const json * {
+        auto it = o.find(key);
+        return it != o.end() && it->is_string() ? &*it : nullptr;
+      };
+      if (!o.is_object() || !text("name") || !text("role") ||
+          (o.contains("param") && !text("param")))
+        return bad("entry point '" + entry.name +
+                   "' has an output without a name and a role");
+      OutputSlot slot{(*text("name")).get<std::string>(), (*text("role")).get<std::string>(),
+                      text("param") ? (*text("param")).get<std::string>() : ""};
+      const auto &roles = outputRoles();
+      if (std::find(roles.begin(), roles.end(), slot.role) == roles.end())
+        return bad("output '" + slot.name + "' has the unknown role '" + slot.role + "'");
+      if (!slot.param.empty() && !m.layout.find(slot.param))
+        return bad("output '" + slot.name + "' names the unknown parameter '" + slot.param + "'");
+      entry.outputs.push_back(std::move(slot));
     }
     m.entries.push_back(std::move(entry));
   }

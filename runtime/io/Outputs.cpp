@@ -15,7 +15,7 @@ Error writeOutputs(const EntryPoint &entry, const std::vector<std::vector<int64_
                    std::string &summary) {
   SafetensorsWriter writer;
   for (size_t i = 0; i < shapes.size(); ++i) {
-    const std::string &name = entry.outputs[i];
+    const std::string &name = entry.outputs[i].name;
     std::vector<int64_t> shape = shapes[i];
     if (shape.empty())
       shape = {1}; // scalars are stored as [1], like the reference files

@@ -61,8 +61,15 @@ std::vector<rt::EntryPoint> readEntryPoints(ModuleOp module) {
       continue;
     rt::EntryPoint e;
     e.name = fn.getName().str();
-    for (Attribute o : outputs)
-      e.outputs.push_back(cast<StringAttr>(o).str());
+    for (Attribute o : outputs) {
+      auto dict = cast<DictionaryAttr>(o);
+      rt::OutputSlot slot;
+      slot.name = dict.getAs<StringAttr>("name").str();
+      slot.role = dict.getAs<StringAttr>("role").str();
+      if (auto param = dict.getAs<StringAttr>("param"))
+        slot.param = param.str();
+      e.outputs.push_back(std::move(slot));
+    }
     entries.push_back(std::move(e));
   }
   return entries;

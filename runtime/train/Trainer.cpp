@@ -64,10 +64,6 @@ std::string format(const char *fmt, ...) {
   return out;
 }
 
-bool startsWith(const std::string &s, const std::string &prefix) {
-  return s.compare(0, prefix.size(), prefix) == 0;
-}
-
 /// Where each output of forward_grad goes.
 struct OutputRoles {
   int loss = -1, mtpLoss = -1, balanceLoss = -1, totalLoss = -1;
@@ -86,24 +82,27 @@ Expected<OutputRoles> assignRoles(const EntryPoint &entry, const ParamLayout &la
     if (s.role == "routing_bias")
       r.frozen.push_back({s.offset, s.numElements()});
   for (size_t i = 0; i < entry.outputs.size(); ++i) {
-    const std::string &n = entry.outputs[i];
+    const OutputSlot &o = entry.outputs[i];
     int out = static_cast<int>(i);
-    if (n == "loss")
+    if (o.role == "loss")
       r.loss = out;
-    else if (n == "mtp_loss")
+    else if (o.role == "mtp_loss")
       r.mtpLoss = out;
-    else if (n == "balance_loss")
+    else if (o.role == "balance_loss")
       r.balanceLoss = out;
-    else if (n == "total_loss")
+    else if (o.role == "total_loss")
       r.totalLoss = out;
-    else if (startsWith(n, "grad.")) {
-      const ParamSlot *s = layout.find(n.substr(5));
+    else if (o.role == "gradient") {
+      const ParamSlot *s = layout.find(o.param);
       if (!s)
-        return Error::failure("gradient of unknown parameter " + n.substr(5));
+        return Error::failure("gradient '" + o.name + "' of unknown parameter '" + o.param + "'");
       r.grads.push_back({out, s->offset});
-    } else if (startsWith(n, "topk_ids.")) {
-      if (const ParamSlot *s = layout.find(n.substr(9) + ".e_score_correction_bias"))
-        r.routing.push_back({out, s->offset, s->numElements()});
+    } else if (o.role == "expert_ids" && !o.param.empty()) {
+      const ParamSlot *s = layout.find(o.param);
+      if (!s || s->role != "routing_bias")
+        return Error::failure("expert choices '" + o.name + "' name '" + o.param +
+                              "', which is not a routing bias");
+      r.routing.push_back({out, s->offset, s->numElements()});
     }
   }
   if (r.loss < 0 || r.totalLoss < 0)

@@ -493,3 +493,28 @@ func.func @router_grad_tokens(%l: tensor<5x8xf32>, %ids: tensor<4x2xi64>, %dw: t
       : (tensor<5x8xf32>, tensor<4x2xi64>, tensor<4x2xf32>) -> tensor<5x8xf32>
   return %dl : tensor<5x8xf32>
 }
+
+// -----
+
+// Entry-point result attributes are ABI facts and are verified.
+// expected-error @+1 {{gradient result 0 names no 'dsv3.output_param'}}
+func.func @gradient_without_param() -> (tensor<f32> {dsv3.output = "grad.w", dsv3.output_role = #dsv3.output_role<gradient>}) {
+  %c = arith.constant dense<0.0> : tensor<f32>
+  return %c : tensor<f32>
+}
+
+// -----
+
+// expected-error @+1 {{'dsv3.output_role' of result 0 must be a #dsv3.output_role}}
+func.func @role_as_string() -> (tensor<f32> {dsv3.output = "loss", dsv3.output_role = "loss"}) {
+  %c = arith.constant dense<0.0> : tensor<f32>
+  return %c : tensor<f32>
+}
+
+// -----
+
+// expected-error @+1 {{unknown dsv3 result attribute 'dsv3.outptu'}}
+func.func @misspelt() -> (tensor<f32> {dsv3.outptu = "loss"}) {
+  %c = arith.constant dense<0.0> : tensor<f32>
+  return %c : tensor<f32>
+}

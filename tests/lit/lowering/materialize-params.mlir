@@ -7,7 +7,7 @@
 // ALIGN4: {name = "e.*.w", offset = 8 : i64
 // CHECK-LABEL: func.func @f(
 // CHECK-SAME: %[[P:.*]]: memref<48xf32>, %[[IN:.*]]: memref<2x3xf32>, %[[OUT:.*]]: memref<2x3xf32>)
-// CHECK-SAME: attributes {dsv3.outputs = ["y"], llvm.emit_c_interface}
+// CHECK-SAME: attributes {dsv3.outputs = [{name = "y", role = "value"}], llvm.emit_c_interface}
 // CHECK: bufferization.to_tensor %[[IN]] restrict
 // CHECK: memref.reinterpret_cast %[[P]] to offset: [0], sizes: [2, 3], strides: [3, 1]
 // CHECK: memref.reinterpret_cast %[[P]] to offset: [16], sizes: [4, 2, 4], strides: [8, 4, 1]

@@ -5,7 +5,7 @@
 // the weight's gradient is named after the parameter.
 // CHECK-LABEL: func.func @forward_grad(
 // CHECK-SAME: {dsv3.output = "l"}
-// CHECK-SAME: {dsv3.output = "grad.w"}
+// CHECK-SAME: {dsv3.output = "grad.w", dsv3.output_param = "w", dsv3.output_role = #dsv3.output_role<gradient>}
 func.func @forward(%x: tensor<2x3x8xf32>, %lab: tensor<2x3xi64>) -> (tensor<f32> {dsv3.output = "l"}) {
   %w = dsv3.param "w" : tensor<5x8xf32>
   %y = dsv3.linear %x, %w : (tensor<2x3x8xf32>, tensor<5x8xf32>) -> tensor<2x3x5xf32>

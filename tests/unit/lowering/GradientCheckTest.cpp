@@ -84,7 +84,7 @@ run(Compiled &c, const std::string &entry, std::vector<float> &params,
   EXPECT_FALSE(static_cast<bool>(e)) << e.message();
   std::map<std::string, std::vector<float>> named;
   for (size_t i = 0; i < outs.size(); ++i)
-    named[c.jit->entry(entry)->outputs[i]] = outs[i];
+    named[c.jit->entry(entry)->outputs[i].name] = outs[i];
   return named;
 }
 

@@ -11,7 +11,10 @@ Manifest sample() {
   Manifest m;
   m.layout.totalElements = 10;
   m.layout.slots = {{"embed", 0, {2, 3}, "embedding"}, {"experts.*.w", 6, {2, 2}, "expert"}};
-  m.entries = {{"forward", {"logits", "topk_ids.gate"}}};
+  m.entries = {{"forward",
+                {{"logits", "logits", ""},
+                 {"topk_ids.gate", "expert_ids", ""},
+                 {"grad.embed", "gradient", "embed"}}}};
   m.extraJson = R"({"out_shapes":[[1,2]]})";
   return m;
 }
@@ -28,9 +31,10 @@ TEST(Manifest, RoundTrips) {
   EXPECT_EQ(back->layout.slots[0].role, "embedding");
   EXPECT_EQ(back->layout.slots[1].role, "expert");
   ASSERT_EQ(back->entries.size(), 1u);
-  EXPECT_EQ(back->entries[0].outputs, (std::vector<std::string>{"logits", "topk_ids.gate"}));
+  EXPECT_EQ(back->entries[0].outputs, m.entries[0].outputs);
   EXPECT_EQ(back->entries[0].outputType(0), ElementType::F32);
   EXPECT_EQ(back->entries[0].outputType(1), ElementType::I64);
+  EXPECT_EQ(back->entries[0].outputType(2), ElementType::F32);
   EXPECT_EQ(back->extraJson, R"({"out_shapes":[[1,2]]})");
 }
 
@@ -54,7 +58,13 @@ TEST(Manifest, DamagedManifestsAreOneLineErrors) {
       {R"({"param_count":4,"params":[{"name":"b","offset":0,"shape":[4],"role":"routing-bias"}],"entries":[]})",
        "m.json: manifest: parameter 'b' has an unknown role 'routing-bias'"},
       {R"({"param_count":4,"params":[],"entries":[{"name":"f","outputs":[3]}]})",
-       "m.json: manifest: entry point 'f' has a non-string output name"},
+       "m.json: manifest: entry point 'f' has an output without a name and a role"},
+      {R"({"param_count":4,"params":[],"entries":[{"name":"f","outputs":[{"name":"x"}]}]})",
+       "m.json: manifest: entry point 'f' has an output without a name and a role"},
+      {R"({"param_count":4,"params":[],"entries":[{"name":"f","outputs":[{"name":"x","role":"grad"}]}]})",
+       "m.json: manifest: output 'x' has the unknown role 'grad'"},
+      {R"({"param_count":4,"params":[],"entries":[{"name":"f","outputs":[{"name":"g","role":"gradient","param":"w"}]}]})",
+       "m.json: manifest: output 'g' names the unknown parameter 'w'"},
   };
   for (const Case &c : cases) {
     Expected<Manifest> m = parseManifest(c.text, "m.json");
