@@ -52,16 +52,28 @@ SafetensorsFile *openOrFail(const std::string &path) {
   return f->release();
 }
 
-std::vector<float> readF32(const SafetensorsFile &f, const std::string &name) {
+namespace {
+template <class T, class Convert>
+std::vector<T> readAs(const SafetensorsFile &f, const std::string &name, Convert convert) {
   const TensorInfo *t = f.lookup(name);
   if (!t) {
     ADD_FAILURE() << "missing tensor " << name << " in " << f.path();
     return {};
   }
-  std::vector<float> v(t->numElements());
-  rt::Error e = convertToF32(*t, v.data());
+  std::vector<T> v(t->numElements());
+  rt::Error e = convert(*t, v.data());
   EXPECT_FALSE(e) << e.message();
   return v;
+}
+} // namespace
+
+std::vector<float> readF32(const SafetensorsFile &f, const std::string &name) {
+  return readAs<float>(f, name, [](const TensorInfo &t, float *out) { return convertToF32(t, out); });
+}
+
+std::vector<int64_t> readI64(const SafetensorsFile &f, const std::string &name) {
+  return readAs<int64_t>(f, name,
+                         [](const TensorInfo &t, int64_t *out) { return convertToI64(t, out); });
 }
 
 void writeTokens(const std::string &path, const std::vector<int64_t> &shape,

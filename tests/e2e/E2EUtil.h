@@ -41,6 +41,7 @@ SafetensorsFile *openOrFail(const std::string &path);
 
 /// Reads a float tensor (any float dtype) from a safetensors file.
 std::vector<float> readF32(const SafetensorsFile &f, const std::string &name);
+std::vector<int64_t> readI64(const SafetensorsFile &f, const std::string &name);
 
 /// The number `key` of every line of a `--log-json` JSON-lines log, in
 /// order (a malformed line, or one without "step" or `key`, is a test

@@ -104,7 +104,7 @@ struct Result {
 /// Applies the FP8 pass with `options` to `source` (a @forward without
 /// arguments whose results are `outputs`, shaped `shapes`), lowers, JITs and
 /// runs it with the parameters `values`.
-Result compileAndRun(const std::string &source, const std::string &options,
+Result compileAndRun(bool ukernels, const std::string &source, const std::string &options,
                      std::map<std::string, std::vector<float>> &values,
                      const std::vector<std::string> &outputs,
                      const std::vector<std::vector<int64_t>> &shapes) {
@@ -127,8 +127,10 @@ Result compileAndRun(const std::string &source, const std::string &options,
   llvm::raw_string_ostream os(result.tensorIR);
   module->print(os);
   PassManager lower(&ctx);
-  buildLinalgPipeline(lower, {});
-  buildLLVMPipeline(lower, {});
+  CPUPipelineOptions cpu;
+  cpu.useUkernels = ukernels;
+  buildLinalgPipeline(lower, cpu);
+  buildLLVMPipeline(lower, cpu);
   EXPECT_TRUE(succeeded(lower.run(*module)));
   auto jit = JitModule::compile(*module, 2);
   EXPECT_TRUE(static_cast<bool>(jit)) << llvm::toString(jit.takeError());
@@ -164,7 +166,7 @@ std::string tensorType(std::vector<int64_t> shape, const char *element = "f32") 
 
 /// @forward returning y = x w^T, dx = dy w, dw = dy^T x for parameters
 /// x [M,K], w [N,K], dy [M,N].
-Result runLinearLayer(int64_t m, int64_t n, int64_t k, const std::string &options,
+Result runLinearLayer(bool ukernels, int64_t m, int64_t n, int64_t k, const std::string &options,
                       std::map<std::string, std::vector<float>> &values) {
   std::string tx = tensorType({m, k}), tw = tensorType({n, k}),
               ty = tensorType({m, n});
@@ -178,13 +180,13 @@ Result runLinearLayer(int64_t m, int64_t n, int64_t k, const std::string &option
       "  %dx = dsv3.linear_grad_input %dy, %w : (" + ty + ", " + tw + ") -> " + tx + "\n"
       "  %dw = dsv3.linear_grad_weight %dy, %x {param = \"w\"} : (" + ty + ", " + tx + ") -> " + tw + "\n"
       "  return %y, %dx, %dw : " + ty + ", " + tx + ", " + tw + "\n}\n";
-  return compileAndRun(source, options, values, {"y", "dx", "dw"},
+  return compileAndRun(ukernels, source, options, values, {"y", "dx", "dw"},
                        {{m, n}, {m, k}, {n, k}});
 }
 
 /// The same three GEMMs for routed experts: rows x [R,K] grouped by
 /// `offsets`, expert weights w [E,N,K], dy [R,N].
-Result runExpertLayer(const std::vector<int64_t> &offsets, int64_t n, int64_t k,
+Result runExpertLayer(bool ukernels, const std::vector<int64_t> &offsets, int64_t n, int64_t k,
                       const std::string &options,
                       std::map<std::string, std::vector<float>> &values) {
   int64_t e = int64_t(offsets.size()) - 1, r = offsets.back();
@@ -205,7 +207,7 @@ Result runExpertLayer(const std::vector<int64_t> &offsets, int64_t n, int64_t k,
       "  %dw = dsv3.grouped_linear_grad_weight %dy, %x, %offsets {num_experts = " +
       std::to_string(e) + " : i64, param = \"w\"} : (" + ty + ", " + tx + ", " + to + ") -> " + tw + "\n"
       "  return %y, %dx, %dw : " + ty + ", " + tx + ", " + tw + "\n}\n";
-  return compileAndRun(source, options, values, {"y", "dx", "dw"},
+  return compileAndRun(ukernels, source, options, values, {"y", "dx", "dw"},
                        {{r, n}, {r, k}, {e, n, k}});
 }
 
@@ -246,7 +248,16 @@ Expected recipe(const std::vector<float> &x, const std::vector<float> &w,
   return e;
 }
 
-TEST(FP8Lowering, ForwardMatchesGoldenAndAllGemmsMatchTheRecipe) {
+/// Every check runs with the CPU kernels and with the reference lowering
+/// of the FP8 ops to linalg (dsv3c --no-ukernels).
+class FP8Lowering : public ::testing::TestWithParam<bool> {};
+
+INSTANTIATE_TEST_SUITE_P(Lowerings, FP8Lowering, ::testing::Values(true, false),
+                         [](const ::testing::TestParamInfo<bool> &info) {
+                           return info.param ? "Kernels" : "Reference";
+                         });
+
+TEST_P(FP8Lowering, ForwardMatchesGoldenAndAllGemmsMatchTheRecipe) {
   auto golden = rt::SafetensorsFile::open(DSV3_SOURCE_DIR
                                           "/tests/golden/fp8/fp8_reference.safetensors");
   ASSERT_TRUE(static_cast<bool>(golden)) << golden.error().message();
@@ -265,7 +276,7 @@ TEST(FP8Lowering, ForwardMatchesGoldenAndAllGemmsMatchTheRecipe) {
         {"x", read(std::string(tag) + ".a")},
         {"w", read(std::string(tag) + ".w")},
         {"dy", random(m * n, 7)}};
-    Result r = runLinearLayer(m, n, k, "", values);
+    Result r = runLinearLayer(GetParam(), m, n, k, "", values);
     ASSERT_EQ(r.outputs.size(), 3u);
     std::vector<float> y = read(std::string(tag) + ".y");
     EXPECT_LE(relativeL2(r.outputs["y"], std::vector<double>(y.begin(), y.end())), 1e-6) << tag;
@@ -277,7 +288,7 @@ TEST(FP8Lowering, ForwardMatchesGoldenAndAllGemmsMatchTheRecipe) {
   }
 }
 
-TEST(FP8Lowering, OptionsChangeTheNumericsAsSpecified) {
+TEST_P(FP8Lowering, OptionsChangeTheNumericsAsSpecified) {
   int64_t m = 130, n = 140, k = 200;
   std::map<std::string, std::vector<float>> values = {
       {"x", random(m * k, 1)}, {"w", random(n * k, 2)}, {"dy", random(m * n, 3)}};
@@ -290,7 +301,7 @@ TEST(FP8Lowering, OptionsChangeTheNumericsAsSpecified) {
                {"cache-activations=fp8", rt::FP8Format::E4M3, false, true}};
   std::vector<float> plainDw;
   for (const Case &c : cases) {
-    Result r = runLinearLayer(m, n, k, c.options, values);
+    Result r = runLinearLayer(GetParam(), m, n, k, c.options, values);
     ASSERT_EQ(r.outputs.size(), 3u) << c.options;
     Expected e = recipe(values["x"], values["w"], values["dy"], m, n, k,
                         c.format, c.pow2, c.cache);
@@ -299,7 +310,7 @@ TEST(FP8Lowering, OptionsChangeTheNumericsAsSpecified) {
     EXPECT_LE(relativeL2(r.outputs["dw"], e.dw), 1e-6) << c.options;
   }
   // gemms=fprop leaves both gradients in float32: exact products.
-  Result r = runLinearLayer(m, n, k, "gemms=fprop", values);
+  Result r = runLinearLayer(GetParam(), m, n, k, "gemms=fprop", values);
   ASSERT_EQ(r.outputs.size(), 3u);
   std::vector<double> dx(m * k);
   for (int64_t i = 0; i < m; ++i)
@@ -344,7 +355,7 @@ Expected expertRecipe(const std::vector<float> &x, const std::vector<float> &w,
   return out;
 }
 
-TEST(FP8Lowering, RoutedExpertGemmsMatchTheRecipePerExpert) {
+TEST_P(FP8Lowering, RoutedExpertGemmsMatchTheRecipePerExpert) {
   // An empty expert, a one-row expert, one spanning two 128-row tiles and a
   // partial one; N = 40 and K = 200 leave partial blocks inside each expert.
   std::vector<int64_t> offsets = {0, 0, 1, 151, 221};
@@ -355,7 +366,7 @@ TEST(FP8Lowering, RoutedExpertGemmsMatchTheRecipePerExpert) {
   // Experts with very different magnitudes: shared blocks would show.
   for (int64_t i = 0; i < n * k; ++i)
     values["w"][2 * n * k + i] *= 1000.0f;
-  Result r = runExpertLayer(offsets, n, k, "", values);
+  Result r = runExpertLayer(GetParam(), offsets, n, k, "", values);
   ASSERT_EQ(r.outputs.size(), 3u);
   EXPECT_NE(r.tensorIR.find("dsv3.fp8_m_grouped_gemm"), std::string::npos);
   EXPECT_NE(r.tensorIR.find("dsv3.fp8_k_grouped_gemm"), std::string::npos);
@@ -367,7 +378,7 @@ TEST(FP8Lowering, RoutedExpertGemmsMatchTheRecipePerExpert) {
   for (int64_t i = 0; i < n * k; ++i)
     ASSERT_EQ(r.outputs["dw"][i], 0.0f);
   // Experts named high-precision stay float32.
-  Result fp32 = runExpertLayer(offsets, n, k, "high-precision=w", values);
+  Result fp32 = runExpertLayer(GetParam(), offsets, n, k, "high-precision=w", values);
   ASSERT_EQ(fp32.outputs.size(), 3u);
   EXPECT_EQ(fp32.tensorIR.find("fp8"), std::string::npos);
 }
