@@ -31,11 +31,36 @@ RunResult runCommand(const std::string &commandLine) {
   return r;
 }
 
+namespace {
+/// Removes the scratch directories of a test process when every test
+/// passed; after a failure they stay for inspection.
+class ScratchCleanup : public ::testing::Environment {
+public:
+  void TearDown() override {
+    if (!::testing::UnitTest::GetInstance()->Passed())
+      return;
+    std::error_code ec;
+    for (const std::filesystem::path &dir : dirs)
+      std::filesystem::remove_all(dir, ec);
+  }
+  std::vector<std::filesystem::path> dirs;
+};
+
+ScratchCleanup &scratchCleanup() {
+  static ScratchCleanup *cleanup = static_cast<ScratchCleanup *>(
+      ::testing::AddGlobalTestEnvironment(new ScratchCleanup));
+  return *cleanup;
+}
+// Registered before RUN_ALL_TESTS, as gtest requires.
+[[maybe_unused]] ScratchCleanup &registeredCleanup = scratchCleanup();
+} // namespace
+
 std::string scratchDir(const std::string &name) {
   auto dir = std::filesystem::temp_directory_path() /
              ("dsv3-e2e-" + std::to_string(getpid()) + "-" + name);
   std::filesystem::remove_all(dir);
   std::filesystem::create_directories(dir);
+  scratchCleanup().dirs.push_back(dir);
   return dir.string();
 }
 
