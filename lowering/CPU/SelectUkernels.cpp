@@ -47,17 +47,18 @@ void replaceWithUkernel(PatternRewriter &rw, Operation *op, StringRef kernel,
 // Attention: runtime/kernels/Attention.cpp
 //===----------------------------------------------------------------------===//
 
-/// The attention kernels' common operands: q/k/v, the segment ids (all
-/// zero, one document per row, when the op has none) and the softmax scale.
-SmallVector<Value> attentionOperands(OpBuilder &b, Location loc, Value qNope,
-                                     Value qRope, Value kNope, Value kRope,
-                                     Value v, Value segments, FloatAttr scale) {
+/// The attention kernels' common operands of dsv3.mla_core or its
+/// gradient: q/k/v, the segment ids (all zero, one document per row, when
+/// the op has none) and the softmax scale.
+template <class Op> SmallVector<Value> attentionOperands(OpBuilder &b, Op op) {
+  Location loc = op.getLoc();
+  Value segments = op.getSegmentIds();
   if (!segments) {
-    auto ks = cast<RankedTensorType>(kNope.getType()).getShape();
+    auto ks = op.getKNope().getType().getShape();
     segments = LinalgBuilder(b, loc).filledInt({ks[0], ks[1]}, 0);
   }
-  Value s = arith::ConstantOp::create(b, loc, b.getF64FloatAttr(scale.getValueAsDouble()));
-  return {qNope, qRope, kNope, kRope, v, segments, s};
+  Value s = arith::ConstantOp::create(b, loc, b.getF64FloatAttr(op.getSoftmaxScale().convertToDouble()));
+  return {op.getQNope(), op.getQRope(), op.getKNope(), op.getKRope(), op.getV(), segments, s};
 }
 
 /// dsv3.mla_core: causal scores by row blocks through the GEMM microkernel,
@@ -66,9 +67,7 @@ SmallVector<Value> attentionOperands(OpBuilder &b, Location loc, Value qNope,
 struct SelectMLACore : OpRewritePattern<MLACoreOp> {
   using OpRewritePattern::OpRewritePattern;
   LogicalResult matchAndRewrite(MLACoreOp op, PatternRewriter &rw) const override {
-    SmallVector<Value> ins = attentionOperands(
-        rw, op.getLoc(), op.getQNope(), op.getQRope(), op.getKNope(), op.getKRope(),
-        op.getV(), op.getSegmentIds(), op.getSoftmaxScaleAttr());
+    SmallVector<Value> ins = attentionOperands(rw, op);
     replaceWithUkernel(rw, op, "dsv3rt_mla_attention", ins);
     return success();
   }
@@ -78,9 +77,7 @@ struct SelectMLACore : OpRewritePattern<MLACoreOp> {
 struct SelectMLACoreGrad : OpRewritePattern<MLACoreGradOp> {
   using OpRewritePattern::OpRewritePattern;
   LogicalResult matchAndRewrite(MLACoreGradOp op, PatternRewriter &rw) const override {
-    SmallVector<Value> ins = attentionOperands(
-        rw, op.getLoc(), op.getQNope(), op.getQRope(), op.getKNope(), op.getKRope(),
-        op.getV(), op.getSegmentIds(), op.getSoftmaxScaleAttr());
+    SmallVector<Value> ins = attentionOperands(rw, op);
     ins.push_back(op.getDout());
     replaceWithUkernel(rw, op, "dsv3rt_mla_attention_grad", ins);
     return success();

@@ -108,6 +108,11 @@ struct LowerRope : OpRewritePattern<RopeOp> {
 struct AttentionOperands {
   Value qNope, qRope, kNope, kRope, v, segments;
   double scale;
+  /// Of dsv3.mla_core or dsv3.mla_core_grad.
+  template <class Op> static AttentionOperands of(Op op) {
+    return {op.getQNope(), op.getQRope(), op.getKNope(), op.getKRope(),
+            op.getV(),     op.getSegmentIds(), op.getSoftmaxScale().convertToDouble()};
+  }
 };
 
 /// Softmax probabilities P [B, H, Tq, Tk] of the causal (and, with segment
@@ -182,9 +187,7 @@ struct LowerMLACore : OpRewritePattern<MLACoreOp> {
   using OpRewritePattern::OpRewritePattern;
   LogicalResult matchAndRewrite(MLACoreOp op, PatternRewriter &rw) const override {
     LinalgBuilder lb(rw, op.getLoc());
-    AttentionOperands in{op.getQNope(), op.getQRope(), op.getKNope(), op.getKRope(),
-                         op.getV(), op.getSegmentIds(),
-                         op.getSoftmaxScale().convertToDouble()};
+    AttentionOperands in = AttentionOperands::of(op);
     Value p = attentionProbabilities(lb, in);
     // Loops (b, i, h, dv, u).
     rw.replaceOp(op, lb.generic1({p, in.v}, lb.filled(op.getType().getShape(), 0.0),
@@ -203,9 +206,7 @@ struct LowerMLACoreGrad : OpRewritePattern<MLACoreGradOp> {
   using OpRewritePattern::OpRewritePattern;
   LogicalResult matchAndRewrite(MLACoreGradOp op, PatternRewriter &rw) const override {
     LinalgBuilder lb(rw, op.getLoc());
-    AttentionOperands in{op.getQNope(), op.getQRope(), op.getKNope(), op.getKRope(),
-                         op.getV(), op.getSegmentIds(),
-                         op.getSoftmaxScale().convertToDouble()};
+    AttentionOperands in = AttentionOperands::of(op);
     Value p = attentionProbabilities(lb, in);
     auto pShape = cast<RankedTensorType>(p.getType()).getShape();
     Value dout = op.getDout();
