@@ -59,8 +59,10 @@ def DSV3MaterializeParamsPass : Pass<"dsv3-materialize-params", "::mlir::ModuleO
     first-use order, each aligned to `alignment` floats; the layout is
     recorded in the module attribute `dsv3.param_layout` (name, offset,
     shape, role) for the runtime to fill the buffer, and each entry point's
-    results in its attribute `dsv3.outputs` (name, role and parameter, from
-    the `dsv3.output*` result attributes).
+    typed signature in its attributes `dsv3.inputs` (name from the
+    `dsv3.input` argument attribute, element type, shape) and `dsv3.outputs`
+    (name, role and parameter from the `dsv3.output*` result attributes,
+    element type, shape).
   }];
   let options = [
     Option<"alignment", "alignment", "int64_t", "16",

@@ -4,12 +4,13 @@
 // machine code for this host's CPU with one packed wrapper per entry point
 // (`_dsv3_packed_<entry>(void **args)`, the calling convention of
 // rt::Executable), and `DIR/manifest.json`, the rt::Manifest of its ABI plus
-// what a runner needs (mode, output shapes, the hub config for checkpoints).
+// what a runner needs (mode, training recipe, the hub config for checkpoints).
 // The code is optimised exactly as the JIT optimises it (same transformer,
 // same target machine), so both paths compute the same bits.
 //
 //===----------------------------------------------------------------------===//
 #include "frontends/compiler/Compiler.h"
+#include "frontends/compiler/Recipe.h"
 
 #include "frontends/model/ModelConfig.h"
 #include "runtime/abi/Manifest.h"
@@ -73,20 +74,6 @@ void internalize(llvm::Module &module) {
       g.setLinkage(llvm::GlobalValue::InternalLinkage);
 }
 
-/// Output shapes of every entry point of a module before bufferization.
-llvm::json::Object outputShapes(ModuleOp module) {
-  llvm::json::Object shapes;
-  for (auto fn : module.getOps<func::FuncOp>()) {
-    if (fn.isExternal())
-      continue;
-    llvm::json::Array list;
-    for (const std::vector<int64_t> &shape : resultShapes(fn))
-      list.push_back(llvm::json::Array(shape));
-    shapes[fn.getName()] = std::move(list);
-  }
-  return shapes;
-}
-
 /// Translates, wraps and optimises one module as the JIT would.
 llvm::Expected<std::unique_ptr<llvm::Module>>
 translate(ModuleOp module, llvm::LLVMContext &ctx, llvm::TargetMachine &tm, unsigned optLevel) {
@@ -117,10 +104,7 @@ llvm::Error Compiler::writeArtifact(const ModelDescription &desc, const CompileO
   auto module = import(desc, options);
   if (!module)
     return module.takeError();
-  if (llvm::Error e = lower(**module, Phase::Linalg, options))
-    return e;
-  llvm::json::Object shapes = outputShapes(**module);
-  if (llvm::Error e = lower(**module, Phase::LLVM, options, Phase::Linalg))
+  if (llvm::Error e = lower(**module, Phase::LLVM, options))
     return e;
   auto layout = readParamLayout(**module);
   if (!layout)
@@ -213,14 +197,17 @@ llvm::Error Compiler::writeArtifact(const ModelDescription &desc, const CompileO
       features.push_back(feature.first().str());
   rt::Manifest manifest{std::move(*layout), std::move(entries), ""};
   llvm::json::Object extra{{"mode", modeName(options.mode)},
-                           {"batch", options.batch},
-                           {"seq", options.seqLen},
-                           {"packed", options.packed},
-                           {"bf16_moments", options.bf16Moments},
-                           {"output_shapes", std::move(shapes)},
                            {"config_json", toHubConfigJSON(desc.config)},
                            {"target_cpu", llvm::sys::getHostCPUName()},
                            {"target_features", std::move(features)}};
+  // A train-step artifact trains by the description's recipe unless the
+  // runner's flags say otherwise.
+  if (options.mode == CompileMode::TrainStep) {
+    auto recipe = llvm::json::parse(rt::recipeJson(recipeTrainConfig(desc)));
+    if (!recipe)
+      return fail("internal error: " + llvm::toString(recipe.takeError()));
+    extra["train"] = std::move(*recipe);
+  }
   llvm::raw_string_ostream(manifest.extraJson) << llvm::json::Value(std::move(extra));
   std::string text = rt::writeManifest(manifest) + "\n";
   if (rt::Error e = rt::writeFileDurably(tmp + "/manifest.json", text.data(), text.size()))

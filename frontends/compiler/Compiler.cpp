@@ -191,25 +191,8 @@ Compiler::compile(const ModelDescription &desc, const CompileOptions &options,
                       std::to_string(options.optLevel);
     cacheKey = cache->key(ir, key);
     TimingScope t = rootTiming->nest("compile-cache-lookup");
-    llvm::json::Value extra = nullptr;
-    std::unique_ptr<JitModule> hit = cache->lookup(cacheKey, extra);
-    // The manifest's output shapes; anything malformed is a miss.
-    OutputShapes shapes;
-    bool wellFormed = extra.getAsArray() != nullptr;
-    if (wellFormed)
-      for (const llvm::json::Value &shape : *extra.getAsArray()) {
-        const llvm::json::Array *dims = shape.getAsArray();
-        wellFormed &= dims != nullptr;
-        if (!wellFormed)
-          break;
-        shapes.emplace_back();
-        for (const llvm::json::Value &d : *dims) {
-          wellFormed &= d.getAsInteger().has_value();
-          shapes.back().push_back(d.getAsInteger().value_or(0));
-        }
-      }
-    if (hit && wellFormed) {
-      c.outShapes = std::move(shapes);
+    std::unique_ptr<JitModule> hit = cache->lookup(cacheKey);
+    if (hit) {
       c.executable = std::move(hit);
       if (llvm::Error e = layoutKnown(c.executable->layout()))
         return std::move(e);
@@ -217,11 +200,7 @@ Compiler::compile(const ModelDescription &desc, const CompileOptions &options,
     }
   }
 
-  if (llvm::Error e = lower(**module, Phase::Linalg, options))
-    return std::move(e);
-  // Output shapes come from the entry point before it is bufferized.
-  c.outShapes = resultShapes((*module)->lookupSymbol<func::FuncOp>(c.entry));
-  if (llvm::Error e = lower(**module, Phase::LLVM, options, Phase::Linalg))
+  if (llvm::Error e = lower(**module, Phase::LLVM, options))
     return std::move(e);
   if (!options.dumpDir.empty())
     if (llvm::Error e = writeDump(options.dumpDir, "4-llvm-ir.ll", [&](llvm::raw_ostream &os) {
@@ -242,14 +221,55 @@ Compiler::compile(const ModelDescription &desc, const CompileOptions &options,
     return jit.takeError();
   c.executable = std::move(*jit);
   if (cache) {
-    llvm::json::Array shapes;
-    for (const auto &shape : c.outShapes)
-      shapes.push_back(llvm::json::Array(shape));
-    if (llvm::Error e = cache->store(cacheKey, *c.executable, std::move(shapes)))
+    if (llvm::Error e = cache->store(cacheKey, *c.executable))
       llvm::WithColor::warning(llvm::errs(), "dsv3c")
           << "compile cache not written: " << llvm::toString(std::move(e)) << "\n";
   }
   return c;
+}
+
+llvm::Expected<LoadedModel> Compiler::load(const ModelDescription &desc,
+                                           const CompileOptions &options,
+                                           const std::string &cacheDir) {
+  std::unique_ptr<rt::WeightStore> store;
+  if (!desc.weightsPath.empty()) {
+    auto opened = rt::WeightStore::open(desc.weightsPath);
+    if (!opened)
+      return llvm::createStringError(opened.error().message());
+    store = std::move(*opened);
+  } else if (!desc.initSeed) {
+    return llvm::createStringError(desc.path +
+                                   ": the description names no weights and no [init] seed");
+  }
+  std::vector<float> params;
+  auto loadWeights = [&](const rt::ParamLayout &layout) -> llvm::Error {
+    if (store) {
+      if (rt::Error e = rt::loadParameters(*store, layout, params))
+        return llvm::createStringError(e.message());
+    } else if (rt::Error e = rt::initializeParameters(layout, *desc.initSeed,
+                                                      desc.config.initializerRange, params)) {
+      return llvm::createStringError(desc.path + ": " + e.message());
+    }
+    return llvm::Error::success();
+  };
+  LoadedModel m;
+  auto module = compile(desc, options, cacheDir, loadWeights);
+  if (!module)
+    return module.takeError();
+  m.module = std::move(*module);
+  if (options.mode == CompileMode::TrainStep) {
+    // The optimizer update is compiled too: linalg on the flat buffer.
+    auto adamw = compileAdamW(m.module.executable->layout().totalElements, options);
+    if (!adamw)
+      return adamw.takeError();
+    m.optimizer = std::move(*adamw);
+  }
+  auto session = rt::Session::create(*m.module.executable, m.optimizer.get());
+  if (!session)
+    return llvm::createStringError(session.error().message());
+  m.session = std::move(*session);
+  m.session->parameters().swap(params);
+  return m;
 }
 
 llvm::Expected<std::unique_ptr<JitModule>>
@@ -268,15 +288,6 @@ llvm::Expected<OwningOpRef<ModuleOp>> Compiler::lowerAdamW(int64_t numElements,
   if (failed(pm.run(*module)))
     return llvm::createStringError("internal error: the AdamW update failed to compile");
   return module;
-}
-
-OutputShapes resultShapes(func::FuncOp fn) {
-  OutputShapes shapes;
-  for (Type t : fn.getFunctionType().getResults()) {
-    auto shape = cast<RankedTensorType>(t).getShape();
-    shapes.emplace_back(shape.begin(), shape.end());
-  }
-  return shapes;
 }
 
 } // namespace dsv3

@@ -14,6 +14,7 @@
 
 #include "frontends/model/ModelDescription.h"
 #include "lowering/Pipeline/Pipelines.h"
+#include "runtime/exec/Session.h"
 #include "runtime/jit/JitModule.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
@@ -58,14 +59,18 @@ struct CompileOptions {
   std::string shapeSource;
 };
 
-/// Output shapes of an entry point, in order (scalars are []).
-using OutputShapes = std::vector<std::vector<int64_t>>;
-
 /// A module compiled in this process.
 struct CompiledModule {
   std::unique_ptr<JitModule> executable;
   std::string entry;        ///< "forward" or "forward_grad"
-  OutputShapes outShapes;   ///< of `entry`
+};
+
+/// A model compiled in this process and a session holding its weights
+/// (and, for TrainStep, its compiled AdamW step and moments).
+struct LoadedModel {
+  CompiledModule module;
+  std::unique_ptr<JitModule> optimizer;
+  std::unique_ptr<rt::Session> session;
 };
 
 class Compiler {
@@ -96,11 +101,19 @@ public:
           const std::string &cacheDir = "",
           const std::function<llvm::Error(const rt::ParamLayout &)> &onLayout = {});
 
+  /// compile() with the description's weights (its checkpoint, or seeded
+  /// values for [init] seed = N) loaded into a session as soon as the
+  /// parameter layout is known, so that a bad checkpoint fails before code
+  /// generation. TrainStep also compiles the AdamW step for the session.
+  llvm::Expected<LoadedModel> load(const ModelDescription &desc, const CompileOptions &options,
+                                   const std::string &cacheDir = "");
+
   /// Writes an ahead-of-time artifact into `dir` (created): `model.so`,
   /// machine code for this host CPU exporting `_dsv3_packed_<entry>` for
   /// each entry point (TrainStep: forward_grad and adamw_step), and
-  /// `manifest.json` (rt::Manifest; its extra data holds the mode, the
-  /// batch shape, every entry's output shapes and the hub config.json).
+  /// `manifest.json` (rt::Manifest: layout and typed entry points; its
+  /// extra data holds the mode, the training recipe and the hub
+  /// config.json).
   llvm::Error writeArtifact(const ModelDescription &desc, const CompileOptions &options,
                             const std::string &dir);
 
@@ -119,9 +132,6 @@ private:
   mlir::DefaultTimingManager timingManager;
   std::optional<mlir::TimingScope> rootTiming;
 };
-
-/// The shapes of a function's results (before bufferization).
-OutputShapes resultShapes(mlir::func::FuncOp fn);
 
 /// Translates an LLVM-dialect module to LLVM IR text.
 llvm::Error printLLVMIR(mlir::ModuleOp module, llvm::raw_ostream &os);

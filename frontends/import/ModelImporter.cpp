@@ -221,6 +221,9 @@ llvm::Expected<OwningOpRef<ModuleOp>> Importer::run() {
     inputs.push_back(idsType);
   auto func = func::FuncOp::create(b, loc, "forward",
                                    b.getFunctionType(inputs, {}));
+  setInput(func, 0, "input_ids");
+  if (o.packed)
+    setInput(func, 1, "segment_ids");
   Block *body = func.addEntryBlock();
   b.setInsertionPointToStart(body);
   Value ids = body->getArgument(0);

@@ -72,6 +72,9 @@ OwningOpRef<ModuleOp> buildAdamWModule(MLIRContext &ctx, int64_t n,
         linalg::YieldOp::create(nb, l, ValueRange{p, narrow(m), narrow(v)});
       });
   func::ReturnOp::create(b, loc, update.getResults());
+  const char *inputNames[] = {"params", "grads", "exp_avg", "exp_avg_sq", "hyper"};
+  for (auto [i, name] : llvm::enumerate(inputNames))
+    setInput(fn, i, name);
   setOutput(fn, 0, "params", OutputRole::Parameters);
   setOutput(fn, 1, "exp_avg", OutputRole::FirstMoment);
   setOutput(fn, 2, "exp_avg_sq", OutputRole::SecondMoment);

@@ -115,6 +115,7 @@ Expected<ModelDescription> loadToml(StringRef path) {
 
   ModelDescription d;
   d.path = path.str();
+  d.hasRecipe = true;
   FieldReader r(*root->getAsObject(), path);
   const json::Object *model = r.object("model", /*required=*/true);
   const json::Object *init = r.object("init");

@@ -73,6 +73,9 @@ struct ModelDescription {
   /// File or directory for WeightStore::open; empty when initSeed is set.
   std::string weightsPath;
   std::optional<uint64_t> initSeed;
+  /// A .toml description carries a training recipe (`train`, its defaults
+  /// where [train] is silent); a bare hub directory carries none.
+  bool hasRecipe = false;
   TrainSettings train;
   FP8Settings fp8;
 };

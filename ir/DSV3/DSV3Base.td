@@ -27,10 +27,13 @@ def DSV3_Dialect : Dialect {
                            "::mlir::arith::ArithDialect"];
   let usePropertiesForAttributes = 1;
   let useDefaultAttributePrinterParser = 1;
-  // Entry-point result attributes (dsv3.output, dsv3.output_role,
-  // dsv3.output_param) are checked where they are attached.
+  // Entry-point argument (dsv3.input) and result attributes (dsv3.output,
+  // dsv3.output_role, dsv3.output_param) are checked where they are
+  // attached.
+  let hasRegionArgAttrVerify = 1;
   let hasRegionResultAttrVerify = 1;
   let extraClassDeclaration = [{
+    static constexpr ::llvm::StringLiteral kInputName = "dsv3.input";
     static constexpr ::llvm::StringLiteral kOutputName = "dsv3.output";
     static constexpr ::llvm::StringLiteral kOutputRole = "dsv3.output_role";
     static constexpr ::llvm::StringLiteral kOutputParam = "dsv3.output_param";

@@ -32,6 +32,18 @@ void DSV3Dialect::initialize() {
       >();
 }
 
+LogicalResult DSV3Dialect::verifyRegionArgAttribute(Operation *op, unsigned region,
+                                                    unsigned argument, NamedAttribute attr) {
+  StringRef name = attr.getName().getValue();
+  if (name != kInputName)
+    return op->emitOpError() << "unknown dsv3 argument attribute '" << name << "'";
+  auto value = dyn_cast<StringAttr>(attr.getValue());
+  if (!value || value.getValue().empty())
+    return op->emitOpError() << "'" << name << "' of argument " << argument
+                             << " must be a non-empty string";
+  return success();
+}
+
 LogicalResult DSV3Dialect::verifyRegionResultAttribute(Operation *op, unsigned region,
                                                        unsigned result,
                                                        NamedAttribute attr) {
@@ -55,6 +67,10 @@ LogicalResult DSV3Dialect::verifyRegionResultAttribute(Operation *op, unsigned r
     return success();
   }
   return op->emitOpError() << "unknown dsv3 result attribute '" << name << "'";
+}
+
+void dsv3::setInput(FunctionOpInterface fn, unsigned index, StringRef name) {
+  fn.setArgAttr(index, DSV3Dialect::kInputName, StringAttr::get(fn.getContext(), name));
 }
 
 void dsv3::setOutput(FunctionOpInterface fn, unsigned index, StringRef name, OutputRole role,

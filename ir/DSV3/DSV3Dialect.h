@@ -28,6 +28,9 @@
 #include "ir/DSV3/DSV3Ops.h.inc"
 
 namespace dsv3 {
+/// Names argument `index` of `fn` (the name the runtime's ABI gives it).
+void setInput(mlir::FunctionOpInterface fn, unsigned index, llvm::StringRef name);
+
 /// Names result `index` of `fn` and states its role (and, for gradients and
 /// expert choices, the parameter it belongs to) as verified attributes.
 void setOutput(mlir::FunctionOpInterface fn, unsigned index, llvm::StringRef name,

@@ -34,6 +34,32 @@ MemRefType identityMemRef(Type t) {
   return MemRefType::get(tensor.getShape(), tensor.getElementType());
 }
 
+/// The runtime's name of an element type entry points may take or return.
+std::optional<StringRef> abiElementType(Type t) {
+  if (t.isF32())
+    return StringRef("f32");
+  if (t.isBF16())
+    return StringRef("bf16");
+  if (t.isInteger(64))
+    return StringRef("i64");
+  return std::nullopt;
+}
+
+/// `fields` plus the element type and shape of `t`, one entry of
+/// dsv3.inputs or dsv3.outputs.
+FailureOr<DictionaryAttr> signatureSlot(func::FuncOp func, Type t,
+                                        SmallVector<NamedAttribute> fields) {
+  MLIRContext *ctx = func.getContext();
+  auto tensor = cast<RankedTensorType>(t);
+  std::optional<StringRef> type = abiElementType(tensor.getElementType());
+  if (!type)
+    return func.emitOpError() << "entry points take and return f32, bf16 or i64 tensors, got "
+                              << t;
+  fields.push_back({StringAttr::get(ctx, "type"), StringAttr::get(ctx, *type)});
+  fields.push_back({StringAttr::get(ctx, "shape"), DenseI64ArrayAttr::get(ctx, tensor.getShape())});
+  return DictionaryAttr::get(ctx, fields);
+}
+
 struct DSV3MaterializeParamsPass
     : dsv3::impl::DSV3MaterializeParamsPassBase<DSV3MaterializeParamsPass> {
   using Base::Base;
@@ -112,10 +138,21 @@ struct DSV3MaterializeParamsPass
                << "entry points take and return statically shaped tensors, got "
                << t;
 
-    // Output names, roles and parameters travel from result attributes to
-    // one function attribute, `dsv3.outputs` = [{name, role[, param]}], in
-    // the runtime's terms (strings).
-    SmallVector<Attribute> outputNames;
+    // The signature travels to the runtime in its own terms (strings):
+    // `dsv3.inputs` = [{name, type, shape}] from the argument attributes,
+    // `dsv3.outputs` = [{name, role[, param], type, shape}] from the result
+    // attributes.
+    SmallVector<Attribute> inputSlots, outputSlots;
+    for (unsigned i = 0; i < oldType.getNumInputs(); ++i) {
+      auto name = func.getArgAttrOfType<StringAttr>(i, DSV3Dialect::kInputName);
+      FailureOr<DictionaryAttr> slot = signatureSlot(
+          func, oldType.getInput(i),
+          {{StringAttr::get(ctx, "name"),
+            name ? name : StringAttr::get(ctx, "in" + std::to_string(i))}});
+      if (failed(slot))
+        return failure();
+      inputSlots.push_back(*slot);
+    }
     for (unsigned i = 0; i < oldType.getNumResults(); ++i) {
       auto name = func.getResultAttrOfType<StringAttr>(i, DSV3Dialect::kOutputName);
       auto role = func.getResultAttrOfType<OutputRoleAttr>(i, DSV3Dialect::kOutputRole);
@@ -127,7 +164,10 @@ struct DSV3MaterializeParamsPass
            StringAttr::get(ctx, stringifyOutputRole(role ? role.getValue() : OutputRole::Value))}};
       if (param)
         fields.push_back({StringAttr::get(ctx, "param"), param});
-      outputNames.push_back(DictionaryAttr::get(ctx, fields));
+      FailureOr<DictionaryAttr> slot = signatureSlot(func, oldType.getResult(i), fields);
+      if (failed(slot))
+        return failure();
+      outputSlots.push_back(*slot);
     }
 
     Block &entry = func.front();
@@ -191,7 +231,8 @@ struct DSV3MaterializeParamsPass
     func.removeArgAttrsAttr();
     func.removeResAttrsAttr();
     func->setAttr("llvm.emit_c_interface", UnitAttr::get(ctx));
-    func->setAttr("dsv3.outputs", ArrayAttr::get(ctx, outputNames));
+    func->setAttr("dsv3.inputs", ArrayAttr::get(ctx, inputSlots));
+    func->setAttr("dsv3.outputs", ArrayAttr::get(ctx, outputSlots));
     return success();
   }
 };

@@ -63,8 +63,12 @@ struct BufferArg {
   std::vector<int64_t> shape;
 };
 
-/// Element type of an entry point's output.
-enum class ElementType { F32, I64 };
+/// Element types of entry-point arguments and results, as the compiler
+/// spells them in a signature ("f32", "bf16", "i64").
+enum class ElementType { F32, BF16, I64 };
+const char *elementTypeName(ElementType type);
+bool parseElementType(const std::string &name, ElementType &type);
+size_t elementSize(ElementType type);
 
 /// The output roles, as the dialect's OutputRole enum spells them
 /// (ir/DSV3/DSV3Attrs.td; tests/unit/lowering checks that the lists agree).
@@ -76,37 +80,69 @@ inline const std::vector<std::string> &outputRoles() {
   return roles;
 }
 
+/// One argument of an entry point (after the parameter buffer): its name
+/// ("input_ids", "segment_ids", "exp_avg", ...), element type and shape.
+struct InputSlot {
+  std::string name;
+  ElementType type = ElementType::F32;
+  std::vector<int64_t> shape;
+  bool operator==(const InputSlot &o) const {
+    return name == o.name && type == o.type && shape == o.shape;
+  }
+};
+
 /// One result of an entry point: the name output files use, what it is
-/// (an output role), and the parameter it belongs to (a gradient's
-/// parameter; for expert choices, the routing bias their loads update).
+/// (an output role), the parameter it belongs to (a gradient's parameter;
+/// for expert choices, the routing bias their loads update), its element
+/// type and shape (scalars are []).
 struct OutputSlot {
   std::string name;
   std::string role = "value";
   std::string param;
+  ElementType type = ElementType::F32;
+  std::vector<int64_t> shape;
   bool operator==(const OutputSlot &o) const {
-    return name == o.name && role == o.role && param == o.param;
+    return name == o.name && role == o.role && param == o.param && type == o.type &&
+           shape == o.shape;
   }
 };
 
-/// Signature of one entry point: `name(params, inputs..., outputs...)`.
-/// Expert choices are int64, all other outputs float32.
+/// Number of elements of a shape ([] is a scalar: 1).
+int64_t numElements(const std::vector<int64_t> &shape);
+
+/// Signature of one entry point: `name(params, inputs..., outputs...)`,
+/// every argument and result statically shaped and typed.
 struct EntryPoint {
   std::string name;
+  std::vector<InputSlot> inputs;
   std::vector<OutputSlot> outputs;
-  ElementType outputType(size_t i) const {
-    return outputs[i].role == "expert_ids" ? ElementType::I64 : ElementType::F32;
-  }
+  ElementType outputType(size_t i) const { return outputs[i].type; }
 };
 
-/// Host buffers for every output of an entry point, typed by the entry.
+/// A host buffer of one of the ABI's element types, zero-initialised.
+struct HostTensor {
+  HostTensor(ElementType type, std::vector<int64_t> shape);
+  ElementType type;
+  std::vector<int64_t> shape;
+  std::vector<uint8_t> bytes;
+  float *f32() { return reinterpret_cast<float *>(bytes.data()); }
+  const float *f32() const { return reinterpret_cast<const float *>(bytes.data()); }
+  int64_t *i64() { return reinterpret_cast<int64_t *>(bytes.data()); }
+  int64_t numElements() const { return rt::numElements(shape); }
+  BufferArg arg() { return {bytes.data(), shape}; }
+};
+
+/// Host buffers for every output of an entry point, typed and shaped by
+/// its signature.
 struct OutputBuffers {
-  OutputBuffers(const EntryPoint &entry, const std::vector<std::vector<int64_t>> &shapes);
+  explicit OutputBuffers(const EntryPoint &entry);
   // `args` points into the buffers: a copy would point into the original.
   OutputBuffers(const OutputBuffers &) = delete;
   OutputBuffers &operator=(const OutputBuffers &) = delete;
-  std::vector<std::vector<float>> floats;
-  std::vector<std::vector<int64_t>> ints;
+  std::vector<HostTensor> tensors;
   std::vector<BufferArg> args;
+  float *f32(size_t i) { return tensors[i].f32(); }
+  int64_t *i64(size_t i) { return tensors[i].i64(); }
 };
 
 /// Slots of the hyper-parameter vector the compiled `adamw_step` reads.

@@ -15,14 +15,20 @@ std::string writeManifest(const Manifest &m) {
     params.push_back(
         {{"name", s.name}, {"offset", s.offset}, {"shape", s.shape}, {"role", s.role}});
   for (const EntryPoint &e : m.entries) {
-    json outputs = json::array();
+    json inputs = json::array(), outputs = json::array();
+    for (const InputSlot &i : e.inputs)
+      inputs.push_back(
+          {{"name", i.name}, {"type", elementTypeName(i.type)}, {"shape", i.shape}});
     for (const OutputSlot &o : e.outputs) {
       json slot = {{"name", o.name}, {"role", o.role}};
       if (!o.param.empty())
         slot["param"] = o.param;
+      slot["type"] = elementTypeName(o.type);
+      slot["shape"] = o.shape;
       outputs.push_back(std::move(slot));
     }
-    entries.push_back({{"name", e.name}, {"outputs", std::move(outputs)}});
+    entries.push_back(
+        {{"name", e.name}, {"inputs", std::move(inputs)}, {"outputs", std::move(outputs)}});
   }
   json extra = json::parse(m.extraJson, nullptr, /*allow_exceptions=*/false);
   json root = {{"param_count", m.layout.totalElements},
@@ -31,6 +37,28 @@ std::string writeManifest(const Manifest &m) {
                {"extra", extra.is_discarded() ? json() : std::move(extra)}};
   return root.dump();
 }
+
+namespace {
+
+/// Reads `slot`'s "type" and "shape" (non-negative dimensions whose
+/// product fits in int64); false when either is missing or invalid.
+bool parseTypeAndShape(const json &slot, ElementType &type, std::vector<int64_t> &shape) {
+  auto t = slot.find("type");
+  auto s = slot.find("shape");
+  if (t == slot.end() || !t->is_string() || !parseElementType(t->get<std::string>(), type) ||
+      s == slot.end() || !s->is_array())
+    return false;
+  int64_t elements = 1;
+  for (const json &d : *s) {
+    if (!d.is_number_integer() || d.get<int64_t>() < 0 ||
+        __builtin_mul_overflow(elements, d.get<int64_t>(), &elements))
+      return false;
+    shape.push_back(d.get<int64_t>());
+  }
+  return true;
+}
+
+} // namespace
 
 Expected<Manifest> parseManifest(const std::string &text, const std::string &path) {
   json root = json::parse(text, nullptr, /*allow_exceptions=*/false);
@@ -81,10 +109,20 @@ Expected<Manifest> parseManifest(const std::string &text, const std::string &pat
   }
   for (const json &e : root["entries"]) {
     if (!e.is_object() || !e.contains("name") || !e["name"].is_string() ||
-        !e.contains("outputs") || !e["outputs"].is_array())
-      return bad("an entry point without name or outputs");
+        !e.contains("inputs") || !e["inputs"].is_array() || !e.contains("outputs") ||
+        !e["outputs"].is_array())
+      return bad("an entry point without name, inputs or outputs");
     EntryPoint entry;
     entry.name = e["name"].get<std::string>();
+    for (const json &i : e["inputs"]) {
+      InputSlot slot;
+      if (!i.is_object() || !i.contains("name") || !i["name"].is_string() ||
+          !parseTypeAndShape(i, slot.type, slot.shape))
+        return bad("entry point '" + entry.name +
+                   "' has an input without a name, a known type (f32, bf16, i64) and a shape");
+      slot.name = i["name"].get<std::string>();
+      entry.inputs.push_back(std::move(slot));
+    }
     for (const json &o : e["outputs"]) {
       auto text = [&](const char *key) -> const json * {
         auto it = o.find(key);
@@ -96,6 +134,12 @@ Expected<Manifest> parseManifest(const std::string &text, const std::string &pat
                    "' has an output without a name and a role");
       OutputSlot slot{(*text("name")).get<std::string>(), (*text("role")).get<std::string>(),
                       text("param") ? (*text("param")).get<std::string>() : ""};
+      if (!parseTypeAndShape(o, slot.type, slot.shape))
+        return bad("output '" + slot.name +
+                   "' has no known type (f32, bf16, i64) and valid shape");
+      if ((slot.role == "expert_ids") != (slot.type == ElementType::I64))
+        return bad("output '" + slot.name + "' of role " + slot.role + " cannot be " +
+                   elementTypeName(slot.type));
       const auto &roles = outputRoles();
       if (std::find(roles.begin(), roles.end(), slot.role) == roles.end())
         return bad("output '" + slot.name + "' has the unknown role '" + slot.role + "'");

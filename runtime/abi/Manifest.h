@@ -3,8 +3,8 @@
 // What a runtime needs to call a compiled module it did not compile: the
 // parameter layout and the entry points. The compile cache stores one next
 // to each object; ahead-of-time artifacts carry one beside their shared
-// object. `extra` is the producer's own data (e.g. output shapes), kept as
-// JSON text.
+// object. `extra` is the producer's own data (e.g. the mode and recipe of
+// an artifact), kept as JSON text.
 //
 //===----------------------------------------------------------------------===//
 #ifndef DSV3_RUNTIME_ABI_MANIFEST_H
@@ -25,7 +25,9 @@ struct Manifest {
 };
 
 /// The manifest as one JSON object: {"param_count", "params": [{"name",
-/// "offset", "shape", "role"}], "entries": [{"name", "outputs"}], "extra"}.
+/// "offset", "shape", "role"}], "entries": [{"name", "inputs": [{"name",
+/// "type", "shape"}], "outputs": [{"name", "role", "param"?, "type",
+/// "shape"}]}], "extra"}.
 std::string writeManifest(const Manifest &manifest);
 
 /// Parses and validates a manifest; errors name `path`.

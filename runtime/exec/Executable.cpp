@@ -24,6 +24,13 @@ std::vector<int64_t> descriptor(void *data, const std::vector<int64_t> &shape) {
 
 } // namespace
 
+std::string shapeString(const std::vector<int64_t> &shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i)
+    s += (i ? "x" : "") + std::to_string(shape[i]);
+  return s + "]";
+}
+
 const EntryPoint *Executable::entry(const std::string &name) const {
   for (const EntryPoint &e : entries_)
     if (e.name == name)
@@ -40,10 +47,24 @@ Error Executable::call(const std::string &name, float *params,
   PackedEntry fn = packed_[e - entries_.data()];
   if (!fn)
     return Error::failure("entry point '" + name + "' is not loaded");
-  if (outputs.size() != e->outputs.size())
-    return Error::failure("entry point '" + name + "' has " +
+  // Compiled code reads and writes exactly the shapes of its signature:
+  // anything else would run off a buffer's end.
+  if (inputs.size() != e->inputs.size() || outputs.size() != e->outputs.size())
+    return Error::failure("entry point '" + name + "' takes " +
+                          std::to_string(e->inputs.size()) + " inputs and " +
                           std::to_string(e->outputs.size()) + " outputs, got " +
+                          std::to_string(inputs.size()) + " and " +
                           std::to_string(outputs.size()));
+  for (size_t i = 0; i < inputs.size(); ++i)
+    if (inputs[i].shape != e->inputs[i].shape)
+      return Error::failure("entry point '" + name + "': input '" + e->inputs[i].name +
+                            "' is " + shapeString(e->inputs[i].shape) + ", got " +
+                            shapeString(inputs[i].shape));
+  for (size_t i = 0; i < outputs.size(); ++i)
+    if (outputs[i].shape != e->outputs[i].shape)
+      return Error::failure("entry point '" + name + "': output '" + e->outputs[i].name +
+                            "' is " + shapeString(e->outputs[i].shape) + ", got " +
+                            shapeString(outputs[i].shape));
   std::vector<std::vector<int64_t>> descs;
   descs.push_back(descriptor(params, {std::max<int64_t>(layout_.totalElements, 1)}));
   for (const BufferArg &b : inputs)

@@ -21,6 +21,9 @@ namespace dsv3::rt {
 
 using PackedEntry = void (*)(void **);
 
+/// "[2x32]" (a scalar is "[]"), for messages.
+std::string shapeString(const std::vector<int64_t> &shape);
+
 class Executable {
 public:
   virtual ~Executable() = default;
@@ -30,7 +33,8 @@ public:
   const EntryPoint *entry(const std::string &name) const;
 
   /// Calls `name(params, inputs..., outputs...)` with contiguous row-major
-  /// host buffers; `params` holds layout().totalElements floats.
+  /// host buffers; `params` holds layout().totalElements floats. Fails,
+  /// calling nothing, when a buffer's shape is not the signature's.
   Error call(const std::string &name, float *params, const std::vector<BufferArg> &inputs,
              const std::vector<BufferArg> &outputs) const;
 

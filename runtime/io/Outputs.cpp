@@ -10,28 +10,31 @@
 
 namespace dsv3::rt {
 
-Error writeOutputs(const EntryPoint &entry, const std::vector<std::vector<int64_t>> &shapes,
-                   OutputBuffers &buffers, const std::string &path, const std::string &producer,
-                   std::string &summary) {
+Error writeOutputs(const EntryPoint &entry, OutputBuffers &buffers, const std::string &path,
+                   const std::string &producer, std::string &summary) {
   SafetensorsWriter writer;
-  for (size_t i = 0; i < shapes.size(); ++i) {
+  for (size_t i = 0; i < entry.outputs.size() && i < buffers.tensors.size(); ++i) {
     const std::string &name = entry.outputs[i].name;
-    std::vector<int64_t> shape = shapes[i];
+    HostTensor &t = buffers.tensors[i];
+    std::vector<int64_t> shape = t.shape;
     if (shape.empty())
       shape = {1}; // scalars are stored as [1], like the reference files
-    if (name.find('*') != std::string::npos) {
-      addSplitTensor(writer, name, shape, buffers.floats[i].data());
-    } else if (entry.outputType(i) == ElementType::I64) {
-      std::vector<int64_t> &ids = buffers.ints[i];
+    int64_t n = t.numElements();
+    if (t.type == ElementType::I64) {
+      int64_t *ids = t.i64();
       int64_t k = shape.back();
-      for (size_t r = 0; k > 0 && r < ids.size(); r += k)
-        std::sort(ids.begin() + r, ids.begin() + r + k);
-      writer.addI64(name, shape, ids);
+      for (int64_t r = 0; k > 0 && r < n; r += k)
+        std::sort(ids + r, ids + r + k);
+      writer.addI64(name, shape, ids, n);
+    } else if (t.type == ElementType::BF16) {
+      writer.addTensor(name, DType::BF16, shape, t.bytes);
+    } else if (name.find('*') != std::string::npos) {
+      addSplitTensor(writer, name, shape, t.f32());
     } else {
-      writer.addF32(name, shape, buffers.floats[i]);
+      writer.addF32(name, shape, t.f32(), n);
     }
-    if (shapes[i].empty()) {
-      float v = buffers.floats[i][0];
+    if (t.shape.empty() && t.type == ElementType::F32) {
+      float v = t.f32()[0];
       char line[128];
       std::snprintf(line, sizeof line, "%-9s %.6f", name.c_str(), v);
       summary += line;

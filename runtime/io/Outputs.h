@@ -17,12 +17,12 @@
 
 namespace dsv3::rt {
 
-/// Writes `buffers` (the outputs of `entry`, shaped `shapes`) to `path`
-/// with `producer` in the metadata; appends one line per scalar output
-/// ("loss      6.300869  (perplexity 545.046)") to `summary`.
-Error writeOutputs(const EntryPoint &entry, const std::vector<std::vector<int64_t>> &shapes,
-                   OutputBuffers &buffers, const std::string &path, const std::string &producer,
-                   std::string &summary);
+/// Writes `buffers` (the outputs of `entry`) to `path` with `producer` in
+/// the metadata; appends one line per scalar output
+/// ("loss      6.300869  (perplexity 545.046)") to `summary`. Sorts each
+/// token's expert choices in place.
+Error writeOutputs(const EntryPoint &entry, OutputBuffers &buffers, const std::string &path,
+                   const std::string &producer, std::string &summary);
 
 } // namespace dsv3::rt
 

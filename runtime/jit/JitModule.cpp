@@ -52,15 +52,36 @@ llvm::Expected<rt::ParamLayout> readParamLayout(ModuleOp module) {
   return layout;
 }
 
+namespace {
+
+/// The element type and shape of one dsv3.inputs/dsv3.outputs entry (as
+/// dsv3-materialize-params writes them).
+void readTypeAndShape(DictionaryAttr dict, rt::ElementType &type, std::vector<int64_t> &shape) {
+  if (auto name = dict.getAs<StringAttr>("type"))
+    rt::parseElementType(name.str(), type);
+  if (auto dims = dict.getAs<DenseI64ArrayAttr>("shape"))
+    shape.assign(dims.asArrayRef().begin(), dims.asArrayRef().end());
+}
+
+} // namespace
+
 std::vector<rt::EntryPoint> readEntryPoints(ModuleOp module) {
   std::vector<rt::EntryPoint> entries;
   for (auto fn : module.getOps<LLVM::LLVMFuncOp>()) {
+    auto inputs = fn->getAttrOfType<ArrayAttr>("dsv3.inputs");
     auto outputs = fn->getAttrOfType<ArrayAttr>("dsv3.outputs");
     // FuncToLLVM copies attributes onto the C-interface wrapper too.
-    if (!outputs || fn.isExternal() || fn.getName().starts_with("_mlir_ciface_"))
+    if (!inputs || !outputs || fn.isExternal() || fn.getName().starts_with("_mlir_ciface_"))
       continue;
     rt::EntryPoint e;
     e.name = fn.getName().str();
+    for (Attribute i : inputs) {
+      auto dict = cast<DictionaryAttr>(i);
+      rt::InputSlot slot;
+      slot.name = dict.getAs<StringAttr>("name").str();
+      readTypeAndShape(dict, slot.type, slot.shape);
+      e.inputs.push_back(std::move(slot));
+    }
     for (Attribute o : outputs) {
       auto dict = cast<DictionaryAttr>(o);
       rt::OutputSlot slot;
@@ -68,6 +89,7 @@ std::vector<rt::EntryPoint> readEntryPoints(ModuleOp module) {
       slot.role = dict.getAs<StringAttr>("role").str();
       if (auto param = dict.getAs<StringAttr>("param"))
         slot.param = param.str();
+      readTypeAndShape(dict, slot.type, slot.shape);
       e.outputs.push_back(std::move(slot));
     }
     entries.push_back(std::move(e));
@@ -278,8 +300,7 @@ std::string CompileCache::objectPath(llvm::StringRef key) const {
   return std::string(path);
 }
 
-std::unique_ptr<JitModule> CompileCache::lookup(llvm::StringRef key,
-                                                llvm::json::Value &extra) const {
+std::unique_ptr<JitModule> CompileCache::lookup(llvm::StringRef key) const {
   llvm::SmallString<256> path(dir_);
   llvm::sys::path::append(path, key + ".json");
   auto text = llvm::MemoryBuffer::getFile(path);
@@ -289,25 +310,17 @@ std::unique_ptr<JitModule> CompileCache::lookup(llvm::StringRef key,
       rt::parseManifest((*text)->getBuffer().str(), std::string(path));
   if (!manifest)
     return nullptr;
-  auto extraValue = llvm::json::parse(manifest->extraJson);
-  if (!extraValue) {
-    llvm::consumeError(extraValue.takeError());
-    return nullptr;
-  }
   auto jit = JitModule::load(objectPath(key), std::move(manifest->layout),
                              std::move(manifest->entries));
   if (!jit) {
     llvm::consumeError(jit.takeError());
     return nullptr;
   }
-  extra = std::move(*extraValue);
   return std::move(*jit);
 }
 
-llvm::Error CompileCache::store(llvm::StringRef key, const JitModule &jit,
-                                llvm::json::Value extra) const {
-  rt::Manifest manifest{jit.layout(), jit.entries(), ""};
-  llvm::raw_string_ostream(manifest.extraJson) << extra;
+llvm::Error CompileCache::store(llvm::StringRef key, const JitModule &jit) const {
+  rt::Manifest manifest{jit.layout(), jit.entries()};
   llvm::SmallString<256> path(dir_);
   llvm::sys::path::append(path, key + ".json");
   std::string tmp = std::string(path) + ".tmp" + std::to_string(::getpid());

@@ -52,12 +52,12 @@ private:
 llvm::Expected<rt::ParamLayout> readParamLayout(mlir::ModuleOp module);
 
 /// The entry points of an LLVM-dialect module (functions carrying
-/// `dsv3.outputs`) with their output names.
+/// `dsv3.inputs`, `dsv3.outputs`) with their typed signatures.
 std::vector<rt::EntryPoint> readEntryPoints(mlir::ModuleOp module);
 
 /// On-disk cache of compiled modules: `<dir>/<key>.o` holds the machine
-/// code and `<dir>/<key>.json` what is needed to call it (parameter layout,
-/// entry points, and the caller's own `extra` data). The key hashes the
+/// code and `<dir>/<key>.json` what is needed to call it (the manifest:
+/// parameter layout and typed entry points). The key hashes the
 /// input IR, the options that shape the code, this compiler's build and the
 /// host CPU, so a stale or foreign entry is never used.
 class CompileCache {
@@ -69,12 +69,11 @@ public:
   std::string key(llvm::StringRef ir, llvm::StringRef options) const;
   std::string objectPath(llvm::StringRef key) const;
 
-  /// A cached module and its `extra` data, or nothing on a miss (a damaged
-  /// entry counts as a miss and is recompiled).
-  std::unique_ptr<JitModule> lookup(llvm::StringRef key, llvm::json::Value &extra) const;
+  /// A cached module, or nothing on a miss (a damaged entry counts as a
+  /// miss and is recompiled).
+  std::unique_ptr<JitModule> lookup(llvm::StringRef key) const;
   /// Records the manifest of a module `compile` wrote to objectPath(key).
-  llvm::Error store(llvm::StringRef key, const JitModule &jit,
-                    llvm::json::Value extra) const;
+  llvm::Error store(llvm::StringRef key, const JitModule &jit) const;
 
 private:
   std::string dir_;

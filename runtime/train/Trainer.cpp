@@ -73,14 +73,10 @@ struct OutputRoles {
     int64_t biasOffset, experts;
   };
   std::vector<Routing> routing;
-  std::vector<std::pair<int64_t, int64_t>> frozen; // bias slots (offset, size)
 };
 
 Expected<OutputRoles> assignRoles(const EntryPoint &entry, const ParamLayout &layout) {
   OutputRoles r;
-  for (const ParamSlot &s : layout.slots)
-    if (s.role == "routing_bias")
-      r.frozen.push_back({s.offset, s.numElements()});
   for (size_t i = 0; i < entry.outputs.size(); ++i) {
     const OutputSlot &o = entry.outputs[i];
     int out = static_cast<int>(i);
@@ -110,15 +106,10 @@ Expected<OutputRoles> assignRoles(const EntryPoint &entry, const ParamLayout &la
   return r;
 }
 
-/// AdamW moments as raw bytes: FP32 or BF16 elements.
-struct Moments {
-  DType dtype;
-  std::vector<uint8_t> m, v;
-  Moments(bool bf16, size_t n)
-      : dtype(bf16 ? DType::BF16 : DType::F32), m(n * dtypeSize(dtype), 0),
-        v(n * dtypeSize(dtype), 0) {}
-  size_t elementSize() const { return dtypeSize(dtype); }
-};
+/// The safetensors dtype of moments stored as `type`.
+DType momentDType(ElementType type) {
+  return type == ElementType::BF16 ? DType::BF16 : DType::F32;
+}
 
 } // namespace
 
@@ -135,8 +126,10 @@ namespace {
 
 /// A hub-layout checkpoint written to a fresh directory, then renamed over
 /// `dir`: a crash leaves either the previous checkpoint or the new one.
-Error saveCheckpoint(const TrainConfig &c, const ParamLayout &layout,
-                     const std::vector<float> &params, const Moments &mv, int64_t step) {
+Error saveCheckpoint(const TrainConfig &c, Session &session, int64_t step) {
+  const ParamLayout &layout = session.layout();
+  const std::vector<float> &params = session.parameters();
+  const MomentState &mv = session.moments();
   std::string tmp = c.savePath + ".tmp-" + std::to_string(::getpid());
   std::error_code ec;
   fs::remove_all(tmp, ec);
@@ -149,8 +142,8 @@ Error saveCheckpoint(const TrainConfig &c, const ParamLayout &layout,
     return e;
   SafetensorsWriter opt;
   int64_t n = static_cast<int64_t>(params.size());
-  opt.addTensor("exp_avg", mv.dtype, {n}, mv.m);
-  opt.addTensor("exp_avg_sq", mv.dtype, {n}, mv.v);
+  opt.addTensor("exp_avg", momentDType(mv.type), {n}, mv.m);
+  opt.addTensor("exp_avg_sq", momentDType(mv.type), {n}, mv.v);
   opt.setMetadata("step", std::to_string(step));
   opt.setMetadata("seed", std::to_string(c.seed));
   opt.setMetadata("param_count", std::to_string(n));
@@ -170,8 +163,10 @@ Error saveCheckpoint(const TrainConfig &c, const ParamLayout &layout,
   return Error::success();
 }
 
-Expected<int64_t> loadCheckpoint(const TrainConfig &c, const ParamLayout &layout,
-                                 std::vector<float> &params, Moments &mv) {
+Expected<int64_t> loadCheckpoint(const TrainConfig &c, Session &session) {
+  const ParamLayout &layout = session.layout();
+  std::vector<float> &params = session.parameters();
+  MomentState &mv = session.moments();
   auto store = WeightStore::open(c.resumePath + "/model.safetensors");
   if (!store)
     return store.takeError();
@@ -186,9 +181,10 @@ Expected<int64_t> loadCheckpoint(const TrainConfig &c, const ParamLayout &layout
     const TensorInfo *t = (*opt)->lookup(name);
     if (!t || t->numElements() != static_cast<int64_t>(params.size()))
       return fileError(optPath, std::string("missing or mis-sized '") + name + "' for this model");
-    if (t->dtype != mv.dtype)
+    if (t->dtype != momentDType(mv.type))
       return fileError(optPath, std::string("'") + name + "' is " + dtypeName(t->dtype) +
-                                    " but this run keeps " + dtypeName(mv.dtype) + " moments");
+                                    " but this run keeps " +
+                                    dtypeName(momentDType(mv.type)) + " moments");
     std::memcpy(dst->data(), t->data, t->nbytes);
   }
   auto it = (*opt)->metadata().find("step");
@@ -247,29 +243,23 @@ std::string formatDuration(double seconds) {
 
 } // namespace
 
-Error train(const TrainConfig &c, const CompiledTraining &compiled, const DataSource &data,
-            std::vector<float> &params) {
-  const ParamLayout &layout = compiled.grad->layout();
-  const EntryPoint *entry = compiled.grad->entry("forward_grad");
-  if (!entry || !compiled.adamw->entry("adamw_step"))
+Error train(const TrainConfig &c, Session &session, const DataSource &data) {
+  const ParamLayout &layout = session.layout();
+  const EntryPoint *entry = session.executable().entry("forward_grad");
+  if (!entry || !session.trains())
     return Error::failure("training needs forward_grad and adamw_step");
   auto roles = assignRoles(*entry, layout);
   if (!roles)
     return roles.takeError();
-  size_t p = params.size();
-  std::vector<float> grads(p), next(p);
-  Moments mv(c.bf16Moments, p), nextMv(c.bf16Moments, p);
+  std::vector<float> grads(session.parameters().size());
   int64_t startStep = 0;
   if (!c.resumePath.empty()) {
-    auto step = loadCheckpoint(c, layout, params, mv);
+    auto step = loadCheckpoint(c, session);
     if (!step)
       return step.takeError();
     startStep = *step;
   }
-
-  OutputBuffers outputs(*entry, compiled.gradOutputShapes);
-  auto &floats = outputs.floats;
-  auto &ints = outputs.ints;
+  OutputBuffers &outputs = session.outputs("forward_grad");
 
   std::ofstream log;
   if (!c.logJsonPath.empty()) {
@@ -295,23 +285,26 @@ Error train(const TrainConfig &c, const CompiledTraining &compiled, const DataSo
       if (const std::vector<int64_t> *segs = data.segments())
         inputs.push_back({const_cast<int64_t *>(segs->data()),
                           {data.batch(), data.seqLen()}});
-      if (Error e = compiled.grad->call("forward_grad", params.data(), inputs, outputs.args))
+      if (Error e = session.run("forward_grad", inputs))
         return e;
-      loss += floats[roles->loss][0];
-      totalLoss += floats[roles->totalLoss][0];
+      loss += outputs.f32(roles->loss)[0];
+      totalLoss += outputs.f32(roles->totalLoss)[0];
       if (roles->mtpLoss >= 0)
-        mtpLoss += floats[roles->mtpLoss][0];
+        mtpLoss += outputs.f32(roles->mtpLoss)[0];
       if (roles->balanceLoss >= 0)
-        balanceLoss += floats[roles->balanceLoss][0];
-      for (auto [out, offset] : roles->grads)
-        for (size_t k = 0; k < floats[out].size(); ++k)
-          grads[offset + k] += floats[out][k];
+        balanceLoss += outputs.f32(roles->balanceLoss)[0];
+      for (auto [out, offset] : roles->grads) {
+        const float *g = outputs.f32(out);
+        for (int64_t k = 0, n = outputs.tensors[out].numElements(); k < n; ++k)
+          grads[offset + k] += g[k];
+      }
       for (size_t r = 0; r < roles->routing.size(); ++r) {
         const OutputRoles::Routing &role = roles->routing[r];
         loads[r].resize(role.experts, 0);
-        for (int64_t id : ints[role.output])
-          if (id >= 0 && id < role.experts)
-            ++loads[r][id];
+        const int64_t *ids = outputs.i64(role.output);
+        for (int64_t k = 0, n = outputs.tensors[role.output].numElements(); k < n; ++k)
+          if (ids[k] >= 0 && ids[k] < role.experts)
+            ++loads[r][ids[k]];
       }
     }
     double inv = 1.0 / c.gradAccumulation;
@@ -337,23 +330,12 @@ Error train(const TrainConfig &c, const CompiledTraining &compiled, const DataSo
     hyper[kBiasCorrection1] = 1 - std::pow(c.beta1, step);
     hyper[kBiasCorrection2] = 1 - std::pow(c.beta2, step);
     hyper[kGradScale] = clip;
-    int64_t n = static_cast<int64_t>(p);
-    if (Error e = compiled.adamw->call(
-            "adamw_step", params.data(),
-            {{params.data(), {n}}, {grads.data(), {n}}, {mv.m.data(), {n}},
-             {mv.v.data(), {n}}, {hyper, {kNumAdamWHyper}}},
-            {{next.data(), {n}}, {nextMv.m.data(), {n}}, {nextMv.v.data(), {n}}}))
+    // Routing biases keep their values through the step (the session
+    // holds them), then follow the load-balancing rule
+    // b += gamma sign(mean - load).
+    if (Error e = session.optimizerStep(grads, hyper))
       return e;
-    // Routing biases are not trained by gradient (nor decayed): keep them,
-    // then apply the load-balancing update b += gamma sign(mean - load).
-    size_t es = mv.elementSize();
-    for (auto [offset, size] : roles->frozen) {
-      std::copy_n(params.begin() + offset, size, next.begin() + offset);
-      std::memset(nextMv.m.data() + offset * es, 0, size * es);
-      std::memset(nextMv.v.data() + offset * es, 0, size * es);
-    }
-    params.swap(next);
-    std::swap(mv, nextMv);
+    std::vector<float> &params = session.parameters();
     double imbalance = 0;
     for (size_t r = 0; r < roles->routing.size(); ++r)
       imbalance = std::max(imbalance,
@@ -395,7 +377,7 @@ Error train(const TrainConfig &c, const CompiledTraining &compiled, const DataSo
       std::fflush(stdout);
     }
     if (!c.savePath.empty() && step == c.steps)
-      if (Error e = saveCheckpoint(c, layout, params, mv, step))
+      if (Error e = saveCheckpoint(c, session, step))
         return e;
   }
   if (!c.plotPath.empty())

@@ -1,8 +1,8 @@
 //===- Trainer.h - the training loop ----------------------------*- C++ -*-===//
 //
-// Drives compiled code (JIT or ahead-of-time, through rt::Executable): the
-// model's `forward_grad` (from dsv3-autodiff) and the compiled AdamW update,
-// over the flat parameter buffer. Part of the runtime core: no LLVM. Host code
+// Drives compiled code (JIT or ahead-of-time) through an rt::Session: the
+// model's `forward_grad` (from dsv3-autodiff) and the compiled AdamW update
+// over the session's parameters and moments. Part of the runtime core: no LLVM. Host code
 // only moves data, clips, schedules the learning rate, updates the routing
 // biases (auxiliary-loss-free balancing), logs and checkpoints.
 //
@@ -10,7 +10,7 @@
 #ifndef DSV3_RUNTIME_TRAIN_TRAINER_H
 #define DSV3_RUNTIME_TRAIN_TRAINER_H
 
-#include "runtime/exec/Executable.h"
+#include "runtime/exec/Session.h"
 #include "runtime/train/Data.h"
 
 #include <optional>
@@ -29,7 +29,6 @@ struct TrainConfig {
   std::optional<int64_t> decayStart; // cosine decay from here to `steps`
   double minLrRatio = 0.1;
   double biasUpdateSpeed = 1e-3;     // gamma; 0 disables
-  bool bf16Moments = false;          // AdamW m and v stored as BF16
   std::string logJsonPath, plotPath, savePath, resumePath;
   std::string configJson;            // hub config.json text for checkpoints
 };
@@ -42,20 +41,14 @@ double learningRate(const TrainConfig &c, int64_t step);
 /// (0 when nothing was routed).
 double updateRoutingBias(const std::vector<int64_t> &load, double gamma, float *bias);
 
-/// The compiled pieces and shapes the loop runs.
-struct CompiledTraining {
-  const Executable *grad;  // entry "forward_grad"
-  const Executable *adamw; // entry "adamw_step"
-  std::vector<std::vector<int64_t>> gradOutputShapes;
-};
-
-/// Trains in place on `params`; resumes from `config.resumePath` when set.
 /// Fails when `savePath` exists and is not a checkpoint: saving replaces
 /// the directory, and must never replace anything else.
 Error checkSaveTarget(const std::string &savePath);
 
-Error train(const TrainConfig &config, const CompiledTraining &compiled,
-                  const DataSource &data, std::vector<float> &params);
+/// Trains the session's parameters in place (the session runs forward_grad
+/// and adamw_step); resumes from `config.resumePath` when set. Checkpoints
+/// keep the moments in the session's element type.
+Error train(const TrainConfig &config, Session &session, const DataSource &data);
 
 } // namespace dsv3::rt
 

@@ -24,10 +24,12 @@ RunResult runDsv3Run(const std::string &args) {
 
 std::string golden() { return sourcePath("tests/golden/tiny/reference.safetensors"); }
 
-/// Compiles the tiny model for the golden batch (2 x 32) in `mode`.
-std::string compileArtifact(const std::string &name, const std::string &mode) {
+/// Compiles the tiny model (a hub directory, or `model`) for the golden
+/// batch (2 x 32) in `mode`.
+std::string compileArtifact(const std::string &name, const std::string &mode,
+                            const std::string &model = sourcePath("models/tiny")) {
   std::string dir = scratchDir("artifact-" + name);
-  RunResult r = runDsv3c("compile " + sourcePath("models/tiny") + " --mode=" + mode +
+  RunResult r = runDsv3c("compile " + model + " --mode=" + mode +
                          " --batch 2 --seq 32 --emit=artifact -o " + dir + "/art");
   EXPECT_EQ(r.exitCode, 0) << r.output;
   return dir;
@@ -79,6 +81,35 @@ TEST(Artifact, TrainingEqualsTheJitBitForBit) {
     EXPECT_EQ(fileBytes(dir + "/aot/" + f), fileBytes(dir + "/jit/" + f)) << f;
 }
 
+// A .toml description's [train] recipe (warm-up, clipping, the balance
+// loss weight) travels in the artifact: dsv3-run without flags trains as
+// dsv3c train on the .toml does.
+TEST(Artifact, TrainingFollowsTheRecordedRecipe) {
+  std::string toml = sourcePath("models/tiny/tiny.toml");
+  std::string dir = compileArtifact("recipe", "train-step", toml);
+  std::string manifest = fileBytes(dir + "/art/manifest.json");
+  EXPECT_NE(manifest.find("\"warmup_steps\":10"), std::string::npos) << manifest;
+  std::string flags = " --tokens " + golden() + " --steps 3";
+  RunResult run = runDsv3Run(dir + "/art train --weights " + sourcePath("models/tiny") + flags +
+                             " --log-json " + dir + "/aot.jsonl");
+  ASSERT_EQ(run.exitCode, 0) << run.output;
+  RunResult jit = runDsv3c("train " + toml + flags + " --log-json " + dir + "/jit.jsonl");
+  ASSERT_EQ(jit.exitCode, 0) << jit.output;
+  ASSERT_EQ(losses(dir + "/aot.jsonl").size(), 3u);
+  EXPECT_EQ(losses(dir + "/aot.jsonl"), losses(dir + "/jit.jsonl"));
+  // The warm-up of the recipe: lr = 1e-3 * step / 10.
+  std::vector<double> lr = logField(dir + "/aot.jsonl", "lr");
+  ASSERT_EQ(lr.size(), 3u);
+  for (int step = 1; step <= 3; ++step)
+    EXPECT_DOUBLE_EQ(lr[step - 1], 1e-3 * step / 10) << "step " << step;
+  EXPECT_EQ(logField(dir + "/aot.jsonl", "total_loss"), logField(dir + "/jit.jsonl", "total_loss"));
+  // Flags still win over the recorded recipe.
+  RunResult flat = runDsv3Run(dir + "/art train --weights " + sourcePath("models/tiny") + flags +
+                              " --warmup-steps 0 --log-json " + dir + "/flat.jsonl");
+  ASSERT_EQ(flat.exitCode, 0) << flat.output;
+  EXPECT_EQ(logField(dir + "/flat.jsonl", "lr"), (std::vector<double>{1e-3, 1e-3, 1e-3}));
+}
+
 TEST(Artifact, RunnerLinksNoLLVMOrMLIR) {
   RunResult r = runCommand("ldd " + std::string(DSV3RUN_PATH));
   ASSERT_EQ(r.exitCode, 0) << r.output;
@@ -111,17 +142,19 @@ TEST(Artifact, BadUseFailsWithOneLine) {
   EXPECT_NE(shape.output.find("compiled for 2x32"), std::string::npos) << shape.output;
   EXPECT_FALSE(std::filesystem::exists(dir + "/o"));
 
-  // A manifest whose output shapes no longer match its entry points.
+  // A manifest whose entry point no longer reads token ids.
   std::string manifest = fileBytes(art + "/manifest.json");
-  size_t at = manifest.find("\"output_shapes\"");
-  ASSERT_NE(at, std::string::npos);
-  manifest.replace(at, 15, "\"output_shapez\"");
+  std::string ids = "{\"name\":\"input_ids\",\"shape\":[2,32],\"type\":\"i64\"}";
+  size_t at = manifest.find(ids);
+  ASSERT_NE(at, std::string::npos) << manifest.substr(0, 2000);
+  manifest.replace(at, ids.size(), "{\"name\":\"input_ids\",\"shape\":[2,32],\"type\":\"f32\"}");
   std::ofstream(art + "/manifest.json", std::ios::trunc) << manifest;
   RunResult damaged = runDsv3Run(art + " grad --weights " + sourcePath("models/tiny") +
                                  " --tokens " + golden() + " -o " + dir + "/o");
   EXPECT_NE(damaged.exitCode, 0);
   EXPECT_LT(damaged.exitCode, 128) << damaged.output;
-  EXPECT_NE(damaged.output.find("manifest.json: no valid artifact description"),
+  EXPECT_NE(damaged.output.find("manifest.json: entry point 'forward_grad' does not read "
+                                "token ids [batch, seq]"),
             std::string::npos)
       << damaged.output;
 

@@ -11,6 +11,7 @@
 //
 //===----------------------------------------------------------------------===//
 #include "frontends/compiler/Compiler.h"
+#include "frontends/compiler/Recipe.h"
 #include "frontends/model/ModelDescription.h"
 #include "frontends/support/RuntimeError.h"
 #include "runtime/io/Outputs.h"
@@ -202,44 +203,49 @@ int fail(dsv3::rt::Error e) { return fail(e.message()); }
 // From flags to the compiler library's options
 //===----------------------------------------------------------------------===//
 
-/// dsv3-fp8-tile-quantize options when FP8 is on (--fp8 or [fp8] enabled),
-/// set by each command from its model description.
-std::optional<std::string> fp8PassOptions;
-
-void configureFP8(const dsv3::ModelDescription &desc) {
-  if (!fp8Flag && !desc.fp8.enabled) {
-    fp8PassOptions.reset();
-    return;
-  }
-  const dsv3::FP8Settings &f = desc.fp8;
-  std::string o = "format=" + f.format +
-                  " activation-tile=" + std::to_string(f.activationTile) +
-                  " weight-block=" + std::to_string(f.weightBlock) +
-                  " promotion-interval=" + std::to_string(f.promotionInterval) +
-                  " cache-activations=" + f.cacheActivations;
-  if (f.powerOfTwoScales)
-    o += " power-of-two-scales=true";
-  fp8PassOptions = o + " " + fp8Options.getValue();
+/// The value of `opt` when the command line set it.
+template <typename T>
+std::optional<T> given(const cl::opt<T> &opt) {
+  return opt.getNumOccurrences() ? std::optional<T>(opt.getValue()) : std::nullopt;
 }
 
-/// The options every command shares; the objective comes from the flags,
-/// else from a .toml description's [train] table.
-dsv3::CompileOptions compileOptions(const dsv3::ModelDescription &desc, dsv3::CompileMode mode,
-                                    int64_t batch, int64_t seq, bool packed) {
-  dsv3::CompileOptions o;
-  o.mode = mode;
-  o.batch = batch;
-  o.seqLen = seq;
-  o.packed = packed;
-  bool recipe = llvm::StringRef(modelPath).ends_with(".toml");
-  o.mtpWeight = mtpWeight.getNumOccurrences() || !recipe ? mtpWeight.getValue()
-                                                         : desc.train.mtpWeight;
-  o.balanceAlpha = balanceAlpha.getNumOccurrences() || !recipe ? balanceAlpha.getValue()
-                                                               : desc.train.balanceAlpha;
-  o.fp8 = fp8PassOptions;
-  o.cpu.useUkernels = !noUkernels;
-  o.optLevel = jitOptLevel;
-  o.dumpDir = dumpDir;
+/// Compile options from the flags on top of the description's recipe.
+llvm::Expected<dsv3::CompileOptions> compileOptions(const dsv3::ModelDescription &desc,
+                                                    dsv3::CompileMode mode, int64_t batch,
+                                                    int64_t seq, bool packed) {
+  if (momentsOpt != "fp32" && momentsOpt != "bf16")
+    return llvm::createStringError("--moments must be fp32 or bf16, got '" + momentsOpt + "'");
+  dsv3::CompileOverrides flags;
+  flags.mtpWeight = given(mtpWeight);
+  flags.balanceAlpha = given(balanceAlpha);
+  flags.fp8 = fp8Flag;
+  flags.fp8Options = fp8Options;
+  if (momentsOpt.getNumOccurrences())
+    flags.bf16Moments = momentsOpt == "bf16";
+  auto o = dsv3::resolveCompileOptions(desc, flags, mode, batch, seq, packed);
+  if (!o)
+    return o.takeError();
+  o->cpu.useUkernels = !noUkernels;
+  o->optLevel = jitOptLevel;
+  o->dumpDir = dumpDir;
+  return o;
+}
+
+/// Training settings from the flags on top of the description's recipe.
+dsv3::rt::TrainOverrides trainOverrides() {
+  dsv3::rt::TrainOverrides o;
+  o.steps = given(trainSteps);
+  o.gradAccumulation = given(gradAccumOpt);
+  o.warmupSteps = given(warmupOpt);
+  o.decayStart = given(decayStartOpt);
+  o.seed = given(seedOpt);
+  o.lr = given(learningRateOpt);
+  o.eps = given(epsOpt);
+  o.weightDecay = given(weightDecayOpt);
+  o.gradClip = given(gradClipOpt);
+  o.minLrRatio = given(minLrRatioOpt);
+  o.biasUpdateSpeed = given(biasUpdateOpt);
+  o.betas = given(betasOpt);
   return o;
 }
 
@@ -247,44 +253,6 @@ std::string cacheDirectory() {
   if (noCache)
     return "";
   return cacheDir.empty() ? dsv3::CompileCache::defaultDirectory() : cacheDir.getValue();
-}
-
-/// A model compiled for one batch shape, with its weights loaded.
-struct CompiledModel {
-  dsv3::CompiledModule module;
-  std::vector<float> params;
-};
-
-/// Compiles through the library, loading the weights (from the checkpoint
-/// or [init] seed = N) as soon as the parameter layout is known, so that a
-/// bad checkpoint fails before code generation.
-llvm::Expected<CompiledModel> compileModel(dsv3::Compiler &compiler,
-                                           const dsv3::ModelDescription &desc,
-                                           const dsv3::CompileOptions &options) {
-  std::unique_ptr<dsv3::rt::WeightStore> store;
-  if (!desc.weightsPath.empty()) {
-    auto opened = dsv3::rt::WeightStore::open(desc.weightsPath);
-    if (!opened)
-      return dsv3::toLLVMError(opened.takeError());
-    store = std::move(*opened);
-  } else if (!desc.initSeed) {
-    return llvm::createStringError(modelPath +
-                                   ": the description names no weights and no [init] seed");
-  }
-  CompiledModel c;
-  auto loadWeights = [&](const dsv3::rt::ParamLayout &layout) -> llvm::Error {
-    if (store)
-      return dsv3::toLLVMError(dsv3::rt::loadParameters(*store, layout, c.params));
-    if (dsv3::rt::Error e = dsv3::rt::initializeParameters(
-            layout, *desc.initSeed, desc.config.initializerRange, c.params))
-      return llvm::createStringError(modelPath + ": " + e.message());
-    return llvm::Error::success();
-  };
-  auto module = compiler.compile(desc, options, cacheDirectory(), loadWeights);
-  if (!module)
-    return module.takeError();
-  c.module = std::move(*module);
-  return c;
 }
 
 //===----------------------------------------------------------------------===//
@@ -295,19 +263,17 @@ int runCompile() {
   auto desc = dsv3::loadModelDescription(modelPath);
   if (!desc)
     return fail(desc.takeError());
-  configureFP8(*desc);
+  auto mode = dsv3::parseMode(modeOpt);
+  if (!mode)
+    return fail("--mode=" + modeOpt + " is not a mode (eval, grad, train-step)");
+  auto options = compileOptions(*desc, *mode, batchSize, seqLen, false);
+  if (!options)
+    return fail(options.takeError());
+  dsv3::Compiler compiler;
   if (emit == "artifact") {
     if (outputPath.empty())
       return fail("compile --emit=artifact needs -o DIR");
-    auto mode = dsv3::parseMode(modeOpt);
-    if (!mode)
-      return fail("--mode=" + modeOpt + " is not a mode (eval, grad, train-step)");
-    dsv3::Compiler compiler;
-    dsv3::CompileOptions options = compileOptions(*desc, *mode, batchSize, seqLen, false);
-    if (*mode == dsv3::CompileMode::TrainStep)
-      options.bf16Moments = momentsOpt.getNumOccurrences() ? momentsOpt == "bf16"
-                                                           : fp8PassOptions.has_value();
-    if (llvm::Error e = compiler.writeArtifact(*desc, options, outputPath))
+    if (llvm::Error e = compiler.writeArtifact(*desc, *options, outputPath))
       return fail(std::move(e));
     return 0;
   }
@@ -317,15 +283,10 @@ int runCompile() {
   if (!phase)
     return fail("--emit=" + emit +
                 " is not a phase (dsv3, tensor, linalg, llvm, llvm-ir) or artifact");
-  auto mode = dsv3::parseMode(modeOpt);
-  if (!mode)
-    return fail("--mode=" + modeOpt + " is not a mode (eval, grad, train-step)");
-  dsv3::Compiler compiler;
-  dsv3::CompileOptions options = compileOptions(*desc, *mode, batchSize, seqLen, false);
-  auto module = compiler.import(*desc, options);
+  auto module = compiler.import(*desc, *options);
   if (!module)
     return fail(module.takeError());
-  if (llvm::Error e = compiler.lower(**module, *phase, options))
+  if (llvm::Error e = compiler.lower(**module, *phase, *options))
     return fail(std::move(e));
 
   std::error_code ec;
@@ -352,34 +313,28 @@ int runOnTokens(bool gradient) {
     return fail(llvm::Twine(command) + " needs --tokens T.safetensors");
   if (outputPath.empty())
     return fail(llvm::Twine(command) + " needs -o OUT.safetensors");
-  if (balanceAlpha < 0)
-    return fail("--balance-alpha must not be negative");
   auto desc = dsv3::loadModelDescription(modelPath);
   if (!desc)
     return fail(desc.takeError());
-  configureFP8(*desc);
   auto data = dsv3::rt::openFixedBatch(tokensPath, desc->config.vocabSize);
   if (!data)
     return fail(data.takeError());
   std::vector<int64_t> ids;
   (*data)->fill(0, 0, 0, ids);
   std::vector<int64_t> shape{(*data)->batch(), (*data)->seqLen()};
-
   const std::vector<int64_t> *segments = (*data)->segments();
-  dsv3::Compiler compiler;
-  dsv3::CompileOptions options =
+  auto options =
       compileOptions(*desc, gradient ? dsv3::CompileMode::Grad : dsv3::CompileMode::Eval,
                      shape[0], shape[1], segments != nullptr);
-  options.shapeSource = tokensPath;
-  auto model = compileModel(compiler, *desc, options);
+  if (!options)
+    return fail(options.takeError());
+  options->shapeSource = tokensPath;
+  dsv3::Compiler compiler;
+  auto model = compiler.load(*desc, *options, cacheDirectory());
   if (!model)
     return fail(model.takeError());
   const std::string &entryName = model->module.entry;
-  const auto &outShapes = model->module.outShapes;
-  auto &jit = model->module.executable;
-  auto &params = model->params;
-  const dsv3::rt::EntryPoint *entry = jit->entry(entryName);
-  dsv3::rt::OutputBuffers buffers(*entry, outShapes);
+  dsv3::rt::Session &session = *model->session;
   {
     TimingScope t = compiler.timing().nest("execute");
     std::vector<dsv3::rt::BufferArg> inputs{{ids.data(), shape}};
@@ -388,7 +343,7 @@ int runOnTokens(bool gradient) {
     std::vector<double> seconds;
     for (unsigned i = 0; i < std::max(1u, unsigned(repeatOpt)); ++i) {
       auto start = std::chrono::steady_clock::now();
-      if (dsv3::rt::Error e = jit->call(entryName, params.data(), inputs, buffers.args))
+      if (dsv3::rt::Error e = session.run(entryName, inputs))
         return fail(std::move(e));
       seconds.push_back(std::chrono::duration<double>(
                             std::chrono::steady_clock::now() - start)
@@ -404,7 +359,8 @@ int runOnTokens(bool gradient) {
   }
 
   std::string summary;
-  if (dsv3::rt::Error e = dsv3::rt::writeOutputs(*entry, outShapes, buffers, outputPath,
+  if (dsv3::rt::Error e = dsv3::rt::writeOutputs(*session.executable().entry(entryName),
+                                                 session.outputs(entryName), outputPath,
                                                  std::string("dsv3c ") + command, summary))
     return fail(std::move(e));
   llvm::outs() << summary;
@@ -415,58 +371,15 @@ int runTrain() {
   auto desc = dsv3::loadModelDescription(modelPath);
   if (!desc)
     return fail(desc.takeError());
-  configureFP8(*desc);
-  if (balanceAlpha < 0)
-    return fail("--balance-alpha must not be negative");
-  const dsv3::TrainSettings &ts = desc->train;
-  // Command-line flags win; the description's [train] table fills the rest.
-  auto pick = [](auto &opt, auto fromFile, bool fileHasIt) {
-    return opt.getNumOccurrences() || !fileHasIt ? opt.getValue()
-                                                 : decltype(opt.getValue())(fromFile);
-  };
-  dsv3::rt::TrainConfig c;
-  c.steps = pick(trainSteps, ts.steps, ts.steps > 0);
-  c.lr = pick(learningRateOpt, ts.lr, ts.lr > 0);
-  // A .toml description carries a training recipe; a bare hub directory
-  // does not, so there clipping is off unless asked for (Hugging Face's
-  // reference trajectories are unclipped).
-  bool recipe = llvm::StringRef(modelPath).ends_with(".toml");
-  c.eps = pick(epsOpt, ts.eps, recipe);
-  c.weightDecay = pick(weightDecayOpt, ts.weightDecay, recipe);
-  c.gradClip = gradClipOpt.getNumOccurrences() ? gradClipOpt.getValue()
-               : recipe                        ? ts.gradClip
-                                               : 0.0;
-  c.biasUpdateSpeed = pick(biasUpdateOpt, ts.biasUpdateSpeed, recipe);
-  c.warmupSteps = pick(warmupOpt, ts.warmupSteps, ts.warmupSteps > 0);
-  if (decayStartOpt >= 0)
-    c.decayStart = decayStartOpt;
-  c.minLrRatio = minLrRatioOpt;
-  c.gradAccumulation = gradAccumOpt;
-  c.seed = pick(seedOpt, ts.seed, ts.seed > 0);
+  dsv3::rt::TrainConfig c = dsv3::recipeTrainConfig(*desc);
+  if (dsv3::rt::Error e = dsv3::rt::applyOverrides(c, trainOverrides()))
+    return fail(std::move(e));
   c.logJsonPath = logJsonOpt;
   c.savePath = saveOpt;
   c.resumePath = resumeOpt;
   c.plotPath = !plotOpt.empty() ? plotOpt.getValue()
                : !saveOpt.empty() ? saveOpt + ".loss.svg"
                                   : std::string();
-  llvm::SmallVector<llvm::StringRef> betas;
-  llvm::StringRef(betasOpt).split(betas, ',');
-  bool betasOk = betas.size() == 2 && !betas[0].trim().getAsDouble(c.beta1) &&
-                 !betas[1].trim().getAsDouble(c.beta2);
-  if (!betasOpt.getNumOccurrences() && recipe) {
-    c.beta1 = ts.betas[0];
-    c.beta2 = ts.betas[1];
-  }
-  if (!betasOk || c.beta1 < 0 || c.beta1 >= 1 || c.beta2 < 0 || c.beta2 >= 1)
-    return fail("--betas must be two numbers in [0, 1) separated by a comma, got '" +
-                betasOpt + "'");
-  if (c.steps <= 0 || c.gradAccumulation <= 0 || c.lr <= 0)
-    return fail("--steps, --grad-accum and --lr must be positive");
-  c.configJson = dsv3::toHubConfigJSON(desc->config);
-  if (momentsOpt != "fp32" && momentsOpt != "bf16")
-    return fail("--moments must be fp32 or bf16, got '" + momentsOpt + "'");
-  c.bf16Moments = momentsOpt.getNumOccurrences() ? momentsOpt == "bf16"
-                                                 : fp8PassOptions.has_value();
 
   std::unique_ptr<dsv3::rt::DataSource> data;
   if (!tokensPath.empty()) {
@@ -475,8 +388,7 @@ int runTrain() {
       return fail(fixed.takeError());
     data = std::move(*fixed);
   } else {
-    int64_t b = pick(batchSize, ts.batchSize, ts.batchSize > 0);
-    int64_t t = pick(seqLen, ts.seqLen, ts.seqLen > 0);
+    auto [b, t] = dsv3::recipeBatchShape(*desc, given(batchSize), given(seqLen));
     auto corpus = dsv3::rt::openByteCorpus(corpusOpt, desc->config.vocabSize, b, t);
     if (!corpus)
       return fail(corpus.takeError());
@@ -491,29 +403,23 @@ int runTrain() {
       if (auto file = dsv3::rt::SafetensorsFile::open(c.resumePath + f); !file)
         return fail(file.takeError());
 
+  auto options = compileOptions(*desc, dsv3::CompileMode::TrainStep, data->batch(),
+                                data->seqLen(), data->segments() != nullptr);
+  if (!options)
+    return fail(options.takeError());
+  options->shapeSource = modelPath;
   dsv3::Compiler compiler;
-  dsv3::CompileOptions options =
-      compileOptions(*desc, dsv3::CompileMode::TrainStep, data->batch(), data->seqLen(),
-                     data->segments() != nullptr);
-  options.shapeSource = modelPath;
-  options.bf16Moments = c.bf16Moments;
-  auto model = compileModel(compiler, *desc, options);
+  auto model = compiler.load(*desc, *options, cacheDirectory());
   if (!model)
     return fail(model.takeError());
-  // The optimizer update is compiled too: linalg on the flat buffer.
-  auto adamw = compiler.compileAdamW(model->params.size(), options);
-  if (!adamw)
-    return fail(adamw.takeError());
 
   llvm::outs() << "training " << modelPath << " on " << data->describe() << ", "
                << data->batch() << "x" << data->seqLen() << " tokens x "
                << c.gradAccumulation << " micro-batches per step, "
-               << model->params.size() << " parameters\n";
+               << model->session->parameters().size() << " parameters\n";
   llvm::outs().flush();
-  dsv3::rt::CompiledTraining compiled{model->module.executable.get(), adamw->get(),
-                                      model->module.outShapes};
   TimingScope t = compiler.timing().nest("train");
-  if (dsv3::rt::Error e = dsv3::rt::train(c, compiled, *data, model->params))
+  if (dsv3::rt::Error e = dsv3::rt::train(c, *model->session, *data))
     return fail(std::move(e));
   if (!c.savePath.empty())
     llvm::outs() << "checkpoint: " << c.savePath << "\n";

@@ -4,9 +4,9 @@
 // --emit=artifact` (a shared object and its manifest) and runs it on weights
 // and tokens, as `dsv3c eval|grad|train` would with the JIT, with the same
 // outputs. It links the runtime core only: no LLVM, no MLIR. Training
-// defaults are those of a hub directory (no clipping); a .toml recipe's
-// [train] table is not recorded in the artifact yet, so pass its values as
-// flags.
+// starts from the recipe the compiler recorded in a train-step artifact (a
+// .toml description's [train] table; a hub directory's defaults) and takes
+// the flags on top, as dsv3c train does.
 //
 //   dsv3-run DIR eval  --weights MODEL --tokens T.safetensors -o OUT.safetensors
 //   dsv3-run DIR grad  --weights MODEL --tokens T.safetensors -o OUT.safetensors
@@ -18,6 +18,7 @@
 #include "runtime/io/Parameters.h"
 #include "runtime/io/Safetensors.h"
 #include "runtime/train/Data.h"
+#include "runtime/train/Recipe.h"
 #include "runtime/train/Trainer.h"
 
 #include <CLI/CLI.hpp>
@@ -42,10 +43,8 @@ int fail(const Error &e) { return fail(e.message()); }
 /// What the compiler recorded about the artifact.
 struct ArtifactInfo {
   std::string mode;
-  int64_t batch = 0, seq = 0;
-  bool packed = false, bf16Moments = false;
-  std::map<std::string, std::vector<std::vector<int64_t>>> outputShapes;
   std::string configJson;
+  std::string recipeJson; ///< train-step: the training recipe
 };
 
 /// Whether this CPU has an instruction-set extension the compiler may have
@@ -87,42 +86,22 @@ Expected<ArtifactInfo> readInfo(const SharedObjectExecutable &exe, const std::st
   for (const char *key : {"mode", "config_json"})
     if (!extra.contains(key) || !extra[key].is_string())
       return bad();
-  for (const char *key : {"batch", "seq"})
-    if (!extra.contains(key) || !extra[key].is_number_integer() || extra[key].get<int64_t>() <= 0)
-      return bad();
-  for (const char *key : {"packed", "bf16_moments"})
-    if (extra.contains(key) && !extra[key].is_boolean())
-      return bad();
-  if (!extra.contains("output_shapes") || !extra["output_shapes"].is_object())
-    return bad();
   info.mode = extra["mode"].get<std::string>();
   info.configJson = extra["config_json"].get<std::string>();
-  info.batch = extra["batch"].get<int64_t>();
-  info.seq = extra["seq"].get<int64_t>();
-  info.packed = extra.value("packed", false);
-  info.bf16Moments = extra.value("bf16_moments", false);
-  for (auto &[entry, shapes] : extra["output_shapes"].items()) {
-    if (!shapes.is_array())
-      return bad();
-    auto &list = info.outputShapes[entry];
-    for (const json &shape : shapes) {
-      if (!shape.is_array())
-        return bad();
-      list.emplace_back();
-      for (const json &d : shape) {
-        if (!d.is_number_integer() || d.get<int64_t>() < 0)
-          return bad();
-        list.back().push_back(d.get<int64_t>());
-      }
-    }
+  if (info.mode == "train-step") {
+    if (!extra.contains("train") || !extra["train"].is_object())
+      return fileError(dir + "/manifest.json", "a train-step artifact without its training recipe");
+    info.recipeJson = extra["train"].dump();
   }
-  // Every entry point's outputs have a shape, one per output.
+  // The model entry point reads token ids [batch, seq] (and segment ids).
   for (const EntryPoint &e : exe.entries()) {
-    auto it = info.outputShapes.find(e.name);
-    if (e.name != "adamw_step" &&
-        (it == info.outputShapes.end() || it->second.size() != e.outputs.size()))
+    if (e.name == "adamw_step")
+      continue;
+    if (e.inputs.empty() || e.inputs.size() > 2 || e.inputs[0].type != ElementType::I64 ||
+        e.inputs[0].shape.size() != 2 ||
+        (e.inputs.size() == 2 && e.inputs[1].shape != e.inputs[0].shape))
       return fileError(dir + "/manifest.json",
-                       "the output shapes do not match entry point '" + e.name + "'");
+                       "entry point '" + e.name + "' does not read token ids [batch, seq]");
   }
   if (vocabularySize(info) <= 0)
     return fileError(dir + "/manifest.json", "the recorded config has no valid vocab_size");
@@ -134,32 +113,34 @@ Expected<ArtifactInfo> readInfo(const SharedObjectExecutable &exe, const std::st
   return info;
 }
 
-Error checkShape(const DataSource &data, const ArtifactInfo &info, const std::string &dir) {
-  if (data.batch() != info.batch || data.seqLen() != info.seq)
+/// Whether `data` fits the token inputs of `entry`.
+Error checkShape(const DataSource &data, const EntryPoint &entry, const std::string &dir) {
+  const std::vector<int64_t> &shape = entry.inputs[0].shape;
+  bool packed = entry.inputs.size() == 2;
+  if (data.batch() != shape[0] || data.seqLen() != shape[1])
     return Error::failure(data.describe() + ": batch is " + std::to_string(data.batch()) + "x" +
                           std::to_string(data.seqLen()) + " but " + dir + " was compiled for " +
-                          std::to_string(info.batch) + "x" + std::to_string(info.seq));
-  if ((data.segments() != nullptr) != info.packed)
-    return Error::failure(data.describe() + (info.packed ? ": has no segment_ids but "
-                                                         : ": has segment_ids but ") +
-                          dir + (info.packed ? " was compiled for packed rows"
-                                             : " was compiled for single sequences"));
+                          std::to_string(shape[0]) + "x" + std::to_string(shape[1]));
+  if ((data.segments() != nullptr) != packed)
+    return Error::failure(data.describe() + (packed ? ": has no segment_ids but "
+                                                    : ": has segment_ids but ") +
+                          dir + (packed ? " was compiled for packed rows"
+                                        : " was compiled for single sequences"));
   return Error::success();
 }
 
-Error loadWeights(const std::string &weights, const Executable &exe, std::vector<float> &params) {
+Error loadWeights(const std::string &weights, Session &session) {
   auto store = WeightStore::open(weights);
   if (!store)
     return store.takeError();
-  return loadParameters(**store, exe.layout(), params);
+  return loadParameters(**store, session.layout(), session.parameters());
 }
 
 struct Options {
   std::string dir, command, weights, tokens, corpus, output;
   unsigned threads = 0;
-  TrainConfig train;
-  std::string betas = "0.9,0.95";
-  int64_t decayStart = -1;
+  TrainOverrides train;
+  std::string logJsonPath, plotPath, savePath, resumePath;
 };
 
 int runOnTokens(const Options &o, const SharedObjectExecutable &exe, const ArtifactInfo &info) {
@@ -174,76 +155,71 @@ int runOnTokens(const Options &o, const SharedObjectExecutable &exe, const Artif
   auto data = openFixedBatch(o.tokens, vocabularySize(info));
   if (!data)
     return fail(data.error());
-  if (Error e = checkShape(**data, info, o.dir))
+  if (Error e = checkShape(**data, *entry, o.dir))
     return fail(e);
-  std::vector<float> params;
-  if (Error e = loadWeights(o.weights, exe, params))
+  auto session = Session::create(exe);
+  if (!session)
+    return fail(session.error());
+  if (Error e = loadWeights(o.weights, **session))
     return fail(e);
   std::vector<int64_t> ids;
   (*data)->fill(0, 0, 0, ids);
-  std::vector<int64_t> shape{info.batch, info.seq};
+  std::vector<int64_t> shape{(*data)->batch(), (*data)->seqLen()};
   std::vector<BufferArg> inputs{{ids.data(), shape}};
   if (const std::vector<int64_t> *segments = (*data)->segments())
     inputs.push_back({const_cast<int64_t *>(segments->data()), shape});
-  const auto &shapes = info.outputShapes.at(entryName);
-  OutputBuffers buffers(*entry, shapes);
-  if (Error e = exe.call(entryName, params.data(), inputs, buffers.args))
+  if (Error e = (*session)->run(entryName, inputs))
     return fail(e);
   std::string summary;
-  if (Error e = writeOutputs(*entry, shapes, buffers, o.output, "dsv3-run " + o.command, summary))
+  if (Error e = writeOutputs(*entry, (*session)->outputs(entryName), o.output,
+                             "dsv3-run " + o.command, summary))
     return fail(e);
   std::fputs(summary.c_str(), stdout);
   return 0;
 }
 
-int runTrain(Options o, const SharedObjectExecutable &exe, const ArtifactInfo &info) {
-  if (info.mode != "train-step" || !exe.entry("forward_grad") || !exe.entry("adamw_step"))
+int runTrain(const Options &o, const SharedObjectExecutable &exe, const ArtifactInfo &info) {
+  const EntryPoint *entry = exe.entry("forward_grad");
+  if (info.mode != "train-step" || !entry || !exe.entry("adamw_step"))
     return fail(o.dir + ": a " + info.mode +
                 " artifact cannot train (compile it with --mode=train-step)");
-  TrainConfig &c = o.train;
-  size_t comma = o.betas.find(',');
-  try {
-    if (comma == std::string::npos)
-      throw std::invalid_argument("");
-    c.beta1 = std::stod(o.betas.substr(0, comma));
-    c.beta2 = std::stod(o.betas.substr(comma + 1));
-  } catch (const std::exception &) {
-    c.beta1 = -1;
-  }
-  if (c.beta1 < 0 || c.beta1 >= 1 || c.beta2 < 0 || c.beta2 >= 1)
-    return fail("--betas must be two numbers in [0, 1) separated by a comma, got '" + o.betas +
-                "'");
-  if (c.steps <= 0 || c.gradAccumulation <= 0 || c.lr <= 0)
-    return fail("--steps, --grad-accum and --lr must be positive");
-  if (o.decayStart >= 0)
-    c.decayStart = o.decayStart;
-  c.bf16Moments = info.bf16Moments;
+  TrainConfig c;
+  if (Error e = readRecipeJson(info.recipeJson, c, o.dir + "/manifest.json"))
+    return fail(e);
+  if (Error e = applyOverrides(c, o.train))
+    return fail(e);
   c.configJson = info.configJson;
-  if (c.plotPath.empty() && !c.savePath.empty())
-    c.plotPath = c.savePath + ".loss.svg";
+  c.logJsonPath = o.logJsonPath;
+  c.savePath = o.savePath;
+  c.resumePath = o.resumePath;
+  c.plotPath = !o.plotPath.empty() ? o.plotPath
+               : !o.savePath.empty() ? o.savePath + ".loss.svg"
+                                     : std::string();
   std::unique_ptr<DataSource> data;
+  const std::vector<int64_t> &shape = entry->inputs[0].shape;
   if (!o.tokens.empty()) {
     auto fixed = openFixedBatch(o.tokens, vocabularySize(info));
     if (!fixed)
       return fail(fixed.error());
     data = std::move(*fixed);
   } else if (!o.corpus.empty()) {
-    auto corpus = openByteCorpus(o.corpus, vocabularySize(info), info.batch, info.seq);
+    auto corpus = openByteCorpus(o.corpus, vocabularySize(info), shape[0], shape[1]);
     if (!corpus)
       return fail(corpus.error());
     data = std::move(*corpus);
   } else {
     return fail("train needs --tokens T.safetensors or --corpus FILE");
   }
-  if (Error e = checkShape(*data, info, o.dir))
+  if (Error e = checkShape(*data, *entry, o.dir))
     return fail(e);
   if (Error e = checkSaveTarget(c.savePath))
     return fail(e);
-  std::vector<float> params;
-  if (Error e = loadWeights(o.weights, exe, params))
+  auto session = Session::create(exe, &exe);
+  if (!session)
+    return fail(session.error());
+  if (Error e = loadWeights(o.weights, **session))
     return fail(e);
-  CompiledTraining compiled{&exe, &exe, info.outputShapes.at("forward_grad")};
-  if (Error e = train(c, compiled, *data, params))
+  if (Error e = train(c, **session, *data))
     return fail(e);
   if (!c.savePath.empty())
     std::printf("checkpoint: %s\n", c.savePath.c_str());
@@ -259,8 +235,7 @@ int main(int argc, char **argv) {
   mallopt(M_TRIM_THRESHOLD, -1);
 
   Options o;
-  TrainConfig &t = o.train;
-  t.gradClip = 0; // as dsv3c on a hub directory: no recipe, no clipping
+  TrainOverrides &t = o.train;
   CLI::App app{"dsv3-run: run an ahead-of-time dsv3c artifact (no LLVM or MLIR needed)"};
   app.add_option("DIR", o.dir, "Artifact directory (dsv3c compile --emit=artifact -o DIR)")
       ->required();
@@ -275,20 +250,20 @@ int main(int argc, char **argv) {
   app.add_option("--corpus", o.corpus, "Training text, byte-level tokens (train)");
   app.add_option("--steps", t.steps, "Optimizer steps");
   app.add_option("--lr", t.lr, "Peak learning rate");
-  app.add_option("--betas", o.betas, "AdamW betas: b1,b2");
+  app.add_option("--betas", t.betas, "AdamW betas: b1,b2");
   app.add_option("--eps", t.eps, "AdamW epsilon");
   app.add_option("--weight-decay", t.weightDecay, "Decoupled weight decay");
   app.add_option("--grad-clip", t.gradClip, "Global gradient-norm clip (0 disables)");
   app.add_option("--warmup-steps", t.warmupSteps, "Linear warm-up steps");
-  app.add_option("--decay-start", o.decayStart, "Cosine decay from this step");
+  app.add_option("--decay-start", t.decayStart, "Cosine decay from this step (-1: constant)");
   app.add_option("--min-lr-ratio", t.minLrRatio, "Final learning rate / peak");
   app.add_option("--bias-update", t.biasUpdateSpeed, "Routing-bias update speed gamma");
   app.add_option("--grad-accum", t.gradAccumulation, "Micro-batches per step");
   app.add_option("--seed", t.seed, "Data sampling seed");
-  app.add_option("--log-json", t.logJsonPath, "JSON-lines metrics");
-  app.add_option("--plot", t.plotPath, "Loss curve SVG");
-  app.add_option("--save", t.savePath, "Write a checkpoint DIR at the end");
-  app.add_option("--resume", t.resumePath, "Continue from a checkpoint DIR");
+  app.add_option("--log-json", o.logJsonPath, "JSON-lines metrics");
+  app.add_option("--plot", o.plotPath, "Loss curve SVG");
+  app.add_option("--save", o.savePath, "Write a checkpoint DIR at the end");
+  app.add_option("--resume", o.resumePath, "Continue from a checkpoint DIR");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError &e) {

@@ -518,3 +518,17 @@ func.func @misspelt() -> (tensor<f32> {dsv3.outptu = "loss"}) {
   %c = arith.constant dense<0.0> : tensor<f32>
   return %c : tensor<f32>
 }
+
+// -----
+
+// expected-error @+1 {{'dsv3.input' of argument 0 must be a non-empty string}}
+func.func @input_name_not_a_string(%x: tensor<f32> {dsv3.input = 3 : i64}) -> tensor<f32> {
+  return %x : tensor<f32>
+}
+
+// -----
+
+// expected-error @+1 {{unknown dsv3 argument attribute 'dsv3.inptu'}}
+func.func @misspelt_input(%x: tensor<f32> {dsv3.inptu = "ids"}) -> tensor<f32> {
+  return %x : tensor<f32>
+}

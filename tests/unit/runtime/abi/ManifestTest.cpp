@@ -12,10 +12,12 @@ Manifest sample() {
   m.layout.totalElements = 10;
   m.layout.slots = {{"embed", 0, {2, 3}, "embedding"}, {"experts.*.w", 6, {2, 2}, "expert"}};
   m.entries = {{"forward",
-                {{"logits", "logits", ""},
-                 {"topk_ids.gate", "expert_ids", ""},
-                 {"grad.embed", "gradient", "embed"}}}};
-  m.extraJson = R"({"out_shapes":[[1,2]]})";
+                {{"input_ids", ElementType::I64, {1, 2}}, {"exp_avg", ElementType::BF16, {10}}},
+                {{"logits", "logits", "", ElementType::F32, {1, 2, 3}},
+                 {"topk_ids.gate", "expert_ids", "", ElementType::I64, {2, 2}},
+                 {"grad.embed", "gradient", "embed", ElementType::F32, {2, 3}},
+                 {"loss", "loss", "", ElementType::F32, {}}}}};
+  m.extraJson = R"({"mode":"eval"})";
   return m;
 }
 
@@ -31,11 +33,12 @@ TEST(Manifest, RoundTrips) {
   EXPECT_EQ(back->layout.slots[0].role, "embedding");
   EXPECT_EQ(back->layout.slots[1].role, "expert");
   ASSERT_EQ(back->entries.size(), 1u);
+  EXPECT_EQ(back->entries[0].inputs, m.entries[0].inputs);
   EXPECT_EQ(back->entries[0].outputs, m.entries[0].outputs);
-  EXPECT_EQ(back->entries[0].outputType(0), ElementType::F32);
+  EXPECT_EQ(back->entries[0].inputs[1].type, ElementType::BF16);
   EXPECT_EQ(back->entries[0].outputType(1), ElementType::I64);
-  EXPECT_EQ(back->entries[0].outputType(2), ElementType::F32);
-  EXPECT_EQ(back->extraJson, R"({"out_shapes":[[1,2]]})");
+  EXPECT_EQ(back->entries[0].outputs[3].shape, std::vector<int64_t>{});
+  EXPECT_EQ(back->extraJson, R"({"mode":"eval"})");
 }
 
 TEST(Manifest, DamagedManifestsAreOneLineErrors) {
@@ -57,13 +60,25 @@ TEST(Manifest, DamagedManifestsAreOneLineErrors) {
        "m.json: manifest: parameter 'b' has no role"},
       {R"({"param_count":4,"params":[{"name":"b","offset":0,"shape":[4],"role":"routing-bias"}],"entries":[]})",
        "m.json: manifest: parameter 'b' has an unknown role 'routing-bias'"},
-      {R"({"param_count":4,"params":[],"entries":[{"name":"f","outputs":[3]}]})",
+      {R"({"param_count":4,"params":[],"entries":[{"name":"f","outputs":[]}]})",
+       "m.json: manifest: an entry point without name, inputs or outputs"},
+      {R"({"param_count":4,"params":[],"entries":[{"name":"f","inputs":[{"name":"ids","type":"i32","shape":[2]}],"outputs":[]}]})",
+       "m.json: manifest: entry point 'f' has an input without a name, a known type (f32, bf16, i64) and a shape"},
+      {R"({"param_count":4,"params":[],"entries":[{"name":"f","inputs":[{"name":"ids","type":"i64"}],"outputs":[]}]})",
+       "m.json: manifest: entry point 'f' has an input without a name, a known type (f32, bf16, i64) and a shape"},
+      {R"({"param_count":4,"params":[],"entries":[{"name":"f","inputs":[],"outputs":[3]}]})",
        "m.json: manifest: entry point 'f' has an output without a name and a role"},
-      {R"({"param_count":4,"params":[],"entries":[{"name":"f","outputs":[{"name":"x"}]}]})",
+      {R"({"param_count":4,"params":[],"entries":[{"name":"f","inputs":[],"outputs":[{"name":"x"}]}]})",
        "m.json: manifest: entry point 'f' has an output without a name and a role"},
-      {R"({"param_count":4,"params":[],"entries":[{"name":"f","outputs":[{"name":"x","role":"grad"}]}]})",
+      {R"({"param_count":4,"params":[],"entries":[{"name":"f","inputs":[],"outputs":[{"name":"x","role":"grad","type":"f32","shape":[]}]}]})",
        "m.json: manifest: output 'x' has the unknown role 'grad'"},
-      {R"({"param_count":4,"params":[],"entries":[{"name":"f","outputs":[{"name":"g","role":"gradient","param":"w"}]}]})",
+      {R"({"param_count":4,"params":[],"entries":[{"name":"f","inputs":[],"outputs":[{"name":"x","role":"loss","shape":[]}]}]})",
+       "m.json: manifest: output 'x' has no known type (f32, bf16, i64) and valid shape"},
+      {R"({"param_count":4,"params":[],"entries":[{"name":"f","inputs":[],"outputs":[{"name":"x","role":"loss","type":"f32","shape":[-2]}]}]})",
+       "m.json: manifest: output 'x' has no known type (f32, bf16, i64) and valid shape"},
+      {R"({"param_count":4,"params":[],"entries":[{"name":"f","inputs":[],"outputs":[{"name":"ids","role":"expert_ids","type":"f32","shape":[2]}]}]})",
+       "m.json: manifest: output 'ids' of role expert_ids cannot be f32"},
+      {R"({"param_count":4,"params":[],"entries":[{"name":"f","inputs":[],"outputs":[{"name":"g","role":"gradient","param":"w","type":"f32","shape":[4]}]}]})",
        "m.json: manifest: output 'g' names the unknown parameter 'w'"},
   };
   for (const Case &c : cases) {

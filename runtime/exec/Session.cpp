@@ -1,0 +1,116 @@
+//===- Session.cpp - the state a program keeps between compiled calls -----===//
+#include "runtime/exec/Session.h"
+
+#include <algorithm>
+#include <cstring>
+
+namespace dsv3::rt {
+
+namespace {
+
+/// The signature adamw_step must have over `n` parameters: params, grads,
+/// two moments of one type and the hyper-parameters in; parameters and
+/// moments out.
+Expected<ElementType> checkAdamW(const EntryPoint &e, int64_t n) {
+  auto mismatch = [&](const std::string &what) {
+    return Error::failure("adamw_step does not fit this model: " + what);
+  };
+  if (e.inputs.size() != 5 || e.outputs.size() != 3)
+    return mismatch("it takes " + std::to_string(e.inputs.size()) + " inputs and returns " +
+                    std::to_string(e.outputs.size()) + " results, not 5 and 3");
+  std::vector<int64_t> vec{n};
+  ElementType moment = e.inputs[2].type;
+  for (size_t i : {0, 1, 2, 3})
+    if (e.inputs[i].shape != vec)
+      return mismatch("input '" + e.inputs[i].name + "' is " + shapeString(e.inputs[i].shape) +
+                      " for " + std::to_string(n) + " parameters");
+  if (e.inputs[0].type != ElementType::F32 || e.inputs[1].type != ElementType::F32 ||
+      e.inputs[3].type != moment || moment == ElementType::I64 ||
+      e.outputs[1].type != moment || e.outputs[2].type != moment)
+    return mismatch("its element types disagree");
+  if (e.inputs[4].shape != std::vector<int64_t>{kNumAdamWHyper})
+    return mismatch("it reads " + shapeString(e.inputs[4].shape) + " hyper-parameters, not [" +
+                    std::to_string(kNumAdamWHyper) + "]");
+  return moment;
+}
+
+} // namespace
+
+Expected<std::unique_ptr<Session>> Session::create(const Executable &model,
+                                                   const Executable *optimizer) {
+  ElementType momentType = ElementType::F32;
+  if (optimizer) {
+    const EntryPoint *step = optimizer->entry("adamw_step");
+    if (!step)
+      return Error::failure("the optimizer executable has no adamw_step");
+    // The buffer holds at least one element (MLIR needs a non-empty memref).
+    auto type = checkAdamW(*step, std::max<int64_t>(model.layout().totalElements, 1));
+    if (!type)
+      return type.takeError();
+    momentType = *type;
+  }
+  return std::unique_ptr<Session>(new Session(model, optimizer, momentType));
+}
+
+Session::Session(const Executable &model, const Executable *optimizer, ElementType momentType)
+    : model(model), optimizer(optimizer),
+      params(std::max<int64_t>(model.layout().totalElements, 1), 0.f) {
+  if (!optimizer)
+    return;
+  size_t bytes = params.size() * rt::elementSize(momentType);
+  nextParams.assign(params.size(), 0.f);
+  for (MomentState *s : {&current, &next}) {
+    s->type = momentType;
+    s->m.assign(bytes, 0);
+    s->v.assign(bytes, 0);
+  }
+}
+
+OutputBuffers &Session::outputs(const std::string &entry) {
+  std::unique_ptr<OutputBuffers> &buffers = results[entry];
+  if (!buffers) {
+    static const EntryPoint none;
+    const EntryPoint *e = model.entry(entry);
+    buffers = std::make_unique<OutputBuffers>(e ? *e : none);
+  }
+  return *buffers;
+}
+
+Error Session::run(const std::string &entry, const std::vector<BufferArg> &inputs) {
+  if (!model.entry(entry))
+    return Error::failure("no entry point '" + entry + "'");
+  return model.call(entry, params.data(), inputs, outputs(entry).args);
+}
+
+Error Session::optimizerStep(const std::vector<float> &grads, const float *hyper) {
+  if (!optimizer)
+    return Error::failure("this session has no optimizer step");
+  int64_t n = static_cast<int64_t>(params.size());
+  if (grads.size() != params.size() || current.m.size() != params.size() * current.elementSize())
+    return Error::failure("optimizer step: " + std::to_string(grads.size()) +
+                          " gradients and " + std::to_string(params.size()) +
+                          " parameters for moments of " +
+                          std::to_string(current.m.size() / current.elementSize()));
+  nextParams.resize(params.size());
+  if (Error e = optimizer->call(
+          "adamw_step", params.data(),
+          {{params.data(), {n}},
+           {const_cast<float *>(grads.data()), {n}},
+           {current.m.data(), {n}},
+           {current.v.data(), {n}},
+           {const_cast<float *>(hyper), {kNumAdamWHyper}}},
+          {{nextParams.data(), {n}}, {next.m.data(), {n}}, {next.v.data(), {n}}}))
+    return e;
+  size_t es = current.elementSize();
+  for (const ParamSlot &s : layout().slots)
+    if (s.role == "routing_bias") {
+      std::copy_n(params.begin() + s.offset, s.numElements(), nextParams.begin() + s.offset);
+      std::memset(next.m.data() + s.offset * es, 0, s.numElements() * es);
+      std::memset(next.v.data() + s.offset * es, 0, s.numElements() * es);
+    }
+  params.swap(nextParams);
+  std::swap(current, next);
+  return Error::success();
+}
+
+} // namespace dsv3::rt

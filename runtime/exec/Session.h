@@ -1,0 +1,72 @@
+//===- Session.h - the state a program keeps between compiled calls -*- C++ -*-===//
+//
+// Part of the execution layer (no LLVM). A session owns what lives across
+// calls of compiled code: the flat parameter buffer, the optimizer state
+// (AdamW moments, double-buffered so that a step writes the next state
+// while reading the current one) and, for each entry point, its output
+// buffers, allocated once from the entry's signature and overwritten by
+// every call. Decode steps will add their KV-cache state here. Executables
+// are borrowed: they must outlive the session.
+//
+//===----------------------------------------------------------------------===//
+#ifndef DSV3_RUNTIME_EXEC_SESSION_H
+#define DSV3_RUNTIME_EXEC_SESSION_H
+
+#include "runtime/exec/Executable.h"
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace dsv3::rt {
+
+/// AdamW's first and second moments, one element per parameter, stored as
+/// the compiled step's signature says (f32, or bf16 as raw bits).
+struct MomentState {
+  ElementType type = ElementType::F32;
+  std::vector<uint8_t> m, v;
+  size_t elementSize() const { return rt::elementSize(type); }
+};
+
+class Session {
+public:
+  /// A session over `model` (its forward or forward_grad) and, when
+  /// training, `optimizer` (an executable with adamw_step over the same
+  /// parameter count; it may be `model` itself). Parameters start at zero.
+  static Expected<std::unique_ptr<Session>> create(const Executable &model,
+                                                   const Executable *optimizer = nullptr);
+
+  const ParamLayout &layout() const { return model.layout(); }
+  const Executable &executable() const { return model; }
+  /// The flat parameter buffer (layout().totalElements floats).
+  std::vector<float> &parameters() { return params; }
+
+  /// Calls `entry` with the parameters and `inputs`; its results stay in
+  /// outputs(entry) until the entry runs again.
+  Error run(const std::string &entry, const std::vector<BufferArg> &inputs);
+  /// The output buffers of `entry` (allocated on first use).
+  OutputBuffers &outputs(const std::string &entry);
+
+  bool trains() const { return optimizer != nullptr; }
+  MomentState &moments() { return current; }
+
+  /// One compiled AdamW step on `grads` (one per parameter) with the
+  /// hyper-parameters `hyper` (AdamWHyper slots). Parameters with the role
+  /// routing_bias keep their values and zero moments: they follow the
+  /// load-balancing rule, not the gradient.
+  Error optimizerStep(const std::vector<float> &grads, const float *hyper);
+
+private:
+  Session(const Executable &model, const Executable *optimizer, ElementType momentType);
+
+  const Executable &model;
+  const Executable *optimizer;
+  std::vector<float> params, nextParams;
+  MomentState current, next;
+  std::map<std::string, std::unique_ptr<OutputBuffers>> results;
+};
+
+} // namespace dsv3::rt
+
+#endif // DSV3_RUNTIME_EXEC_SESSION_H
