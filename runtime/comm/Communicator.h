@@ -1,0 +1,100 @@
+//===- Communicator.h - collectives and messages between ranks --*- C++ -*-===//
+//
+// The runtime's view of a distributed engine: the ranks of one job and the
+// operations compiled code and the trainer need between them (all-reduce,
+// all-gather, reduce-scatter, all-to-all with variable counts, send and
+// receive). Every operation starts nonblocking and returns a Request to
+// wait on, so that compiled code can move the start and the wait apart and
+// compute in between. Backends: one process (size 1, what runs without a
+// launcher) and MPI (runtime/comm/Mpi.h); a NCCL backend implements the
+// same interface later. Part of the runtime core: no LLVM.
+//
+//===----------------------------------------------------------------------===//
+#ifndef DSV3_RUNTIME_COMM_COMMUNICATOR_H
+#define DSV3_RUNTIME_COMM_COMMUNICATOR_H
+
+#include "runtime/abi/Abi.h"
+#include "runtime/support/Error.h"
+
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace dsv3::rt {
+
+/// A started operation. Its buffers belong to the caller and must stay
+/// alive and untouched until wait() returned.
+class Request {
+public:
+  virtual ~Request() = default;
+  /// Blocks until the operation completed on this rank.
+  virtual Error wait() = 0;
+};
+using RequestPtr = std::unique_ptr<Request>;
+
+/// What a rank moved and how long it waited, since the last reset: the
+/// all-to-all volume is what expert parallelism costs.
+struct CommStats {
+  int64_t bytesSent = 0;     ///< to other ranks (all-to-all, send)
+  int64_t bytesReceived = 0; ///< from other ranks (all-to-all, recv)
+  double waitSeconds = 0;    ///< inside Request::wait
+};
+
+class Communicator {
+public:
+  virtual ~Communicator() = default;
+  virtual int rank() const = 0;
+  virtual int size() const = 0;
+  /// "single-process" or "mpi", for messages and metrics.
+  virtual std::string backend() const = 0;
+
+  /// Sums `count` elements of `data` over all ranks, in place.
+  virtual Expected<RequestPtr> allReduceSum(ElementType type, void *data, int64_t count) = 0;
+  /// Rank r's `count` elements land at recv[r * count].
+  virtual Expected<RequestPtr> allGather(ElementType type, const void *send, void *recv,
+                                         int64_t count) = 0;
+  /// Sums `send` ([size * count]) over ranks; rank r keeps block r in
+  /// `recv` ([count]).
+  virtual Expected<RequestPtr> reduceScatterSum(ElementType type, const void *send, void *recv,
+                                                int64_t count) = 0;
+  /// Sends sendCounts[p] elements starting at element sendOffsets[p] to
+  /// each rank p, and receives recvCounts[p] elements from rank p at
+  /// element recvOffsets[p]. The count vectors are copied.
+  virtual Expected<RequestPtr> allToAllV(ElementType type, const void *send,
+                                         const std::vector<int64_t> &sendCounts,
+                                         const std::vector<int64_t> &sendOffsets, void *recv,
+                                         const std::vector<int64_t> &recvCounts,
+                                         const std::vector<int64_t> &recvOffsets) = 0;
+  virtual Expected<RequestPtr> send(ElementType type, const void *data, int64_t count, int peer,
+                                    int tag) = 0;
+  virtual Expected<RequestPtr> recv(ElementType type, void *data, int64_t count, int peer,
+                                    int tag) = 0;
+
+  /// Ends the job on every rank with `message` (prefixed by this rank) on
+  /// stderr: a rank that cannot go on must not leave its peers waiting.
+  [[noreturn]] virtual void abort(const std::string &message) = 0;
+
+  CommStats &stats() { return stats_; }
+
+  /// Starts `op` and waits for it: the blocking form.
+  static Error complete(Expected<RequestPtr> op);
+
+protected:
+  /// Checks the arguments every backend shares; the error names `op`.
+  Error checkAllToAll(const std::vector<int64_t> &sendCounts,
+                      const std::vector<int64_t> &sendOffsets,
+                      const std::vector<int64_t> &recvCounts,
+                      const std::vector<int64_t> &recvOffsets) const;
+  CommStats stats_;
+};
+
+/// The communicator of a job of one process: collectives copy or do
+/// nothing; messages have no peer.
+std::unique_ptr<Communicator> singleProcessCommunicator();
+
+/// A request that is already complete.
+RequestPtr completedRequest();
+
+} // namespace dsv3::rt
+
+#endif // DSV3_RUNTIME_COMM_COMMUNICATOR_H

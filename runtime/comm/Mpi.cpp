@@ -1,0 +1,230 @@
+//===- Mpi.cpp - the MPI backend of the communicator ----------------------===//
+#include "runtime/comm/Mpi.h"
+
+#include <chrono>
+#include <climits>
+#include <cstdio>
+#include <cstdlib>
+
+#ifdef DSV3_HAVE_MPI
+#include <mpi.h>
+#endif
+
+namespace dsv3::rt {
+
+bool launchedByMpi() {
+  for (const char *var : {"OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_RANK"})
+    if (std::getenv(var))
+      return true;
+  return false;
+}
+
+Expected<std::unique_ptr<Communicator>> worldCommunicator(int &argc, char **&argv) {
+  if (!launchedByMpi())
+    return singleProcessCommunicator();
+  return mpiCommunicator(argc, argv);
+}
+
+#ifndef DSV3_HAVE_MPI
+
+bool mpiAvailable() { return false; }
+
+Expected<std::unique_ptr<Communicator>> mpiCommunicator(int &, char **&) {
+  return Error::failure("this build has no MPI support (install libopenmpi-dev and reconfigure)");
+}
+
+#else
+
+bool mpiAvailable() { return true; }
+
+namespace {
+
+Error mpiError(const char *op, int code) {
+  char text[MPI_MAX_ERROR_STRING];
+  int length = 0;
+  MPI_Error_string(code, text, &length);
+  return Error::failure(std::string(op) + ": " + std::string(text, length));
+}
+
+MPI_Datatype datatype(ElementType type) {
+  switch (type) {
+  case ElementType::F32:
+    return MPI_FLOAT;
+  case ElementType::I64:
+    return MPI_INT64_T;
+  case ElementType::BF16:
+    return MPI_UINT16_T;
+  }
+  return MPI_DATATYPE_NULL;
+}
+
+/// MPI counts are int: larger exchanges are refused instead of truncated.
+bool fitsInt(int64_t v) { return v >= 0 && v <= INT_MAX; }
+
+class MpiRequest : public Request {
+public:
+  MpiRequest(CommStats &stats, const char *op) : stats(stats), op(op) {}
+  MPI_Request request = MPI_REQUEST_NULL;
+  std::vector<int> counts[4]; // all-to-all: kept alive until completion
+
+  Error wait() override {
+    auto start = std::chrono::steady_clock::now();
+    int code = MPI_Wait(&request, MPI_STATUS_IGNORE);
+    stats.waitSeconds +=
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    if (code != MPI_SUCCESS)
+      return mpiError(op, code);
+    return Error::success();
+  }
+
+private:
+  CommStats &stats;
+  const char *op;
+};
+
+class MpiWorld : public Communicator {
+public:
+  MpiWorld() {
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
+    MPI_Comm_size(MPI_COMM_WORLD, &size_);
+  }
+  int rank() const override { return rank_; }
+  int size() const override { return size_; }
+  std::string backend() const override { return "mpi"; }
+
+  Expected<RequestPtr> allReduceSum(ElementType type, void *data, int64_t count) override {
+    if (type == ElementType::BF16)
+      return Error::failure("all-reduce: sums over ranks are f32 or i64, not bf16");
+    if (!fitsInt(count))
+      return Error::failure("all-reduce: invalid element count " + std::to_string(count));
+    auto r = std::make_unique<MpiRequest>(stats_, "all-reduce");
+    int code = MPI_Iallreduce(MPI_IN_PLACE, data, static_cast<int>(count), datatype(type),
+                              MPI_SUM, MPI_COMM_WORLD, &r->request);
+    return started(std::move(r), code);
+  }
+
+  Expected<RequestPtr> allGather(ElementType type, const void *send, void *recv,
+                                 int64_t count) override {
+    if (!fitsInt(count))
+      return Error::failure("all-gather: invalid element count " + std::to_string(count));
+    auto r = std::make_unique<MpiRequest>(stats_, "all-gather");
+    int code = MPI_Iallgather(send, static_cast<int>(count), datatype(type), recv,
+                              static_cast<int>(count), datatype(type), MPI_COMM_WORLD,
+                              &r->request);
+    return started(std::move(r), code);
+  }
+
+  Expected<RequestPtr> reduceScatterSum(ElementType type, const void *send, void *recv,
+                                        int64_t count) override {
+    if (type == ElementType::BF16)
+      return Error::failure("reduce-scatter: sums over ranks are f32 or i64, not bf16");
+    if (!fitsInt(count))
+      return Error::failure("reduce-scatter: invalid element count " + std::to_string(count));
+    auto r = std::make_unique<MpiRequest>(stats_, "reduce-scatter");
+    int code = MPI_Ireduce_scatter_block(send, recv, static_cast<int>(count), datatype(type),
+                                         MPI_SUM, MPI_COMM_WORLD, &r->request);
+    return started(std::move(r), code);
+  }
+
+  Expected<RequestPtr> allToAllV(ElementType type, const void *send,
+                                 const std::vector<int64_t> &sendCounts,
+                                 const std::vector<int64_t> &sendOffsets, void *recv,
+                                 const std::vector<int64_t> &recvCounts,
+                                 const std::vector<int64_t> &recvOffsets) override {
+    if (Error e = checkAllToAll(sendCounts, sendOffsets, recvCounts, recvOffsets))
+      return e;
+    auto r = std::make_unique<MpiRequest>(stats_, "all-to-all");
+    const std::vector<int64_t> *from[4] = {&sendCounts, &sendOffsets, &recvCounts, &recvOffsets};
+    for (int k = 0; k < 4; ++k)
+      for (int64_t v : *from[k]) {
+        if (!fitsInt(v))
+          return Error::failure("all-to-all: a count or offset exceeds MPI's int range");
+        r->counts[k].push_back(static_cast<int>(v));
+      }
+    size_t es = elementSize(type);
+    for (int p = 0; p < size_; ++p)
+      if (p != rank_) {
+        stats_.bytesSent += sendCounts[p] * es;
+        stats_.bytesReceived += recvCounts[p] * es;
+      }
+    int code = MPI_Ialltoallv(send, r->counts[0].data(), r->counts[1].data(), datatype(type),
+                              recv, r->counts[2].data(), r->counts[3].data(), datatype(type),
+                              MPI_COMM_WORLD, &r->request);
+    return started(std::move(r), code);
+  }
+
+  Expected<RequestPtr> send(ElementType type, const void *data, int64_t count, int peer,
+                            int tag) override {
+    if (Error e = checkMessage("send to", count, peer, tag))
+      return e;
+    auto r = std::make_unique<MpiRequest>(stats_, "send");
+    stats_.bytesSent += count * elementSize(type);
+    int code = MPI_Isend(data, static_cast<int>(count), datatype(type), peer, tag,
+                         MPI_COMM_WORLD, &r->request);
+    return started(std::move(r), code);
+  }
+
+  Expected<RequestPtr> recv(ElementType type, void *data, int64_t count, int peer,
+                            int tag) override {
+    if (Error e = checkMessage("receive from", count, peer, tag))
+      return e;
+    auto r = std::make_unique<MpiRequest>(stats_, "receive");
+    stats_.bytesReceived += count * elementSize(type);
+    int code = MPI_Irecv(data, static_cast<int>(count), datatype(type), peer, tag,
+                         MPI_COMM_WORLD, &r->request);
+    return started(std::move(r), code);
+  }
+
+  [[noreturn]] void abort(const std::string &message) override {
+    std::fprintf(stderr, "rank %d: %s\n", rank_, message.c_str());
+    std::fflush(stderr);
+    MPI_Abort(MPI_COMM_WORLD, 1);
+    std::exit(1);
+  }
+
+private:
+  Expected<RequestPtr> started(std::unique_ptr<MpiRequest> r, int code) {
+    if (code != MPI_SUCCESS)
+      return mpiError(r ? "start" : "", code);
+    return RequestPtr(std::move(r));
+  }
+  Error checkMessage(const char *what, int64_t count, int peer, int tag) const {
+    if (peer < 0 || peer >= size_ || peer == rank_)
+      return Error::failure(std::string(what) + " rank " + std::to_string(peer) + ": not a peer of rank " +
+                            std::to_string(rank_) + " in a job of " + std::to_string(size_));
+    if (!fitsInt(count) || tag < 0)
+      return Error::failure(std::string(what) + " rank " + std::to_string(peer) +
+                            ": invalid count or tag");
+    return Error::success();
+  }
+  int rank_ = 0, size_ = 1;
+};
+
+/// MPI_Finalize at exit, once the program's objects are gone.
+void finalize() {
+  int finalized = 0;
+  MPI_Finalized(&finalized);
+  if (!finalized)
+    MPI_Finalize();
+}
+
+} // namespace
+
+Expected<std::unique_ptr<Communicator>> mpiCommunicator(int &argc, char **&argv) {
+  int initialized = 0;
+  MPI_Initialized(&initialized);
+  if (!initialized) {
+    // Only the main thread calls MPI; kernels run on TBB workers.
+    int provided = 0;
+    if (int code = MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);
+        code != MPI_SUCCESS)
+      return mpiError("MPI_Init_thread", code);
+    MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+    std::atexit(finalize);
+  }
+  return std::unique_ptr<Communicator>(new MpiWorld());
+}
+
+#endif // DSV3_HAVE_MPI
+
+} // namespace dsv3::rt
