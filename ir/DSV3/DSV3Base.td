@@ -27,6 +27,7 @@ def DSV3_Dialect : Dialect {
                            "::mlir::arith::ArithDialect"];
   let usePropertiesForAttributes = 1;
   let useDefaultAttributePrinterParser = 1;
+  let useDefaultTypePrinterParser = 1;
   // Entry-point argument (dsv3.input) and result attributes (dsv3.output,
   // dsv3.output_role, dsv3.output_param) are checked where they are
   // attached.

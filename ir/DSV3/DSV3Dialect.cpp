@@ -21,6 +21,9 @@ using namespace dsv3;
 #define GET_ATTRDEF_CLASSES
 #include "ir/DSV3/DSV3Attrs.cpp.inc"
 
+#define GET_TYPEDEF_CLASSES
+#include "ir/DSV3/DSV3Types.cpp.inc"
+
 void DSV3Dialect::initialize() {
   addOperations<
 #define GET_OP_LIST
@@ -29,6 +32,10 @@ void DSV3Dialect::initialize() {
   addAttributes<
 #define GET_ATTRDEF_LIST
 #include "ir/DSV3/DSV3Attrs.cpp.inc"
+      >();
+  addTypes<
+#define GET_TYPEDEF_LIST
+#include "ir/DSV3/DSV3Types.cpp.inc"
       >();
 }
 

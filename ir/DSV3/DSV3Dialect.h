@@ -24,6 +24,9 @@
 #define GET_ATTRDEF_CLASSES
 #include "ir/DSV3/DSV3Attrs.h.inc"
 
+#define GET_TYPEDEF_CLASSES
+#include "ir/DSV3/DSV3Types.h.inc"
+
 #define GET_OP_CLASSES
 #include "ir/DSV3/DSV3Ops.h.inc"
 

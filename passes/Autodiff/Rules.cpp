@@ -256,15 +256,6 @@ LogicalResult embeddingGradient(EmbeddingOp e, OpBuilder &b,
   return success();
 }
 
-/// The model of an op whose rule is `Fn`.
-template <typename OpT, LogicalResult (*Fn)(OpT, OpBuilder &, GradientSweep &)>
-struct Rule : DifferentiableOpInterface::ExternalModel<Rule<OpT, Fn>, OpT> {
-  LogicalResult emitGradient(Operation *op, OpBuilder &b,
-                             GradientSweep &sweep) const {
-    return Fn(cast<OpT>(op), b, sweep);
-  }
-};
-
 /// Ops that start a gradient path (parameters, constants, empty tensors):
 /// nothing flows further back.
 template <typename OpT>
@@ -278,6 +269,7 @@ struct NoGradient
 } // namespace
 
 void registerGradientRules(DialectRegistry &registry) {
+  registerCommGradientRules(registry);
   registry.addExtension(+[](MLIRContext *ctx, DSV3Dialect *) {
     ParamOp::attachInterface<NoGradient<ParamOp>>(*ctx);
     PositionsOp::attachInterface<NoGradient<PositionsOp>>(*ctx);

@@ -97,3 +97,26 @@ func.func @forward(%lab: tensor<1x2xi64>) -> (tensor<f32> {dsv3.output = "l"}) {
   %l = dsv3.moe_balance_loss %lg, %ids {alpha = 0.1 : f64} : (tensor<1x2x2xf32>, tensor<2x1xi64>) -> tensor<f32>
   return %l : tensor<f32>
 }
+
+// -----
+
+// Communication: all-gather's backward is a reduce-scatter, all-to-all's
+// the reverse exchange (counts swapped, back into the sent shape), and
+// all-reduce its own.
+// CHECK-LABEL: func.func @forward_grad
+// CHECK-SAME: (%[[LAB:.*]]: tensor<1x8xi64>, %[[SC:.*]]: tensor<2xi64>, %[[RC:.*]]: tensor<2xi64>)
+// CHECK: %[[G1:.*]] = dsv3.cross_entropy_grad
+// CHECK: %[[G2:.*]] = dsv3.all_to_all %[[G1C:.*]], %[[RC]], %[[SC]] {ranks = 2 : i64} : (tensor<8x4xf32>, tensor<2xi64>, tensor<2xi64>) -> tensor<6x4xf32>
+// CHECK: %[[G3:.*]] = dsv3.reduce_scatter %[[G2]] {ranks = 2 : i64} : tensor<6x4xf32> -> tensor<3x4xf32>
+// CHECK: %[[G4:.*]] = dsv3.all_reduce %[[G3]] {ranks = 2 : i64} : tensor<3x4xf32> -> tensor<3x4xf32>
+// CHECK: return {{.*}}, %[[G4]]
+func.func @forward(%lab: tensor<1x8xi64>, %sc: tensor<2xi64>, %rc: tensor<2xi64>) -> (tensor<f32> {dsv3.output = "l"}) {
+  %w = dsv3.param "w" : tensor<3x4xf32>
+  %r = dsv3.all_reduce %w {ranks = 2 : i64} : tensor<3x4xf32> -> tensor<3x4xf32>
+  %g = dsv3.all_gather %r {ranks = 2 : i64} : tensor<3x4xf32> -> tensor<6x4xf32>
+  %x = dsv3.all_to_all %g, %sc, %rc {ranks = 2 : i64}
+      : (tensor<6x4xf32>, tensor<2xi64>, tensor<2xi64>) -> tensor<8x4xf32>
+  %y = tensor.expand_shape %x [[0, 1], [2]] output_shape [1, 8, 4] : tensor<8x4xf32> into tensor<1x8x4xf32>
+  %l = dsv3.cross_entropy %y, %lab : (tensor<1x8x4xf32>, tensor<1x8xi64>) -> tensor<f32>
+  return %l : tensor<f32>
+}
