@@ -91,6 +91,15 @@ void readTrain(FieldReader r, TrainSettings &t) {
   r.rejectUnknownKeys();
 }
 
+void readParallel(FieldReader r, ParallelSettings &p) {
+  r.integer("data", p.data, 1, kMaxSize);
+  r.integer("expert", p.expert, 1, kMaxSize);
+  r.integer("pipeline", p.pipeline, 1, kMaxSize);
+  r.integer("ranks_per_node", p.ranksPerNode, 0, kMaxSize);
+  r.integer("max_nodes_per_token", p.maxNodesPerToken, 0, kMaxSize);
+  r.rejectUnknownKeys();
+}
+
 void readFP8(FieldReader r, FP8Settings &f) {
   r.boolean("enabled", f.enabled);
   if (std::optional<std::string> format = r.string("format", {"e4m3", "e5m2"}))
@@ -121,6 +130,7 @@ Expected<ModelDescription> loadToml(StringRef path) {
   const json::Object *init = r.object("init");
   const json::Object *train = r.object("train");
   const json::Object *fp8 = r.object("fp8");
+  const json::Object *parallel = r.object("parallel");
   r.rejectUnknownKeys();
   std::optional<std::string> configPath, weights;
   const json::Object *architecture = nullptr;
@@ -142,6 +152,8 @@ Expected<ModelDescription> loadToml(StringRef path) {
     readTrain(r.nested("train", *train), d.train);
   if (fp8)
     readFP8(r.nested("fp8", *fp8), d.fp8);
+  if (parallel)
+    readParallel(r.nested("parallel", *parallel), d.parallel);
   if (Error err = r.takeError())
     return std::move(err);
 
@@ -176,6 +188,8 @@ Expected<ModelDescription> loadToml(StringRef path) {
         path, formatv("key 'train.seq_len' ({0}) exceeds the model's "
                       "max_position_embeddings ({1})",
                       d.train.seqLen, d.config.maxPositionEmbeddings));
+  if (Error e = checkParallelPlan(d.config, d.parallel, path))
+    return std::move(e);
   return std::move(d);
 }
 
@@ -195,6 +209,24 @@ Expected<ModelDescription> loadDirectory(StringRef dir) {
 }
 
 } // namespace
+
+Error checkParallelPlan(const ModelConfig &c, const ParallelSettings &p, StringRef source) {
+  if (p.expert > 1 && (c.nRoutedExperts == 0 || c.nRoutedExperts % p.expert != 0))
+    return makeFileError(source, formatv("expert parallelism {0} does not divide the model's "
+                                         "{1} routed experts",
+                                         p.expert, c.nRoutedExperts));
+  if (p.pipeline > c.numHiddenLayers)
+    return makeFileError(source, formatv("pipeline parallelism {0} exceeds the model's {1} "
+                                         "layers",
+                                         p.pipeline, c.numHiddenLayers));
+  if (p.ranksPerNode > 0 && p.ranks() % p.ranksPerNode != 0)
+    return makeFileError(source, formatv("{0} ranks do not fill nodes of {1} ranks",
+                                         p.ranks(), p.ranksPerNode));
+  if (p.maxNodesPerToken > 0 && p.ranksPerNode == 0)
+    return makeFileError(source, "node-limited routing (max_nodes_per_token) needs "
+                                 "ranks_per_node");
+  return Error::success();
+}
 
 Expected<ModelDescription> loadModelDescription(StringRef path) {
   sys::fs::file_status status;

@@ -30,6 +30,13 @@
 //   power_of_two_scales = false
 //   cache_activations = "fp32"   # or "fp8"
 //
+//   [parallel]    # optional: how ranks split the work (mpirun -np R with
+//   data = 1      #   R = data * expert * pipeline)
+//   expert = 1    # experts per rank: n_routed_experts / expert
+//   pipeline = 1
+//   ranks_per_node = 0        # 0: every rank on one node
+//   max_nodes_per_token = 0   # node-limited routing (DeepSeek-V3: 4); 0: off
+//
 // Exactly one of model.config and [model.architecture]; exactly one of
 // model.weights and [init]. Unknown tables and keys are errors.
 //
@@ -67,6 +74,21 @@ struct FP8Settings {
   std::string cacheActivations = "fp32";
 };
 
+/// [parallel]: the parallel plan. Launch-time checks (the world size, the
+/// batch split) happen where the ranks are known.
+struct ParallelSettings {
+  int64_t data = 1, expert = 1, pipeline = 1;
+  int64_t ranksPerNode = 0;     // 0: all ranks share one node
+  int64_t maxNodesPerToken = 0; // 0: routing is not node-limited
+  int64_t ranks() const { return data * expert * pipeline; }
+};
+
+/// Fails (naming `source`) when `plan` does not divide `config`: the routed
+/// experts over the expert ranks, the layers over the pipeline stages, the
+/// ranks over nodes.
+llvm::Error checkParallelPlan(const ModelConfig &config, const ParallelSettings &plan,
+                              llvm::StringRef source);
+
 struct ModelDescription {
   std::string path; // the .toml or directory given
   ModelConfig config;
@@ -78,6 +100,7 @@ struct ModelDescription {
   bool hasRecipe = false;
   TrainSettings train;
   FP8Settings fp8;
+  ParallelSettings parallel;
 };
 
 /// MODEL is a directory holding config.json (+ weights) or a .toml description.

@@ -243,6 +243,16 @@ TEST(ModelDescription, RejectsMistakes) {
        "key 'model.weights' names " + f.tmp.path("nope.safetensors") +
            ", which does not exist"},
       {arch, "key 'hidden_size' must be a positive integer"},
+      {std::string(kHeader) + "[parallel]\nexpert = 3\n",
+       "expert parallelism 3 does not divide the model's 16 routed experts"},
+      {std::string(kHeader) + "[parallel]\npipeline = 9\n",
+       "pipeline parallelism 9 exceeds the model's 3 layers"},
+      {std::string(kHeader) + "[parallel]\ndata = 3\nranks_per_node = 2\n",
+       "3 ranks do not fill nodes of 2 ranks"},
+      {std::string(kHeader) + "[parallel]\nexpert = 2\nmax_nodes_per_token = 1\n",
+       "node-limited routing (max_nodes_per_token) needs ranks_per_node"},
+      {std::string(kHeader) + "[parallel]\ndata = 0\n", "key 'parallel.data'"},
+      {std::string(kHeader) + "[parallel]\nexperts = 2\n", "key 'parallel.experts' is unknown"},
   };
   for (const auto &[text, expected] : cases) {
     std::string message = f.load(text);
@@ -259,6 +269,26 @@ TEST(ModelDescription, RejectsMistakes) {
       f.load("[model]\nconfig = \"bad.json\"\nweights = \"w.safetensors\"\n")
           .rfind(badConfig + ": invalid JSON", 0),
       0u);
+}
+
+TEST(ModelDescription, ReadsTheParallelPlan) {
+  Fixture f;
+  ASSERT_FALSE(llvm::sys::fs::copy_file(sourcePath("models/tiny/config.json"),
+                                        f.tmp.path("config.json")));
+  auto d = loadModelDescription(
+      f.write(std::string(kHeader) + "[parallel]\ndata = 2\nexpert = 4\nranks_per_node = 4\n"
+                                     "max_nodes_per_token = 1\n"));
+  ASSERT_TRUE(static_cast<bool>(d)) << llvm::toString(d.takeError());
+  EXPECT_EQ(d->parallel.data, 2);
+  EXPECT_EQ(d->parallel.expert, 4);
+  EXPECT_EQ(d->parallel.pipeline, 1);
+  EXPECT_EQ(d->parallel.ranks(), 8);
+  EXPECT_EQ(d->parallel.ranksPerNode, 4);
+  EXPECT_EQ(d->parallel.maxNodesPerToken, 1);
+  // Without [parallel]: one rank.
+  auto plain = loadModelDescription(f.write(kHeader));
+  ASSERT_TRUE(static_cast<bool>(plain)) << llvm::toString(plain.takeError());
+  EXPECT_EQ(plain->parallel.ranks(), 1);
 }
 
 TEST(ModelDescription, TomlSyntaxErrorNamesLine) {
