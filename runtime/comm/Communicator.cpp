@@ -21,7 +21,7 @@ public:
   std::string backend() const override { return "single-process"; }
 
   Expected<RequestPtr> allReduceSum(ElementType type, void *, int64_t count) override {
-    if (Error e = checkReducible(type, count))
+    if (Error e = checkElements("", type, count, /*sums=*/true))
       return e;
     return completedRequest();
   }
@@ -31,7 +31,7 @@ public:
   }
   Expected<RequestPtr> reduceScatterSum(ElementType type, const void *send, void *recv,
                                         int64_t count) override {
-    if (Error e = checkReducible(type, count))
+    if (Error e = checkElements("", type, count, /*sums=*/true))
       return e;
     return copy(type, send, recv, count);
   }
@@ -63,16 +63,9 @@ public:
   }
 
 private:
-  static Error checkReducible(ElementType type, int64_t count) {
-    if (type == ElementType::BF16)
-      return Error::failure("sums over ranks are f32 or i64, not bf16");
-    if (count < 0)
-      return Error::failure("negative element count " + std::to_string(count));
-    return Error::success();
-  }
   static Expected<RequestPtr> copy(ElementType type, const void *send, void *recv, int64_t count) {
-    if (count < 0)
-      return Error::failure("negative element count " + std::to_string(count));
+    if (Error e = checkElements("", type, count, /*sums=*/false))
+      return e;
     if (send != recv)
       std::memmove(recv, send, count * elementSize(type));
     return completedRequest();
@@ -87,6 +80,16 @@ Error Communicator::complete(Expected<RequestPtr> op) {
   if (!op)
     return op.takeError();
   return (*op)->wait();
+}
+
+Error Communicator::checkElements(const std::string &op, ElementType type, int64_t count,
+                                  bool sums) {
+  std::string prefix = op.empty() ? "" : op + ": ";
+  if (sums && type == ElementType::BF16)
+    return Error::failure(prefix + "sums over ranks are f32 or i64, not bf16");
+  if (count < 0)
+    return Error::failure(prefix + "negative element count " + std::to_string(count));
+  return Error::success();
 }
 
 Error Communicator::checkAllToAll(const std::vector<int64_t> &sendCounts,

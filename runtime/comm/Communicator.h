@@ -80,6 +80,9 @@ public:
   static Error complete(Expected<RequestPtr> op);
 
 protected:
+  /// Checks a count, and for sums the element type (f32 or i64); the error
+  /// starts with "`op`: " when `op` is not empty.
+  static Error checkElements(const std::string &op, ElementType type, int64_t count, bool sums);
   /// Checks the arguments every backend shares; the error names `op`.
   Error checkAllToAll(const std::vector<int64_t> &sendCounts,
                       const std::vector<int64_t> &sendOffsets,

@@ -64,6 +64,7 @@ bool fitsInt(int64_t v) { return v >= 0 && v <= INT_MAX; }
 class MpiRequest : public Request {
 public:
   MpiRequest(CommStats &stats, const char *op) : stats(stats), op(op) {}
+  const char *name() const { return op; }
   MPI_Request request = MPI_REQUEST_NULL;
   std::vector<int> counts[4]; // all-to-all: kept alive until completion
 
@@ -93,10 +94,8 @@ public:
   std::string backend() const override { return "mpi"; }
 
   Expected<RequestPtr> allReduceSum(ElementType type, void *data, int64_t count) override {
-    if (type == ElementType::BF16)
-      return Error::failure("all-reduce: sums over ranks are f32 or i64, not bf16");
-    if (!fitsInt(count))
-      return Error::failure("all-reduce: invalid element count " + std::to_string(count));
+    if (Error e = checkCount("all-reduce", type, count, /*sums=*/true))
+      return e;
     auto r = std::make_unique<MpiRequest>(stats_, "all-reduce");
     int code = MPI_Iallreduce(MPI_IN_PLACE, data, static_cast<int>(count), datatype(type),
                               MPI_SUM, MPI_COMM_WORLD, &r->request);
@@ -105,8 +104,8 @@ public:
 
   Expected<RequestPtr> allGather(ElementType type, const void *send, void *recv,
                                  int64_t count) override {
-    if (!fitsInt(count))
-      return Error::failure("all-gather: invalid element count " + std::to_string(count));
+    if (Error e = checkCount("all-gather", type, count, /*sums=*/false))
+      return e;
     auto r = std::make_unique<MpiRequest>(stats_, "all-gather");
     int code = MPI_Iallgather(send, static_cast<int>(count), datatype(type), recv,
                               static_cast<int>(count), datatype(type), MPI_COMM_WORLD,
@@ -116,10 +115,8 @@ public:
 
   Expected<RequestPtr> reduceScatterSum(ElementType type, const void *send, void *recv,
                                         int64_t count) override {
-    if (type == ElementType::BF16)
-      return Error::failure("reduce-scatter: sums over ranks are f32 or i64, not bf16");
-    if (!fitsInt(count))
-      return Error::failure("reduce-scatter: invalid element count " + std::to_string(count));
+    if (Error e = checkCount("reduce-scatter", type, count, /*sums=*/true))
+      return e;
     auto r = std::make_unique<MpiRequest>(stats_, "reduce-scatter");
     int code = MPI_Ireduce_scatter_block(send, recv, static_cast<int>(count), datatype(type),
                                          MPI_SUM, MPI_COMM_WORLD, &r->request);
@@ -185,8 +182,17 @@ public:
 private:
   Expected<RequestPtr> started(std::unique_ptr<MpiRequest> r, int code) {
     if (code != MPI_SUCCESS)
-      return mpiError(r ? "start" : "", code);
+      return mpiError(r->name(), code);
     return RequestPtr(std::move(r));
+  }
+  /// The shared checks, and MPI's int range for counts.
+  static Error checkCount(const char *op, ElementType type, int64_t count, bool sums) {
+    if (Error e = checkElements(op, type, count, sums))
+      return e;
+    if (!fitsInt(count))
+      return Error::failure(std::string(op) + ": " + std::to_string(count) +
+                            " elements exceed MPI's int range");
+    return Error::success();
   }
   Error checkMessage(const char *what, int64_t count, int peer, int tag) const {
     if (peer < 0 || peer >= size_ || peer == rank_)
