@@ -26,6 +26,25 @@ def ConvertDSV3ToLinalgPass : Pass<"convert-dsv3-to-linalg"> {
                            "::mlir::scf::SCFDialect"];
 }
 
+def DSV3LowerCommPass : Pass<"dsv3-lower-comm", "::mlir::ModuleOp"> {
+  let summary = "Lower communication ops to calls of the runtime's communication library";
+  let description = [{
+    `dsv3.all_reduce`, `all_gather`, `reduce_scatter` and `all_to_all` (and
+    their `*_start`/`dsv3.wait` forms, completed at the start for now)
+    become `collective` `dsv3_codegen.ukernel` calls of
+    `dsv3rt_<op>_<f32|i64>` (runtime/comm/CommKernels.h) on tensors
+    collapsed to two dimensions, with the group passed by number.
+    `dsv3.rank_rows` and `dsv3.rank_rows_grad` become slices at the offset
+    the runtime's rank gives (`dsv3rt_comm_rank`). Every target runs it
+    before its kernel selection.
+  }];
+  let dependentDialects = ["::dsv3::codegen::CodegenDialect",
+                           "::mlir::tensor::TensorDialect",
+                           "::mlir::linalg::LinalgDialect",
+                           "::mlir::arith::ArithDialect",
+                           "::mlir::func::FuncDialect"];
+}
+
 def DSV3CPUSelectUkernelsPass : Pass<"dsv3-cpu-select-ukernels"> {
   let summary = "Replace tensor-level dsv3 ops that have a CPU runtime kernel with dsv3_codegen.ukernel calls";
   let description = [{

@@ -46,6 +46,27 @@ def DSV3AutodiffPass : Pass<"dsv3-autodiff", "::mlir::ModuleOp"> {
                            "::mlir::func::FuncDialect"];
 }
 
+def DSV3ExpertParallelPass : Pass<"dsv3-expert-parallel", "::mlir::ModuleOp"> {
+  let summary = "Shard the routed experts over the expert-parallel ranks, with all-to-all exchanges";
+  let description = [{
+    Each of the `ranks` ranks of the "expert" group keeps `n_routed_experts
+    / ranks` experts of every MoE layer (their `dsv3.param` gets `shard
+    "expert"`). Between `dsv3.moe_dispatch` and the grouped linears, a
+    rank's block of the tokens goes to the ranks owning their chosen
+    experts (`dsv3.all_to_all` of the counts, then of the rows, into a
+    static worst-case capacity); the expert outputs come back by the
+    reverse exchange before `dsv3.moe_combine`, and an all-gather gives
+    every rank all tokens' outputs. Routing runs on the whole batch on every
+    rank, so expert loads and balance losses are global without an
+    exchange. Run after `dsv3-decompose` and before `dsv3-autodiff`.
+  }];
+  let options = [
+    Option<"ranks", "ranks", "int64_t", "1", "Size of the expert-parallel group">
+  ];
+  let dependentDialects = ["::mlir::tensor::TensorDialect",
+                           "::mlir::arith::ArithDialect"];
+}
+
 def DSV3FP8TileQuantizePass : Pass<"dsv3-fp8-tile-quantize", "::mlir::func::FuncOp"> {
   let summary = "DeepSeek-V3 fine-grained FP8: linear layers become quantize + block-scaled FP8 GEMMs";
   let description = [{

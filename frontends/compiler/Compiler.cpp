@@ -6,6 +6,7 @@
 #include "ir/DSV3/DSV3Dialect.h"
 #include "passes/Passes.h"
 #include "runtime/io/Parameters.h"
+#include "runtime/parallel/Parallel.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Pass/PassManager.h"
@@ -53,6 +54,7 @@ std::unique_ptr<DSV3PipelineOptions> pipelineOptions(const CompileOptions &optio
   p->fp8Options = options.fp8.value_or("");
   p->ukernels = options.cpu.useUkernels;
   p->fuseElementwise = options.cpu.fuseElementwise;
+  p->expertParallel = options.expertParallel;
   return p;
 }
 
@@ -187,7 +189,8 @@ Compiler::compile(const ModelDescription &desc, const CompileOptions &options,
     std::string key = std::string("gradient=") + (differentiates(options.mode) ? "1" : "0") +
                       " ukernels=" + (options.cpu.useUkernels ? "1" : "0") +
                       " fuse=" + (options.cpu.fuseElementwise ? "1" : "0") +
-                      " fp8=" + options.fp8.value_or("off") + " O" +
+                      " fp8=" + options.fp8.value_or("off") +
+                      " ep=" + std::to_string(options.expertParallel) + " O" +
                       std::to_string(options.optLevel);
     cacheKey = cache->key(ir, key);
     TimingScope t = rootTiming->nest("compile-cache-lookup");
@@ -230,7 +233,7 @@ Compiler::compile(const ModelDescription &desc, const CompileOptions &options,
 
 llvm::Expected<LoadedModel> Compiler::load(const ModelDescription &desc,
                                            const CompileOptions &options,
-                                           const std::string &cacheDir) {
+                                           const std::string &cacheDir, int64_t expertRank) {
   std::unique_ptr<rt::WeightStore> store;
   if (!desc.weightsPath.empty()) {
     auto opened = rt::WeightStore::open(desc.weightsPath);
@@ -242,12 +245,15 @@ llvm::Expected<LoadedModel> Compiler::load(const ModelDescription &desc,
                                    ": the description names no weights and no [init] seed");
   }
   std::vector<float> params;
-  auto loadWeights = [&](const rt::ParamLayout &layout) -> llvm::Error {
+  auto loadWeights = [&](const rt::ParamLayout &compiled) -> llvm::Error {
+    rt::ParamLayout layout = compiled;
+    rt::placeShards(layout, expertRank);
     if (store) {
       if (rt::Error e = rt::loadParameters(*store, layout, params))
         return llvm::createStringError(e.message());
     } else if (rt::Error e = rt::initializeParameters(layout, *desc.initSeed,
-                                                      desc.config.initializerRange, params)) {
+                                                      desc.config.initializerRange, params,
+                                                      options.expertParallel)) {
       return llvm::createStringError(desc.path + ": " + e.message());
     }
     return llvm::Error::success();

@@ -53,6 +53,9 @@ struct CompileOptions {
   CPUPipelineOptions cpu;       ///< microkernels on or off
   unsigned optLevel = 3;        ///< LLVM optimisation level
   bool bf16Moments = false;     ///< TrainStep: AdamW moments stored as BF16
+  /// Ranks of the expert-parallel group the routed experts are sharded
+  /// over (1: every expert here). The batch is one replica's.
+  int64_t expertParallel = 1;
   std::string dumpDir;          ///< one numbered file per phase when set
   /// The file the batch shape came from (the tokens), named in shape
   /// errors; the description's path when empty.
@@ -105,8 +108,10 @@ public:
   /// values for [init] seed = N) loaded into a session as soon as the
   /// parameter layout is known, so that a bad checkpoint fails before code
   /// generation. TrainStep also compiles the AdamW step for the session.
+  /// Under expert parallelism (options.expertParallel > 1) the session
+  /// holds expert-parallel rank `expertRank`'s block of every expert stack.
   llvm::Expected<LoadedModel> load(const ModelDescription &desc, const CompileOptions &options,
-                                   const std::string &cacheDir = "");
+                                   const std::string &cacheDir = "", int64_t expertRank = 0);
 
   /// Writes an ahead-of-time artifact into `dir` (created): `model.so`,
   /// machine code for this host CPU exporting `_dsv3_packed_<entry>` for

@@ -43,14 +43,15 @@ private:
   /// A parameter with its role, which passes and the runtime key on.
   Value param(const std::string &name, ArrayRef<int64_t> shape, ParamRole role) {
     return ParamOp::create(b, loc, f32(shape), b.getStringAttr(name), nullptr,
-                           ParamRoleAttr::get(b.getContext(), role));
+                           ParamRoleAttr::get(b.getContext(), role), nullptr);
   }
   Value stackedParam(const std::string &name, int64_t count, ArrayRef<int64_t> shape,
                      ParamRole role) {
     SmallVector<int64_t> full{count};
     full.append(shape.begin(), shape.end());
     return ParamOp::create(b, loc, f32(full), b.getStringAttr(name),
-                           b.getI64IntegerAttr(count), ParamRoleAttr::get(b.getContext(), role));
+                           b.getI64IntegerAttr(count), ParamRoleAttr::get(b.getContext(), role),
+                           nullptr);
   }
   std::string layer(int64_t l) { return "model.layers." + std::to_string(l) + "."; }
   Value rmsNorm(Value x, const std::string &w) {

@@ -39,8 +39,21 @@ LogicalResult UkernelOp::verify() {
 
 /// On memrefs: reads every input buffer, writes every output buffer. On
 /// tensors: pure (values in, values out).
+namespace {
+/// What collectives read and write besides their operands: the other
+/// ranks' state.
+struct CommunicationResource
+    : public SideEffects::Resource::Base<CommunicationResource> {
+  StringRef getName() final { return "dsv3.communication"; }
+};
+} // namespace
+
 void UkernelOp::getEffects(
     SmallVectorImpl<SideEffects::EffectInstance<MemoryEffects::Effect>> &effects) {
+  if (getCollective()) {
+    effects.emplace_back(MemoryEffects::Read::get(), CommunicationResource::get());
+    effects.emplace_back(MemoryEffects::Write::get(), CommunicationResource::get());
+  }
   for (OpOperand &operand : getInputsMutable())
     if (isa<MemRefType>(operand.get().getType()))
       effects.emplace_back(MemoryEffects::Read::get(), &operand,

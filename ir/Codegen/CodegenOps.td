@@ -35,7 +35,10 @@ def Codegen_UkernelOp : Op<Codegen_Dialect, "ukernel", [AttrSizedOperandSegments
     On tensors it returns the new values of `outs`; one-shot bufferization
     turns it into the memref form, which `dsv3-cpu-lower-ukernels` turns
     into a call of `_mlir_ciface_<kernel>` with every memref as a strided
-    descriptor and every scalar passed by value.
+    descriptor and every scalar passed by value. A `collective` call talks
+    to other ranks (runtime/comm): it has an effect even on tensors, so it
+    is never erased, merged with another or reordered against another
+    collective (every rank must issue the same ones in the same order).
 
     ```mlir
     %q, %s = dsv3_codegen.ukernel "dsv3rt_fp8_quantize" ins(%x, %c1, %c128 : tensor<64x256xf32>, i64, i64)
@@ -43,7 +46,7 @@ def Codegen_UkernelOp : Op<Codegen_Dialect, "ukernel", [AttrSizedOperandSegments
     ```
   }];
   let arguments = (ins StrAttr:$kernel, Variadic<AnyType>:$inputs,
-                       Variadic<AnyShaped>:$outputs);
+                       Variadic<AnyShaped>:$outputs, UnitAttr:$collective);
   let results = (outs Variadic<AnyRankedTensor>:$results);
   let assemblyFormat = [{
     $kernel (`ins` `(` $inputs^ `:` type($inputs) `)`)?

@@ -29,6 +29,13 @@ def DSV3_RequestType : TypeDef<DSV3_Dialect, "Request"> {
 
 def DSV3_CommTensor : RankedTensorOf<[F32, BF16, I64]>;
 
+// The group of ranks a collective runs over: "world" (every rank), "data"
+// (the ranks that hold the same parameters and see different batches),
+// "expert" (the ranks that share the routed experts of one replica) or
+// "pipeline". `ranks` is that group's size. The runtime maps names to
+// communicators (runtime/comm/Groups.h).
+defvar DSV3_CommGroupAttr = DefaultValuedStrAttr<StrAttr, "world">;
+
 class DSV3_CommOp<string mnemonic, list<Trait> traits = []>
     : DSV3_Op<mnemonic, traits> {
   let hasVerifier = 1;
@@ -37,7 +44,8 @@ class DSV3_CommOp<string mnemonic, list<Trait> traits = []>
 // all-reduce ------------------------------------------------------------------
 
 class DSV3_AllReduceBase<string mnemonic, Type result> : DSV3_CommOp<mnemonic> {
-  let arguments = (ins DSV3_CommTensor:$x, ConfinedAttr<I64Attr, [IntMinValue<1>]>:$ranks);
+  let arguments = (ins DSV3_CommTensor:$x, ConfinedAttr<I64Attr, [IntMinValue<1>]>:$ranks,
+                       DSV3_CommGroupAttr:$group);
   let results = (outs result:$result);
   let assemblyFormat = "$x attr-dict `:` type($x) `->` qualified(type($result))";
 }
@@ -61,7 +69,8 @@ def DSV3_AllReduceStartOp : DSV3_AllReduceBase<"all_reduce_start", DSV3_RequestT
 // all-gather ------------------------------------------------------------------
 
 class DSV3_AllGatherBase<string mnemonic, Type result> : DSV3_CommOp<mnemonic> {
-  let arguments = (ins DSV3_CommTensor:$x, ConfinedAttr<I64Attr, [IntMinValue<1>]>:$ranks);
+  let arguments = (ins DSV3_CommTensor:$x, ConfinedAttr<I64Attr, [IntMinValue<1>]>:$ranks,
+                       DSV3_CommGroupAttr:$group);
   let results = (outs result:$result);
   let assemblyFormat = "$x attr-dict `:` type($x) `->` qualified(type($result))";
 }
@@ -81,7 +90,8 @@ def DSV3_AllGatherStartOp : DSV3_AllGatherBase<"all_gather_start", DSV3_RequestT
 // reduce-scatter --------------------------------------------------------------
 
 class DSV3_ReduceScatterBase<string mnemonic, Type result> : DSV3_CommOp<mnemonic> {
-  let arguments = (ins DSV3_CommTensor:$x, ConfinedAttr<I64Attr, [IntMinValue<1>]>:$ranks);
+  let arguments = (ins DSV3_CommTensor:$x, ConfinedAttr<I64Attr, [IntMinValue<1>]>:$ranks,
+                       DSV3_CommGroupAttr:$group);
   let results = (outs result:$result);
   let assemblyFormat = "$x attr-dict `:` type($x) `->` qualified(type($result))";
 }
@@ -104,7 +114,8 @@ def DSV3_ReduceScatterStartOp
 class DSV3_AllToAllBase<string mnemonic, Type result> : DSV3_CommOp<mnemonic> {
   let arguments = (ins DSV3_CommTensor:$x, DSV3_IndexTensor:$send_counts,
                        DSV3_IndexTensor:$recv_counts,
-                       ConfinedAttr<I64Attr, [IntMinValue<1>]>:$ranks);
+                       ConfinedAttr<I64Attr, [IntMinValue<1>]>:$ranks,
+                       DSV3_CommGroupAttr:$group);
   let results = (outs result:$result);
   let assemblyFormat = [{
     $x `,` $send_counts `,` $recv_counts attr-dict `:`
@@ -131,6 +142,44 @@ def DSV3_AllToAllOp : DSV3_AllToAllBase<"all_to_all", DSV3_CommTensor> {
 }
 def DSV3_AllToAllStartOp : DSV3_AllToAllBase<"all_to_all_start", DSV3_RequestType> {
   let summary = "starts a dsv3.all_to_all";
+}
+
+// this rank's rows ---------------------------------------------------------------
+
+def DSV3_RankRowsOp : DSV3_PureOp<"rank_rows"> {
+  let summary = "this rank's block of rows of a tensor every rank of a group holds";
+  let description = [{
+    With `x` [N, ...] identical on the `ranks` ranks of `group` and
+    `B = ceil(N / ranks)`, rank r gets rows `[r*B, min((r+1)*B, N))` as a
+    [B, ...] tensor; rows past N (only on the last ranks, when `ranks` does
+    not divide N) hold `pad` (integer tensors) or 0. Expert parallelism
+    splits a replica's tokens this way before dispatching them; the
+    gradient puts each block back in place (`dsv3.rank_rows_grad`). Local:
+    no communication, but the block depends on the rank.
+
+    ```mlir
+    %mine = dsv3.rank_rows %x {group = "expert", ranks = 2 : i64} : tensor<62x256xf32> -> tensor<31x256xf32>
+    ```
+  }];
+  let arguments = (ins DSV3_CommTensor:$x, ConfinedAttr<I64Attr, [IntMinValue<1>]>:$ranks,
+                       DSV3_CommGroupAttr:$group, DefaultValuedAttr<I64Attr, "0">:$pad);
+  let results = (outs DSV3_CommTensor:$result);
+  let assemblyFormat = "$x attr-dict `:` type($x) `->` type($result)";
+  let hasVerifier = 1;
+}
+
+def DSV3_RankRowsGradOp : DSV3_PureOp<"rank_rows_grad"> {
+  let summary = "gradient of dsv3.rank_rows: the block in place, zeros elsewhere";
+  let description = [{
+    `dy` [B, ...] becomes rows `[r*B, ...)` of a zero [N, ...] tensor (rows
+    past N dropped). Summed over the group's ranks (as the gradients of
+    replicated parameters are) it is the full gradient.
+  }];
+  let arguments = (ins DSV3_F32Tensor:$dy, ConfinedAttr<I64Attr, [IntMinValue<1>]>:$ranks,
+                       DSV3_CommGroupAttr:$group);
+  let results = (outs DSV3_F32Tensor:$dx);
+  let assemblyFormat = "$dy attr-dict `:` type($dy) `->` type($dx)";
+  let hasVerifier = 1;
 }
 
 // messages and completion -----------------------------------------------------

@@ -20,11 +20,21 @@ RankedTensorType yielded(Operation *op) {
   return dyn_cast<RankedTensorType>(t);
 }
 
+/// The groups the runtime knows (runtime/comm/Groups.h).
+LogicalResult checkGroup(Operation *op, StringRef group) {
+  if (group != "world" && group != "data" && group != "expert" && group != "pipeline")
+    return op->emitOpError() << "unknown group \"" << group
+                             << "\" (world, data, expert or pipeline)";
+  return success();
+}
+
 /// Shared checks: a ranked result of `x`'s element type and rank, with the
 /// same trailing dimensions; `dim0` is the expected leading size (or
 /// nullopt when any size is allowed).
 LogicalResult checkCollective(Operation *op, Value x, std::optional<int64_t> dim0,
                               bool sums) {
+  if (failed(checkGroup(op, op->getAttrOfType<StringAttr>("group").getValue())))
+    return failure();
   auto in = cast<RankedTensorType>(x.getType());
   RankedTensorType out = yielded(op);
   if (!out)
@@ -93,6 +103,31 @@ LogicalResult ReduceScatterOp::verify() { return verifyReduceScatter(*this); }
 LogicalResult ReduceScatterStartOp::verify() { return verifyReduceScatter(*this); }
 LogicalResult AllToAllOp::verify() { return verifyAllToAll(*this); }
 LogicalResult AllToAllStartOp::verify() { return verifyAllToAll(*this); }
+
+/// [N, ...] and [ceil(N / ranks), ...] with the same trailing dimensions.
+LogicalResult checkRankRows(Operation *op, RankedTensorType full, RankedTensorType block,
+                            int64_t ranks, StringRef group) {
+  if (failed(checkGroup(op, group)))
+    return failure();
+  if (full.getRank() == 0 || full.getRank() != block.getRank() ||
+      full.getElementType() != block.getElementType())
+    return op->emitOpError() << full << " and " << block << " are not a tensor and its block";
+  int64_t rows = (full.getDimSize(0) + ranks - 1) / ranks;
+  if (block.getDimSize(0) != rows || full.getShape().drop_front() != block.getShape().drop_front())
+    return op->emitOpError() << "the block of " << full << " over " << ranks << " ranks has "
+                             << rows << " rows, got " << block;
+  return success();
+}
+
+LogicalResult RankRowsOp::verify() {
+  return checkRankRows(*this, getX().getType(), getType(), static_cast<int64_t>(getRanks()),
+                       getGroup());
+}
+
+LogicalResult RankRowsGradOp::verify() {
+  return checkRankRows(*this, getType(), getDy().getType(), static_cast<int64_t>(getRanks()),
+                       getGroup());
+}
 
 LogicalResult SendOp::verify() {
   if (!isa<NoneType>(getRequest().getType().getResultType()))

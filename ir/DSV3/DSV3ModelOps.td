@@ -17,7 +17,9 @@ def DSV3_ParamOp : DSV3_PureOp<"param"> {
     Reads the parameter stored under a Hugging Face hub tensor name. With
     `stack = N` the name holds one `*`, replaced by 0..N-1, and the result
     stacks those N tensors along a new leading dimension (the routed experts
-    of one layer). `role` says what the parameter is for (the importer sets
+    of one layer). With `shard = "expert"` (dsv3-expert-parallel) the stack
+    is this rank's block of it: rank r of the expert group holds indices
+    `r*N .. (r+1)*N-1`. `role` says what the parameter is for (the importer sets
     it from the architecture; absent means a plain weight): passes and the
     runtime key their policies on it, never on the name. The lowering
     assigns each parameter a slice of one flat parameter buffer and records
@@ -29,9 +31,9 @@ def DSV3_ParamOp : DSV3_PureOp<"param"> {
     ```
   }];
   let arguments = (ins StrAttr:$name, OptionalAttr<I64Attr>:$stack,
-                       OptionalAttr<DSV3_ParamRoleAttr>:$role);
+                       OptionalAttr<DSV3_ParamRoleAttr>:$role, OptionalAttr<StrAttr>:$shard);
   let results = (outs DSV3_F32Tensor:$result);
-  let assemblyFormat = "$name (`stack` $stack^)? (`role` $role^)? attr-dict `:` type($result)";
+  let assemblyFormat = "$name (`stack` $stack^)? (`role` $role^)? (`shard` $shard^)? attr-dict `:` type($result)";
   let extraClassDeclaration = [{
     /// The role, `weight` when none is set.
     ::dsv3::ParamRole getRoleOrWeight() {

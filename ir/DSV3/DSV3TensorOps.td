@@ -160,6 +160,52 @@ def DSV3_MoEDispatchOp : DSV3_PureOp<"moe_dispatch"> {
   let hasVerifier = 1;
 }
 
+def DSV3_MoESendCountsOp : DSV3_PureOp<"moe_send_counts"> {
+  let summary = "rows a dispatch sends to each expert-parallel rank";
+  let description = [{
+    `offsets [G+1]` delimits the dispatched rows of `G >= num_experts`
+    groups (`dsv3.moe_dispatch`); groups past `num_experts` are rows that go
+    nowhere (padding). With the experts split over `ranks` ranks in
+    contiguous blocks of `num_experts / ranks`, `send_counts[p]` is the
+    number of rows for rank p's experts (consecutive rows, in rank order)
+    and `expert_counts[e]` the rows of expert e.
+
+    ```mlir
+    %sc, %ec = dsv3.moe_send_counts %offsets {num_experts = 16 : i64, ranks = 2 : i64}
+        : tensor<18xi64> -> (tensor<2xi64>, tensor<16xi64>)
+    ```
+  }];
+  let arguments = (ins DSV3_IndexTensor:$offsets, I64Attr:$num_experts,
+                       ConfinedAttr<I64Attr, [IntMinValue<1>]>:$ranks);
+  let results = (outs DSV3_IndexTensor:$send_counts, DSV3_IndexTensor:$expert_counts);
+  let assemblyFormat = "$offsets attr-dict `:` type($offsets) `->` `(` type($send_counts) `,` type($expert_counts) `)`";
+  let hasVerifier = 1;
+}
+
+def DSV3_MoERecvLayoutOp : DSV3_PureOp<"moe_recv_layout"> {
+  let summary = "where the rows an expert-parallel rank receives belong";
+  let description = [{
+    `counts [ranks * L]` holds, for each source rank in order, how many
+    rows it sends for each of this rank's `L` experts (the all-to-all of
+    `dsv3.moe_send_counts`'s `expert_counts`). The rows arrive source by
+    source, expert by expert within a source: `recv_counts[p]` is source
+    p's total, and `local_expert [M, 1]` the local expert (0..L-1) of each
+    of the `M` rows of the receive buffer, `L` for the rows past the
+    received ones. `dsv3.moe_dispatch` with `num_experts = L + 1` then
+    groups the rows by expert.
+
+    ```mlir
+    %rc, %le = dsv3.moe_recv_layout %counts {ranks = 2 : i64}
+        : tensor<16xi64> -> (tensor<2xi64>, tensor<128x1xi64>)
+    ```
+  }];
+  let arguments = (ins DSV3_IndexTensor:$counts,
+                       ConfinedAttr<I64Attr, [IntMinValue<1>]>:$ranks);
+  let results = (outs DSV3_IndexTensor:$recv_counts, DSV3_IndexTensor:$local_expert);
+  let assemblyFormat = "$counts attr-dict `:` type($counts) `->` `(` type($recv_counts) `,` type($local_expert) `)`";
+  let hasVerifier = 1;
+}
+
 def DSV3_GroupedLinearOp : DSV3_PureOp<"grouped_linear"> {
   let summary = "y[r] = x[r] W[e]^T for the rows r of each expert group e";
   let description = [{

@@ -116,6 +116,42 @@ LogicalResult ParamOp::verify() {
     return emitOpError() << "'*' in parameter name '" << name
                          << "' requires a stack count";
   }
+  if (auto shard = getShard()) {
+    if (*shard != "expert")
+      return emitOpError() << "parameters are sharded over the \"expert\" group only, got \""
+                           << *shard << "\"";
+    if (!getStack())
+      return emitOpError() << "only a stacked parameter can be sharded";
+  }
+  return success();
+}
+
+LogicalResult MoESendCountsOp::verify() {
+  int64_t experts = static_cast<int64_t>(getNumExperts());
+  int64_t ranks = static_cast<int64_t>(getRanks());
+  int64_t bounds = getOffsets().getType().getDimSize(0);
+  if (experts <= 0 || experts % ranks != 0)
+    return emitOpError() << experts << " experts do not split over " << ranks << " ranks";
+  if (bounds < experts + 1)
+    return emitOpError() << "offsets " << getOffsets().getType() << " delimit fewer than "
+                         << experts << " groups";
+  if (getSendCounts().getType().getShape() != ArrayRef<int64_t>{ranks} ||
+      getExpertCounts().getType().getShape() != ArrayRef<int64_t>{experts})
+    return emitOpError() << "results must be tensor<" << ranks << "xi64> and tensor<" << experts
+                         << "xi64>";
+  return success();
+}
+
+LogicalResult MoERecvLayoutOp::verify() {
+  int64_t ranks = static_cast<int64_t>(getRanks());
+  auto counts = getCounts().getType();
+  if (counts.getRank() != 1 || counts.getDimSize(0) % ranks != 0)
+    return emitOpError() << "counts " << counts << " are not one block per each of " << ranks
+                         << " ranks";
+  auto local = getLocalExpert().getType();
+  if (getRecvCounts().getType().getShape() != ArrayRef<int64_t>{ranks} || local.getRank() != 2 ||
+      local.getDimSize(1) != 1)
+    return emitOpError() << "results must be tensor<" << ranks << "xi64> and tensor<Mx1xi64>";
   return success();
 }
 

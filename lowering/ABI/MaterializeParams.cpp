@@ -105,7 +105,10 @@ struct DSV3MaterializeParamsPass
                          DenseI64ArrayAttr::get(ctx, type.getShape())),
           NamedAttribute(StringAttr::get(ctx, "role"),
                          StringAttr::get(ctx, stringifyParamRole(p.getRoleOrWeight())))};
-      layout.push_back(DictionaryAttr::get(ctx, fields));
+      SmallVector<NamedAttribute> entry(std::begin(fields), std::end(fields));
+      if (auto shard = p.getShardAttr())
+        entry.push_back(NamedAttribute(StringAttr::get(ctx, "shard"), shard));
+      layout.push_back(DictionaryAttr::get(ctx, entry));
       return WalkResult::advance();
     });
     if (walk.wasInterrupted())

@@ -50,7 +50,8 @@ struct UkernelBufferization
     if (failed(buffersOf(u.getInputs(), ins)) || failed(buffersOf(u.getOutputs(), outs)))
       return failure();
     rw.setInsertionPoint(op);
-    UkernelOp::create(rw, op->getLoc(), TypeRange{}, u.getKernelAttr(), ins, outs);
+    UkernelOp::create(rw, op->getLoc(), TypeRange{}, u.getKernelAttr(), ins, outs,
+                      u.getCollectiveAttr());
     bufferization::replaceOpWithBufferizedValues(rw, op, outs);
     return success();
   }

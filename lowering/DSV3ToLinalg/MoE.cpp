@@ -284,6 +284,89 @@ struct LowerMoEDispatch : OpRewritePattern<MoEDispatchOp> {
   }
 };
 
+/// dsv3.moe_send_counts -> differences of the offsets: per expert, and per
+/// block of `num_experts / ranks` experts.
+struct LowerMoESendCounts : OpRewritePattern<MoESendCountsOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(MoESendCountsOp op, PatternRewriter &rw) const override {
+    LinalgBuilder lb(rw, op.getLoc());
+    int64_t experts = static_cast<int64_t>(op.getNumExperts());
+    int64_t ranks = static_cast<int64_t>(op.getRanks());
+    Value offsets = op.getOffsets();
+    auto span = [&](int64_t count, int64_t width) {
+      return lb.generic1({}, lb.empty({count}, rw.getI64Type()), {lb.identity(1)}, lb.iters(1),
+                         [&](OpBuilder &nb, Location l, ValueRange) {
+                           Value i = linalg::IndexOp::create(nb, l, 0);
+                           Value w = indexConst(nb, l, width);
+                           Value first = arith::MulIOp::create(nb, l, i, w);
+                           Value last = arith::AddIOp::create(nb, l, first, w);
+                           Value a = tensor::ExtractOp::create(nb, l, offsets, ValueRange{first});
+                           Value z = tensor::ExtractOp::create(nb, l, offsets, ValueRange{last});
+                           linalg::YieldOp::create(nb, l,
+                                                   ValueRange{arith::SubIOp::create(nb, l, z, a)});
+                         });
+    };
+    Value perRank = span(ranks, experts / ranks);
+    Value perExpert = span(experts, 1);
+    rw.replaceOp(op, {perRank, perExpert});
+    return success();
+  }
+};
+
+/// dsv3.moe_recv_layout -> per-source sums of the counts, and for each row
+/// of the receive buffer the (source, expert) segment holding it: #segments
+/// that end at or before the row, modulo the experts per rank.
+struct LowerMoERecvLayout : OpRewritePattern<MoERecvLayoutOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(MoERecvLayoutOp op, PatternRewriter &rw) const override {
+    LinalgBuilder lb(rw, op.getLoc());
+    Location loc = op.getLoc();
+    int64_t ranks = static_cast<int64_t>(op.getRanks());
+    int64_t segments = op.getCounts().getType().getDimSize(0), local = segments / ranks;
+    int64_t capacity = op.getLocalExpert().getType().getDimSize(0);
+    Value counts = op.getCounts();
+    Value bySource = tensor::ExpandShapeOp::create(
+        rw, loc, RankedTensorType::get({ranks, local}, rw.getI64Type()), counts,
+        SmallVector<ReassociationIndices>{{0, 1}});
+    Value recvCounts = lb.generic1(
+        {bySource}, lb.filledInt({ranks}, 0), {lb.identity(2), lb.map(2, {0})}, lb.iters(1, 1),
+        [](OpBuilder &nb, Location l, ValueRange a) {
+          linalg::YieldOp::create(nb, l, ValueRange{arith::AddIOp::create(nb, l, a[1], a[0])});
+        });
+    // ends[i] = counts[0] + ... + counts[i].
+    Value ends = lb.generic1(
+        {counts}, lb.filledInt({segments}, 0), {lb.map(2, {1}), lb.map(2, {0})}, lb.iters(1, 1),
+        [](OpBuilder &nb, Location l, ValueRange a) {
+          Value upTo = arith::CmpIOp::create(nb, l, arith::CmpIPredicate::ule,
+                                             linalg::IndexOp::create(nb, l, 1),
+                                             linalg::IndexOp::create(nb, l, 0));
+          Value add = arith::SelectOp::create(nb, l, upTo, a[0], i64Const(nb, l, 0));
+          linalg::YieldOp::create(nb, l, ValueRange{arith::AddIOp::create(nb, l, a[1], add)});
+        });
+    Value segment = lb.generic1(
+        {ends}, lb.filledInt({capacity}, 0), {lb.map(2, {1}), lb.map(2, {0})}, lb.iters(1, 1),
+        [](OpBuilder &nb, Location l, ValueRange a) {
+          Value row = arith::IndexCastOp::create(nb, l, nb.getI64Type(),
+                                                 linalg::IndexOp::create(nb, l, 0));
+          Value ended = arith::CmpIOp::create(nb, l, arith::CmpIPredicate::sle, a[0], row);
+          linalg::YieldOp::create(nb, l, ValueRange{countIf(nb, l, ended, a[1])});
+        });
+    Value expert = lb.generic1(
+        {segment}, lb.empty({capacity}, rw.getI64Type()), {lb.identity(1), lb.identity(1)},
+        lb.iters(1), [&](OpBuilder &nb, Location l, ValueRange a) {
+          Value past = arith::CmpIOp::create(nb, l, arith::CmpIPredicate::sge, a[0],
+                                             i64Const(nb, l, segments));
+          Value e = arith::RemSIOp::create(nb, l, a[0], i64Const(nb, l, local));
+          linalg::YieldOp::create(
+              nb, l, ValueRange{arith::SelectOp::create(nb, l, past, i64Const(nb, l, local), e)});
+        });
+    Value localExpert = tensor::ExpandShapeOp::create(
+        rw, loc, op.getLocalExpert().getType(), expert, SmallVector<ReassociationIndices>{{0, 1}});
+    rw.replaceOp(op, {recvCounts, localExpert});
+    return success();
+  }
+};
+
 /// group[r] = the expert whose rows [offsets[e], offsets[e+1]) hold row r:
 /// #{e < E : offsets[e+1] <= r}; E for rows past every group.
 Value groupOfRows(LinalgBuilder &lb, Value offsets, int64_t rows) {
@@ -659,7 +742,8 @@ Value dsv3::lowering::gatherDispatchedRows(OpBuilder &b, Location loc, Value x,
 }
 
 void dsv3::lowering::populateMoELoweringPatterns(RewritePatternSet &patterns) {
-  patterns.add<LowerMoERouter, LowerMoEDispatch, LowerGroupedLinear,
+  patterns.add<LowerMoERouter, LowerMoEDispatch, LowerMoESendCounts, LowerMoERecvLayout,
+               LowerGroupedLinear,
                LowerGroupedLinearGradInput, LowerGroupedLinearGradWeight,
                LowerMoECombine, LowerMoECombineGrad, LowerMoERouterGrad,
                LowerMoEBalanceLoss, LowerMoEBalanceLossGrad>(patterns.getContext());

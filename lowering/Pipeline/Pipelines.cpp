@@ -86,6 +86,8 @@ void buildLinalgPipeline(OpPassManager &pm, const CPUPipelineOptions &options) {
   // outputs entirely (tests/lit/lowering/ukernel-bufferization.mlir shows
   // why a kernel that did not would read an uninitialised buffer).
   pm.addPass(createCSEPass());
+  // Communication becomes runtime calls on every target.
+  pm.addPass(createDSV3LowerCommPass());
   // The target picks its kernels on dsv3 ops; the rest takes the reference
   // lowering.
   if (options.useUkernels)
@@ -126,6 +128,9 @@ void buildLLVMPipeline(OpPassManager &pm, const CPUPipelineOptions &options) {
 LogicalResult buildTensorPipeline(OpPassManager &pm, const DSV3PipelineOptions &options,
                                   llvm::function_ref<LogicalResult(const llvm::Twine &)> error) {
   buildDecomposePipeline(pm);
+  if (options.expertParallel > 1)
+    pm.addPass(createDSV3ExpertParallelPass(
+        DSV3ExpertParallelPassOptions{/*ranks=*/options.expertParallel}));
   if (options.differentiate)
     pm.addPass(createDSV3AutodiffPass());
   if (options.fp8) {

@@ -53,6 +53,10 @@ struct DSV3PipelineOptions : public mlir::PassPipelineOptions<DSV3PipelineOption
   Option<bool> fuseElementwise{*this, "fuse-elementwise",
                                llvm::cl::desc("Fuse elementwise linalg producers"),
                                llvm::cl::init(true)};
+  Option<int64_t> expertParallel{
+      *this, "expert-parallel",
+      llvm::cl::desc("Ranks the routed experts are sharded over (dsv3-expert-parallel)"),
+      llvm::cl::init(1)};
   CPUPipelineOptions cpu() const { return {fuseElementwise, ukernels}; }
 };
 

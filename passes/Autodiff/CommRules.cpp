@@ -18,21 +18,21 @@ namespace {
 LogicalResult allReduceGradient(AllReduceOp op, OpBuilder &b, GradientSweep &sweep) {
   Value g = sweep.gradient(op);
   sweep.accumulate(op.getX(), AllReduceOp::create(b, op.getLoc(), g.getType(), g,
-                                                  op.getRanksAttr()));
+                                                  op.getRanksAttr(), op.getGroupAttr()));
   return success();
 }
 
 LogicalResult allGatherGradient(AllGatherOp op, OpBuilder &b, GradientSweep &sweep) {
   Value g = sweep.gradient(op);
   sweep.accumulate(op.getX(), ReduceScatterOp::create(b, op.getLoc(), op.getX().getType(), g,
-                                                      op.getRanksAttr()));
+                                                      op.getRanksAttr(), op.getGroupAttr()));
   return success();
 }
 
 LogicalResult reduceScatterGradient(ReduceScatterOp op, OpBuilder &b, GradientSweep &sweep) {
   Value g = sweep.gradient(op);
   sweep.accumulate(op.getX(), AllGatherOp::create(b, op.getLoc(), op.getX().getType(), g,
-                                                  op.getRanksAttr()));
+                                                  op.getRanksAttr(), op.getGroupAttr()));
   return success();
 }
 
@@ -42,7 +42,17 @@ LogicalResult allToAllGradient(AllToAllOp op, OpBuilder &b, GradientSweep &sweep
   Value g = sweep.gradient(op);
   sweep.accumulate(op.getX(),
                    AllToAllOp::create(b, op.getLoc(), op.getX().getType(), g, op.getRecvCounts(),
-                                      op.getSendCounts(), op.getRanksAttr()));
+                                      op.getSendCounts(), op.getRanksAttr(),
+                                      op.getGroupAttr()));
+  return success();
+}
+
+/// Each rank's block goes back to its place; the other ranks' blocks of
+/// the gradient are theirs.
+LogicalResult rankRowsGradient(RankRowsOp op, OpBuilder &b, GradientSweep &sweep) {
+  Value g = sweep.gradient(op);
+  sweep.accumulate(op.getX(), RankRowsGradOp::create(b, op.getLoc(), op.getX().getType(), g,
+                                                     op.getRanksAttr(), op.getGroupAttr()));
   return success();
 }
 
@@ -54,6 +64,7 @@ void registerCommGradientRules(DialectRegistry &registry) {
     AllGatherOp::attachInterface<Rule<AllGatherOp, allGatherGradient>>(*ctx);
     ReduceScatterOp::attachInterface<Rule<ReduceScatterOp, reduceScatterGradient>>(*ctx);
     AllToAllOp::attachInterface<Rule<AllToAllOp, allToAllGradient>>(*ctx);
+    RankRowsOp::attachInterface<Rule<RankRowsOp, rankRowsGradient>>(*ctx);
   });
 }
 

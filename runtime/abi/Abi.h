@@ -27,6 +27,13 @@ struct ParamSlot {
   /// ("weight", "norm", "routing_bias", ...): the runtime keys
   /// initialisation and training on it, never on the name.
   std::string role = "weight";
+  /// "expert" when the slot is this rank's block of a stack sharded over
+  /// the expert-parallel group (rank r holds stack indices r*n..(r+1)*n-1,
+  /// n = shape[0]); empty for a whole parameter.
+  std::string shard;
+  /// The stack index of shape[0]'s first entry: set by the runtime from
+  /// the rank (placeShards); 0 for whole parameters.
+  int64_t stackBase = 0;
   int64_t numElements() const {
     int64_t n = 1;
     for (int64_t d : shape)

@@ -11,9 +11,12 @@ using nlohmann::json;
 
 std::string writeManifest(const Manifest &m) {
   json params = json::array(), entries = json::array();
-  for (const ParamSlot &s : m.layout.slots)
-    params.push_back(
-        {{"name", s.name}, {"offset", s.offset}, {"shape", s.shape}, {"role", s.role}});
+  for (const ParamSlot &s : m.layout.slots) {
+    json slot = {{"name", s.name}, {"offset", s.offset}, {"shape", s.shape}, {"role", s.role}};
+    if (!s.shard.empty())
+      slot["shard"] = s.shard;
+    params.push_back(slot);
+  }
   for (const EntryPoint &e : m.entries) {
     json inputs = json::array(), outputs = json::array();
     for (const InputSlot &i : e.inputs)
@@ -90,6 +93,12 @@ Expected<Manifest> parseManifest(const std::string &text, const std::string &pat
     const auto &roles = paramRoles();
     if (std::find(roles.begin(), roles.end(), slot.role) == roles.end())
       return bad("parameter '" + slot.name + "' has an unknown role '" + slot.role + "'");
+    if (p.contains("shard")) {
+      if (!p["shard"].is_string() || p["shard"].get<std::string>() != "expert" ||
+          slot.name.find('*') == std::string::npos)
+        return bad("parameter '" + slot.name + "' has an invalid 'shard'");
+      slot.shard = "expert";
+    }
     int64_t elements = 1;
     for (const json &d : p["shape"]) {
       if (!d.is_number_integer() || d.get<int64_t>() < 0 ||

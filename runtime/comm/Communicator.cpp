@@ -57,6 +57,9 @@ public:
     return Error::failure("receive from rank " + std::to_string(peer) +
                           ": a single process has no peers");
   }
+  Expected<std::unique_ptr<Communicator>> split(int, int) override {
+    return std::unique_ptr<Communicator>(new SingleProcess());
+  }
   [[noreturn]] void abort(const std::string &message) override {
     std::fprintf(stderr, "%s\n", message.c_str());
     std::exit(1);

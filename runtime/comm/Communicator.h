@@ -70,6 +70,11 @@ public:
   virtual Expected<RequestPtr> recv(ElementType type, void *data, int64_t count, int peer,
                                     int tag) = 0;
 
+  /// The communicator of the ranks that pass the same `color`, ordered by
+  /// `key` (MPI_Comm_split): how a job carves its data- and expert-parallel
+  /// groups out of the world. Every rank of this communicator must call it.
+  virtual Expected<std::unique_ptr<Communicator>> split(int color, int key) = 0;
+
   /// Ends the job on every rank with `message` (prefixed by this rank) on
   /// stderr: a rank that cannot go on must not leave its peers waiting.
   [[noreturn]] virtual void abort(const std::string &message) = 0;

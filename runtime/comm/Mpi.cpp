@@ -83,11 +83,20 @@ private:
   const char *op;
 };
 
-class MpiWorld : public Communicator {
+/// A communicator over an MPI communicator: the world, or a group split
+/// from it (which it frees).
+class MpiComm : public Communicator {
 public:
-  MpiWorld() {
-    MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
-    MPI_Comm_size(MPI_COMM_WORLD, &size_);
+  explicit MpiComm(MPI_Comm comm) : comm(comm) {
+    MPI_Comm_rank(comm, &rank_);
+    MPI_Comm_size(comm, &size_);
+    MPI_Comm_rank(MPI_COMM_WORLD, &worldRank);
+  }
+  ~MpiComm() override {
+    int finalized = 0;
+    MPI_Finalized(&finalized);
+    if (comm != MPI_COMM_WORLD && !finalized)
+      MPI_Comm_free(&comm);
   }
   int rank() const override { return rank_; }
   int size() const override { return size_; }
@@ -98,7 +107,7 @@ public:
       return e;
     auto r = std::make_unique<MpiRequest>(stats_, "all-reduce");
     int code = MPI_Iallreduce(MPI_IN_PLACE, data, static_cast<int>(count), datatype(type),
-                              MPI_SUM, MPI_COMM_WORLD, &r->request);
+                              MPI_SUM, comm, &r->request);
     return started(std::move(r), code);
   }
 
@@ -108,7 +117,7 @@ public:
       return e;
     auto r = std::make_unique<MpiRequest>(stats_, "all-gather");
     int code = MPI_Iallgather(send, static_cast<int>(count), datatype(type), recv,
-                              static_cast<int>(count), datatype(type), MPI_COMM_WORLD,
+                              static_cast<int>(count), datatype(type), comm,
                               &r->request);
     return started(std::move(r), code);
   }
@@ -119,7 +128,7 @@ public:
       return e;
     auto r = std::make_unique<MpiRequest>(stats_, "reduce-scatter");
     int code = MPI_Ireduce_scatter_block(send, recv, static_cast<int>(count), datatype(type),
-                                         MPI_SUM, MPI_COMM_WORLD, &r->request);
+                                         MPI_SUM, comm, &r->request);
     return started(std::move(r), code);
   }
 
@@ -146,7 +155,7 @@ public:
       }
     int code = MPI_Ialltoallv(send, r->counts[0].data(), r->counts[1].data(), datatype(type),
                               recv, r->counts[2].data(), r->counts[3].data(), datatype(type),
-                              MPI_COMM_WORLD, &r->request);
+                              comm, &r->request);
     return started(std::move(r), code);
   }
 
@@ -157,7 +166,7 @@ public:
     auto r = std::make_unique<MpiRequest>(stats_, "send");
     stats_.bytesSent += count * elementSize(type);
     int code = MPI_Isend(data, static_cast<int>(count), datatype(type), peer, tag,
-                         MPI_COMM_WORLD, &r->request);
+                         comm, &r->request);
     return started(std::move(r), code);
   }
 
@@ -168,12 +177,20 @@ public:
     auto r = std::make_unique<MpiRequest>(stats_, "receive");
     stats_.bytesReceived += count * elementSize(type);
     int code = MPI_Irecv(data, static_cast<int>(count), datatype(type), peer, tag,
-                         MPI_COMM_WORLD, &r->request);
+                         comm, &r->request);
     return started(std::move(r), code);
   }
 
+  Expected<std::unique_ptr<Communicator>> split(int color, int key) override {
+    MPI_Comm part = MPI_COMM_NULL;
+    if (int code = MPI_Comm_split(comm, color, key, &part); code != MPI_SUCCESS)
+      return mpiError("splitting the communicator", code);
+    MPI_Comm_set_errhandler(part, MPI_ERRORS_RETURN);
+    return std::unique_ptr<Communicator>(new MpiComm(part));
+  }
+
   [[noreturn]] void abort(const std::string &message) override {
-    std::fprintf(stderr, "rank %d: %s\n", rank_, message.c_str());
+    std::fprintf(stderr, "rank %d: %s\n", worldRank, message.c_str());
     std::fflush(stderr);
     MPI_Abort(MPI_COMM_WORLD, 1);
     std::exit(1);
@@ -203,7 +220,8 @@ private:
                             ": invalid count or tag");
     return Error::success();
   }
-  int rank_ = 0, size_ = 1;
+  MPI_Comm comm;
+  int rank_ = 0, size_ = 1, worldRank = 0;
 };
 
 /// MPI_Finalize at exit, once the program's objects are gone.
@@ -228,7 +246,7 @@ Expected<std::unique_ptr<Communicator>> mpiCommunicator(int &argc, char **&argv)
     MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
     std::atexit(finalize);
   }
-  return std::unique_ptr<Communicator>(new MpiWorld());
+  return std::unique_ptr<Communicator>(new MpiComm(MPI_COMM_WORLD));
 }
 
 #endif // DSV3_HAVE_MPI

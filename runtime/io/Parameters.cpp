@@ -70,7 +70,8 @@ template <typename Fn> Error forEachTensor(const ParamSlot &slot, Fn fn) {
   std::vector<int64_t> each(slot.shape.begin() + 1, slot.shape.end());
   int64_t stride = slot.numElements() / slot.shape[0];
   for (int64_t i = 0; i < slot.shape[0]; ++i)
-    if (Error e = fn(slot.name.substr(0, star) + std::to_string(i) + slot.name.substr(star + 1),
+    if (Error e = fn(slot.name.substr(0, star) + std::to_string(slot.stackBase + i) +
+                         slot.name.substr(star + 1),
                      each, slot.offset + i * stride))
       return e;
   return Error::success();
@@ -128,7 +129,7 @@ Error loadParameters(const WeightStore &store, const ParamLayout &layout,
 }
 
 Error initializeParameters(const ParamLayout &layout, uint64_t seed, double std,
-                           std::vector<float> &buffer) {
+                           std::vector<float> &buffer, int64_t expertRanks) {
   if (Error e = allocate(layout, buffer))
     return e;
   std::mt19937_64 rng(seed);
@@ -140,9 +141,19 @@ Error initializeParameters(const ParamLayout &layout, uint64_t seed, double std,
       std::fill(dst, dst + n, 1.0f);
     else if (slot.role == "routing_bias")
       std::fill(dst, dst + n, 0.0f);
-    else
+    else if (slot.shard.empty())
       for (int64_t i = 0; i < n; ++i)
         dst[i] = normal(rng);
+    else {
+      // Draw the whole stack, keep this rank's block: the values do not
+      // depend on the plan.
+      int64_t inner = n / slot.shape[0], first = slot.stackBase * inner;
+      for (int64_t i = 0, total = n * expertRanks; i < total; ++i) {
+        float v = normal(rng);
+        if (i >= first && i < first + n)
+          dst[i - first] = v;
+      }
+    }
   }
   return Error::success();
 }

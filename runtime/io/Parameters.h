@@ -21,14 +21,16 @@ namespace dsv3::rt {
 Error checkParameterMemory(int64_t elements);
 
 /// Checks every tensor the layout names (presence, shape), then converts
-/// them into `buffer`; non-finite values are errors.
+/// them into `buffer`; non-finite values are errors. An expert-sharded slot
+/// reads the experts from its stackBase on.
 Error loadParameters(const WeightStore &store, const ParamLayout &layout,
                      std::vector<float> &buffer);
 
 /// Fresh parameters: norms 1, routing biases 0, everything else
-/// N(0, std^2) from `seed`.
+/// N(0, std^2) from `seed`. An expert-sharded slot (of `expertRanks`
+/// blocks) gets the values its block has in the whole stack.
 Error initializeParameters(const ParamLayout &layout, uint64_t seed, double std,
-                           std::vector<float> &buffer);
+                           std::vector<float> &buffer, int64_t expertRanks = 1);
 
 /// Adds `data` (shaped `shape`) under `name`, split per expert when the name
 /// holds a '*'.

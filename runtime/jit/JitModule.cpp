@@ -2,6 +2,7 @@
 #include "runtime/jit/JitModule.h"
 
 #include "runtime/abi/Manifest.h"
+#include "runtime/comm/CommKernels.h"
 #include "runtime/kernels/Kernels.h"
 
 #include "mlir/Dialect/LLVMIR/LLVMDialect.h"
@@ -47,6 +48,8 @@ llvm::Expected<rt::ParamLayout> readParamLayout(ModuleOp module) {
     slot.shape.assign(shape.begin(), shape.end());
     if (auto role = dict.getAs<StringAttr>("role"))
       slot.role = role.str();
+    if (auto shard = dict.getAs<StringAttr>("shard"))
+      slot.shard = shard.str();
     layout.slots.push_back(std::move(slot));
   }
   return layout;
@@ -99,10 +102,15 @@ std::vector<rt::EntryPoint> readEntryPoints(ModuleOp module) {
 
 namespace {
 
-/// The runtime symbols JIT code calls: microkernels and MLIR's memrefCopy.
+/// The runtime symbols JIT code calls: microkernels, collectives and MLIR's
+/// memrefCopy.
 llvm::orc::SymbolMap runtimeSymbols(llvm::orc::MangleAndInterner &interner) {
   llvm::orc::SymbolMap map;
   for (const rt::KernelSymbol *s = rt::kernelSymbols(); s->name; ++s)
+    map[interner(s->name)] = {llvm::orc::ExecutorAddr::fromPtr(s->address),
+                              llvm::JITSymbolFlags::Exported};
+  // Communication between ranks (runtime/comm).
+  for (const rt::CommSymbol *s = rt::commSymbols(); s->name; ++s)
     map[interner(s->name)] = {llvm::orc::ExecutorAddr::fromPtr(s->address),
                               llvm::JITSymbolFlags::Exported};
   // Copies between differently laid-out buffers lower to this MLIR

@@ -8,6 +8,7 @@
 #ifndef DSV3_RUNTIME_KERNELS_KERNELS_H
 #define DSV3_RUNTIME_KERNELS_KERNELS_H
 
+#include "runtime/abi/MemRef.h"
 #include "runtime/kernels/FP8.h"
 
 #include <cstdint>
@@ -25,17 +26,6 @@ struct MatrixF32 {
   int64_t strides[2];
 };
 
-/// Layout-compatible with MLIR's StridedMemRefType<T, 2> for any element.
-template <class T> struct StridedMatrix {
-  T *allocated;
-  T *data;
-  int64_t offset;
-  int64_t sizes[2];
-  int64_t strides[2];
-  T *at(int64_t r, int64_t c) const {
-    return data + offset + r * strides[0] + c * strides[1];
-  }
-};
 /// Rows [r0, r1) of `m`, as a view.
 inline MatrixF32 rowRange(MatrixF32 m, int64_t r0, int64_t r1) {
   m.offset += r0 * m.strides[0];
@@ -64,17 +54,6 @@ inline void fillZero(const MatrixF32 &m) {
 using MatrixU8 = StridedMatrix<uint8_t>; // FP8 codes (f8E4M3FN / f8E5M2)
 using MatrixI64 = StridedMatrix<int64_t>;
 
-/// Layout-compatible with MLIR's StridedMemRefType<T, 1>.
-template <class T> struct StridedVector {
-  T *allocated;
-  T *data;
-  int64_t offset;
-  int64_t size;
-  int64_t stride;
-  T &operator[](int64_t i) const { return data[offset + i * stride]; }
-};
-using VectorI64 = StridedVector<int64_t>;
-
 /// Layout-compatible with MLIR's StridedMemRefType<T, 3>.
 template <class T> struct StridedTensor3 {
   T *allocated;
@@ -90,34 +69,6 @@ template <class T> struct StridedTensor3 {
 };
 using Tensor3F32 = StridedTensor3<float>;
 
-/// A dense row-major copy of the strided matrix `m` when it is not already
-/// one (slices of the parameter buffer are; transposed views are not), for
-/// kernels that take plain row-major arrays.
-template <class T> struct DenseMatrix {
-  std::vector<T> storage;
-  T *data;
-  int64_t rows, cols;
-  explicit DenseMatrix(const StridedMatrix<T> &m)
-      : rows(m.sizes[0]), cols(m.sizes[1]) {
-    if (m.strides[1] == 1 && (m.strides[0] == cols || rows <= 1)) {
-      data = m.data + m.offset;
-      return;
-    }
-    storage.resize(rows * cols);
-    for (int64_t r = 0; r < rows; ++r)
-      for (int64_t c = 0; c < cols; ++c)
-        storage[r * cols + c] = *m.at(r, c);
-    data = storage.data();
-  }
-  /// Writes a private copy back into `m`.
-  void storeTo(const StridedMatrix<T> &m) const {
-    if (storage.empty())
-      return;
-    for (int64_t r = 0; r < rows; ++r)
-      for (int64_t c = 0; c < cols; ++c)
-        *m.at(r, c) = storage[r * cols + c];
-  }
-};
 
 /// Layout-compatible with MLIR's StridedMemRefType<float, 4>.
 struct Tensor4F32 {

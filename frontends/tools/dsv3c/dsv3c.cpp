@@ -8,6 +8,12 @@
 //
 //   dsv3c eval MODEL --tokens T.safetensors -o OUT.safetensors
 //   dsv3c compile MODEL --emit=dsv3|tensor|linalg|llvm|llvm-ir [-o FILE]
+//   mpirun -np 4 dsv3c grad MODEL --tokens T -o OUT --dp 2 --ep 2
+//
+// Under an MPI launcher every rank runs this program with the same flags;
+// the parallel plan (--dp/--ep, or the description's [parallel] table)
+// splits the world into groups (runtime/parallel), and rank 0 writes what
+// one process would have written.
 //
 //===----------------------------------------------------------------------===//
 #include "frontends/compiler/Compiler.h"
@@ -17,6 +23,8 @@
 #include "runtime/io/Outputs.h"
 #include "runtime/io/Parameters.h"
 #include "runtime/io/Safetensors.h"
+#include "runtime/comm/Mpi.h"
+#include "runtime/parallel/Parallel.h"
 #include "lowering/Passes.h"
 #include "lowering/Pipeline/Pipelines.h"
 #include "passes/Passes.h"
@@ -42,6 +50,7 @@
 #include <tbb/global_control.h>
 
 #include <malloc.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <cmath>
@@ -62,6 +71,8 @@ cl::OptionCategory gradCat("dsv3c objective options (grad, train)");
 cl::OptionCategory compileCat("dsv3c compile options");
 cl::OptionCategory shapeCat("dsv3c compile/train shape options");
 cl::OptionCategory trainCat("dsv3c train options");
+cl::OptionCategory parallelCat("dsv3c parallel plan options (eval, grad, train, compile; "
+                                "launch with mpirun -np dp*ep*pp)");
 cl::OptionCategory mlirCat("MLIR pass-pipeline debugging options");
 
 cl::opt<std::string> modelPath(cl::Positional, cl::desc("MODEL"),
@@ -100,6 +111,20 @@ cl::opt<bool> noCache("no-cache",
                       cl::cat(commonCat));
 cl::opt<std::string> outputPath("o", cl::desc("Output file"),
                                 cl::value_desc("FILE"), cl::cat(commonCat));
+
+cl::opt<int64_t> dataParallel("dp",
+                              cl::desc("Data-parallel replicas: each runs batch/dp sequences "
+                                       "(default: [parallel] data, else 1)"),
+                              cl::init(0), cl::cat(parallelCat));
+cl::opt<int64_t> expertParallel(
+    "ep",
+    cl::desc("Expert-parallel ranks per replica: each holds n_routed_experts/ep experts "
+             "(default: [parallel] expert, else 1)"),
+    cl::init(0), cl::cat(parallelCat));
+cl::opt<int64_t> pipelineParallel("pp",
+                                  cl::desc("Pipeline stages (default: [parallel] pipeline, "
+                                           "else 1; only 1 until the pipeline schedule)"),
+                                  cl::init(0), cl::cat(parallelCat));
 
 cl::opt<std::string> tokensPath(
     "tokens",
@@ -188,9 +213,26 @@ cl::opt<std::string> resumeOpt("resume",
                                cl::desc("Continue from a checkpoint DIR"),
                                cl::value_desc("DIR"), cl::cat(trainCat));
 
-/// One-line error, in the driver's format.
+/// The job's ranks when launched by mpirun (null in one process).
+std::unique_ptr<dsv3::rt::ProcessGroups> job;
+/// This process's world rank and size before the groups exist.
+int worldRank = 0, worldSize = 1;
+
+/// One-line error, in the driver's format. Under a launcher, an error found
+/// on one rank alone must not leave the others waiting in a collective:
+/// once the groups exist it ends the whole job, naming this rank.
 int fail(const llvm::Twine &msg) {
-  llvm::WithColor::error(llvm::errs(), "dsv3c") << msg << "\n";
+  if (job && job->plan().ranks() > 1)
+    job->world().abort("dsv3c: error: " + msg.str());
+  if (worldSize == 1) {
+    llvm::WithColor::error(llvm::errs(), "dsv3c") << msg << "\n";
+    return 1;
+  }
+  // One write per line, so that the ranks' lines do not interleave.
+  std::string line = "dsv3c: error: rank " + std::to_string(worldRank) + ": " + msg.str() + "\n";
+  llvm::errs().flush();
+  ssize_t written = ::write(STDERR_FILENO, line.data(), line.size());
+  (void)written;
   return 1;
 }
 int fail(llvm::Error e) {
@@ -249,6 +291,63 @@ dsv3::rt::TrainOverrides trainOverrides() {
   return o;
 }
 
+/// This process's world communicator until a command turns it into a job.
+std::unique_ptr<dsv3::rt::Communicator> worldComm;
+
+/// The parallel plan: the flags over the description's [parallel] table,
+/// checked against the model, the batch (of `batchSource`) and, with
+/// `launch`, the job's size. Every rank computes the same answer.
+llvm::Expected<dsv3::rt::ParallelPlan> resolvePlan(const dsv3::ModelDescription &desc,
+                                                   int64_t batch, const std::string &batchSource,
+                                                   bool launch) {
+  dsv3::ParallelSettings s = desc.parallel;
+  std::string source = desc.path;
+  for (auto [flag, value] : {std::pair<cl::opt<int64_t> *, int64_t *>{&dataParallel, &s.data},
+                             {&expertParallel, &s.expert},
+                             {&pipelineParallel, &s.pipeline}}) {
+    if (!flag->getNumOccurrences())
+      continue;
+    if (*flag < 1)
+      return llvm::createStringError("--" + flag->ArgStr.str() + " must be at least 1, got " +
+                                     std::to_string(flag->getValue()));
+    *value = flag->getValue();
+    source = "--" + flag->ArgStr.str();
+  }
+  if (llvm::Error e = dsv3::checkParallelPlan(desc.config, s, source))
+    return std::move(e);
+  if (s.pipeline > 1)
+    return llvm::createStringError(source + ": pipeline parallelism (--pp " +
+                                   std::to_string(s.pipeline) +
+                                   ") needs the pipeline schedule, which is not built yet; use "
+                                   "--pp 1");
+  if (batch % s.data != 0)
+    return llvm::createStringError(batchSource + ": a batch of " + std::to_string(batch) +
+                                   " sequences does not split over " + std::to_string(s.data) +
+                                   " data-parallel replicas");
+  if (launch && s.ranks() != worldSize)
+    return llvm::createStringError(
+        source + ": the plan (data " + std::to_string(s.data) + " x expert " +
+        std::to_string(s.expert) + " x pipeline " + std::to_string(s.pipeline) + ") needs " +
+        std::to_string(s.ranks()) + " ranks but the job has " + std::to_string(worldSize) +
+        (worldSize == 1 ? " (launch with mpirun -np " + std::to_string(s.ranks()) + ")" : ""));
+  dsv3::rt::ParallelPlan plan;
+  plan.data = s.data;
+  plan.expert = s.expert;
+  plan.pipeline = s.pipeline;
+  return plan;
+}
+
+/// Splits the world by `plan` (a no-op for one process).
+llvm::Error startJob(const dsv3::rt::ParallelPlan &plan) {
+  if (plan.single())
+    return llvm::Error::success();
+  auto groups = dsv3::rt::ProcessGroups::create(std::move(worldComm), plan);
+  if (!groups)
+    return llvm::createStringError(groups.error().message());
+  job = std::move(*groups);
+  return llvm::Error::success();
+}
+
 std::string cacheDirectory() {
   if (noCache)
     return "";
@@ -269,6 +368,10 @@ int runCompile() {
   auto options = compileOptions(*desc, *mode, batchSize, seqLen, false);
   if (!options)
     return fail(options.takeError());
+  auto plan = resolvePlan(*desc, batchSize, "--batch", /*launch=*/false);
+  if (!plan)
+    return fail(plan.takeError());
+  options->expertParallel = plan->expert;
   dsv3::Compiler compiler;
   if (emit == "artifact") {
     if (outputPath.empty())
@@ -323,14 +426,28 @@ int runOnTokens(bool gradient) {
   (*data)->fill(0, 0, 0, ids);
   std::vector<int64_t> shape{(*data)->batch(), (*data)->seqLen()};
   const std::vector<int64_t> *segments = (*data)->segments();
+  auto plan = resolvePlan(*desc, shape[0], tokensPath, /*launch=*/true);
+  if (!plan)
+    return fail(plan.takeError());
+  if (llvm::Error e = startJob(*plan))
+    return fail(std::move(e));
+  std::vector<int64_t> segmentRows;
+  if (job) {
+    // This replica's rows of the batch.
+    ids = dsv3::rt::replicaRows(ids, shape[0], shape[1], *job);
+    if (segments)
+      segments = &(segmentRows = dsv3::rt::replicaRows(*segments, shape[0], shape[1], *job));
+    shape[0] /= plan->data;
+  }
   auto options =
       compileOptions(*desc, gradient ? dsv3::CompileMode::Grad : dsv3::CompileMode::Eval,
                      shape[0], shape[1], segments != nullptr);
   if (!options)
     return fail(options.takeError());
   options->shapeSource = tokensPath;
+  options->expertParallel = plan->expert;
   dsv3::Compiler compiler;
-  auto model = compiler.load(*desc, *options, cacheDirectory());
+  auto model = compiler.load(*desc, *options, cacheDirectory(), job ? job->expertRank() : 0);
   if (!model)
     return fail(model.takeError());
   const std::string &entryName = model->module.entry;
@@ -358,9 +475,22 @@ int runOnTokens(bool gradient) {
     }
   }
 
+  const dsv3::rt::EntryPoint *entry = session.executable().entry(entryName);
+  dsv3::rt::OutputBuffers *outputs = &session.outputs(entryName);
+  dsv3::rt::EntryPoint jobEntry;
+  std::unique_ptr<dsv3::rt::OutputBuffers> jobOutputs;
+  if (job) {
+    // What one process would have computed, on every rank; rank 0 writes.
+    if (dsv3::rt::Error e = dsv3::rt::gatherOutputs(*entry, *outputs, session.layout(), *job,
+                                                    jobEntry, jobOutputs))
+      return fail(std::move(e));
+    entry = &jobEntry;
+    outputs = jobOutputs.get();
+    if (!job->isRoot())
+      return 0;
+  }
   std::string summary;
-  if (dsv3::rt::Error e = dsv3::rt::writeOutputs(*session.executable().entry(entryName),
-                                                 session.outputs(entryName), outputPath,
+  if (dsv3::rt::Error e = dsv3::rt::writeOutputs(*entry, *outputs, outputPath,
                                                  std::string("dsv3c ") + command, summary))
     return fail(std::move(e));
   llvm::outs() << summary;
@@ -436,20 +566,20 @@ struct Command {
 };
 const Command commands[] = {
     {"eval", "run the model on tokens; write logits, losses, routing choices",
-     {&runCat}, [] { return runOnTokens(false); }},
+     {&runCat, &parallelCat}, [] { return runOnTokens(false); }},
     {"grad",
      "losses and the gradient of total_loss for every trainable parameter",
-     {&runCat, &gradCat}, [] { return runOnTokens(true); }},
+     {&runCat, &gradCat, &parallelCat}, [] { return runOnTokens(true); }},
     {"train", "train with the compiled gradient and AdamW step",
-     {&runCat, &gradCat, &shapeCat, &trainCat}, runTrain},
+     {&runCat, &gradCat, &shapeCat, &trainCat, &parallelCat}, runTrain},
     {"compile", "print the IR after a pipeline phase, or write an artifact",
-     {&compileCat, &shapeCat, &gradCat},
+     {&compileCat, &shapeCat, &gradCat, &parallelCat},
      runCompile},
 };
 /// The command-specific categories; options in none of a command's own
 /// categories are rejected for it.
 const cl::OptionCategory *const commandCategories[] = {
-    &runCat, &gradCat, &compileCat, &shapeCat, &trainCat};
+    &runCat, &gradCat, &compileCat, &shapeCat, &trainCat, &parallelCat};
 
 void printUsage() {
   llvm::outs() << "OVERVIEW: dsv3c - compiler for DeepSeek-V3-architecture models\n\n"
@@ -530,6 +660,14 @@ int main(int argc, char **argv) {
   }
   if (modelPath.empty())
     return fail(llvm::Twine(command->name) + " needs a MODEL argument");
+
+  // Under mpirun every rank joins the world here; alone, nothing changes.
+  auto world = dsv3::rt::worldCommunicator(argc, argv);
+  if (!world)
+    return fail(world.error().message());
+  worldComm = std::move(*world);
+  worldRank = worldComm->rank();
+  worldSize = worldComm->size();
 
   std::optional<tbb::global_control> threadLimit;
   if (threads > 0)

@@ -1,0 +1,81 @@
+//===- Parallel.h - one job's ranks and what they share --------*- C++ -*-===//
+//
+// Part of the runtime core (no LLVM). A job of dp x ep ranks (pp with the
+// pipeline schedule) runs one compiled program per rank:
+//   - world rank w = d * ep + e: replica (data-parallel index) d, expert-
+//     parallel index e, so the ranks of one replica are neighbours (one
+//     node, as DeepSeek-V3 places its expert groups);
+//   - the ranks of replica d share its block of the batch and the "expert"
+//     group; the ranks with the same e form the "data" group;
+//   - parameters are replicated, except routed experts, which rank e of
+//     each replica holds block e of (ParamSlot::shard).
+// Compiled code reaches the groups by name through runtime/comm/Groups.h;
+// this file splits the world into them, picks each rank's batch rows and
+// expert blocks, and turns per-rank outputs into what one process would
+// have computed (summed gradients, averaged losses, gathered rows).
+//
+//===----------------------------------------------------------------------===//
+#ifndef DSV3_RUNTIME_PARALLEL_PARALLEL_H
+#define DSV3_RUNTIME_PARALLEL_PARALLEL_H
+
+#include "runtime/abi/Abi.h"
+#include "runtime/comm/Communicator.h"
+
+#include <memory>
+#include <vector>
+
+namespace dsv3::rt {
+
+/// Group sizes of a job: data x expert x pipeline ranks.
+struct ParallelPlan {
+  int64_t data = 1, expert = 1, pipeline = 1;
+  int64_t ranks() const { return data * expert * pipeline; }
+  bool single() const { return ranks() == 1; }
+};
+
+/// The world and the groups carved from it, registered for compiled code
+/// while this object lives.
+class ProcessGroups {
+public:
+  /// Splits `world` by `plan` (every rank must call it with the same plan;
+  /// the caller checked that the plan fits the world and the model).
+  static Expected<std::unique_ptr<ProcessGroups>> create(std::unique_ptr<Communicator> world,
+                                                        const ParallelPlan &plan);
+  ~ProcessGroups();
+
+  const ParallelPlan &plan() const { return plan_; }
+  Communicator &world() { return *world_; }
+  Communicator &data() { return *data_; }
+  Communicator &expert() { return *expert_; }
+  int64_t dataRank() const { return data_->rank(); }
+  int64_t expertRank() const { return expert_->rank(); }
+  bool isRoot() const { return world_->rank() == 0; }
+
+private:
+  ProcessGroups() = default;
+  ParallelPlan plan_;
+  std::unique_ptr<Communicator> world_, data_, expert_;
+};
+
+/// Sets each expert-sharded slot's stackBase for expert-parallel rank
+/// `expertRank` (rank e holds stack indices e*n .. (e+1)*n-1).
+void placeShards(ParamLayout &layout, int64_t expertRank);
+
+/// Rows [d * B / dp, (d + 1) * B / dp) of a [B, T] batch, for replica d.
+std::vector<int64_t> replicaRows(const std::vector<int64_t> &batch, int64_t rows, int64_t cols,
+                                 const ProcessGroups &groups);
+
+/// Turns this rank's outputs of `entry` into those of the whole job, on
+/// every rank: gradients summed over the ranks that hold the parameter and
+/// divided by dp x ep (each replica's loss is a mean over its rows, and
+/// each of its ep ranks differentiates all of it), losses averaged over
+/// replicas, per-token outputs (logits, expert choices) concatenated over
+/// replicas, expert gradients concatenated over the expert group.
+/// `global` receives the job-wide signature and `buffers` its values.
+Error gatherOutputs(const EntryPoint &entry, OutputBuffers &local, const ParamLayout &layout,
+                    ProcessGroups &groups, EntryPoint &global,
+                    std::unique_ptr<OutputBuffers> &buffers);
+
+} // namespace dsv3::rt
+
+#endif // DSV3_RUNTIME_PARALLEL_PARALLEL_H
