@@ -243,7 +243,64 @@ std::string formatDuration(double seconds) {
 
 } // namespace
 
-Error train(const TrainConfig &c, Session &session, const DataSource &data) {
+namespace {
+
+/// Sums gradients over the ranks that hold each parameter (replicated
+/// slots: the world; expert blocks: the data group) and divides by dp x ep,
+/// as gatherOutputs does for one call. Returns the square of the job's
+/// gradient norm (each expert block counted once).
+Expected<double> reduceGradients(ProcessGroups &job, const ParamLayout &layout,
+                                 std::vector<float> &grads) {
+  std::vector<float> dense, expert;
+  for (const ParamSlot &s : layout.slots)
+    (s.shard.empty() ? dense : expert)
+        .insert((s.shard.empty() ? dense : expert).end(), grads.begin() + s.offset,
+                grads.begin() + s.offset + s.numElements());
+  if (Error e = Communicator::complete(
+          job.world().allReduceSum(ElementType::F32, dense.data(), dense.size())))
+    return e;
+  if (!expert.empty())
+    if (Error e = Communicator::complete(
+            job.data().allReduceSum(ElementType::F32, expert.data(), expert.size())))
+      return e;
+  float scale = 1.0f / static_cast<float>(job.plan().data * job.plan().expert);
+  double denseSq = 0, expertSq = 0;
+  size_t d = 0, x = 0;
+  for (const ParamSlot &s : layout.slots) {
+    bool replicated = s.shard.empty();
+    float *src = replicated ? dense.data() + d : expert.data() + x;
+    for (int64_t k = 0, n = s.numElements(); k < n; ++k) {
+      float g = src[k] * scale;
+      grads[s.offset + k] = g;
+      (replicated ? denseSq : expertSq) += double(g) * g;
+    }
+    (replicated ? d : x) += s.numElements();
+  }
+  // Expert blocks differ across the expert group: their squares add up
+  // there (a float sum: ample for a clipping factor).
+  float blockSq = static_cast<float>(expertSq);
+  if (Error e = Communicator::complete(job.expert().allReduceSum(ElementType::F32, &blockSq, 1)))
+    return e;
+  return denseSq + blockSq;
+}
+
+/// The job's mean of a per-replica value.
+Expected<double> replicaMean(ProcessGroups &job, double v) {
+  float x = static_cast<float>(v);
+  if (Error e = Communicator::complete(job.data().allReduceSum(ElementType::F32, &x, 1)))
+    return e;
+  return double(x) / static_cast<double>(job.plan().data);
+}
+
+} // namespace
+
+Error train(const TrainConfig &c, Session &session, const DataSource &data, ProcessGroups *job) {
+  if (job && job->plan().single())
+    job = nullptr;
+  bool root = !job || job->isRoot();
+  if (job && (!c.savePath.empty() || !c.resumePath.empty()) && job->plan().expert > 1)
+    return Error::failure("checkpoints of expert-sharded training (--save/--resume with --ep) "
+                          "are not written yet");
   const ParamLayout &layout = session.layout();
   const EntryPoint *entry = session.executable().entry("forward_grad");
   if (!entry || !session.trains())
@@ -262,14 +319,16 @@ Error train(const TrainConfig &c, Session &session, const DataSource &data) {
   OutputBuffers &outputs = session.outputs("forward_grad");
 
   std::ofstream log;
-  if (!c.logJsonPath.empty()) {
+  if (!c.logJsonPath.empty() && root) {
     log.open(c.logJsonPath, c.resumePath.empty() ? std::ios::trunc : std::ios::app);
     if (!log)
       return fileError(c.logJsonPath, std::strerror(errno));
   }
   bool tty = ::isatty(STDERR_FILENO);
-  std::vector<int64_t> ids;
+  std::vector<int64_t> ids, segmentRows;
   std::vector<double> curve;
+  // The compiled step's batch: one replica's rows.
+  int64_t rows = job ? data.batch() / job->plan().data : data.batch();
   int64_t tokensPerStep = data.batch() * data.seqLen() * c.gradAccumulation;
   auto started = Clock::now();
 
@@ -281,10 +340,15 @@ Error train(const TrainConfig &c, Session &session, const DataSource &data) {
     std::vector<std::vector<int64_t>> loads(roles->routing.size());
     for (int64_t micro = 0; micro < c.gradAccumulation; ++micro) {
       data.fill(c.seed, step, micro, ids);
-      std::vector<BufferArg> inputs{{ids.data(), {data.batch(), data.seqLen()}}};
-      if (const std::vector<int64_t> *segs = data.segments())
-        inputs.push_back({const_cast<int64_t *>(segs->data()),
-                          {data.batch(), data.seqLen()}});
+      const std::vector<int64_t> *segs = data.segments();
+      if (job) {
+        ids = replicaRows(ids, data.batch(), data.seqLen(), *job);
+        if (segs)
+          segs = &(segmentRows = replicaRows(*segs, data.batch(), data.seqLen(), *job));
+      }
+      std::vector<BufferArg> inputs{{ids.data(), {rows, data.seqLen()}}};
+      if (segs)
+        inputs.push_back({const_cast<int64_t *>(segs->data()), {rows, data.seqLen()}});
       if (Error e = session.run("forward_grad", inputs))
         return e;
       loss += outputs.f32(roles->loss)[0];
@@ -316,6 +380,24 @@ Error train(const TrainConfig &c, Session &session, const DataSource &data) {
     for (float &g : grads) {
       g *= inv;
       sq += double(g) * g;
+    }
+    if (job) {
+      auto jobSq = reduceGradients(*job, layout, grads);
+      if (!jobSq)
+        return jobSq.takeError();
+      sq = *jobSq;
+      for (double *v : {&loss, &mtpLoss, &balanceLoss, &totalLoss}) {
+        auto mean = replicaMean(*job, *v);
+        if (!mean)
+          return mean.takeError();
+        *v = *mean;
+      }
+      // Routing runs on a replica's whole batch on each of its ranks: the
+      // job's loads are the sum over replicas.
+      for (std::vector<int64_t> &l : loads)
+        if (Error e = Communicator::complete(
+                job->data().allReduceSum(ElementType::I64, l.data(), l.size())))
+          return e;
     }
     double gradNorm = std::sqrt(sq);
     // torch.nn.utils.clip_grad_norm_ semantics.
@@ -366,7 +448,9 @@ Error train(const TrainConfig &c, Session &session, const DataSource &data) {
                               "%.0f tok/s  ETA %s",
                               (long long)step, (long long)c.steps, loss, lr, gradNorm, imbalance,
                               tokensPerSecond, formatDuration(eta).c_str());
-    if (tty) {
+    if (!root) {
+      // Only rank 0 reports.
+    } else if (tty) {
       int width = 24, filled = static_cast<int>(width * step / c.steps);
       std::fprintf(stderr, "\r[%s%s] %s\x1b[K%s", std::string(filled, '#').c_str(),
                    std::string(width - filled, ' ').c_str(), line.c_str(),
@@ -376,11 +460,11 @@ Error train(const TrainConfig &c, Session &session, const DataSource &data) {
       std::fprintf(stdout, "%s\n", line.c_str());
       std::fflush(stdout);
     }
-    if (!c.savePath.empty() && step == c.steps)
+    if (!c.savePath.empty() && step == c.steps && root)
       if (Error e = saveCheckpoint(c, session, step))
         return e;
   }
-  if (!c.plotPath.empty())
+  if (!c.plotPath.empty() && root)
     if (Error e = writePlot(c.plotPath, curve, startStep + 1))
       return e;
   return Error::success();

@@ -11,6 +11,7 @@
 #define DSV3_RUNTIME_TRAIN_TRAINER_H
 
 #include "runtime/exec/Session.h"
+#include "runtime/parallel/Parallel.h"
 #include "runtime/train/Data.h"
 
 #include <optional>
@@ -47,8 +48,13 @@ Error checkSaveTarget(const std::string &savePath);
 
 /// Trains the session's parameters in place (the session runs forward_grad
 /// and adamw_step); resumes from `config.resumePath` when set. Checkpoints
-/// keep the moments in the session's element type.
-Error train(const TrainConfig &config, Session &session, const DataSource &data);
+/// keep the moments in the session's element type. With a `job` of several
+/// ranks, the session's program is one replica's (batch / dp rows) with
+/// this rank's experts: each rank reads its replica's rows of every batch,
+/// gradients are summed over the ranks holding each parameter, losses,
+/// expert loads and the gradient norm are the job's, and rank 0 logs.
+Error train(const TrainConfig &config, Session &session, const DataSource &data,
+            ProcessGroups *job = nullptr);
 
 } // namespace dsv3::rt
 

@@ -122,6 +122,50 @@ INSTANTIATE_TEST_SUITE_P(
              std::to_string(info.param.ep);
     });
 
+/// `train` for 4 steps under a plan follows the one-process trajectory:
+/// every step's losses and gradient norm within 1e-5 relative (AdamW,
+/// clipping, MTP and routing-bias updates on, from global loads).
+class ParallelTrain : public ::testing::TestWithParam<Case> {};
+
+TEST_P(ParallelTrain, FollowsOneProcess) {
+  const Case &c = GetParam();
+  std::string dir = scratchDir("train");
+  std::string args = std::string("train ") + sourcePath(c.model) + " --tokens " +
+                     sourcePath(c.tokens) + " --steps 4 --log-json ";
+  RunResult one = runDsv3c(args + dir + "/one.jsonl");
+  ASSERT_EQ(one.exitCode, 0) << one.output;
+  RunResult job = runCommand(mpirun(c.dp * c.ep) + args + dir + "/job.jsonl --dp " +
+                             std::to_string(c.dp) + " --ep " + std::to_string(c.ep));
+  ASSERT_EQ(job.exitCode, 0) << job.output;
+  for (const char *key : {"loss", "mtp_loss", "total_loss", "grad_norm", "load_imbalance"}) {
+    std::vector<double> want = logField(dir + "/one.jsonl", key),
+                        got = logField(dir + "/job.jsonl", key);
+    ASSERT_EQ(want.size(), 4u) << key;
+    ASSERT_EQ(got.size(), 4u) << key;
+    double worst = 0;
+    for (size_t i = 0; i < want.size(); ++i) {
+      double rel = std::abs(got[i] - want[i]) / std::max(std::abs(want[i]), 1e-12);
+      EXPECT_LE(rel, 1e-5) << key << " at step " << i + 1;
+      worst = std::max(worst, rel);
+    }
+    std::printf("--dp %d --ep %d %-14s worst relative difference over 4 steps %.1e\n", c.dp,
+                c.ep, key, worst);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Plans, ParallelTrain,
+    ::testing::Values(Case{"models/tiny", "tests/golden/tiny/reference.safetensors", 2, 2},
+                      Case{"models/tiny-ep/model.toml", "tests/golden/tiny/reference.safetensors",
+                           1, 2}),
+    [](const ::testing::TestParamInfo<Case> &info) {
+      std::string name = std::string(info.param.model).find("tiny-ep") != std::string::npos
+                             ? "TinyEp"
+                             : "Tiny";
+      return name + "_dp" + std::to_string(info.param.dp) + "_ep" +
+             std::to_string(info.param.ep);
+    });
+
 /// A plan that does not fit is refused by every rank before any work.
 TEST(ParallelPlan, MisfitsAreOneLineErrorsOnEveryRank) {
   std::string model = sourcePath("models/tiny"),

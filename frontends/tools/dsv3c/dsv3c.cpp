@@ -533,24 +533,42 @@ int runTrain() {
       if (auto file = dsv3::rt::SafetensorsFile::open(c.resumePath + f); !file)
         return fail(file.takeError());
 
-  auto options = compileOptions(*desc, dsv3::CompileMode::TrainStep, data->batch(),
+  auto plan = resolvePlan(*desc, data->batch(),
+                          tokensPath.empty() ? std::string("--batch") : tokensPath.getValue(),
+                          /*launch=*/true);
+  if (!plan)
+    return fail(plan.takeError());
+  if (llvm::Error e = startJob(*plan))
+    return fail(std::move(e));
+  // Each rank compiles one replica's step (batch / dp rows, its experts).
+  auto options = compileOptions(*desc, dsv3::CompileMode::TrainStep, data->batch() / plan->data,
                                 data->seqLen(), data->segments() != nullptr);
   if (!options)
     return fail(options.takeError());
   options->shapeSource = modelPath;
+  options->expertParallel = plan->expert;
   dsv3::Compiler compiler;
-  auto model = compiler.load(*desc, *options, cacheDirectory());
+  auto model = compiler.load(*desc, *options, cacheDirectory(), job ? job->expertRank() : 0);
   if (!model)
     return fail(model.takeError());
 
-  llvm::outs() << "training " << modelPath << " on " << data->describe() << ", "
-               << data->batch() << "x" << data->seqLen() << " tokens x "
-               << c.gradAccumulation << " micro-batches per step, "
-               << model->session->parameters().size() << " parameters\n";
-  llvm::outs().flush();
+  bool root = !job || job->isRoot();
+  if (root) {
+    llvm::outs() << "training " << modelPath << " on " << data->describe() << ", "
+                 << data->batch() << "x" << data->seqLen() << " tokens x "
+                 << c.gradAccumulation << " micro-batches per step, "
+                 << model->session->parameters().size() << " parameters";
+    if (job)
+      llvm::outs() << " on rank 0 of " << plan->ranks() << " (data " << plan->data
+                   << " x expert " << plan->expert << ")";
+    llvm::outs() << "\n";
+    llvm::outs().flush();
+  }
   TimingScope t = compiler.timing().nest("train");
-  if (dsv3::rt::Error e = dsv3::rt::train(c, *model->session, *data))
+  if (dsv3::rt::Error e = dsv3::rt::train(c, *model->session, *data, job.get()))
     return fail(std::move(e));
+  if (!root)
+    return 0;
   if (!c.savePath.empty())
     llvm::outs() << "checkpoint: " << c.savePath << "\n";
   if (!c.plotPath.empty())
