@@ -72,3 +72,43 @@ func.func @ranks_positive(%x: tensor<8xf32>) -> tensor<8xf32> {
   %y = dsv3.all_reduce %x {ranks = 0 : i64} : tensor<8xf32> -> tensor<8xf32>
   return %y : tensor<8xf32>
 }
+
+// -----
+
+func.func @unknown_group(%x: tensor<8xf32>) -> tensor<8xf32> {
+  // expected-error @+1 {{unknown group "experts" (world, data, expert or pipeline)}}
+  %y = dsv3.all_reduce %x {group = "experts", ranks = 2 : i64} : tensor<8xf32> -> tensor<8xf32>
+  return %y : tensor<8xf32>
+}
+
+// -----
+
+func.func @rank_rows_block(%x: tensor<62x4xf32>) -> tensor<15x4xf32> {
+  // expected-error @+1 {{the block of 'tensor<62x4xf32>' over 4 ranks has 16 rows, got 'tensor<15x4xf32>'}}
+  %y = dsv3.rank_rows %x {group = "expert", ranks = 4 : i64} : tensor<62x4xf32> -> tensor<15x4xf32>
+  return %y : tensor<15x4xf32>
+}
+
+// -----
+
+func.func @send_counts_split(%o: tensor<18xi64>) -> (tensor<3xi64>, tensor<16xi64>) {
+  // expected-error @+1 {{16 experts do not split over 3 ranks}}
+  %s, %e = dsv3.moe_send_counts %o {num_experts = 16 : i64, ranks = 3 : i64} : tensor<18xi64> -> (tensor<3xi64>, tensor<16xi64>)
+  return %s, %e : tensor<3xi64>, tensor<16xi64>
+}
+
+// -----
+
+func.func @recv_layout_blocks(%c: tensor<15xi64>) -> (tensor<2xi64>, tensor<8x1xi64>) {
+  // expected-error @+1 {{are not one block per each of 2 ranks}}
+  %r, %l = dsv3.moe_recv_layout %c {ranks = 2 : i64} : tensor<15xi64> -> (tensor<2xi64>, tensor<8x1xi64>)
+  return %r, %l : tensor<2xi64>, tensor<8x1xi64>
+}
+
+// -----
+
+func.func @shard_unstacked() -> tensor<4x4xf32> {
+  // expected-error @+1 {{only a stacked parameter can be sharded}}
+  %w = dsv3.param "w" shard "expert" : tensor<4x4xf32>
+  return %w : tensor<4x4xf32>
+}

@@ -53,3 +53,18 @@ func.func @not_pure(%x: tensor<8xf32>) -> tensor<8xf32> {
   %s = arith.addf %a, %b : tensor<8xf32>
   return %s : tensor<8xf32>
 }
+
+// A group other than the world is printed; rank_rows pads integer blocks.
+// CHECK-LABEL: func.func @expert_group
+// CHECK: dsv3.all_to_all %{{.*}} {group = "expert", ranks = 2 : i64}
+// CHECK: dsv3.rank_rows %{{.*}} {group = "expert", pad = 16 : i64, ranks = 4 : i64} : tensor<62x4xi64> -> tensor<16x4xi64>
+// CHECK: dsv3.rank_rows_grad %{{.*}} {group = "expert", ranks = 4 : i64} : tensor<16x8xf32> -> tensor<62x8xf32>
+func.func @expert_group(%rows: tensor<6x3xf32>, %sc: tensor<2xi64>, %rc: tensor<2xi64>,
+                        %ids: tensor<62x4xi64>, %dy: tensor<16x8xf32>)
+    -> (tensor<12x3xf32>, tensor<16x4xi64>, tensor<62x8xf32>) {
+  %d = dsv3.all_to_all %rows, %sc, %rc {group = "expert", ranks = 2 : i64}
+      : (tensor<6x3xf32>, tensor<2xi64>, tensor<2xi64>) -> tensor<12x3xf32>
+  %m = dsv3.rank_rows %ids {group = "expert", ranks = 4 : i64, pad = 16 : i64} : tensor<62x4xi64> -> tensor<16x4xi64>
+  %g = dsv3.rank_rows_grad %dy {group = "expert", ranks = 4 : i64} : tensor<16x8xf32> -> tensor<62x8xf32>
+  return %d, %m, %g : tensor<12x3xf32>, tensor<16x4xi64>, tensor<62x8xf32>
+}
