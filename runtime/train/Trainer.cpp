@@ -252,10 +252,10 @@ namespace {
 Expected<double> reduceGradients(ProcessGroups &job, const ParamLayout &layout,
                                  std::vector<float> &grads) {
   std::vector<float> dense, expert;
-  for (const ParamSlot &s : layout.slots)
-    (s.shard.empty() ? dense : expert)
-        .insert((s.shard.empty() ? dense : expert).end(), grads.begin() + s.offset,
-                grads.begin() + s.offset + s.numElements());
+  for (const ParamSlot &s : layout.slots) {
+    std::vector<float> &part = s.shard.empty() ? dense : expert;
+    part.insert(part.end(), grads.begin() + s.offset, grads.begin() + s.offset + s.numElements());
+  }
   if (Error e = Communicator::complete(
           job.world().allReduceSum(ElementType::F32, dense.data(), dense.size())))
     return e;

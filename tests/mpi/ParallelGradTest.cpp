@@ -79,6 +79,13 @@ struct Case {
   int dp, ep;
 };
 
+/// "Tiny_dp2_ep2", "TinyEp_dp1_ep4": the test's name for a case.
+std::string caseName(const ::testing::TestParamInfo<Case> &info) {
+  std::string name =
+      std::string(info.param.model).find("tiny-ep") != std::string::npos ? "TinyEp" : "Tiny";
+  return name + "_dp" + std::to_string(info.param.dp) + "_ep" + std::to_string(info.param.ep);
+}
+
 void PrintTo(const Case &c, std::ostream *os) {
   *os << c.model << " --dp " << c.dp << " --ep " << c.ep;
 }
@@ -114,13 +121,7 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{"models/tiny", "tests/golden/tiny/reference.safetensors", 2, 2},
                       Case{"models/tiny-ep/model.toml", "tests/golden/tiny/reference.safetensors",
                            1, 4}),
-    [](const ::testing::TestParamInfo<Case> &info) {
-      std::string name = std::string(info.param.model).find("tiny-ep") != std::string::npos
-                             ? "TinyEp"
-                             : "Tiny";
-      return name + "_dp" + std::to_string(info.param.dp) + "_ep" +
-             std::to_string(info.param.ep);
-    });
+    caseName);
 
 /// `train` for 4 steps under a plan follows the one-process trajectory:
 /// every step's losses and gradient norm within 1e-5 relative (AdamW,
@@ -158,13 +159,7 @@ INSTANTIATE_TEST_SUITE_P(
     ::testing::Values(Case{"models/tiny", "tests/golden/tiny/reference.safetensors", 2, 2},
                       Case{"models/tiny-ep/model.toml", "tests/golden/tiny/reference.safetensors",
                            1, 2}),
-    [](const ::testing::TestParamInfo<Case> &info) {
-      std::string name = std::string(info.param.model).find("tiny-ep") != std::string::npos
-                             ? "TinyEp"
-                             : "Tiny";
-      return name + "_dp" + std::to_string(info.param.dp) + "_ep" +
-             std::to_string(info.param.ep);
-    });
+    caseName);
 
 /// A plan that does not fit is refused by every rank before any work.
 TEST(ParallelPlan, MisfitsAreOneLineErrorsOnEveryRank) {
