@@ -233,7 +233,8 @@ Compiler::compile(const ModelDescription &desc, const CompileOptions &options,
 
 llvm::Expected<LoadedModel> Compiler::load(const ModelDescription &desc,
                                            const CompileOptions &options,
-                                           const std::string &cacheDir, int64_t expertRank) {
+                                           const std::string &cacheDir, int64_t expertRank,
+                                           rt::OptimizerShard shard) {
   std::unique_ptr<rt::WeightStore> store;
   if (!desc.weightsPath.empty()) {
     auto opened = rt::WeightStore::open(desc.weightsPath);
@@ -265,12 +266,12 @@ llvm::Expected<LoadedModel> Compiler::load(const ModelDescription &desc,
   m.module = std::move(*module);
   if (options.mode == CompileMode::TrainStep) {
     // The optimizer update is compiled too: linalg on the flat buffer.
-    auto adamw = compileAdamW(m.module.executable->layout().totalElements, options);
+    auto adamw = compileAdamW(shard.size(m.module.executable->layout().totalElements), options);
     if (!adamw)
       return adamw.takeError();
     m.optimizer = std::move(*adamw);
   }
-  auto session = rt::Session::create(*m.module.executable, m.optimizer.get());
+  auto session = rt::Session::create(*m.module.executable, m.optimizer.get(), shard);
   if (!session)
     return llvm::createStringError(session.error().message());
   m.session = std::move(*session);

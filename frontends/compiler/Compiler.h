@@ -109,9 +109,11 @@ public:
   /// parameter layout is known, so that a bad checkpoint fails before code
   /// generation. TrainStep also compiles the AdamW step for the session.
   /// Under expert parallelism (options.expertParallel > 1) the session
-  /// holds expert-parallel rank `expertRank`'s block of every expert stack.
+  /// holds expert-parallel rank `expertRank`'s block of every expert stack;
+  /// under ZeRO-1 its AdamW step and moments cover `shard` only.
   llvm::Expected<LoadedModel> load(const ModelDescription &desc, const CompileOptions &options,
-                                   const std::string &cacheDir = "", int64_t expertRank = 0);
+                                   const std::string &cacheDir = "", int64_t expertRank = 0,
+                                   rt::OptimizerShard shard = {});
 
   /// Writes an ahead-of-time artifact into `dir` (created): `model.so`,
   /// machine code for this host CPU exporting `_dsv3_packed_<entry>` for

@@ -12,6 +12,7 @@
 #ifndef DSV3_RUNTIME_ABI_ABI_H
 #define DSV3_RUNTIME_ABI_ABI_H
 
+#include <algorithm>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -60,6 +61,23 @@ struct ParamLayout {
       if (s.name == name)
         return &s;
     return nullptr;
+  }
+};
+
+/// The part of the flat parameter buffer whose optimizer state this
+/// process keeps: slice `index` of `count` equal slices (ZeRO-1 shards the
+/// state over the data-parallel ranks; one slice is the whole buffer). The
+/// last slice may run past the buffer: its tail is padding.
+struct OptimizerShard {
+  int64_t index = 0, count = 1;
+  /// Elements per slice of a buffer of `total` elements (at least 1).
+  int64_t size(int64_t total) const {
+    return std::max<int64_t>((std::max<int64_t>(total, 1) + count - 1) / count, 1);
+  }
+  int64_t begin(int64_t total) const { return index * size(total); }
+  /// Elements of the slice that lie inside the buffer.
+  int64_t valid(int64_t total) const {
+    return std::clamp<int64_t>(std::max<int64_t>(total, 1) - begin(total), 0, size(total));
   }
 };
 

@@ -37,28 +37,35 @@ Expected<ElementType> checkAdamW(const EntryPoint &e, int64_t n) {
 } // namespace
 
 Expected<std::unique_ptr<Session>> Session::create(const Executable &model,
-                                                   const Executable *optimizer) {
+                                                   const Executable *optimizer,
+                                                   OptimizerShard shard) {
   ElementType momentType = ElementType::F32;
+  if (shard.count < 1 || shard.index < 0 || shard.index >= shard.count)
+    return Error::failure("optimizer shard " + std::to_string(shard.index) + " of " +
+                          std::to_string(shard.count) + " does not exist");
   if (optimizer) {
     const EntryPoint *step = optimizer->entry("adamw_step");
     if (!step)
       return Error::failure("the optimizer executable has no adamw_step");
     // The buffer holds at least one element (MLIR needs a non-empty memref).
-    auto type = checkAdamW(*step, std::max<int64_t>(model.layout().totalElements, 1));
+    auto type = checkAdamW(*step, shard.size(model.layout().totalElements));
     if (!type)
       return type.takeError();
     momentType = *type;
   }
-  return std::unique_ptr<Session>(new Session(model, optimizer, momentType));
+  return std::unique_ptr<Session>(new Session(model, optimizer, shard, momentType));
 }
 
-Session::Session(const Executable &model, const Executable *optimizer, ElementType momentType)
-    : model(model), optimizer(optimizer),
+Session::Session(const Executable &model, const Executable *optimizer, OptimizerShard shard,
+                 ElementType momentType)
+    : model(model), optimizer(optimizer), shard_(shard),
       params(std::max<int64_t>(model.layout().totalElements, 1), 0.f) {
   if (!optimizer)
     return;
-  size_t bytes = params.size() * rt::elementSize(momentType);
-  nextParams.assign(params.size(), 0.f);
+  int64_t n = shard.size(model.layout().totalElements);
+  size_t bytes = n * rt::elementSize(momentType);
+  shardParams.assign(n, 0.f);
+  nextShardParams.assign(n, 0.f);
   for (MomentState *s : {&current, &next}) {
     s->type = momentType;
     s->m.assign(bytes, 0);
@@ -85,30 +92,39 @@ Error Session::run(const std::string &entry, const std::vector<BufferArg> &input
 Error Session::optimizerStep(const std::vector<float> &grads, const float *hyper) {
   if (!optimizer)
     return Error::failure("this session has no optimizer step");
-  int64_t n = static_cast<int64_t>(params.size());
-  if (grads.size() != params.size() || current.m.size() != params.size() * current.elementSize())
+  int64_t total = static_cast<int64_t>(params.size());
+  int64_t n = shard_.size(total), begin = shard_.begin(total), valid = shard_.valid(total);
+  if (static_cast<int64_t>(grads.size()) != n ||
+      current.m.size() != static_cast<size_t>(n) * current.elementSize())
     return Error::failure("optimizer step: " + std::to_string(grads.size()) +
-                          " gradients and " + std::to_string(params.size()) +
-                          " parameters for moments of " +
+                          " gradients and " + std::to_string(n) + " parameters for moments of " +
                           std::to_string(current.m.size() / current.elementSize()));
-  nextParams.resize(params.size());
+  std::copy_n(params.begin() + begin, valid, shardParams.begin());
+  std::fill(shardParams.begin() + valid, shardParams.end(), 0.f);
   if (Error e = optimizer->call(
-          "adamw_step", params.data(),
-          {{params.data(), {n}},
+          "adamw_step", shardParams.data(),
+          {{shardParams.data(), {n}},
            {const_cast<float *>(grads.data()), {n}},
            {current.m.data(), {n}},
            {current.v.data(), {n}},
            {const_cast<float *>(hyper), {kNumAdamWHyper}}},
-          {{nextParams.data(), {n}}, {next.m.data(), {n}}, {next.v.data(), {n}}}))
+          {{nextShardParams.data(), {n}}, {next.m.data(), {n}}, {next.v.data(), {n}}}))
     return e;
   size_t es = current.elementSize();
-  for (const ParamSlot &s : layout().slots)
-    if (s.role == "routing_bias") {
-      std::copy_n(params.begin() + s.offset, s.numElements(), nextParams.begin() + s.offset);
-      std::memset(next.m.data() + s.offset * es, 0, s.numElements() * es);
-      std::memset(next.v.data() + s.offset * es, 0, s.numElements() * es);
-    }
-  params.swap(nextParams);
+  for (const ParamSlot &s : layout().slots) {
+    if (s.role != "routing_bias")
+      continue;
+    // The part of the bias inside this shard, in shard coordinates.
+    int64_t lo = std::max(s.offset, begin), hi = std::min(s.offset + s.numElements(), begin + valid);
+    if (lo >= hi)
+      continue;
+    std::copy(shardParams.begin() + (lo - begin), shardParams.begin() + (hi - begin),
+              nextShardParams.begin() + (lo - begin));
+    std::memset(next.m.data() + (lo - begin) * es, 0, (hi - lo) * es);
+    std::memset(next.v.data() + (lo - begin) * es, 0, (hi - lo) * es);
+  }
+  std::copy_n(nextShardParams.begin(), valid, params.begin() + begin);
+  shardParams.swap(nextShardParams);
   std::swap(current, next);
   return Error::success();
 }

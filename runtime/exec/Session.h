@@ -21,8 +21,9 @@
 
 namespace dsv3::rt {
 
-/// AdamW's first and second moments, one element per parameter, stored as
-/// the compiled step's signature says (f32, or bf16 as raw bits).
+/// AdamW's first and second moments, one element per parameter of the
+/// optimizer shard, stored as the compiled step's signature says (f32, or
+/// bf16 as raw bits).
 struct MomentState {
   ElementType type = ElementType::F32;
   std::vector<uint8_t> m, v;
@@ -32,10 +33,12 @@ struct MomentState {
 class Session {
 public:
   /// A session over `model` (its forward or forward_grad) and, when
-  /// training, `optimizer` (an executable with adamw_step over the same
-  /// parameter count; it may be `model` itself). Parameters start at zero.
+  /// training, `optimizer` (an executable with adamw_step over the
+  /// parameters of `shard`; it may be `model` itself). Parameters start at
+  /// zero.
   static Expected<std::unique_ptr<Session>> create(const Executable &model,
-                                                   const Executable *optimizer = nullptr);
+                                                   const Executable *optimizer = nullptr,
+                                                   OptimizerShard shard = {});
 
   const ParamLayout &layout() const { return model.layout(); }
   const Executable &executable() const { return model; }
@@ -49,20 +52,31 @@ public:
   OutputBuffers &outputs(const std::string &entry);
 
   bool trains() const { return optimizer != nullptr; }
+  const OptimizerShard &shard() const { return shard_; }
   MomentState &moments() { return current; }
 
-  /// One compiled AdamW step on `grads` (one per parameter) with the
-  /// hyper-parameters `hyper` (AdamWHyper slots). Parameters with the role
+  /// One compiled AdamW step on `grads` (one per element of the shard,
+  /// padding included) with the hyper-parameters `hyper` (AdamWHyper
+  /// slots): the shard's parameters and moments move on, the rest of the
+  /// buffer is left to whoever owns it. Parameters with the role
   /// routing_bias keep their values and zero moments: they follow the
   /// load-balancing rule, not the gradient.
   Error optimizerStep(const std::vector<float> &grads, const float *hyper);
+  /// The shard's parameters after the last optimizerStep, padding included
+  /// (what a data-parallel job all-gathers).
+  const std::vector<float> &shardParameters() const { return shardParams; }
 
 private:
-  Session(const Executable &model, const Executable *optimizer, ElementType momentType);
+  Session(const Executable &model, const Executable *optimizer, OptimizerShard shard,
+          ElementType momentType);
 
   const Executable &model;
   const Executable *optimizer;
-  std::vector<float> params, nextParams;
+  OptimizerShard shard_;
+  std::vector<float> params;
+  /// The shard's parameters before and after a step (padded copies, so
+  /// that the compiled step never reads past the buffer).
+  std::vector<float> shardParams, nextShardParams;
   MomentState current, next;
   std::map<std::string, std::unique_ptr<OutputBuffers>> results;
 };

@@ -3,6 +3,7 @@
 
 #include "runtime/comm/Groups.h"
 
+#include <algorithm>
 #include <cstring>
 
 namespace dsv3::rt {
@@ -56,6 +57,73 @@ bool isPerToken(const std::string &role) {
 
 } // namespace
 
+Expected<double> reduceGradients(ProcessGroups &groups, const ParamLayout &layout,
+                                 const OptimizerShard &shard, std::vector<float> &grads,
+                                 std::vector<float> &out) {
+  const ParallelPlan &plan = groups.plan();
+  int64_t total = std::max<int64_t>(layout.totalElements, 1);
+  int64_t size = shard.size(total), begin = shard.begin(total), valid = shard.valid(total);
+  if (shard.count != 1 && shard.count != plan.data)
+    return Error::failure("optimizer state in " + std::to_string(shard.count) +
+                          " shards over " + std::to_string(plan.data) + " data-parallel ranks");
+  out.assign(size, 0.f);
+  if (shard.count == 1) {
+    grads.resize(std::max<size_t>(grads.size(), total));
+    if (plan.data > 1)
+      if (Error e = Communicator::complete(
+              groups.data().allReduceSum(ElementType::F32, grads.data(), total)))
+        return e;
+    std::copy_n(grads.begin(), total, out.begin());
+  } else {
+    grads.resize(shard.count * size, 0.f);
+    if (Error e = Communicator::complete(
+            groups.data().reduceScatterSum(ElementType::F32, grads.data(), out.data(), size)))
+      return e;
+  }
+  // The replicated part of the slice: the expert group's ranks hold the
+  // same slice of the same parameters and add their contributions.
+  std::vector<std::pair<int64_t, int64_t>> replicated; // [lo, hi) in slice coordinates
+  int64_t replicatedCount = 0;
+  for (const ParamSlot &s : layout.slots) {
+    int64_t lo = std::max(s.offset, begin), hi = std::min(s.offset + s.numElements(), begin + valid);
+    if (s.shard.empty() && lo < hi) {
+      replicated.push_back({lo - begin, hi - begin});
+      replicatedCount += hi - lo;
+    }
+  }
+  std::vector<bool> isReplicated(size, false);
+  if (plan.expert > 1 && replicatedCount > 0) {
+    std::vector<float> packed;
+    packed.reserve(replicatedCount);
+    for (auto [lo, hi] : replicated)
+      packed.insert(packed.end(), out.begin() + lo, out.begin() + hi);
+    if (Error e = Communicator::complete(
+            groups.expert().allReduceSum(ElementType::F32, packed.data(), packed.size())))
+      return e;
+    size_t k = 0;
+    for (auto [lo, hi] : replicated)
+      for (int64_t i = lo; i < hi; ++i)
+        out[i] = packed[k++];
+  }
+  for (auto [lo, hi] : replicated)
+    std::fill(isReplicated.begin() + lo, isReplicated.begin() + hi, true);
+  float scale = 1.0f / static_cast<float>(plan.data * plan.expert);
+  double replicatedSq = 0, expertSq = 0;
+  for (int64_t i = 0; i < size; ++i) {
+    float g = out[i] *= scale;
+    (isReplicated[i] ? replicatedSq : expertSq) += double(g) * g;
+  }
+  // Each value once: replicated slices are the same on every expert rank
+  // (counted on rank 0 of the group); expert blocks differ across it; with
+  // ZeRO-1 the slices also differ across the data group. (A float sum:
+  // ample for a clipping factor.)
+  float sq = static_cast<float>(expertSq + (groups.expertRank() == 0 ? replicatedSq : 0));
+  Communicator &over = shard.count > 1 ? groups.world() : groups.expert();
+  if (Error e = Communicator::complete(over.allReduceSum(ElementType::F32, &sq, 1)))
+    return e;
+  return double(sq);
+}
+
 Error gatherOutputs(const EntryPoint &entry, OutputBuffers &local, const ParamLayout &layout,
                     ProcessGroups &groups, EntryPoint &global,
                     std::unique_ptr<OutputBuffers> &buffers) {
@@ -77,7 +145,15 @@ Error gatherOutputs(const EntryPoint &entry, OutputBuffers &local, const ParamLa
     }
   }
   buffers = std::make_unique<OutputBuffers>(global);
-  float scale = 1.0f / static_cast<float>(plan.data * plan.expert);
+  // Gradients go through the flat buffer, as in training.
+  std::vector<float> grads(std::max<int64_t>(layout.totalElements, 1), 0.f), reduced;
+  for (size_t i = 0; i < entry.outputs.size(); ++i)
+    if (entry.outputs[i].role == "gradient") {
+      const HostTensor &in = local.tensors[i];
+      std::copy_n(in.f32(), in.numElements(), grads.begin() + layout.find(entry.outputs[i].param)->offset);
+    }
+  if (auto sq = reduceGradients(groups, layout, OptimizerShard{}, grads, reduced); !sq)
+    return sq.takeError();
   for (size_t i = 0; i < entry.outputs.size(); ++i) {
     const OutputSlot &o = entry.outputs[i];
     HostTensor &in = local.tensors[i];
@@ -85,20 +161,13 @@ Error gatherOutputs(const EntryPoint &entry, OutputBuffers &local, const ParamLa
     int64_t n = in.numElements();
     if (o.role == "gradient") {
       const ParamSlot *s = layout.find(o.param);
-      bool sharded = s->shard == "expert";
-      // Replicated parameters: every rank contributed; experts: the ranks
-      // of the data group holding the same block did.
-      Communicator &sum = sharded ? groups.data() : groups.world();
-      if (Error e = Communicator::complete(sum.allReduceSum(ElementType::F32, in.f32(), n)))
-        return e;
-      for (int64_t k = 0; k < n; ++k)
-        in.f32()[k] *= scale;
-      if (sharded) {
+      const float *sum = reduced.data() + s->offset;
+      if (s->shard == "expert") {
         if (Error e = Communicator::complete(
-                groups.expert().allGather(ElementType::F32, in.f32(), out.f32(), n)))
+                groups.expert().allGather(ElementType::F32, sum, out.f32(), n)))
           return e;
       } else {
-        std::memcpy(out.f32(), in.f32(), n * sizeof(float));
+        std::memcpy(out.f32(), sum, n * sizeof(float));
       }
     } else if (isLoss(o.role)) {
       if (Error e = Communicator::complete(groups.data().allReduceSum(ElementType::F32, in.f32(), n)))

@@ -65,12 +65,25 @@ void placeShards(ParamLayout &layout, int64_t expertRank);
 std::vector<int64_t> replicaRows(const std::vector<int64_t> &batch, int64_t rows, int64_t cols,
                                  const ProcessGroups &groups);
 
+/// Turns this rank's gradients `grads` (the flat buffer, in layout order)
+/// into the job's: each parameter's gradient summed over the ranks that
+/// hold it (replicated parameters: the world; expert blocks: the data
+/// group) and divided by dp x ep, since each replica's loss is a mean over
+/// its rows and each of its ep ranks differentiates all of it.
+/// `out` receives the slice of `shard`: with one shard the whole buffer
+/// (all-reduce over the data group), with dp shards (ZeRO-1) this rank's
+/// slice only (reduce-scatter over the data group; `grads` is padded to
+/// dp slices). Either way the replicated part of the slice is then summed
+/// over the expert group. Returns the square of the job's gradient norm,
+/// each value counted once.
+Expected<double> reduceGradients(ProcessGroups &groups, const ParamLayout &layout,
+                                 const OptimizerShard &shard, std::vector<float> &grads,
+                                 std::vector<float> &out);
+
 /// Turns this rank's outputs of `entry` into those of the whole job, on
-/// every rank: gradients summed over the ranks that hold the parameter and
-/// divided by dp x ep (each replica's loss is a mean over its rows, and
-/// each of its ep ranks differentiates all of it), losses averaged over
-/// replicas, per-token outputs (logits, expert choices) concatenated over
-/// replicas, expert gradients concatenated over the expert group.
+/// every rank: gradients as reduceGradients says (expert blocks then
+/// concatenated over the expert group), losses averaged over replicas,
+/// per-token outputs (logits, expert choices) concatenated over replicas.
 /// `global` receives the job-wide signature and `buffers` its values.
 Error gatherOutputs(const EntryPoint &entry, OutputBuffers &local, const ParamLayout &layout,
                     ProcessGroups &groups, EntryPoint &global,

@@ -245,45 +245,6 @@ std::string formatDuration(double seconds) {
 
 namespace {
 
-/// Sums gradients over the ranks that hold each parameter (replicated
-/// slots: the world; expert blocks: the data group) and divides by dp x ep,
-/// as gatherOutputs does for one call. Returns the square of the job's
-/// gradient norm (each expert block counted once).
-Expected<double> reduceGradients(ProcessGroups &job, const ParamLayout &layout,
-                                 std::vector<float> &grads) {
-  std::vector<float> dense, expert;
-  for (const ParamSlot &s : layout.slots) {
-    std::vector<float> &part = s.shard.empty() ? dense : expert;
-    part.insert(part.end(), grads.begin() + s.offset, grads.begin() + s.offset + s.numElements());
-  }
-  if (Error e = Communicator::complete(
-          job.world().allReduceSum(ElementType::F32, dense.data(), dense.size())))
-    return e;
-  if (!expert.empty())
-    if (Error e = Communicator::complete(
-            job.data().allReduceSum(ElementType::F32, expert.data(), expert.size())))
-      return e;
-  float scale = 1.0f / static_cast<float>(job.plan().data * job.plan().expert);
-  double denseSq = 0, expertSq = 0;
-  size_t d = 0, x = 0;
-  for (const ParamSlot &s : layout.slots) {
-    bool replicated = s.shard.empty();
-    float *src = replicated ? dense.data() + d : expert.data() + x;
-    for (int64_t k = 0, n = s.numElements(); k < n; ++k) {
-      float g = src[k] * scale;
-      grads[s.offset + k] = g;
-      (replicated ? denseSq : expertSq) += double(g) * g;
-    }
-    (replicated ? d : x) += s.numElements();
-  }
-  // Expert blocks differ across the expert group: their squares add up
-  // there (a float sum: ample for a clipping factor).
-  float blockSq = static_cast<float>(expertSq);
-  if (Error e = Communicator::complete(job.expert().allReduceSum(ElementType::F32, &blockSq, 1)))
-    return e;
-  return denseSq + blockSq;
-}
-
 /// The job's mean of a per-replica value.
 Expected<double> replicaMean(ProcessGroups &job, double v) {
   float x = static_cast<float>(v);
@@ -298,9 +259,14 @@ Error train(const TrainConfig &c, Session &session, const DataSource &data, Proc
   if (job && job->plan().single())
     job = nullptr;
   bool root = !job || job->isRoot();
-  if (job && (!c.savePath.empty() || !c.resumePath.empty()) && job->plan().expert > 1)
-    return Error::failure("checkpoints of expert-sharded training (--save/--resume with --ep) "
+  if (job && (!c.savePath.empty() || !c.resumePath.empty()))
+    return Error::failure("checkpoints of multi-rank training (--save/--resume under mpirun) "
                           "are not written yet");
+  const OptimizerShard &shard = session.shard();
+  if (shard.count > 1 && (!job || shard.count != job->plan().data))
+    return Error::failure("the optimizer state is in " + std::to_string(shard.count) +
+                          " shards but the job has " +
+                          std::to_string(job ? job->plan().data : 1) + " data-parallel ranks");
   const ParamLayout &layout = session.layout();
   const EntryPoint *entry = session.executable().entry("forward_grad");
   if (!entry || !session.trains())
@@ -308,7 +274,9 @@ Error train(const TrainConfig &c, Session &session, const DataSource &data, Proc
   auto roles = assignRoles(*entry, layout);
   if (!roles)
     return roles.takeError();
-  std::vector<float> grads(session.parameters().size());
+  // Padded to whole optimizer shards: a ZeRO-1 job reduce-scatters it.
+  int64_t total = static_cast<int64_t>(session.parameters().size());
+  std::vector<float> grads(shard.count * shard.size(total)), shardGrads;
   int64_t startStep = 0;
   if (!c.resumePath.empty()) {
     auto step = loadCheckpoint(c, session);
@@ -382,7 +350,7 @@ Error train(const TrainConfig &c, Session &session, const DataSource &data, Proc
       sq += double(g) * g;
     }
     if (job) {
-      auto jobSq = reduceGradients(*job, layout, grads);
+      auto jobSq = reduceGradients(*job, layout, shard, grads, shardGrads);
       if (!jobSq)
         return jobSq.takeError();
       sq = *jobSq;
@@ -415,9 +383,18 @@ Error train(const TrainConfig &c, Session &session, const DataSource &data, Proc
     // Routing biases keep their values through the step (the session
     // holds them), then follow the load-balancing rule
     // b += gamma sign(mean - load).
-    if (Error e = session.optimizerStep(grads, hyper))
+    if (Error e = session.optimizerStep(job ? shardGrads : grads, hyper))
       return e;
     std::vector<float> &params = session.parameters();
+    if (shard.count > 1) {
+      // ZeRO-1: every data-parallel rank stepped its slice; the gradient
+      // buffer is free to collect them.
+      if (Error e = Communicator::complete(job->data().allGather(
+              ElementType::F32, session.shardParameters().data(), grads.data(),
+              shard.size(total))))
+        return e;
+      std::copy_n(grads.begin(), total, params.begin());
+    }
     double imbalance = 0;
     for (size_t r = 0; r < roles->routing.size(); ++r)
       imbalance = std::max(imbalance,

@@ -547,8 +547,12 @@ int runTrain() {
     return fail(options.takeError());
   options->shapeSource = modelPath;
   options->expertParallel = plan->expert;
+  // ZeRO-1: each data-parallel rank keeps the AdamW state of one slice.
+  dsv3::rt::OptimizerShard shard;
+  if (job && plan->data > 1)
+    shard = {job->dataRank(), plan->data};
   dsv3::Compiler compiler;
-  auto model = compiler.load(*desc, *options, cacheDirectory(), job ? job->expertRank() : 0);
+  auto model = compiler.load(*desc, *options, cacheDirectory(), job ? job->expertRank() : 0, shard);
   if (!model)
     return fail(model.takeError());
 

@@ -41,7 +41,10 @@ void adamw(void **args) {
   float *p = data<float>(args, 1), *g = data<float>(args, 2), *m = data<float>(args, 3);
   float *v = data<float>(args, 4), *h = data<float>(args, 5);
   float *np = data<float>(args, 6), *nm = data<float>(args, 7), *nv = data<float>(args, 8);
-  for (int i = 0; i < 4; ++i) {
+  // The vector's length: a 1-D memref descriptor is {allocated, aligned,
+  // offset, size, stride}.
+  int64_t n = (*static_cast<int64_t **>(args[1]))[3];
+  for (int64_t i = 0; i < n; ++i) {
     np[i] = p[i] - h[kLearningRate] * g[i];
     nm[i] = m[i] + g[i];
     nv[i] = v[i] + g[i] * g[i];
@@ -143,6 +146,43 @@ TEST(Session, OptimizerStepKeepsRoutingBiasesAndSwapsState) {
   Error e = s.optimizerStep({1, 2}, hyper);
   ASSERT_TRUE(static_cast<bool>(e));
   EXPECT_NE(e.message().find("2 gradients and 4 parameters"), std::string::npos) << e.message();
+}
+
+TEST(Session, AnOptimizerShardStepsItsSliceOnly) {
+  // Two shards of the 4 parameters: [w0 w1] and [bias0 bias1].
+  HandWritten model, optimizer(/*adamwSize=*/2);
+  float hyper[kNumAdamWHyper] = {};
+  hyper[kLearningRate] = 0.5f;
+  for (int64_t index : {0, 1}) {
+    auto session = Session::create(model, &optimizer, OptimizerShard{index, 2});
+    ASSERT_TRUE(static_cast<bool>(session)) << session.error().message();
+    Session &s = **session;
+    s.parameters() = {1, 2, 3, 4};
+    ASSERT_FALSE(s.optimizerStep({2, 4}, hyper));
+    float m[2];
+    std::memcpy(m, s.moments().m.data(), sizeof m);
+    if (index == 0) {
+      EXPECT_EQ(s.parameters(), (std::vector<float>{0, 0, 3, 4}));
+      EXPECT_EQ(s.shardParameters(), (std::vector<float>{0, 0}));
+      EXPECT_EQ(std::vector<float>(m, m + 2), (std::vector<float>{2, 4}));
+    } else {
+      // The routing bias keeps its values and zero moments.
+      EXPECT_EQ(s.parameters(), (std::vector<float>{1, 2, 3, 4}));
+      EXPECT_EQ(s.shardParameters(), (std::vector<float>{3, 4}));
+      EXPECT_EQ(std::vector<float>(m, m + 2), (std::vector<float>{0, 0}));
+    }
+  }
+  // Three shards of 4 parameters are 2 elements each, the last one padding
+  // past the buffer: an optimizer over 2 elements fits, and its step leaves
+  // the elements before the slice alone.
+  auto last = Session::create(model, &optimizer, OptimizerShard{1, 3});
+  ASSERT_TRUE(static_cast<bool>(last)) << last.error().message();
+  (*last)->parameters() = {1, 2, 3, 4};
+  ASSERT_FALSE((*last)->optimizerStep({2, 4}, hyper));
+  EXPECT_EQ((*last)->parameters(), (std::vector<float>{1, 2, 3, 4}));
+  auto missing = Session::create(model, &optimizer, OptimizerShard{2, 2});
+  ASSERT_FALSE(static_cast<bool>(missing));
+  EXPECT_EQ(missing.error().message(), "optimizer shard 2 of 2 does not exist");
 }
 
 TEST(Session, AnOptimizerForAnotherParameterCountIsRefused) {
