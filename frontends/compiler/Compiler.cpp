@@ -275,6 +275,7 @@ llvm::Expected<LoadedModel> Compiler::load(const ModelDescription &desc,
   if (!session)
     return llvm::createStringError(session.error().message());
   m.session = std::move(*session);
+  m.session->placeExperts(expertRank);
   m.session->parameters().swap(params);
   return m;
 }

@@ -64,6 +64,13 @@ struct ParamLayout {
   }
 };
 
+/// Sets each expert-sharded slot's stackBase for expert-parallel rank
+/// `expertRank` (rank e holds stack indices e*n .. (e+1)*n-1).
+inline void placeShards(ParamLayout &layout, int64_t expertRank) {
+  for (ParamSlot &s : layout.slots)
+    s.stackBase = s.shard == "expert" && !s.shape.empty() ? expertRank * s.shape[0] : 0;
+}
+
 /// The part of the flat parameter buffer whose optimizer state this
 /// process keeps: slice `index` of `count` equal slices (ZeRO-1 shards the
 /// state over the data-parallel ranks; one slice is the whole buffer). The

@@ -58,7 +58,7 @@ Expected<std::unique_ptr<Session>> Session::create(const Executable &model,
 
 Session::Session(const Executable &model, const Executable *optimizer, OptimizerShard shard,
                  ElementType momentType)
-    : model(model), optimizer(optimizer), shard_(shard),
+    : model(model), optimizer(optimizer), layout_(model.layout()), shard_(shard),
       params(std::max<int64_t>(model.layout().totalElements, 1), 0.f) {
   if (!optimizer)
     return;

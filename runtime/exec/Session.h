@@ -40,7 +40,12 @@ public:
                                                    const Executable *optimizer = nullptr,
                                                    OptimizerShard shard = {});
 
-  const ParamLayout &layout() const { return model.layout(); }
+  /// The model's parameter layout, with this rank's expert blocks placed
+  /// (placeExperts).
+  const ParamLayout &layout() const { return layout_; }
+  /// Marks the session's expert-sharded slots as expert-parallel rank
+  /// `expertRank`'s blocks (what checkpoints name them by).
+  void placeExperts(int64_t expertRank) { placeShards(layout_, expertRank); }
   const Executable &executable() const { return model; }
   /// The flat parameter buffer (layout().totalElements floats).
   std::vector<float> &parameters() { return params; }
@@ -72,6 +77,7 @@ private:
 
   const Executable &model;
   const Executable *optimizer;
+  ParamLayout layout_;
   OptimizerShard shard_;
   std::vector<float> params;
   /// The shard's parameters before and after a step (padded copies, so

@@ -61,18 +61,10 @@ Error loadTensor(const WeightStore &store, const std::string &name, float *dst) 
   return Error::success();
 }
 
-/// Calls `fn(hub name, shape, offset)` for every checkpoint tensor of a slot
-/// (a stacked slot is one tensor per expert).
+/// Calls `fn(hub name, shape, offset)` for every checkpoint tensor of a slot.
 template <typename Fn> Error forEachTensor(const ParamSlot &slot, Fn fn) {
-  size_t star = slot.name.find('*');
-  if (star == std::string::npos)
-    return fn(slot.name, slot.shape, slot.offset);
-  std::vector<int64_t> each(slot.shape.begin() + 1, slot.shape.end());
-  int64_t stride = slot.numElements() / slot.shape[0];
-  for (int64_t i = 0; i < slot.shape[0]; ++i)
-    if (Error e = fn(slot.name.substr(0, star) + std::to_string(slot.stackBase + i) +
-                         slot.name.substr(star + 1),
-                     each, slot.offset + i * stride))
+  for (const SlotTensor &t : slotTensors(slot))
+    if (Error e = fn(t.name, t.shape, t.offset))
       return e;
   return Error::success();
 }
@@ -158,27 +150,34 @@ Error initializeParameters(const ParamLayout &layout, uint64_t seed, double std,
   return Error::success();
 }
 
+std::vector<SlotTensor> slotTensors(const ParamSlot &slot) {
+  size_t star = slot.name.find('*');
+  if (star == std::string::npos || slot.shape.empty())
+    return {{slot.name, slot.shape, slot.offset, slot.numElements()}};
+  std::vector<SlotTensor> tensors;
+  std::vector<int64_t> each(slot.shape.begin() + 1, slot.shape.end());
+  int64_t stride = slot.shape[0] ? slot.numElements() / slot.shape[0] : 0;
+  for (int64_t i = 0; i < slot.shape[0]; ++i)
+    tensors.push_back({slot.name.substr(0, star) + std::to_string(slot.stackBase + i) +
+                           slot.name.substr(star + 1),
+                       each, slot.offset + i * stride, stride});
+  return tensors;
+}
+
 void addSplitTensor(SafetensorsWriter &writer, const std::string &name,
                     const std::vector<int64_t> &shape, const float *data) {
-  int64_t elements = 1;
-  for (int64_t d : shape)
-    elements *= d;
-  size_t star = name.find('*');
-  if (star == std::string::npos) {
-    writer.addF32(name, shape, data, elements);
-    return;
-  }
-  std::vector<int64_t> each(shape.begin() + 1, shape.end());
-  int64_t stride = shape[0] ? elements / shape[0] : 0;
-  for (int64_t i = 0; i < shape[0]; ++i)
-    writer.addF32(name.substr(0, star) + std::to_string(i) + name.substr(star + 1), each,
-                  data + i * stride, stride);
+  ParamSlot slot;
+  slot.name = name;
+  slot.shape = shape;
+  for (const SlotTensor &t : slotTensors(slot))
+    writer.addF32(t.name, t.shape, data + t.offset, t.count);
 }
 
 void addParameters(SafetensorsWriter &writer, const ParamLayout &layout,
                    const std::vector<float> &buffer) {
   for (const ParamSlot &slot : layout.slots)
-    addSplitTensor(writer, slot.name, slot.shape, buffer.data() + slot.offset);
+    for (const SlotTensor &t : slotTensors(slot))
+      writer.addF32(t.name, t.shape, buffer.data() + t.offset, t.count);
 }
 
 } // namespace dsv3::rt

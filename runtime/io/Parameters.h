@@ -32,12 +32,22 @@ Error loadParameters(const WeightStore &store, const ParamLayout &layout,
 Error initializeParameters(const ParamLayout &layout, uint64_t seed, double std,
                            std::vector<float> &buffer, int64_t expertRanks = 1);
 
+/// One checkpoint tensor of a slot: a stacked slot (a '*' in its name) is
+/// one tensor per expert, numbered from the slot's stackBase.
+struct SlotTensor {
+  std::string name;
+  std::vector<int64_t> shape;
+  int64_t offset = 0, count = 0; ///< elements of the flat buffer
+};
+std::vector<SlotTensor> slotTensors(const ParamSlot &slot);
+
 /// Adds `data` (shaped `shape`) under `name`, split per expert when the name
 /// holds a '*'.
 void addSplitTensor(SafetensorsWriter &writer, const std::string &name,
                     const std::vector<int64_t> &shape, const float *data);
 
-/// Adds every parameter of `buffer` under its hub name.
+/// Adds every parameter of `buffer` under its hub name (an expert-sharded
+/// slot's experts from its stackBase on).
 void addParameters(SafetensorsWriter &writer, const ParamLayout &layout,
                    const std::vector<float> &buffer);
 

@@ -35,11 +35,6 @@ ProcessGroups::~ProcessGroups() {
     setProcessGroup(group, nullptr);
 }
 
-void placeShards(ParamLayout &layout, int64_t expertRank) {
-  for (ParamSlot &s : layout.slots)
-    s.stackBase = s.shard == "expert" && !s.shape.empty() ? expertRank * s.shape[0] : 0;
-}
-
 std::vector<int64_t> replicaRows(const std::vector<int64_t> &batch, int64_t rows, int64_t cols,
                                  const ProcessGroups &groups) {
   int64_t per = rows / groups.plan().data, first = groups.dataRank() * per;

@@ -57,10 +57,6 @@ private:
   std::unique_ptr<Communicator> world_, data_, expert_;
 };
 
-/// Sets each expert-sharded slot's stackBase for expert-parallel rank
-/// `expertRank` (rank e holds stack indices e*n .. (e+1)*n-1).
-void placeShards(ParamLayout &layout, int64_t expertRank);
-
 /// Rows [d * B / dp, (d + 1) * B / dp) of a [B, T] batch, for replica d.
 std::vector<int64_t> replicaRows(const std::vector<int64_t> &batch, int64_t rows, int64_t cols,
                                  const ProcessGroups &groups);

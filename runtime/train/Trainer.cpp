@@ -1,8 +1,7 @@
 //===- Trainer.cpp - the training loop ------------------------------------===//
 #include "runtime/train/Trainer.h"
 
-#include "runtime/io/Parameters.h"
-#include "runtime/io/Safetensors.h"
+#include "runtime/train/Checkpoint.h"
 #include "runtime/support/File.h"
 
 #include <nlohmann/json.hpp>
@@ -106,97 +105,6 @@ Expected<OutputRoles> assignRoles(const EntryPoint &entry, const ParamLayout &la
   return r;
 }
 
-/// The safetensors dtype of moments stored as `type`.
-DType momentDType(ElementType type) {
-  return type == ElementType::BF16 ? DType::BF16 : DType::F32;
-}
-
-} // namespace
-
-Error checkSaveTarget(const std::string &savePath) {
-  std::error_code ec;
-  if (!savePath.empty() && fs::exists(savePath, ec) &&
-      !(fs::is_directory(savePath, ec) && fs::exists(savePath + "/optimizer.safetensors", ec)))
-    return fileError(savePath, "exists and is not a dsv3c checkpoint; refusing to replace it "
-                               "(choose another --save directory)");
-  return Error::success();
-}
-
-namespace {
-
-/// A hub-layout checkpoint written to a fresh directory, then renamed over
-/// `dir`: a crash leaves either the previous checkpoint or the new one.
-Error saveCheckpoint(const TrainConfig &c, Session &session, int64_t step) {
-  const ParamLayout &layout = session.layout();
-  const std::vector<float> &params = session.parameters();
-  const MomentState &mv = session.moments();
-  std::string tmp = c.savePath + ".tmp-" + std::to_string(::getpid());
-  std::error_code ec;
-  fs::remove_all(tmp, ec);
-  if (fs::create_directories(tmp, ec); ec)
-    return fileError(tmp, ec.message());
-  SafetensorsWriter model;
-  addParameters(model, layout, params);
-  model.setMetadata("format", "pt");
-  if (Error e = model.write(tmp + "/model.safetensors"))
-    return e;
-  SafetensorsWriter opt;
-  int64_t n = static_cast<int64_t>(params.size());
-  opt.addTensor("exp_avg", momentDType(mv.type), {n}, mv.m);
-  opt.addTensor("exp_avg_sq", momentDType(mv.type), {n}, mv.v);
-  opt.setMetadata("step", std::to_string(step));
-  opt.setMetadata("seed", std::to_string(c.seed));
-  opt.setMetadata("param_count", std::to_string(n));
-  if (Error e = opt.write(tmp + "/optimizer.safetensors"))
-    return e;
-  if (Error e = writeFileDurably(tmp + "/config.json", c.configJson.data(), c.configJson.size()))
-    return e;
-  std::string old = c.savePath + ".old-" + std::to_string(::getpid());
-  bool hadOld = fs::exists(c.savePath, ec);
-  if (hadOld)
-    if (fs::rename(c.savePath, old, ec); ec)
-      return fileError(c.savePath, ec.message());
-  if (fs::rename(tmp, c.savePath, ec); ec)
-    return fileError(c.savePath, ec.message());
-  if (hadOld)
-    fs::remove_all(old, ec);
-  return Error::success();
-}
-
-Expected<int64_t> loadCheckpoint(const TrainConfig &c, Session &session) {
-  const ParamLayout &layout = session.layout();
-  std::vector<float> &params = session.parameters();
-  MomentState &mv = session.moments();
-  auto store = WeightStore::open(c.resumePath + "/model.safetensors");
-  if (!store)
-    return store.takeError();
-  if (Error e = loadParameters(**store, layout, params))
-    return e;
-  std::string optPath = c.resumePath + "/optimizer.safetensors";
-  auto opt = SafetensorsFile::open(optPath);
-  if (!opt)
-    return opt.takeError();
-  for (auto [name, dst] : {std::pair<const char *, std::vector<uint8_t> *>{"exp_avg", &mv.m},
-                           {"exp_avg_sq", &mv.v}}) {
-    const TensorInfo *t = (*opt)->lookup(name);
-    if (!t || t->numElements() != static_cast<int64_t>(params.size()))
-      return fileError(optPath, std::string("missing or mis-sized '") + name + "' for this model");
-    if (t->dtype != momentDType(mv.type))
-      return fileError(optPath, std::string("'") + name + "' is " + dtypeName(t->dtype) +
-                                    " but this run keeps " +
-                                    dtypeName(momentDType(mv.type)) + " moments");
-    std::memcpy(dst->data(), t->data, t->nbytes);
-  }
-  auto it = (*opt)->metadata().find("step");
-  int64_t step = -1;
-  if (it != (*opt)->metadata().end() && !it->second.empty() &&
-      it->second.find_first_not_of("0123456789") == std::string::npos && it->second.size() < 19)
-    step = std::stoll(it->second);
-  if (step < 0)
-    return fileError(optPath, "no valid 'step' in the metadata");
-  return step;
-}
-
 /// A loss curve as SVG.
 Error writePlot(const std::string &path, const std::vector<double> &losses, int64_t firstStep) {
   if (losses.empty())
@@ -241,10 +149,6 @@ std::string formatDuration(double seconds) {
   return buf;
 }
 
-} // namespace
-
-namespace {
-
 /// The job's mean of a per-replica value.
 Expected<double> replicaMean(ProcessGroups &job, double v) {
   float x = static_cast<float>(v);
@@ -259,9 +163,6 @@ Error train(const TrainConfig &c, Session &session, const DataSource &data, Proc
   if (job && job->plan().single())
     job = nullptr;
   bool root = !job || job->isRoot();
-  if (job && (!c.savePath.empty() || !c.resumePath.empty()))
-    return Error::failure("checkpoints of multi-rank training (--save/--resume under mpirun) "
-                          "are not written yet");
   const OptimizerShard &shard = session.shard();
   if (shard.count > 1 && (!job || shard.count != job->plan().data))
     return Error::failure("the optimizer state is in " + std::to_string(shard.count) +
@@ -279,7 +180,7 @@ Error train(const TrainConfig &c, Session &session, const DataSource &data, Proc
   std::vector<float> grads(shard.count * shard.size(total)), shardGrads;
   int64_t startStep = 0;
   if (!c.resumePath.empty()) {
-    auto step = loadCheckpoint(c, session);
+    auto step = loadCheckpoint(c.resumePath, session);
     if (!step)
       return step.takeError();
     startStep = *step;
@@ -437,8 +338,8 @@ Error train(const TrainConfig &c, Session &session, const DataSource &data, Proc
       std::fprintf(stdout, "%s\n", line.c_str());
       std::fflush(stdout);
     }
-    if (!c.savePath.empty() && step == c.steps && root)
-      if (Error e = saveCheckpoint(c, session, step))
+    if (!c.savePath.empty() && step == c.steps)
+      if (Error e = saveCheckpoint(c.savePath, {step, c.seed, c.configJson}, session, job))
         return e;
   }
   if (!c.plotPath.empty() && root)

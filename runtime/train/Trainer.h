@@ -42,10 +42,6 @@ double learningRate(const TrainConfig &c, int64_t step);
 /// (0 when nothing was routed).
 double updateRoutingBias(const std::vector<int64_t> &load, double gamma, float *bias);
 
-/// Fails when `savePath` exists and is not a checkpoint: saving replaces
-/// the directory, and must never replace anything else.
-Error checkSaveTarget(const std::string &savePath);
-
 /// Trains the session's parameters in place (the session runs forward_grad
 /// and adamw_step); resumes from `config.resumePath` when set. Checkpoints
 /// keep the moments in the session's element type. With a `job` of several

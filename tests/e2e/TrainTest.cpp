@@ -105,11 +105,24 @@ TEST(Train, GlobalNormClippingIsAHandComputedAdamWStep) {
   double clip = std::min(1.0, maxNorm / (norm + 1e-6));
   ASSERT_LT(clip, 0.5) << "the test must clip";
 
-  // Moments: m = (1 - beta1) g', v = (1 - beta2) g'^2 (the routing bias: 0).
-  std::vector<float> m = readF32(*moments, "exp_avg"), v = readF32(*moments, "exp_avg_sq");
+  // Moments, one pair per hub tensor: m = (1 - beta1) g', v = (1 - beta2)
+  // g'^2 (the routing bias: 0).
   double mNorm = 0, vSum = 0;
-  for (size_t i = 0; i < m.size(); ++i)
-    mNorm += double(m[i]) * m[i], vSum += v[i];
+  int pairs = 0;
+  for (const dsv3::rt::TensorInfo &info : moments->tensors()) {
+    llvm::StringRef name(info.name);
+    if (!name.consume_back(".exp_avg"))
+      continue;
+    ASSERT_TRUE(after->lookup(name.str())) << name.str();
+    std::vector<float> m = readF32(*moments, info.name),
+                       v = readF32(*moments, name.str() + ".exp_avg_sq");
+    ASSERT_EQ(m.size(), v.size()) << name.str();
+    for (size_t i = 0; i < m.size(); ++i)
+      mNorm += double(m[i]) * m[i], vSum += v[i];
+    ++pairs;
+  }
+  EXPECT_EQ(pairs * 2, static_cast<int>(moments->tensors().size()));
+  EXPECT_EQ(pairs, static_cast<int>(after->tensors().size()));
   EXPECT_NEAR(std::sqrt(mNorm), (1 - beta1) * clip * norm, 1e-5 * clip * norm);
   EXPECT_NEAR(vSum, (1 - beta2) * clip * clip * norm * norm, 1e-5 * clip * clip * norm * norm);
 
@@ -240,11 +253,11 @@ TEST(Train, BF16MomentsAreStoredAsBF16) {
   EXPECT_LT(l[2], l[0]);
   auto opt = dsv3::rt::SafetensorsFile::open(dir + "/ck/optimizer.safetensors");
   ASSERT_TRUE(static_cast<bool>(opt)) << opt.error().message();
-  for (const char *name : {"exp_avg", "exp_avg_sq"}) {
-    const dsv3::rt::TensorInfo *t = (*opt)->lookup(name);
-    ASSERT_NE(t, nullptr) << name;
-    EXPECT_EQ(t->dtype, dsv3::rt::DType::BF16) << name;
-  }
+  ASSERT_FALSE((*opt)->tensors().empty());
+  for (const dsv3::rt::TensorInfo &t : (*opt)->tensors())
+    EXPECT_EQ(t.dtype, dsv3::rt::DType::BF16) << t.name;
+  for (const char *name : {"model.norm.weight.exp_avg", "model.norm.weight.exp_avg_sq"})
+    EXPECT_NE((*opt)->lookup(name), nullptr) << name;
 }
 
 // A V2-Lite-style architecture stated inline and initialised from a seed:

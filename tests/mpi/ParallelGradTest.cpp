@@ -6,18 +6,24 @@
 // on the golden tiny model and batch under --ep 2, --ep 4, --dp 2 and
 // --dp 2 --ep 2, and on a second model of our own (models/tiny-ep, 8
 // experts of 2 groups) whose MTP block's 62 tokens do not split evenly over
-// 4 expert ranks. Also: plans that do not fit are one-line errors on every
-// rank before any work.
+// 4 expert ranks. `train` follows the one-process trajectory (ZeRO-1 over
+// the data-parallel ranks); checkpoints saved under one plan equal the
+// one-process checkpoint and resume under another. Also: plans that do not
+// fit are one-line errors on every rank before any work.
 //
 //===----------------------------------------------------------------------===//
 #include "tests/e2e/E2EUtil.h"
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <filesystem>
 
 using namespace dsv3;
 using namespace dsv3::test;
+using dsv3::rt::WeightStore;
 
 namespace {
 
@@ -160,6 +166,101 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{"models/tiny-ep/model.toml", "tests/golden/tiny/reference.safetensors",
                            1, 2}),
     caseName);
+
+/// Every tensor of the checkpoint `want` (model and moments) is in `got`,
+/// saved under another plan, with close values, and nothing else is.
+/// Close is 1e-4 relative L2 per tensor, not the gradients' 1e-5: AdamW's
+/// first steps move a parameter by about lr * sign(g), so an element whose
+/// gradient is near zero turns the gradients' summation-order differences
+/// into a whole step (a misplaced expert or moment is off by O(1)).
+void expectSameCheckpoint(const std::string &got, const std::string &want,
+                          const std::string &plan) {
+  for (const char *part : {"", "/optimizer.safetensors"}) {
+    std::string g = got + part, w = want + part;
+    if (*part && std::filesystem::exists(got + "/optimizer.safetensors.index.json"))
+      g = got + "/optimizer.safetensors.index.json";
+    auto gs = WeightStore::open(g), ws = WeightStore::open(w);
+    ASSERT_TRUE(static_cast<bool>(gs)) << gs.error().message();
+    ASSERT_TRUE(static_cast<bool>(ws)) << ws.error().message();
+    EXPECT_EQ((*gs)->names(), (*ws)->names()) << plan << part;
+    double worst = 0;
+    for (const std::string &name : (*ws)->names()) {
+      const TensorInfo *a = (*gs)->lookup(name), *b = (*ws)->lookup(name);
+      ASSERT_NE(a, nullptr) << plan << ": missing " << name;
+      ASSERT_EQ(a->dtype, DType::F32) << name;
+      ASSERT_EQ(a->shape, b->shape) << name;
+      std::vector<float> x(a->numElements()), y(b->numElements());
+      std::memcpy(x.data(), a->data, a->nbytes);
+      std::memcpy(y.data(), b->data, b->nbytes);
+      double err = relativeError(x, y);
+      EXPECT_LE(err, 1e-4) << plan << ": " << name;
+      worst = std::max(worst, err);
+    }
+    std::printf("%s checkpoint%s: %zu tensors, worst relative L2 %.2e\n", plan.c_str(), part,
+                (*ws)->names().size(), worst);
+  }
+}
+
+/// A checkpoint saved under one plan is the one-process checkpoint (hub
+/// shards, one per expert rank, with their indices), and training resumed
+/// from it under another plan, or in one process, follows the
+/// uninterrupted one-process trajectory.
+TEST(ParallelCheckpoint, MovesAcrossPlans) {
+  struct Move {
+    const char *model;
+    int dp, ep;     // saved under
+    int toDp, toEp; // resumed under (1, 1: one process)
+  } moves[] = {{"models/tiny-ep/model.toml", 1, 2, 1, 1}, {"models/tiny", 2, 2, 2, 1}};
+  std::string tokens = sourcePath("tests/golden/tiny/reference.safetensors");
+  for (const Move &m : moves) {
+    std::string dir = scratchDir("checkpoint");
+    std::string plan = std::string(m.model).substr(7) + " --dp " + std::to_string(m.dp) +
+                       " --ep " + std::to_string(m.ep);
+    std::string args = std::string("train ") + sourcePath(m.model) + " --tokens " + tokens;
+    RunResult one = runDsv3c(args + " --steps 4 --log-json " + dir + "/one.jsonl");
+    ASSERT_EQ(one.exitCode, 0) << one.output;
+    RunResult half = runDsv3c(args + " --steps 2 --save " + dir + "/one-2");
+    ASSERT_EQ(half.exitCode, 0) << half.output;
+    RunResult saved = runCommand(mpirun(m.dp * m.ep) + args + " --steps 2 --save " + dir +
+                                 "/job-2 --dp " + std::to_string(m.dp) + " --ep " +
+                                 std::to_string(m.ep));
+    ASSERT_EQ(saved.exitCode, 0) << saved.output;
+    std::vector<std::string> files;
+    for (const auto &entry : std::filesystem::directory_iterator(dir + "/job-2"))
+      files.push_back(entry.path().filename().string());
+    std::sort(files.begin(), files.end());
+    EXPECT_EQ(files, (std::vector<std::string>{
+                         "config.json", "model-00001-of-00002.safetensors",
+                         "model-00002-of-00002.safetensors", "model.safetensors.index.json",
+                         "optimizer-00001-of-00002.safetensors",
+                         "optimizer-00002-of-00002.safetensors",
+                         "optimizer.safetensors.index.json"}))
+        << plan;
+    for (const auto &entry : std::filesystem::directory_iterator(dir))
+      EXPECT_EQ(entry.path().filename().string().find(".tmp-"), std::string::npos)
+          << "left behind: " << entry.path();
+    expectSameCheckpoint(dir + "/job-2", dir + "/one-2", plan);
+
+    std::string resume = args + " --steps 4 --resume " + dir + "/job-2 --log-json " + dir +
+                         "/resumed.jsonl";
+    RunResult resumed =
+        m.toDp * m.toEp == 1
+            ? runDsv3c(resume)
+            : runCommand(mpirun(m.toDp * m.toEp) + resume + " --dp " + std::to_string(m.toDp) +
+                         " --ep " + std::to_string(m.toEp));
+    ASSERT_EQ(resumed.exitCode, 0) << resumed.output;
+    std::vector<double> want = losses(dir + "/one.jsonl"), got = losses(dir + "/resumed.jsonl");
+    ASSERT_EQ(want.size(), 4u);
+    ASSERT_EQ(got.size(), 2u) << "steps 3 and 4";
+    for (size_t i = 0; i < 2; ++i)
+      EXPECT_NEAR(got[i], want[i + 2], 1e-5 * std::abs(want[i + 2]))
+          << plan << " resumed under --dp " << m.toDp << " --ep " << m.toEp << ", step "
+          << i + 3;
+    std::printf("%s saved, resumed under --dp %d --ep %d: steps 3-4 losses %.6f %.6f "
+                "(one process %.6f %.6f)\n",
+                plan.c_str(), m.toDp, m.toEp, got[0], got[1], want[2], want[3]);
+  }
+}
 
 /// A plan that does not fit is refused by every rank before any work.
 TEST(ParallelPlan, MisfitsAreOneLineErrorsOnEveryRank) {

@@ -30,6 +30,7 @@
 #include "passes/Passes.h"
 #include "runtime/jit/JitModule.h"
 #include "runtime/train/Data.h"
+#include "runtime/train/Checkpoint.h"
 #include "runtime/train/Trainer.h"
 
 #include "mlir/Conversion/Passes.h"
@@ -529,9 +530,8 @@ int runTrain() {
     return fail(std::move(e));
   // A bad checkpoint to resume from must fail before the long compile.
   if (!c.resumePath.empty())
-    for (const char *f : {"/model.safetensors", "/optimizer.safetensors"})
-      if (auto file = dsv3::rt::SafetensorsFile::open(c.resumePath + f); !file)
-        return fail(file.takeError());
+    if (dsv3::rt::Error e = dsv3::rt::checkResumeSource(c.resumePath))
+      return fail(std::move(e));
 
   auto plan = resolvePlan(*desc, data->batch(),
                           tokensPath.empty() ? std::string("--batch") : tokensPath.getValue(),

@@ -19,6 +19,7 @@
 #include "runtime/io/Safetensors.h"
 #include "runtime/train/Data.h"
 #include "runtime/train/Recipe.h"
+#include "runtime/train/Checkpoint.h"
 #include "runtime/train/Trainer.h"
 
 #include <CLI/CLI.hpp>
