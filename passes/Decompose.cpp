@@ -196,7 +196,8 @@ struct DecomposeMoE : OpRewritePattern<MoEOp> {
         rw, loc, f32Tensor({n, static_cast<int64_t>(op.getTopK())}, rw.getContext()),
         op.getExpertIds().getType(), tokens, op.getRouter(), op.getBias(),
         op.getTopKAttr(), op.getNGroupAttr(), op.getTopkGroupAttr(),
-        op.getNormTopkProbAttr(), op.getRoutedScalingFactorAttr());
+        op.getNormTopkProbAttr(), op.getRoutedScalingFactorAttr(), /*nodes=*/nullptr,
+        /*max_nodes=*/nullptr);
     Value y = routedExperts(rw, loc, tokens, router.getWeights(),
                             router.getExpertIds(), op.getExpertGate(),
                             op.getExpertUp(), op.getExpertDown());

@@ -67,6 +67,25 @@ def DSV3ExpertParallelPass : Pass<"dsv3-expert-parallel", "::mlir::ModuleOp"> {
                            "::mlir::arith::ArithDialect"];
 }
 
+def DSV3NodeLimitedRoutingPass : Pass<"dsv3-node-limited-routing", "::mlir::ModuleOp"> {
+  let summary = "Limit each token's routed experts to a few nodes of the expert-parallel group";
+  let description = [{
+    DeepSeek-V3's node-limited routing: the routed experts are spread over
+    `nodes` nodes (consecutive blocks of experts, as `dsv3-expert-parallel`
+    places them on consecutive ranks), and each token's experts come from
+    at most `max-nodes` of them, chosen by the sum of their best
+    `ceil(top_k / max-nodes)` biased affinities. Sets `nodes`/`max_nodes`
+    on every `dsv3.moe_router` (see its description for how the rule
+    composes with `n_group`/`topk_group`); nothing when `max-nodes` is 0 or
+    not below `nodes`. Run after `dsv3-decompose`.
+  }];
+  let options = [
+    Option<"nodes", "nodes", "int64_t", "1", "Nodes the routed experts are spread over">,
+    Option<"maxNodes", "max-nodes", "int64_t", "0",
+           "Nodes a token's experts may come from (0: no limit)">
+  ];
+}
+
 def DSV3FP8TileQuantizePass : Pass<"dsv3-fp8-tile-quantize", "::mlir::func::FuncOp"> {
   let summary = "DeepSeek-V3 fine-grained FP8: linear layers become quantize + block-scaled FP8 GEMMs";
   let description = [{

@@ -55,6 +55,8 @@ std::unique_ptr<DSV3PipelineOptions> pipelineOptions(const CompileOptions &optio
   p->ukernels = options.cpu.useUkernels;
   p->fuseElementwise = options.cpu.fuseElementwise;
   p->expertParallel = options.expertParallel;
+  p->routingNodes = options.routingNodes;
+  p->maxNodesPerToken = options.maxNodesPerToken;
   return p;
 }
 
@@ -190,7 +192,12 @@ Compiler::compile(const ModelDescription &desc, const CompileOptions &options,
                       " ukernels=" + (options.cpu.useUkernels ? "1" : "0") +
                       " fuse=" + (options.cpu.fuseElementwise ? "1" : "0") +
                       " fp8=" + options.fp8.value_or("off") +
-                      " ep=" + std::to_string(options.expertParallel) + " O" +
+                      " ep=" + std::to_string(options.expertParallel) +
+                      (options.maxNodesPerToken > 0
+                           ? " nodes=" + std::to_string(options.routingNodes) + "/" +
+                                 std::to_string(options.maxNodesPerToken)
+                           : std::string()) +
+                      " O" +
                       std::to_string(options.optLevel);
     cacheKey = cache->key(ir, key);
     TimingScope t = rootTiming->nest("compile-cache-lookup");

@@ -56,6 +56,9 @@ struct CompileOptions {
   /// Ranks of the expert-parallel group the routed experts are sharded
   /// over (1: every expert here). The batch is one replica's.
   int64_t expertParallel = 1;
+  /// Node-limited routing: the experts spread over `routingNodes` nodes, a
+  /// token's from at most `maxNodesPerToken` of them (0: no limit).
+  int64_t routingNodes = 1, maxNodesPerToken = 0;
   std::string dumpDir;          ///< one numbered file per phase when set
   /// The file the batch shape came from (the tokens), named in shape
   /// errors; the description's path when empty.

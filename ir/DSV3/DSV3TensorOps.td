@@ -122,6 +122,17 @@ def DSV3_MoERouterOp : DSV3_PureOp<"moe_router"> {
     `[N, top_k]` and the chosen expert ids `[N, top_k]` (selection order;
     ties go to the lower expert id). See `dsv3.moe` for the rule.
 
+    Node-limited routing (`nodes`, `max_nodes`, set by
+    `dsv3-node-limited-routing` from the parallel plan): the experts sit on
+    `nodes` nodes of `E / nodes` consecutive experts; each token first
+    keeps the `max_nodes` nodes with the highest sum of their best
+    `ceil(top_k / max_nodes)` biased scores (DeepSeek-V3's rule), then
+    picks groups among those nodes' groups (groups must lie within nodes),
+    then its `top_k` experts among the kept nodes and groups. With
+    `n_group` equal to `nodes` and `topk_group` to `max_nodes` the groups
+    are the nodes, and for `top_k / max_nodes = 2` (DeepSeek-V3: 8 / 4) the
+    node rule is the group rule.
+
     ```mlir
     %w, %ids = dsv3.moe_router %x, %r, %b {top_k = 4, n_group = 4, topk_group = 2, norm_topk_prob = true, routed_scaling_factor = 2.5}
                : (tensor<64x256xf32>, tensor<16x256xf32>, tensor<16xf32>) -> (tensor<64x4xf32>, tensor<64x4xi64>)
@@ -129,7 +140,8 @@ def DSV3_MoERouterOp : DSV3_PureOp<"moe_router"> {
   }];
   let arguments = (ins DSV3_F32Tensor:$x, DSV3_F32Tensor:$router, DSV3_F32Tensor:$bias,
       I64Attr:$top_k, I64Attr:$n_group, I64Attr:$topk_group,
-      BoolAttr:$norm_topk_prob, F64Attr:$routed_scaling_factor);
+      BoolAttr:$norm_topk_prob, F64Attr:$routed_scaling_factor,
+      OptionalAttr<I64Attr>:$nodes, OptionalAttr<I64Attr>:$max_nodes);
   let results = (outs DSV3_F32Tensor:$weights, DSV3_IndexTensor:$expert_ids);
   let assemblyFormat = "$x `,` $router `,` $bias attr-dict `:` functional-type(operands, results)";
   let hasVerifier = 1;

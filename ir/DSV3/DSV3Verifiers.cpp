@@ -93,6 +93,37 @@ LogicalResult verifyRouting(Operation *op, int64_t experts, int64_t topK,
   return success();
 }
 
+/// Node-limited routing on top of the group rule (dsv3.moe_router).
+LogicalResult verifyNodeLimit(Operation *op, int64_t experts, int64_t topK, int64_t nGroup,
+                              int64_t topkGroup, std::optional<uint64_t> nodesAttr,
+                              std::optional<uint64_t> maxNodesAttr) {
+  if (!nodesAttr && !maxNodesAttr)
+    return success();
+  if (!nodesAttr || !maxNodesAttr)
+    return op->emitOpError() << "needs both 'nodes' and 'max_nodes', or neither";
+  // I64Attr reads back unsigned: check the signed values.
+  int64_t nodes = static_cast<int64_t>(*nodesAttr), maxNodes = static_cast<int64_t>(*maxNodesAttr);
+  if (nodes <= 0 || maxNodes <= 0 || maxNodes > nodes)
+    return op->emitOpError() << "max_nodes (" << maxNodes << ") must be in [1, nodes (" << nodes
+                             << ")]";
+  if (ShapedType::isDynamic(experts))
+    return success();
+  if (experts % nodes != 0)
+    return op->emitOpError() << "nodes (" << nodes << ") must divide the number of experts ("
+                             << experts << ")";
+  if (nGroup != 1 && nGroup % nodes != 0)
+    return op->emitOpError() << "the " << nGroup << " groups must lie within the " << nodes
+                             << " nodes (n_group a multiple of nodes, or 1)";
+  int64_t perNode = experts / nodes, pick = (topK + maxNodes - 1) / maxNodes;
+  if (pick > perNode)
+    return op->emitOpError() << "ceil(top_k / max_nodes) = " << pick
+                             << " exceeds the experts of a node (" << perNode << ")";
+  // With the pick within a node and top_k within the kept groups, the
+  // kept nodes always hold top_k eligible experts: M nodes give at least
+  // M * pick >= top_k of them, or all of the kept groups.
+  return success();
+}
+
 } // namespace
 
 LogicalResult ParamOp::verify() {
@@ -389,6 +420,8 @@ LogicalResult MoERouterOp::verify() {
       failed(c.dim("router", r, 1, x[1], "the hidden size of 'x'")) ||
       failed(c.shape(getBias(), "bias", {r[0]}, "[experts]")) ||
       failed(verifyRouting(*this, r[0], getTopK(), getNGroup(), getTopkGroup())) ||
+      failed(verifyNodeLimit(*this, r[0], getTopK(), getNGroup(), getTopkGroup(), getNodes(),
+                             getMaxNodes())) ||
       failed(c.shape(getWeights(), "weights", {x[0], static_cast<int64_t>(getTopK())}, "[tokens, top_k]")) ||
       failed(c.shape(getExpertIds(), "expert_ids", {x[0], static_cast<int64_t>(getTopK())},
                      "[tokens, top_k]")))

@@ -109,12 +109,91 @@ struct LowerMoERouter : OpRewritePattern<MoERouterOp> {
                                 nb, l, ValueRange{arith::AddFOp::create(nb, l, a[0], a[1])});
                           });
 
+    // Node-limited routing: nodes of `perNode` consecutive experts, scored
+    // by the sum of their `pick` best biased scores; `keepNodes` kept.
+    int64_t nodes = op.getNodes() ? static_cast<int64_t>(*op.getNodes()) : 0;
+    int64_t keepNodes = op.getMaxNodes() ? static_cast<int64_t>(*op.getMaxNodes()) : 0;
+    int64_t perNode = nodes ? e / nodes : e, pick = nodes ? (k + keepNodes - 1) / keepNodes : 0;
+
     Value inits[] = {lb.empty({n, k}), lb.empty({n, k}, rw.getI64Type())};
     auto tokenLoop = scf::ForOp::create(
         rw, loc, indexConst(rw, loc, 0), indexConst(rw, loc, n),
         indexConst(rw, loc, 1), inits,
         [&](OpBuilder &b, Location l, Value tok, ValueRange outs) {
-          // Threshold group: the keepGroups-th best group.
+          // Whether node `j` is kept (true without a node limit).
+          std::function<Value(OpBuilder &, Location, Value)> nodeKept =
+              [](OpBuilder &ib, Location il, Value) -> Value {
+            return arith::ConstantOp::create(ib, il, ib.getBoolAttr(true));
+          };
+          if (nodes) {
+            Value scoresInit = tensor::EmptyOp::create(b, l, ArrayRef<int64_t>{nodes},
+                                                       b.getF32Type());
+            auto nodeLoop = scf::ForOp::create(
+                b, l, indexConst(b, l, 0), indexConst(b, l, nodes), indexConst(b, l, 1),
+                ValueRange{scoresInit},
+                [&](OpBuilder &nb, Location nl, Value node, ValueRange acc) {
+                  Value first = arith::MulIOp::create(nb, nl, node, indexConst(nb, nl, perNode));
+                  // Sum of the node's `pick` best: each pick is the best
+                  // strictly below the previous one.
+                  Value start[] = {f32Const(nb, nl, INFINITY), indexConst(nb, nl, -1),
+                                   f32Const(nb, nl, 0.0)};
+                  auto pickLoop = scf::ForOp::create(
+                      nb, nl, indexConst(nb, nl, 0), indexConst(nb, nl, pick),
+                      indexConst(nb, nl, 1), start,
+                      [&](OpBuilder &pb, Location pl, Value, ValueRange prev) {
+                        auto [v, i] = argmaxLoop(
+                            pb, pl, perNode,
+                            [&](OpBuilder &ib, Location il, Value x) {
+                              Value ex = arith::AddIOp::create(ib, il, first, x);
+                              return tensor::ExtractOp::create(ib, il, biased,
+                                                               ValueRange{tok, ex})
+                                  .getResult();
+                            },
+                            [&](OpBuilder &ib, Location il, Value x, Value xv) {
+                              return ranksBelow(ib, il, xv, x, prev[0], prev[1]);
+                            });
+                        scf::YieldOp::create(
+                            pb, pl, ValueRange{v, i, arith::AddFOp::create(pb, pl, prev[2], v)});
+                      });
+                  Value updated = tensor::InsertOp::create(nb, nl, pickLoop.getResult(2),
+                                                           acc[0], ValueRange{node});
+                  scf::YieldOp::create(nb, nl, ValueRange{updated});
+                });
+            Value nodeScore = nodeLoop.getResult(0);
+            // Threshold node: the keepNodes-th best.
+            Value start[] = {f32Const(b, l, INFINITY), indexConst(b, l, -1)};
+            auto keepLoop = scf::ForOp::create(
+                b, l, indexConst(b, l, 0), indexConst(b, l, keepNodes), indexConst(b, l, 1),
+                start, [&](OpBuilder &kb, Location kl, Value, ValueRange prev) {
+                  auto [v, i] = argmaxLoop(
+                      kb, kl, nodes,
+                      [&](OpBuilder &ib, Location il, Value j) {
+                        return tensor::ExtractOp::create(ib, il, nodeScore, ValueRange{j})
+                            .getResult();
+                      },
+                      [&](OpBuilder &ib, Location il, Value j, Value jv) {
+                        return ranksBelow(ib, il, jv, j, prev[0], prev[1]);
+                      });
+                  scf::YieldOp::create(kb, kl, ValueRange{v, i});
+                });
+            Value keepNV = keepLoop.getResult(0), keepNI = keepLoop.getResult(1);
+            nodeKept = [=](OpBuilder &ib, Location il, Value j) -> Value {
+              Value jv = tensor::ExtractOp::create(ib, il, nodeScore, ValueRange{j});
+              return arith::XOrIOp::create(
+                  ib, il, ranksBelow(ib, il, jv, j, keepNV, keepNI),
+                  arith::ConstantOp::create(ib, il, ib.getBoolAttr(true)));
+            };
+          }
+          // The node of group `g` (groups lie within nodes; one group spans
+          // them all and is never masked).
+          auto groupKept = [&](OpBuilder &ib, Location il, Value g) -> Value {
+            if (!nodes || groups == 1)
+              return arith::ConstantOp::create(ib, il, ib.getBoolAttr(true));
+            return nodeKept(ib, il,
+                            arith::DivUIOp::create(ib, il, g, indexConst(ib, il, groups / nodes)));
+          };
+
+          // Threshold group: the keepGroups-th best group (of kept nodes).
           Value start[] = {f32Const(b, l, INFINITY), indexConst(b, l, -1)};
           auto groupLoop = scf::ForOp::create(
               b, l, indexConst(b, l, 0), indexConst(b, l, keepGroups),
@@ -128,7 +207,9 @@ struct LowerMoERouter : OpRewritePattern<MoERouterOp> {
                           .getResult();
                     },
                     [&](OpBuilder &ib, Location il, Value g, Value gv) {
-                      return ranksBelow(ib, il, gv, g, prev[0], prev[1]);
+                      return arith::AndIOp::create(ib, il, groupKept(ib, il, g),
+                                                   ranksBelow(ib, il, gv, g, prev[0], prev[1]))
+                          .getResult();
                     });
                 scf::YieldOp::create(gb, gl, ValueRange{v, i});
               });
@@ -156,6 +237,12 @@ struct LowerMoERouter : OpRewritePattern<MoERouterOp> {
                       Value kept = arith::XOrIOp::create(
                           ib, il, ranksBelow(ib, il, gv, g, keepV, keepI),
                           arith::ConstantOp::create(ib, il, ib.getBoolAttr(true)));
+                      if (nodes)
+                        kept = arith::AndIOp::create(
+                            ib, il, kept,
+                            nodeKept(ib, il,
+                                     arith::DivUIOp::create(ib, il, ex,
+                                                            indexConst(ib, il, perNode))));
                       return arith::AndIOp::create(
                                  ib, il, kept, ranksBelow(ib, il, ev, ex, st[0], st[1]))
                           .getResult();

@@ -128,6 +128,9 @@ void buildLLVMPipeline(OpPassManager &pm, const CPUPipelineOptions &options) {
 LogicalResult buildTensorPipeline(OpPassManager &pm, const DSV3PipelineOptions &options,
                                   llvm::function_ref<LogicalResult(const llvm::Twine &)> error) {
   buildDecomposePipeline(pm);
+  if (options.maxNodesPerToken > 0)
+    pm.addPass(createDSV3NodeLimitedRoutingPass(DSV3NodeLimitedRoutingPassOptions{
+        /*nodes=*/options.routingNodes, /*maxNodes=*/options.maxNodesPerToken}));
   if (options.expertParallel > 1)
     pm.addPass(createDSV3ExpertParallelPass(
         DSV3ExpertParallelPassOptions{/*ranks=*/options.expertParallel}));

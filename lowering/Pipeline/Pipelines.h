@@ -57,6 +57,14 @@ struct DSV3PipelineOptions : public mlir::PassPipelineOptions<DSV3PipelineOption
       *this, "expert-parallel",
       llvm::cl::desc("Ranks the routed experts are sharded over (dsv3-expert-parallel)"),
       llvm::cl::init(1)};
+  Option<int64_t> routingNodes{
+      *this, "routing-nodes",
+      llvm::cl::desc("Nodes the routed experts are spread over (dsv3-node-limited-routing)"),
+      llvm::cl::init(1)};
+  Option<int64_t> maxNodesPerToken{
+      *this, "max-nodes-per-token",
+      llvm::cl::desc("Nodes a token's experts may come from (0: no limit)"),
+      llvm::cl::init(0)};
   CPUPipelineOptions cpu() const { return {fuseElementwise, ukernels}; }
 };
 

@@ -1,6 +1,8 @@
 //===- Mpi.cpp - the MPI backend of the communicator ----------------------===//
 #include "runtime/comm/Mpi.h"
 
+#include "runtime/support/Trace.h"
+
 #include <chrono>
 #include <climits>
 #include <cstdio>
@@ -63,7 +65,8 @@ bool fitsInt(int64_t v) { return v >= 0 && v <= INT_MAX; }
 
 class MpiRequest : public Request {
 public:
-  MpiRequest(CommStats &stats, const char *op) : stats(stats), op(op) {}
+  MpiRequest(CommStats &stats, const char *op)
+      : stats(stats), op(op), started(std::chrono::steady_clock::now()) {}
   const char *name() const { return op; }
   MPI_Request request = MPI_REQUEST_NULL;
   std::vector<int> counts[4]; // all-to-all: kept alive until completion
@@ -71,8 +74,10 @@ public:
   Error wait() override {
     auto start = std::chrono::steady_clock::now();
     int code = MPI_Wait(&request, MPI_STATUS_IGNORE);
-    stats.waitSeconds +=
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    auto end = std::chrono::steady_clock::now();
+    stats.waitSeconds += std::chrono::duration<double>(end - start).count();
+    // The trace shows the operation from its start to its completion.
+    TraceRecorder::process().record(op, TraceLane::Communication, started, end);
     if (code != MPI_SUCCESS)
       return mpiError(op, code);
     return Error::success();
@@ -81,6 +86,7 @@ public:
 private:
   CommStats &stats;
   const char *op;
+  std::chrono::steady_clock::time_point started;
 };
 
 /// A communicator over an MPI communicator: the world, or a group split

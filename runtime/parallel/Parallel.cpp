@@ -2,9 +2,14 @@
 #include "runtime/parallel/Parallel.h"
 
 #include "runtime/comm/Groups.h"
+#include "runtime/support/File.h"
+#include "runtime/support/Trace.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <cstring>
+#include <fstream>
+#include <sstream>
 
 namespace dsv3::rt {
 
@@ -33,6 +38,16 @@ Expected<std::unique_ptr<ProcessGroups>> ProcessGroups::create(std::unique_ptr<C
 ProcessGroups::~ProcessGroups() {
   for (CommGroup group : {CommGroup::World, CommGroup::Data, CommGroup::Expert})
     setProcessGroup(group, nullptr);
+}
+
+CommStats ProcessGroups::commTotals() const {
+  CommStats total;
+  for (Communicator *c : {world_.get(), data_.get(), expert_.get()}) {
+    total.bytesSent += c->stats().bytesSent;
+    total.bytesReceived += c->stats().bytesReceived;
+    total.waitSeconds += c->stats().waitSeconds;
+  }
+  return total;
 }
 
 std::vector<int64_t> replicaRows(const std::vector<int64_t> &batch, int64_t rows, int64_t cols,
@@ -178,6 +193,70 @@ Error gatherOutputs(const EntryPoint &entry, OutputBuffers &local, const ParamLa
     }
   }
   return Error::success();
+}
+
+namespace {
+
+/// Every rank learns whether any failed (a barrier as well).
+Error agreeOnTrace(ProcessGroups *groups, Error local) {
+  if (!groups)
+    return local;
+  int64_t failed = local ? 1 : 0;
+  if (Error e =
+          Communicator::complete(groups->world().allReduceSum(ElementType::I64, &failed, 1)))
+    return e;
+  if (local)
+    return local;
+  if (failed)
+    return Error::failure("writing the trace failed on another rank");
+  return Error::success();
+}
+
+std::string tracePart(const std::string &path, int rank) {
+  return path + ".rank-" + std::to_string(rank) + ".part";
+}
+
+} // namespace
+
+Error startJobTrace(ProcessGroups *groups) {
+  if (groups) {
+    int64_t token = 0;
+    if (Error e =
+            Communicator::complete(groups->world().allReduceSum(ElementType::I64, &token, 1)))
+      return e;
+  }
+  TraceRecorder::process().enable(TraceRecorder::Clock::now());
+  return Error::success();
+}
+
+Error writeJobTrace(const std::string &path, ProcessGroups *groups) {
+  int rank = groups ? groups->world().rank() : 0;
+  int ranks = groups ? groups->world().size() : 1;
+  std::string events = TraceRecorder::process().events(rank);
+  Error wrote = Error::success();
+  if (rank != 0)
+    wrote = writeFileDurably(tracePart(path, rank), events.data(), events.size());
+  if (Error e = agreeOnTrace(groups, std::move(wrote)))
+    return e;
+  Error merged = Error::success();
+  if (rank == 0) {
+    std::string all = "{\"displayTimeUnit\":\"ms\",\"traceEvents\":[\n" + events;
+    for (int r = 1; r < ranks && !merged; ++r) {
+      std::ifstream in(tracePart(path, r));
+      std::stringstream part;
+      part << in.rdbuf();
+      if (!in.is_open())
+        merged = fileError(tracePart(path, r), "cannot read this rank's trace spans");
+      else
+        all += ",\n" + part.str();
+    }
+    all += "\n]}\n";
+    if (!merged)
+      merged = writeFileDurably(path, all.data(), all.size());
+    for (int r = 1; r < ranks; ++r)
+      std::remove(tracePart(path, r).c_str());
+  }
+  return agreeOnTrace(groups, std::move(merged));
 }
 
 } // namespace dsv3::rt

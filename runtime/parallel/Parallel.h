@@ -29,6 +29,9 @@ namespace dsv3::rt {
 /// Group sizes of a job: data x expert x pipeline ranks.
 struct ParallelPlan {
   int64_t data = 1, expert = 1, pipeline = 1;
+  /// Node-limited routing: a replica's experts spread over routingNodes
+  /// nodes, each token's from at most maxNodesPerToken (0: no limit).
+  int64_t routingNodes = 1, maxNodesPerToken = 0;
   int64_t ranks() const { return data * expert * pipeline; }
   bool single() const { return ranks() == 1; }
 };
@@ -50,6 +53,9 @@ public:
   int64_t dataRank() const { return data_->rank(); }
   int64_t expertRank() const { return expert_->rank(); }
   bool isRoot() const { return world_->rank() == 0; }
+  /// All-to-all bytes and time inside communication so far, over this
+  /// rank's groups.
+  CommStats commTotals() const;
 
 private:
   ProcessGroups() = default;
@@ -84,6 +90,16 @@ Expected<double> reduceGradients(ProcessGroups &groups, const ParamLayout &layou
 Error gatherOutputs(const EntryPoint &entry, OutputBuffers &local, const ParamLayout &layout,
                     ProcessGroups &groups, EntryPoint &global,
                     std::unique_ptr<OutputBuffers> &buffers);
+
+/// Starts recording a trace on this rank (every rank of `groups`, or one
+/// process when it is null), all from one origin taken after a barrier.
+Error startJobTrace(ProcessGroups *groups);
+
+/// Writes every rank's spans to `path` as one Chrome/Perfetto trace: a
+/// process per rank, a compute and a communication lane each. Ranks
+/// leave their spans beside `path`; rank 0 merges them. Every rank must
+/// call it and gets the same outcome.
+Error writeJobTrace(const std::string &path, ProcessGroups *groups);
 
 } // namespace dsv3::rt
 

@@ -3,6 +3,7 @@
 
 #include "runtime/train/Checkpoint.h"
 #include "runtime/support/File.h"
+#include "runtime/support/Trace.h"
 
 #include <nlohmann/json.hpp>
 
@@ -159,6 +160,14 @@ Expected<double> replicaMean(ProcessGroups &job, double v) {
 
 } // namespace
 
+std::string rankLogPath(const std::string &logPath, int rank) {
+  std::string stem = logPath;
+  const std::string ext = ".jsonl";
+  if (stem.size() > ext.size() && stem.compare(stem.size() - ext.size(), ext.size(), ext) == 0)
+    stem.resize(stem.size() - ext.size());
+  return stem + ".rank-" + std::to_string(rank) + ext;
+}
+
 Error train(const TrainConfig &c, Session &session, const DataSource &data, ProcessGroups *job) {
   if (job && job->plan().single())
     job = nullptr;
@@ -193,6 +202,17 @@ Error train(const TrainConfig &c, Session &session, const DataSource &data, Proc
     if (!log)
       return fileError(c.logJsonPath, std::strerror(errno));
   }
+  // Each rank's own metrics.
+  std::ofstream rankLog;
+  if (!c.logJsonPath.empty() && job) {
+    std::string path = rankLogPath(c.logJsonPath, job->world().rank());
+    rankLog.open(path, c.resumePath.empty() ? std::ios::trunc : std::ios::app);
+    if (!rankLog)
+      return fileError(path, std::strerror(errno));
+  }
+  if (!c.tracePath.empty())
+    if (Error e = startJobTrace(job))
+      return e;
   bool tty = ::isatty(STDERR_FILENO);
   std::vector<int64_t> ids, segmentRows;
   std::vector<double> curve;
@@ -203,6 +223,7 @@ Error train(const TrainConfig &c, Session &session, const DataSource &data, Proc
 
   for (int64_t step = startStep + 1; step <= c.steps; ++step) {
     auto stepStart = Clock::now();
+    CommStats commBefore = job ? job->commTotals() : CommStats{};
     std::fill(grads.begin(), grads.end(), 0.f);
     double loss = 0, mtpLoss = 0, balanceLoss = 0, totalLoss = 0;
     // Expert loads per routed layer, over all micro-batches of the step.
@@ -218,8 +239,11 @@ Error train(const TrainConfig &c, Session &session, const DataSource &data, Proc
       std::vector<BufferArg> inputs{{ids.data(), {rows, data.seqLen()}}};
       if (segs)
         inputs.push_back({const_cast<int64_t *>(segs->data()), {rows, data.seqLen()}});
-      if (Error e = session.run("forward_grad", inputs))
-        return e;
+      {
+        TraceScope span("forward_grad", TraceLane::Compute);
+        if (Error e = session.run("forward_grad", inputs))
+          return e;
+      }
       loss += outputs.f32(roles->loss)[0];
       totalLoss += outputs.f32(roles->totalLoss)[0];
       if (roles->mtpLoss >= 0)
@@ -250,6 +274,15 @@ Error train(const TrainConfig &c, Session &session, const DataSource &data, Proc
       g *= inv;
       sq += double(g) * g;
     }
+    // Tokens this rank's experts received in its replica, per routed layer.
+    std::vector<int64_t> rankLoad;
+    if (job)
+      for (const std::vector<int64_t> &l : loads) {
+        int64_t owned = static_cast<int64_t>(l.size()) / job->plan().expert, sum = 0;
+        for (int64_t x = job->expertRank() * owned; x < (job->expertRank() + 1) * owned; ++x)
+          sum += l[x];
+        rankLoad.push_back(sum);
+      }
     if (job) {
       auto jobSq = reduceGradients(*job, layout, shard, grads, shardGrads);
       if (!jobSq)
@@ -284,8 +317,11 @@ Error train(const TrainConfig &c, Session &session, const DataSource &data, Proc
     // Routing biases keep their values through the step (the session
     // holds them), then follow the load-balancing rule
     // b += gamma sign(mean - load).
-    if (Error e = session.optimizerStep(job ? shardGrads : grads, hyper))
-      return e;
+    {
+      TraceScope span("optimizer_step", TraceLane::Compute);
+      if (Error e = session.optimizerStep(job ? shardGrads : grads, hyper))
+        return e;
+    }
     std::vector<float> &params = session.parameters();
     if (shard.count > 1) {
       // ZeRO-1: every data-parallel rank stepped its slice; the gradient
@@ -320,6 +356,20 @@ Error train(const TrainConfig &c, Session &session, const DataSource &data, Proc
       log << o.dump() << "\n";
       log.flush();
     }
+    if (rankLog.is_open()) {
+      CommStats now = job->commTotals();
+      nlohmann::json o = {{"step", step},
+                          {"rank", job->world().rank()},
+                          {"data_rank", job->dataRank()},
+                          {"expert_rank", job->expertRank()},
+                          {"all_to_all_bytes_sent", now.bytesSent - commBefore.bytesSent},
+                          {"all_to_all_bytes_received", now.bytesReceived - commBefore.bytesReceived},
+                          {"comm_seconds", now.waitSeconds - commBefore.waitSeconds},
+                          {"step_seconds", stepSeconds},
+                          {"expert_load", rankLoad}};
+      rankLog << o.dump() << "\n";
+      rankLog.flush();
+    }
     double elapsed = std::chrono::duration<double>(Clock::now() - started).count();
     double eta = elapsed / (step - startStep) * (c.steps - step);
     std::string line = format("step %lld/%lld  loss %.4f  lr %.2E  |g| %.3f  imbalance %.2f  "
@@ -342,6 +392,9 @@ Error train(const TrainConfig &c, Session &session, const DataSource &data, Proc
       if (Error e = saveCheckpoint(c.savePath, {step, c.seed, c.configJson}, session, job))
         return e;
   }
+  if (!c.tracePath.empty())
+    if (Error e = writeJobTrace(c.tracePath, job))
+      return e;
   if (!c.plotPath.empty() && root)
     if (Error e = writePlot(c.plotPath, curve, startStep + 1))
       return e;

@@ -31,6 +31,7 @@ struct TrainConfig {
   double minLrRatio = 0.1;
   double biasUpdateSpeed = 1e-3;     // gamma; 0 disables
   std::string logJsonPath, plotPath, savePath, resumePath;
+  std::string tracePath;             // Chrome/Perfetto trace of the run
   std::string configJson;            // hub config.json text for checkpoints
 };
 
@@ -49,6 +50,12 @@ double updateRoutingBias(const std::vector<int64_t> &load, double gamma, float *
 /// this rank's experts: each rank reads its replica's rows of every batch,
 /// gradients are summed over the ranks holding each parameter, losses,
 /// expert loads and the gradient norm are the job's, and rank 0 logs.
+/// Every rank of a job also writes its own JSON lines beside the log
+/// (rankLogPath): all-to-all bytes, time inside communication and the
+/// tokens its experts received, per step.
+/// `log.jsonl` -> `log.rank-R.jsonl`: where rank R's metrics go.
+std::string rankLogPath(const std::string &logPath, int rank);
+
 Error train(const TrainConfig &config, Session &session, const DataSource &data,
             ProcessGroups *job = nullptr);
 

@@ -20,6 +20,11 @@
 #include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <map>
+#include <set>
+
+#include <nlohmann/json.hpp>
 
 using namespace dsv3;
 using namespace dsv3::test;
@@ -260,6 +265,117 @@ TEST(ParallelCheckpoint, MovesAcrossPlans) {
                 "(one process %.6f %.6f)\n",
                 plan.c_str(), m.toDp, m.toEp, got[0], got[1], want[2], want[3]);
   }
+}
+
+/// --trace writes one Chrome/Perfetto trace for the job: a process per
+/// rank with a compute lane (a forward_grad and an optimizer step per
+/// step) and a communication lane (the exchanges of the compiled step and
+/// the gradient reduction); --log-json adds each rank's metrics, whose
+/// all-to-all bytes are symmetric across the two expert ranks' exchanges.
+TEST(ParallelObservability, TraceAndMetricsPerRank) {
+  std::string dir = scratchDir("observe");
+  RunResult r = runCommand(mpirun(2) + "train " + sourcePath("models/tiny-ep/model.toml") +
+                           " --tokens " + sourcePath("tests/golden/tiny/reference.safetensors") +
+                           " --steps 2 --ep 2 --log-json " + dir + "/log.jsonl --trace " + dir +
+                           "/trace.json");
+  ASSERT_EQ(r.exitCode, 0) << r.output;
+  std::ifstream in(dir + "/trace.json");
+  nlohmann::json trace = nlohmann::json::parse(in, nullptr, /*exceptions=*/false);
+  ASSERT_TRUE(trace.is_object() && trace["traceEvents"].is_array()) << "not a trace";
+  std::map<std::pair<int, int>, std::map<std::string, int>> spans; // (rank, lane) -> name -> n
+  for (const nlohmann::json &e : trace["traceEvents"])
+    if (e["ph"] == "X") {
+      EXPECT_GE(e["dur"].get<double>(), 0.0);
+      ++spans[{e["pid"].get<int>(), e["tid"].get<int>()}][e["name"].get<std::string>()];
+    }
+  for (int rank : {0, 1}) {
+    EXPECT_EQ((spans[{rank, 0}]["forward_grad"]), 2) << rank;
+    EXPECT_EQ((spans[{rank, 0}]["optimizer_step"]), 2) << rank;
+    // 3 MoE layers x (counts, rows, results forward; rows, results backward).
+    EXPECT_EQ((spans[{rank, 1}]["all-to-all"]), 2 * 3 * 5) << rank;
+    EXPECT_GT((spans[{rank, 1}]["all-reduce"]), 0) << rank;
+  }
+  EXPECT_EQ(spans.size(), 4u) << "2 ranks x 2 lanes";
+  for (int rank : {0, 1}) {
+    std::vector<double> sent = logField(dir + "/log.rank-" + std::to_string(rank) + ".jsonl",
+                                        "all_to_all_bytes_sent"),
+                        received = logField(dir + "/log.rank-" + std::to_string(rank) + ".jsonl",
+                                            "all_to_all_bytes_received");
+    ASSERT_EQ(sent.size(), 2u) << rank;
+    // Two ranks: what one sends the other receives, and each row goes out
+    // and comes back.
+    EXPECT_EQ(sent, received) << rank;
+    EXPECT_GT(sent[0], 0) << rank;
+  }
+}
+
+/// The expert ids of each MoE layer in a `dsv3c eval` output.
+std::map<std::string, std::vector<int64_t>> expertIds(const std::string &path, int64_t &topK) {
+  std::map<std::string, std::vector<int64_t>> ids;
+  SafetensorsFile *f = openOrFail(path);
+  if (!f)
+    return ids;
+  for (const TensorInfo &t : f->tensors())
+    if (llvm::StringRef(t.name).starts_with("topk_ids.")) {
+      ids[t.name] = readI64(*f, t.name);
+      topK = t.shape[1];
+    }
+  delete f;
+  return ids;
+}
+
+/// Node-limited routing under --ep 4 with 2 ranks per node and
+/// --max-nodes 1: every token's 4 experts lie on one node (experts 0-7 or
+/// 8-15), where without the limit most tokens use both.
+TEST(ParallelRouting, NodeLimitKeepsEachTokensExpertsOnOneNode) {
+  std::string dir = scratchDir("nodes");
+  std::string args = "eval " + sourcePath("models/tiny") + " --tokens " +
+                     sourcePath("tests/golden/tiny/reference.safetensors");
+  RunResult limited = runCommand(mpirun(4) + args + " -o " + dir +
+                                 "/limited.safetensors --ep 4 --ranks-per-node 2 --max-nodes 1");
+  ASSERT_EQ(limited.exitCode, 0) << limited.output;
+  RunResult free = runDsv3c(args + " -o " + dir + "/free.safetensors");
+  ASSERT_EQ(free.exitCode, 0) << free.output;
+  int64_t k = 0;
+  auto withLimit = expertIds(dir + "/limited.safetensors", k),
+       without = expertIds(dir + "/free.safetensors", k);
+  ASSERT_EQ(withLimit.size(), 3u);
+  ASSERT_EQ(k, 4);
+  for (auto &[layer, ids] : withLimit) {
+    int spanning = 0, spanningWithout = 0;
+    for (size_t t = 0; t < ids.size() / k; ++t) {
+      std::set<int64_t> nodes, nodesWithout;
+      for (int64_t j = 0; j < k; ++j) {
+        nodes.insert(ids[t * k + j] / 8);
+        nodesWithout.insert(without[layer][t * k + j] / 8);
+      }
+      spanning += nodes.size() > 1;
+      spanningWithout += nodesWithout.size() > 1;
+    }
+    EXPECT_EQ(spanning, 0) << layer;
+    EXPECT_GT(spanningWithout, 10) << layer << ": the limit must matter";
+    std::printf("%s: tokens on two nodes %d with --max-nodes 1, %d without\n", layer.c_str(),
+                spanning, spanningWithout);
+  }
+}
+
+/// DeepSeek-V3's node rule (nodes ranked by the sum of their best
+/// top_k / max_nodes affinities) is Hugging Face's group rule when the
+/// groups are the nodes: the tiny model's 4 groups, topk_group 2 and top-4
+/// under --ep 4 with one rank per node and --max-nodes 2 give the
+/// one-process gradients.
+TEST(ParallelRouting, NodesThatAreTheGroupsGiveTheGroupRule) {
+  std::string tokens = sourcePath("tests/golden/tiny/reference.safetensors");
+  std::string dir = scratchDir("nodes-groups");
+  RunResult one = runDsv3c("grad " + sourcePath("models/tiny") + " --tokens " + tokens + " -o " +
+                           dir + "/one.safetensors");
+  ASSERT_EQ(one.exitCode, 0) << one.output;
+  RunResult job = runCommand(mpirun(4) + "grad " + sourcePath("models/tiny") + " --tokens " +
+                             tokens + " -o " + dir +
+                             "/job.safetensors --ep 4 --ranks-per-node 1 --max-nodes 2");
+  ASSERT_EQ(job.exitCode, 0) << job.output;
+  expectSameOutputs(dir + "/job.safetensors", dir + "/one.safetensors",
+                    "tiny --ep 4 --max-nodes 2");
 }
 
 /// A plan that does not fit is refused by every rank before any work.

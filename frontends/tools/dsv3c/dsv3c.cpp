@@ -122,6 +122,16 @@ cl::opt<int64_t> expertParallel(
     cl::desc("Expert-parallel ranks per replica: each holds n_routed_experts/ep experts "
              "(default: [parallel] expert, else 1)"),
     cl::init(0), cl::cat(parallelCat));
+cl::opt<int64_t> ranksPerNode(
+    "ranks-per-node",
+    cl::desc("Ranks on one node, world ranks in order (default: [parallel] ranks_per_node; "
+             "0: one node)"),
+    cl::init(-1), cl::cat(parallelCat));
+cl::opt<int64_t> maxNodesPerToken(
+    "max-nodes",
+    cl::desc("Node-limited routing: a token's experts come from at most N nodes "
+             "(DeepSeek-V3: 4; default: [parallel] max_nodes_per_token; 0: off)"),
+    cl::init(-1), cl::cat(parallelCat));
 cl::opt<int64_t> pipelineParallel("pp",
                                   cl::desc("Pipeline stages (default: [parallel] pipeline, "
                                            "else 1; only 1 until the pipeline schedule)"),
@@ -202,9 +212,15 @@ cl::opt<uint64_t> seedOpt("seed", cl::desc("Data sampling seed"), cl::init(0),
 cl::opt<std::string> corpusOpt(
     "corpus", cl::desc("Text corpus (byte-level tokens); default: the bundled one"),
     cl::init(DSV3_DEFAULT_CORPUS), cl::cat(trainCat));
-cl::opt<std::string> logJsonOpt("log-json",
-                                cl::desc("Write one JSON object per step"),
-                                cl::cat(trainCat));
+cl::opt<std::string> logJsonOpt(
+    "log-json",
+    cl::desc("Write one JSON object per step (under mpirun each rank also writes its "
+             "communication and expert load to FILE's .rank-R.jsonl)"),
+    cl::value_desc("FILE"), cl::cat(trainCat));
+cl::opt<std::string> traceOpt(
+    "trace",
+    cl::desc("Write a Chrome/Perfetto trace: per rank, a compute and a communication lane"),
+    cl::value_desc("FILE.json"), cl::cat(trainCat));
 cl::opt<std::string> plotOpt("plot", cl::desc("Loss curve SVG"),
                              cl::cat(trainCat));
 cl::opt<std::string> saveOpt("save",
@@ -314,6 +330,17 @@ llvm::Expected<dsv3::rt::ParallelPlan> resolvePlan(const dsv3::ModelDescription 
     *value = flag->getValue();
     source = "--" + flag->ArgStr.str();
   }
+  for (auto [flag, value] : {std::pair<cl::opt<int64_t> *, int64_t *>{&ranksPerNode,
+                                                                      &s.ranksPerNode},
+                             {&maxNodesPerToken, &s.maxNodesPerToken}}) {
+    if (!flag->getNumOccurrences())
+      continue;
+    if (*flag < 0)
+      return llvm::createStringError("--" + flag->ArgStr.str() + " must not be negative, got " +
+                                     std::to_string(flag->getValue()));
+    *value = flag->getValue();
+    source = "--" + flag->ArgStr.str();
+  }
   if (llvm::Error e = dsv3::checkParallelPlan(desc.config, s, source))
     return std::move(e);
   if (s.pipeline > 1)
@@ -335,6 +362,16 @@ llvm::Expected<dsv3::rt::ParallelPlan> resolvePlan(const dsv3::ModelDescription 
   plan.data = s.data;
   plan.expert = s.expert;
   plan.pipeline = s.pipeline;
+  // Node-limited routing: a replica's expert ranks are consecutive world
+  // ranks, so its experts spread over expert / ranks_per_node nodes.
+  if (s.maxNodesPerToken > 0 && s.ranksPerNode < s.expert) {
+    if (s.expert % s.ranksPerNode != 0)
+      return llvm::createStringError(source + ": nodes of " + std::to_string(s.ranksPerNode) +
+                                     " ranks do not split the " + std::to_string(s.expert) +
+                                     " expert-parallel ranks of a replica");
+    plan.routingNodes = s.expert / s.ranksPerNode;
+    plan.maxNodesPerToken = s.maxNodesPerToken;
+  }
   return plan;
 }
 
@@ -373,6 +410,8 @@ int runCompile() {
   if (!plan)
     return fail(plan.takeError());
   options->expertParallel = plan->expert;
+  options->routingNodes = plan->routingNodes;
+  options->maxNodesPerToken = plan->maxNodesPerToken;
   dsv3::Compiler compiler;
   if (emit == "artifact") {
     if (outputPath.empty())
@@ -447,6 +486,8 @@ int runOnTokens(bool gradient) {
     return fail(options.takeError());
   options->shapeSource = tokensPath;
   options->expertParallel = plan->expert;
+  options->routingNodes = plan->routingNodes;
+  options->maxNodesPerToken = plan->maxNodesPerToken;
   dsv3::Compiler compiler;
   auto model = compiler.load(*desc, *options, cacheDirectory(), job ? job->expertRank() : 0);
   if (!model)
@@ -506,6 +547,7 @@ int runTrain() {
   if (dsv3::rt::Error e = dsv3::rt::applyOverrides(c, trainOverrides()))
     return fail(std::move(e));
   c.logJsonPath = logJsonOpt;
+  c.tracePath = traceOpt;
   c.savePath = saveOpt;
   c.resumePath = resumeOpt;
   c.plotPath = !plotOpt.empty() ? plotOpt.getValue()
@@ -547,6 +589,8 @@ int runTrain() {
     return fail(options.takeError());
   options->shapeSource = modelPath;
   options->expertParallel = plan->expert;
+  options->routingNodes = plan->routingNodes;
+  options->maxNodesPerToken = plan->maxNodesPerToken;
   // ZeRO-1: each data-parallel rank keeps the AdamW state of one slice.
   dsv3::rt::OptimizerShard shard;
   if (job && plan->data > 1)

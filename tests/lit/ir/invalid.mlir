@@ -532,3 +532,33 @@ func.func @input_name_not_a_string(%x: tensor<f32> {dsv3.input = 3 : i64}) -> te
 func.func @misspelt_input(%x: tensor<f32> {dsv3.inptu = "ids"}) -> tensor<f32> {
   return %x : tensor<f32>
 }
+
+// -----
+
+// A node limit names both the nodes and the nodes a token may use.
+func.func @router_node_limit_half(%x: tensor<4x8xf32>, %r: tensor<8x8xf32>, %b: tensor<8xf32>) -> tensor<4x2xi64> {
+  // expected-error @+1 {{needs both 'nodes' and 'max_nodes', or neither}}
+  %w, %i = dsv3.moe_router %x, %r, %b {top_k = 2 : i64, n_group = 1 : i64, topk_group = 1 : i64, norm_topk_prob = true, routed_scaling_factor = 1.0 : f64, nodes = 2 : i64}
+      : (tensor<4x8xf32>, tensor<8x8xf32>, tensor<8xf32>) -> (tensor<4x2xf32>, tensor<4x2xi64>)
+  return %i : tensor<4x2xi64>
+}
+
+// -----
+
+// Groups must lie within nodes.
+func.func @router_node_groups(%x: tensor<4x8xf32>, %r: tensor<8x8xf32>, %b: tensor<8xf32>) -> tensor<4x2xi64> {
+  // expected-error @+1 {{the 2 groups must lie within the 4 nodes}}
+  %w, %i = dsv3.moe_router %x, %r, %b {top_k = 2 : i64, n_group = 2 : i64, topk_group = 1 : i64, norm_topk_prob = true, routed_scaling_factor = 1.0 : f64, nodes = 4 : i64, max_nodes = 1 : i64}
+      : (tensor<4x8xf32>, tensor<8x8xf32>, tensor<8xf32>) -> (tensor<4x2xf32>, tensor<4x2xi64>)
+  return %i : tensor<4x2xi64>
+}
+
+// -----
+
+// A node's score needs ceil(top_k / max_nodes) of its experts.
+func.func @router_node_pick(%x: tensor<4x8xf32>, %r: tensor<8x8xf32>, %b: tensor<8xf32>) -> tensor<4x3xi64> {
+  // expected-error @+1 {{ceil(top_k / max_nodes) = 3 exceeds the experts of a node (2)}}
+  %w, %i = dsv3.moe_router %x, %r, %b {top_k = 3 : i64, n_group = 1 : i64, topk_group = 1 : i64, norm_topk_prob = true, routed_scaling_factor = 1.0 : f64, nodes = 4 : i64, max_nodes = 1 : i64}
+      : (tensor<4x8xf32>, tensor<8x8xf32>, tensor<8xf32>) -> (tensor<4x3xf32>, tensor<4x3xi64>)
+  return %i : tensor<4x3xi64>
+}
