@@ -95,7 +95,7 @@ LogicalResult verifyRouting(Operation *op, int64_t experts, int64_t topK,
 
 /// Node-limited routing on top of the group rule (dsv3.moe_router).
 LogicalResult verifyNodeLimit(Operation *op, int64_t experts, int64_t topK, int64_t nGroup,
-                              int64_t topkGroup, std::optional<uint64_t> nodesAttr,
+                              std::optional<uint64_t> nodesAttr,
                               std::optional<uint64_t> maxNodesAttr) {
   if (!nodesAttr && !maxNodesAttr)
     return success();
@@ -420,7 +420,7 @@ LogicalResult MoERouterOp::verify() {
       failed(c.dim("router", r, 1, x[1], "the hidden size of 'x'")) ||
       failed(c.shape(getBias(), "bias", {r[0]}, "[experts]")) ||
       failed(verifyRouting(*this, r[0], getTopK(), getNGroup(), getTopkGroup())) ||
-      failed(verifyNodeLimit(*this, r[0], getTopK(), getNGroup(), getTopkGroup(), getNodes(),
+      failed(verifyNodeLimit(*this, r[0], getTopK(), getNGroup(), getNodes(),
                              getMaxNodes())) ||
       failed(c.shape(getWeights(), "weights", {x[0], static_cast<int64_t>(getTopK())}, "[tokens, top_k]")) ||
       failed(c.shape(getExpertIds(), "expert_ids", {x[0], static_cast<int64_t>(getTopK())},

@@ -64,8 +64,9 @@ Session::Session(const Executable &model, const Executable *optimizer, Optimizer
     return;
   int64_t n = shard.size(model.layout().totalElements);
   size_t bytes = n * rt::elementSize(momentType);
-  shardParams.assign(n, 0.f);
-  nextShardParams.assign(n, 0.f);
+  nextParams.assign(n, 0.f);
+  if (shard.count > 1)
+    shardParams.assign(n, 0.f);
   for (MomentState *s : {&current, &next}) {
     s->type = momentType;
     s->m.assign(bytes, 0);
@@ -99,16 +100,22 @@ Error Session::optimizerStep(const std::vector<float> &grads, const float *hyper
     return Error::failure("optimizer step: " + std::to_string(grads.size()) +
                           " gradients and " + std::to_string(n) + " parameters for moments of " +
                           std::to_string(current.m.size() / current.elementSize()));
-  std::copy_n(params.begin() + begin, valid, shardParams.begin());
-  std::fill(shardParams.begin() + valid, shardParams.end(), 0.f);
+  // One shard steps the buffer itself; a slice steps a padded copy, so
+  // that the compiled step never reads past the buffer.
+  bool whole = shard_.count == 1;
+  if (!whole) {
+    std::copy_n(params.begin() + begin, valid, shardParams.begin());
+    std::fill(shardParams.begin() + valid, shardParams.end(), 0.f);
+  }
+  float *before = whole ? params.data() : shardParams.data();
   if (Error e = optimizer->call(
-          "adamw_step", shardParams.data(),
-          {{shardParams.data(), {n}},
+          "adamw_step", before,
+          {{before, {n}},
            {const_cast<float *>(grads.data()), {n}},
            {current.m.data(), {n}},
            {current.v.data(), {n}},
            {const_cast<float *>(hyper), {kNumAdamWHyper}}},
-          {{nextShardParams.data(), {n}}, {next.m.data(), {n}}, {next.v.data(), {n}}}))
+          {{nextParams.data(), {n}}, {next.m.data(), {n}}, {next.v.data(), {n}}}))
     return e;
   size_t es = current.elementSize();
   for (const ParamSlot &s : layout().slots) {
@@ -118,13 +125,16 @@ Error Session::optimizerStep(const std::vector<float> &grads, const float *hyper
     int64_t lo = std::max(s.offset, begin), hi = std::min(s.offset + s.numElements(), begin + valid);
     if (lo >= hi)
       continue;
-    std::copy(shardParams.begin() + (lo - begin), shardParams.begin() + (hi - begin),
-              nextShardParams.begin() + (lo - begin));
+    std::copy(before + (lo - begin), before + (hi - begin), nextParams.begin() + (lo - begin));
     std::memset(next.m.data() + (lo - begin) * es, 0, (hi - lo) * es);
     std::memset(next.v.data() + (lo - begin) * es, 0, (hi - lo) * es);
   }
-  std::copy_n(nextShardParams.begin(), valid, params.begin() + begin);
-  shardParams.swap(nextShardParams);
+  if (whole) {
+    params.swap(nextParams);
+  } else {
+    std::copy_n(nextParams.begin(), valid, params.begin() + begin);
+    shardParams.swap(nextParams);
+  }
   std::swap(current, next);
   return Error::success();
 }

@@ -69,7 +69,9 @@ public:
   Error optimizerStep(const std::vector<float> &grads, const float *hyper);
   /// The shard's parameters after the last optimizerStep, padding included
   /// (what a data-parallel job all-gathers).
-  const std::vector<float> &shardParameters() const { return shardParams; }
+  const std::vector<float> &shardParameters() const {
+    return shard_.count == 1 ? params : shardParams;
+  }
 
 private:
   Session(const Executable &model, const Executable *optimizer, OptimizerShard shard,
@@ -80,9 +82,9 @@ private:
   ParamLayout layout_;
   OptimizerShard shard_;
   std::vector<float> params;
-  /// The shard's parameters before and after a step (padded copies, so
-  /// that the compiled step never reads past the buffer).
-  std::vector<float> shardParams, nextShardParams;
+  /// The step's output, and with several shards the padded copy of this
+  /// one's slice (the step's input, then its result).
+  std::vector<float> nextParams, shardParams;
   MomentState current, next;
   std::map<std::string, std::unique_ptr<OutputBuffers>> results;
 };

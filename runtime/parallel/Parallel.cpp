@@ -101,7 +101,6 @@ Expected<double> reduceGradients(ProcessGroups &groups, const ParamLayout &layou
       replicatedCount += hi - lo;
     }
   }
-  std::vector<bool> isReplicated(size, false);
   if (plan.expert > 1 && replicatedCount > 0) {
     std::vector<float> packed;
     packed.reserve(replicatedCount);
@@ -115,14 +114,16 @@ Expected<double> reduceGradients(ProcessGroups &groups, const ParamLayout &layou
       for (int64_t i = lo; i < hi; ++i)
         out[i] = packed[k++];
   }
-  for (auto [lo, hi] : replicated)
-    std::fill(isReplicated.begin() + lo, isReplicated.begin() + hi, true);
   float scale = 1.0f / static_cast<float>(plan.data * plan.expert);
-  double replicatedSq = 0, expertSq = 0;
-  for (int64_t i = 0; i < size; ++i) {
-    float g = out[i] *= scale;
-    (isReplicated[i] ? replicatedSq : expertSq) += double(g) * g;
+  double allSq = 0, replicatedSq = 0;
+  for (float &g : out) {
+    g *= scale;
+    allSq += double(g) * g;
   }
+  for (auto [lo, hi] : replicated)
+    for (int64_t i = lo; i < hi; ++i)
+      replicatedSq += double(out[i]) * out[i];
+  double expertSq = std::max(0.0, allSq - replicatedSq);
   // Each value once: replicated slices are the same on every expert rank
   // (counted on rank 0 of the group); expert blocks differ across it; with
   // ZeRO-1 the slices also differ across the data group. (A float sum:
@@ -195,10 +196,7 @@ Error gatherOutputs(const EntryPoint &entry, OutputBuffers &local, const ParamLa
   return Error::success();
 }
 
-namespace {
-
-/// Every rank learns whether any failed (a barrier as well).
-Error agreeOnTrace(ProcessGroups *groups, Error local) {
+Error agreeAcrossRanks(ProcessGroups *groups, Error local, const std::string &what) {
   if (!groups)
     return local;
   int64_t failed = local ? 1 : 0;
@@ -208,9 +206,11 @@ Error agreeOnTrace(ProcessGroups *groups, Error local) {
   if (local)
     return local;
   if (failed)
-    return Error::failure("writing the trace failed on another rank");
+    return Error::failure(what + " failed on another rank");
   return Error::success();
 }
+
+namespace {
 
 std::string tracePart(const std::string &path, int rank) {
   return path + ".rank-" + std::to_string(rank) + ".part";
@@ -219,12 +219,8 @@ std::string tracePart(const std::string &path, int rank) {
 } // namespace
 
 Error startJobTrace(ProcessGroups *groups) {
-  if (groups) {
-    int64_t token = 0;
-    if (Error e =
-            Communicator::complete(groups->world().allReduceSum(ElementType::I64, &token, 1)))
-      return e;
-  }
+  if (Error e = agreeAcrossRanks(groups, Error::success(), "starting the trace"))
+    return e;
   TraceRecorder::process().enable(TraceRecorder::Clock::now());
   return Error::success();
 }
@@ -236,7 +232,7 @@ Error writeJobTrace(const std::string &path, ProcessGroups *groups) {
   Error wrote = Error::success();
   if (rank != 0)
     wrote = writeFileDurably(tracePart(path, rank), events.data(), events.size());
-  if (Error e = agreeOnTrace(groups, std::move(wrote)))
+  if (Error e = agreeAcrossRanks(groups, std::move(wrote), "writing the trace"))
     return e;
   Error merged = Error::success();
   if (rank == 0) {
@@ -256,7 +252,7 @@ Error writeJobTrace(const std::string &path, ProcessGroups *groups) {
     for (int r = 1; r < ranks; ++r)
       std::remove(tracePart(path, r).c_str());
   }
-  return agreeOnTrace(groups, std::move(merged));
+  return agreeAcrossRanks(groups, std::move(merged), "writing the trace");
 }
 
 } // namespace dsv3::rt

@@ -91,6 +91,11 @@ Error gatherOutputs(const EntryPoint &entry, OutputBuffers &local, const ParamLa
                     ProcessGroups &groups, EntryPoint &global,
                     std::unique_ptr<OutputBuffers> &buffers);
 
+/// Every rank of `groups` (one process: null) learns whether any rank
+/// failed; a barrier as well. A rank that did not fail reports `what` as
+/// failed on another rank (the failing one keeps its own message).
+Error agreeAcrossRanks(ProcessGroups *groups, Error local, const std::string &what);
+
 /// Starts recording a trace on this rank (every rank of `groups`, or one
 /// process when it is null), all from one origin taken after a barrier.
 Error startJobTrace(ProcessGroups *groups);

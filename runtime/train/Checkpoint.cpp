@@ -35,21 +35,6 @@ std::string shardFileName(const std::string &stem, int64_t index, int64_t files)
   return stem + buf;
 }
 
-/// Every rank learns whether any rank failed. A rank that did not fail
-/// reports the failure as another rank's (the failing one names it).
-Error agree(ProcessGroups *job, Error local, const std::string &what) {
-  if (!job)
-    return local;
-  int64_t failed = local ? 1 : 0;
-  if (Error e = Communicator::complete(job->world().allReduceSum(ElementType::I64, &failed, 1)))
-    return e;
-  if (local)
-    return local;
-  if (failed)
-    return Error::failure(what + " failed on another rank");
-  return Error::success();
-}
-
 /// The flat moments of the whole layout on this rank: its own when the
 /// session keeps all of them, else its data group's ZeRO-1 slices gathered.
 Error gatherMoments(Session &session, ProcessGroups *job, std::vector<uint8_t> &m,
@@ -76,6 +61,10 @@ Error gatherMoments(Session &session, ProcessGroups *job, std::vector<uint8_t> &
   return Error::success();
 }
 
+/// Whether expert-parallel rank `e`'s file holds `slot`: its expert
+/// blocks, and on rank 0 every replicated parameter.
+bool inRankFile(const ParamSlot &slot, int64_t e) { return !slot.shard.empty() || e == 0; }
+
 /// Writes expert-parallel rank `e`'s files: its expert blocks and, on
 /// rank 0, every replicated parameter, with their moments.
 Error writeRankFiles(const std::string &tmp, const CheckpointInfo &info, Session &session,
@@ -86,7 +75,7 @@ Error writeRankFiles(const std::string &tmp, const CheckpointInfo &info, Session
   size_t es = session.moments().elementSize();
   SafetensorsWriter model, opt;
   for (const ParamSlot &slot : session.layout().slots) {
-    if (slot.shard.empty() && e != 0)
+    if (!inRankFile(slot, e))
       continue;
     for (const SlotTensor &t : slotTensors(slot)) {
       model.addF32(t.name, t.shape, params.data() + t.offset, t.count);
@@ -112,7 +101,7 @@ Error writeIndices(const std::string &tmp, const CheckpointInfo &info, const Par
     ParamLayout layout = placed;
     placeShards(layout, e);
     for (const ParamSlot &slot : layout.slots) {
-      if (slot.shard.empty() && e != 0)
+      if (!inRankFile(slot, e))
         continue;
       for (const SlotTensor &t : slotTensors(slot)) {
         modelMap[t.name] = shardFileName("model", e, files);
@@ -229,14 +218,14 @@ Error saveCheckpoint(const std::string &dir, const CheckpointInfo &info, Session
     if (fs::create_directories(tmp, ec); ec)
       created = fileError(tmp, ec.message());
   }
-  if (Error e = agree(job, std::move(created), "creating the checkpoint directory"))
+  if (Error e = agreeAcrossRanks(job, std::move(created), "creating the checkpoint directory"))
     return e;
 
   std::vector<uint8_t> m, v;
   Error written = gatherMoments(session, job, m, v);
   if (!written && (!job || job->dataRank() == 0))
     written = writeRankFiles(tmp, info, session, expertRank, files, m, v);
-  if (Error e = agree(job, std::move(written), "writing the checkpoint"))
+  if (Error e = agreeAcrossRanks(job, std::move(written), "writing the checkpoint"))
     return e;
 
   Error finished = Error::success();
@@ -249,7 +238,7 @@ Error saveCheckpoint(const std::string &dir, const CheckpointInfo &info, Session
     if (!finished)
       finished = replaceDirectory(tmp, dir);
   }
-  return agree(job, std::move(finished), "finishing the checkpoint");
+  return agreeAcrossRanks(job, std::move(finished), "finishing the checkpoint");
 }
 
 Expected<int64_t> loadCheckpoint(const std::string &dir, Session &session) {

@@ -10,7 +10,7 @@ namespace {
 Manifest sample() {
   Manifest m;
   m.layout.totalElements = 10;
-  m.layout.slots = {{"embed", 0, {2, 3}, "embedding"}, {"experts.*.w", 6, {2, 2}, "expert"}};
+  m.layout.slots = {{"embed", 0, {2, 3}, "embedding", ""}, {"experts.*.w", 6, {2, 2}, "expert", ""}};
   m.entries = {{"forward",
                 {{"input_ids", ElementType::I64, {1, 2}}, {"exp_avg", ElementType::BF16, {10}}},
                 {{"logits", "logits", "", ElementType::F32, {1, 2, 3}},

@@ -63,7 +63,7 @@ private:
   static ParamLayout layout() {
     ParamLayout l;
     l.totalElements = 4;
-    l.slots = {{"w", 0, {2}, "weight"}, {"bias", 2, {2}, "routing_bias"}};
+    l.slots = {{"w", 0, {2}, "weight", ""}, {"bias", 2, {2}, "routing_bias", ""}};
     return l;
   }
   static std::vector<EntryPoint> entries(int64_t n) {
