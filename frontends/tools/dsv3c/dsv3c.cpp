@@ -9,6 +9,7 @@
 //   dsv3c eval MODEL --tokens T.safetensors -o OUT.safetensors
 //   dsv3c compile MODEL --emit=dsv3|tensor|linalg|llvm|llvm-ir [-o FILE]
 //   mpirun -np 4 dsv3c grad MODEL --tokens T -o OUT --dp 2 --ep 2
+//   dsv3c schedule --pp 4 --micro-batches 10 --schedule dualpipev
 //
 // Under an MPI launcher every rank runs this program with the same flags;
 // the parallel plan (--dp/--ep, or the description's [parallel] table)
@@ -25,6 +26,8 @@
 #include "runtime/io/Safetensors.h"
 #include "runtime/comm/Mpi.h"
 #include "runtime/parallel/Parallel.h"
+#include "runtime/pipeline/Schedule.h"
+#include "runtime/pipeline/Simulator.h"
 #include "lowering/Passes.h"
 #include "lowering/Pipeline/Pipelines.h"
 #include "passes/Passes.h"
@@ -74,6 +77,7 @@ cl::OptionCategory shapeCat("dsv3c compile/train shape options");
 cl::OptionCategory trainCat("dsv3c train options");
 cl::OptionCategory parallelCat("dsv3c parallel plan options (eval, grad, train, compile; "
                                 "launch with mpirun -np dp*ep*pp)");
+cl::OptionCategory scheduleCat("dsv3c schedule options");
 cl::OptionCategory mlirCat("MLIR pass-pipeline debugging options");
 
 cl::opt<std::string> modelPath(cl::Positional, cl::desc("MODEL"),
@@ -136,6 +140,20 @@ cl::opt<int64_t> pipelineParallel("pp",
                                   cl::desc("Pipeline stages (default: [parallel] pipeline, "
                                            "else 1; only 1 until the pipeline schedule)"),
                                   cl::init(0), cl::cat(parallelCat));
+
+cl::opt<std::string> scheduleOpt(
+    "schedule",
+    cl::desc("Pipeline schedule with --pp > 1: 1f1b, zb1p, dualpipe, dualpipev"),
+    cl::init("dualpipev"), cl::cat(parallelCat));
+cl::opt<int64_t> microBatchesOpt(
+    "micro-batches",
+    cl::desc("Micro-batches per step through the pipeline (DualPipe(V): at least 2 x pp)"),
+    cl::init(0), cl::cat(parallelCat));
+cl::opt<std::string> costsOpt(
+    "costs",
+    cl::desc("Chunk costs for the simulation: F=,B=,W=,FB=,comm= (B the full backward, W "
+             "its weight part, FB an overlapped F&B pair; default F=1,B=2,W=1,FB=F+B,comm=0)"),
+    cl::value_desc("LIST"), cl::cat(scheduleCat));
 
 cl::opt<std::string> tokensPath(
     "tokens",
@@ -624,11 +642,75 @@ int runTrain() {
   return 0;
 }
 
+/// `dsv3c schedule`: a pipeline schedule's per-rank table, its simulated
+/// timeline, and its bubble and activation memory next to the formulas.
+int runSchedule() {
+  if (!modelPath.empty())
+    return fail("schedule takes no MODEL (got '" + modelPath + "'): it simulates --pp ranks");
+  for (cl::opt<int64_t> *flag : {&dataParallel, &expertParallel, &ranksPerNode, &maxNodesPerToken})
+    if (flag->getNumOccurrences())
+      return fail("--" + flag->ArgStr.str() +
+                  " does not apply to 'dsv3c schedule', which simulates the pipeline ranks only");
+  if (!pipelineParallel.getNumOccurrences() || pipelineParallel < 1)
+    return fail("schedule needs --pp P (pipeline ranks, at least 1)");
+  if (!microBatchesOpt.getNumOccurrences() || microBatchesOpt < 1)
+    return fail("schedule needs --micro-batches N (at least 1)");
+  if (pipelineParallel > 1024 || microBatchesOpt > 100000)
+    return fail("schedule: --pp above 1024 or --micro-batches above 100000 is not simulated");
+  auto kind = dsv3::rt::parseScheduleKind(scheduleOpt);
+  if (!kind)
+    return fail("--schedule=" + scheduleOpt + " is not a schedule (1f1b, zb1p, dualpipe, dualpipev)");
+  auto costs = dsv3::rt::parseChunkCosts(costsOpt);
+  if (!costs)
+    return fail(costs.takeError());
+  auto schedule = dsv3::rt::buildSchedule(*kind, pipelineParallel, microBatchesOpt);
+  if (!schedule)
+    return fail(schedule.takeError());
+  auto sim = dsv3::rt::simulate(*schedule, *costs);
+  if (!sim)
+    return fail(sim.takeError());
+  const dsv3::rt::PipelineSchedule &s = *schedule;
+  llvm::raw_ostream &os = llvm::outs();
+  os << "schedule " << dsv3::rt::scheduleName(s.kind) << ": " << s.ranks << " ranks, "
+     << s.stages << " stages, " << s.microBatches << " micro-batches\n";
+  for (int r = 0; r < s.ranks; ++r) {
+    os << "  rank " << r << " holds stage";
+    std::vector<int> stages = s.stagesOn(r);
+    for (size_t i = 0; i < stages.size(); ++i)
+      os << (i ? " and " : " ") << stages[i];
+    os << "\n";
+  }
+  os << "\n" << dsv3::rt::formatScheduleTable(s);
+  os << llvm::format("\ncosts: F=%g B=%g (Bi=%g) W=%g F&B=%g comm=%g\n", costs->forward,
+                     costs->backward, costs->backwardInput(), costs->weight, costs->pair(),
+                     costs->comm);
+  std::string timeline = dsv3::rt::formatTimeline(s, *sim, *costs);
+  if (!timeline.empty())
+    os << "timeline (one column per unit of the smallest cost, '.' idle):\n" << timeline;
+  os << "\n| rank | busy | bubble | peak activations | inside a step |\n"
+        "|---|---|---|---|---|\n";
+  int peak = 0;
+  for (int r = 0; r < s.ranks; ++r) {
+    const dsv3::rt::SimulatedRank &rank = sim->ranks[r];
+    os << llvm::format("| %d | %g | %g | %d | %d |\n", r, rank.busy, rank.bubble,
+                       rank.peakActivations, rank.peakActivationsInStep);
+    peak = std::max(peak, rank.peakActivations);
+  }
+  os << llvm::format("\nmakespan %g, worst bubble %g (the DualPipe README's formula: %g), "
+                     "%d messages between ranks\n",
+                     sim->makespan, sim->worstBubble(), dsv3::rt::bubbleFormula(s, *costs),
+                     sim->messages);
+  os << "peak activations " << peak << " stage x micro-batch units (formula: "
+     << dsv3::rt::activationFormula(s) << ")\n";
+  return 0;
+}
+
 struct Command {
   const char *name;
   const char *summary;
   std::vector<cl::OptionCategory *> categories;
   int (*run)();
+  bool needsModel = true;
 };
 const Command commands[] = {
     {"eval", "run the model on tokens; write logits, losses, routing choices",
@@ -641,15 +723,19 @@ const Command commands[] = {
     {"compile", "print the IR after a pipeline phase, or write an artifact",
      {&compileCat, &shapeCat, &gradCat, &parallelCat},
      runCompile},
+    {"schedule",
+     "print and simulate a pipeline schedule: per-rank table, timeline, bubble, memory",
+     {&parallelCat, &scheduleCat}, runSchedule, /*needsModel=*/false},
 };
 /// The command-specific categories; options in none of a command's own
 /// categories are rejected for it.
 const cl::OptionCategory *const commandCategories[] = {
-    &runCat, &gradCat, &compileCat, &shapeCat, &trainCat, &parallelCat};
+    &runCat, &gradCat, &compileCat, &shapeCat, &trainCat, &parallelCat, &scheduleCat};
 
 void printUsage() {
   llvm::outs() << "OVERVIEW: dsv3c - compiler for DeepSeek-V3-architecture models\n\n"
-                  "USAGE: dsv3c <command> MODEL [options]\n\n"
+                  "USAGE: dsv3c <command> MODEL [options]\n"
+                  "       dsv3c schedule --pp P --micro-batches N [--schedule S]\n\n"
                   "MODEL is a directory with config.json and safetensors weights,\n"
                   "or a .toml model description.\n\nCOMMANDS:\n";
   for (const Command &c : commands)
@@ -724,7 +810,7 @@ int main(int argc, char **argv) {
                     "', not of '" + command->name + "'");
       }
   }
-  if (modelPath.empty())
+  if (modelPath.empty() && command->needsModel)
     return fail(llvm::Twine(command->name) + " needs a MODEL argument");
 
   // Under mpirun every rank joins the world here; alone, nothing changes.
