@@ -67,6 +67,27 @@ def DSV3ExpertParallelPass : Pass<"dsv3-expert-parallel", "::mlir::ModuleOp"> {
                            "::mlir::arith::ArithDialect"];
 }
 
+def DSV3PipelinePartitionPass : Pass<"dsv3-pipeline-partition", "::mlir::ModuleOp"> {
+  let summary = "Split each differentiated pipeline stage into forward, input-gradient and weight-gradient chunks";
+  let description = [{
+    For every `@stage<k>_grad` (a pipeline stage the importer emitted and
+    `dsv3-autodiff` differentiated, its output hidden state's gradient a
+    seed argument `grad.hidden`), builds the chunks a pipeline schedule
+    runs: `@stage<k>_forward` (F: the stage's outputs), `@stage<k>_backward_input`
+    (Bi: `grad.hidden`, the gradient sent to the previous stage),
+    `@stage<k>_backward_weight` (W: the parameter gradients) and
+    `@stage<k>_backward` (B: Bi and W in one call), and erases the
+    gradient function. The split follows dataflow: F is the slice of the
+    forward outputs, Bi the rest of the slice of the input gradient, W the
+    rest. Every value a chunk computes for a later chunk of the same
+    micro-batch is a result `saved.<n>` (role `saved`) and an argument of
+    the same name: what a schedule keeps alive between chunks is in the IR.
+    Constants, parameters and integer values derived from the token ids are
+    cloned instead. Run after `dsv3-autodiff`.
+  }];
+  let dependentDialects = ["::mlir::func::FuncDialect"];
+}
+
 def DSV3NodeLimitedRoutingPass : Pass<"dsv3-node-limited-routing", "::mlir::ModuleOp"> {
   let summary = "Limit each token's routed experts to a few nodes of the expert-parallel group";
   let description = [{

@@ -57,6 +57,7 @@ std::unique_ptr<DSV3PipelineOptions> pipelineOptions(const CompileOptions &optio
   p->expertParallel = options.expertParallel;
   p->routingNodes = options.routingNodes;
   p->maxNodesPerToken = options.maxNodesPerToken;
+  p->pipelineStages = options.pipelineStages;
   return p;
 }
 
@@ -105,6 +106,7 @@ llvm::Expected<OwningOpRef<ModuleOp>> Compiler::import(const ModelDescription &d
   if (differentiates(options.mode)) {
     io.mtpWeight = options.mtpWeight;
     io.balanceAlpha = options.balanceAlpha;
+    io.pipelineStages = options.pipelineStages;
   }
   auto module = importModel(*ctx, desc.config, io);
   if (!module)

@@ -59,6 +59,10 @@ struct CompileOptions {
   /// Node-limited routing: the experts spread over `routingNodes` nodes, a
   /// token's from at most `maxNodesPerToken` of them (0: no limit).
   int64_t routingNodes = 1, maxNodesPerToken = 0;
+  /// Grad/TrainStep: pipeline stages (1: one @forward_grad). With more,
+  /// the module has F, Bi, W and B chunks per stage
+  /// (dsv3-pipeline-partition).
+  int64_t pipelineStages = 1;
   std::string dumpDir;          ///< one numbered file per phase when set
   /// The file the batch shape came from (the tokens), named in shape
   /// errors; the description's path when empty.

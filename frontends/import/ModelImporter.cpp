@@ -213,35 +213,119 @@ llvm::Expected<OwningOpRef<ModuleOp>> Importer::run() {
     return llvm::createStringError(
         "sequence length " + std::to_string(t) + " is too short for MTP depth " +
         std::to_string(depth) + " (needs >= " + std::to_string(depth + 2) + ")");
+  // Pipeline stages split the units (decoder layers, then the MTP block as
+  // one) into contiguous runs; the embedding goes with the first, the final
+  // norm, head and main loss with the last decoder layer.
+  int64_t stages = std::max<int64_t>(o.pipelineStages, 1);
+  int64_t units = c.numHiddenLayers + (depth > 0 ? 1 : 0);
+  if (stages > 1 && !o.mtpWeight)
+    return llvm::createStringError("pipeline stages split the training objective: "
+                                   "import them with a training objective");
+  if (stages > units)
+    return llvm::createStringError(
+        std::to_string(stages) + " pipeline stages need at least as many layers, but the "
+        "model has " + std::to_string(c.numHiddenLayers) + " decoder layers" +
+        (depth > 0 ? " and an MTP block" : ""));
+  auto stageOf = [&](int64_t unit) { return unit * stages / units; };
 
   OwningOpRef<ModuleOp> module = ModuleOp::create(loc);
-  b.setInsertionPointToEnd(module->getBody());
   auto idsType = RankedTensorType::get({bs, t}, b.getI64Type());
-  SmallVector<Type> inputs{idsType};
-  if (o.packed)
-    inputs.push_back(idsType);
-  auto func = func::FuncOp::create(b, loc, "forward",
-                                   b.getFunctionType(inputs, {}));
-  setInput(func, 0, "input_ids");
-  if (o.packed)
-    setInput(func, 1, "segment_ids");
-  Block *body = func.addEntryBlock();
-  b.setInsertionPointToStart(body);
-  Value ids = body->getArgument(0);
-  Value segments = o.packed ? body->getArgument(1) : Value();
+  auto hiddenType = f32({bs, t, c.hiddenSize});
 
+  // The function being built: one @forward, or @stage<k> per stage.
+  func::FuncOp func;
+  SmallVector<Type> inputs;
+  Value ids, segments, stageLoss, stageMtpLoss;
+  SmallVector<Value> mainOutputs;
+  SmallVector<NamedOutput> mainNames;
+  auto begin = [&](int64_t k) -> Value {
+    b.setInsertionPointToEnd(module->getBody());
+    inputs = {idsType};
+    if (o.packed)
+      inputs.push_back(idsType);
+    if (k > 0)
+      inputs.push_back(hiddenType);
+    func = func::FuncOp::create(b, loc, stages > 1 ? "stage" + std::to_string(k) : "forward",
+                                b.getFunctionType(inputs, {}));
+    setInput(func, 0, "input_ids");
+    if (o.packed)
+      setInput(func, 1, "segment_ids");
+    if (k > 0)
+      setInput(func, inputs.size() - 1, "hidden");
+    Block *body = func.addEntryBlock();
+    b.setInsertionPointToStart(body);
+    ids = body->getArgument(0);
+    segments = o.packed ? body->getArgument(1) : Value();
+    return k > 0 ? body->getArgument(inputs.size() - 1) : Value();
+  };
+  // Ends the function: its outputs, its part of the objective (the parts
+  // of all stages sum to total_loss) and, before the last stage, the
+  // hidden state the next stage continues from.
+  auto end = [&](Value hiddenOut) {
+    if (hiddenOut) {
+      mainOutputs.insert(mainOutputs.begin(), hiddenOut);
+      mainNames.insert(mainNames.begin(), {"hidden", OutputRole::Activation, ""});
+    }
+    if (o.mtpWeight) {
+      Value total = stageLoss;
+      if (stageMtpLoss) {
+        Value w = arith::ConstantOp::create(
+            b, loc, DenseElementsAttr::get(RankedTensorType::get({}, b.getF32Type()),
+                                           static_cast<float>(*o.mtpWeight)));
+        Value term = arith::MulFOp::create(b, loc, stageMtpLoss, w);
+        total = total ? arith::AddFOp::create(b, loc, total, term).getResult() : term;
+      }
+      if (!balanceLosses.empty()) {
+        Value balance = balanceLosses.front();
+        for (Value l : llvm::drop_begin(balanceLosses))
+          balance = arith::AddFOp::create(b, loc, balance, l);
+        total = total ? arith::AddFOp::create(b, loc, total, balance).getResult() : balance;
+        mainOutputs.push_back(balance);
+        mainNames.push_back({"balance_loss", OutputRole::BalanceLoss, ""});
+      }
+      if (!total) // a stage with no loss term still names its (zero) part
+        total = arith::ConstantOp::create(
+            b, loc, DenseElementsAttr::get(RankedTensorType::get({}, b.getF32Type()), 0.0f));
+      mainOutputs.push_back(total);
+      mainNames.push_back({"total_loss", OutputRole::TotalLoss, ""});
+    }
+    mainOutputs.append(outputs.begin(), outputs.end());
+    mainNames.append(outputNames.begin(), outputNames.end());
+    func::ReturnOp::create(b, loc, mainOutputs);
+    func.setType(b.getFunctionType(inputs, ValueRange(mainOutputs).getTypes()));
+    for (auto [i, out] : llvm::enumerate(mainNames))
+      setOutput(func, i, out.name, out.role, out.param);
+    mainOutputs.clear();
+    mainNames.clear();
+    outputs.clear();
+    outputNames.clear();
+    balanceLosses.clear();
+    stageLoss = stageMtpLoss = Value();
+  };
+
+  int64_t stage = 0;
+  begin(0);
   Value emb = param("model.embed_tokens.weight", {c.vocabSize, c.hiddenSize}, ParamRole::Embedding);
-  Value h = EmbeddingOp::create(b, loc, f32({bs, t, c.hiddenSize}), ids, emb);
-  for (int64_t l = 0; l < c.numHiddenLayers; ++l)
+  Value h = EmbeddingOp::create(b, loc, hiddenType, ids, emb);
+  for (int64_t l = 0; l < c.numHiddenLayers; ++l) {
+    if (stageOf(l) != stage) {
+      end(h);
+      h = begin(stage = stageOf(l));
+    }
     h = decoderLayer(l, h, segments);
+  }
   Value logits = head(h, "model.norm.weight");
-  SmallVector<Value> mainOutputs{logits,
-                                 crossEntropy(sliceSeq(logits, 0, t - 1),
-                                              labels(ids, segments, 1, t - 1))};
-  SmallVector<NamedOutput> mainNames{{"logits", OutputRole::Logits, ""},
-                                     {"loss", OutputRole::Loss, ""}};
+  stageLoss = crossEntropy(sliceSeq(logits, 0, t - 1), labels(ids, segments, 1, t - 1));
+  mainOutputs.append({logits, stageLoss});
+  mainNames.append({{"logits", OutputRole::Logits, ""}, {"loss", OutputRole::Loss, ""}});
 
   if (depth > 0) {
+    if (stageOf(c.numHiddenLayers) != stage) {
+      end(h);
+      h = begin(stage = stageOf(c.numHiddenLayers));
+      emb = param("model.embed_tokens.weight", {c.vocabSize, c.hiddenSize},
+                  ParamRole::Embedding);
+    }
     // Depth k predicts token i+k+1 from position i; its input is the
     // previous depth's normed hidden state (depth 1: the main model's).
     Value prev = rmsNorm(h, "model.norm.weight");
@@ -275,36 +359,11 @@ llvm::Expected<OwningOpRef<ModuleOp>> Importer::run() {
                                          1.0f / static_cast<float>(depth)));
       mtpLossSum = arith::MulFOp::create(b, loc, mtpLossSum, inv);
     }
+    stageMtpLoss = mtpLossSum;
     mainOutputs.push_back(mtpLossSum);
     mainNames.push_back({"mtp_loss", OutputRole::MTPLoss, ""});
   }
-
-  if (o.mtpWeight) {
-    Value total = mainOutputs[1];
-    if (depth > 0) {
-      Value w = arith::ConstantOp::create(
-          b, loc, DenseElementsAttr::get(RankedTensorType::get({}, b.getF32Type()),
-                                         static_cast<float>(*o.mtpWeight)));
-      total = arith::AddFOp::create(
-          b, loc, total, arith::MulFOp::create(b, loc, mainOutputs.back(), w));
-    }
-    if (!balanceLosses.empty()) {
-      Value balance = balanceLosses.front();
-      for (Value l : llvm::drop_begin(balanceLosses))
-        balance = arith::AddFOp::create(b, loc, balance, l);
-      total = arith::AddFOp::create(b, loc, total, balance);
-      mainOutputs.push_back(balance);
-      mainNames.push_back({"balance_loss", OutputRole::BalanceLoss, ""});
-    }
-    mainOutputs.push_back(total);
-    mainNames.push_back({"total_loss", OutputRole::TotalLoss, ""});
-  }
-  mainOutputs.append(outputs.begin(), outputs.end());
-  mainNames.append(outputNames.begin(), outputNames.end());
-  func::ReturnOp::create(b, loc, mainOutputs);
-  func.setType(b.getFunctionType(inputs, ValueRange(mainOutputs).getTypes()));
-  for (auto [i, out] : llvm::enumerate(mainNames))
-    setOutput(func, i, out.name, out.role, out.param);
+  end(Value());
   if (failed(verify(*module)))
     return llvm::createStringError("internal error: the imported IR does not verify");
   return module;

@@ -34,6 +34,12 @@ struct ImportOptions {
   /// With mtpWeight set: weight of the sequence-wise balance loss of every
   /// MoE layer, added to total_loss (0: none).
   double balanceAlpha = 0.0;
+  /// Pipeline stages (needs mtpWeight): instead of @forward, one function
+  /// per stage, `@stage<k>(ids, [segments], [hidden]) -> (hidden, ...,
+  /// total_loss, ...)`: the decoder layers (then the MTP block, as one)
+  /// split into contiguous runs; each stage takes the previous one's hidden
+  /// state, returns its own (role activation) and its part of total_loss.
+  int64_t pipelineStages = 1;
 };
 
 /// Builds `func.func @forward(ids) -> (logits, loss, [mtp_logits, mtp_loss],

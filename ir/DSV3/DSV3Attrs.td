@@ -52,7 +52,11 @@ def DSV3_OutputRole : I32EnumAttr<"OutputRole", "the meaning of an entry point's
     I32EnumAttrCase<"ExpertIds", 8, "expert_ids">,
     I32EnumAttrCase<"Parameters", 9, "parameters">,
     I32EnumAttrCase<"FirstMoment", 10, "first_moment">,
-    I32EnumAttrCase<"SecondMoment", 11, "second_moment">]> {
+    I32EnumAttrCase<"SecondMoment", 11, "second_moment">,
+    // A pipeline stage's output hidden state, the next stage's input.
+    I32EnumAttrCase<"Activation", 12, "activation">,
+    // What a forward chunk keeps for its backward chunks (and Bi for W).
+    I32EnumAttrCase<"Saved", 13, "saved">]> {
   let cppNamespace = "::dsv3";
   let genSpecializedAttr = 0;
 }

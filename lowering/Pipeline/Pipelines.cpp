@@ -134,8 +134,16 @@ LogicalResult buildTensorPipeline(OpPassManager &pm, const DSV3PipelineOptions &
   if (options.expertParallel > 1)
     pm.addPass(createDSV3ExpertParallelPass(
         DSV3ExpertParallelPassOptions{/*ranks=*/options.expertParallel}));
-  if (options.differentiate)
+  if (options.differentiate && options.pipelineStages > 1) {
+    for (int64_t k = 0; k < options.pipelineStages; ++k) {
+      DSV3AutodiffPassOptions stage;
+      stage.function = "stage" + std::to_string(k);
+      pm.addPass(createDSV3AutodiffPass(stage));
+    }
+    pm.addPass(createDSV3PipelinePartitionPass());
+  } else if (options.differentiate) {
     pm.addPass(createDSV3AutodiffPass());
+  }
   if (options.fp8) {
     std::unique_ptr<Pass> fp8 = createDSV3FP8TileQuantizePass();
     std::string problem;

@@ -65,6 +65,12 @@ struct DSV3PipelineOptions : public mlir::PassPipelineOptions<DSV3PipelineOption
       *this, "max-nodes-per-token",
       llvm::cl::desc("Nodes a token's experts may come from (0: no limit)"),
       llvm::cl::init(0)};
+  Option<int64_t> pipelineStages{
+      *this, "pipeline-stages",
+      llvm::cl::desc("With differentiate: the module holds @stage0..@stage<N-1> (imported "
+                     "with N pipeline stages); each is differentiated and split into "
+                     "F/Bi/W chunks (dsv3-pipeline-partition)"),
+      llvm::cl::init(1)};
   CPUPipelineOptions cpu() const { return {fuseElementwise, ukernels}; }
 };
 

@@ -122,6 +122,20 @@ struct DSV3AutodiffPass : dsv3::impl::DSV3AutodiffPassBase<DSV3AutodiffPass> {
                          DenseElementsAttr::get(
                              cast<RankedTensorType>(objectiveValue.getType()),
                              1.0f)));
+    // A pipeline stage's activation outputs feed later stages: their
+    // gradients arrive as arguments `grad.<output>`, appended in order.
+    Block &body = gradFn.getBody().front();
+    unsigned numInputs = body.getNumArguments();
+    SmallVector<std::pair<unsigned, std::string>> seeds;
+    for (unsigned i = 0; i < forward.getNumResults(); ++i) {
+      auto role = forward.getResultAttrOfType<OutputRoleAttr>(i, DSV3Dialect::kOutputRole);
+      if (!role || role.getValue() != OutputRole::Activation)
+        continue;
+      auto name = forward.getResultAttrOfType<StringAttr>(i, DSV3Dialect::kOutputName);
+      Value out = ret.getOperand(i);
+      sweep.accumulate(out, body.addArgument(out.getType(), out.getLoc()));
+      seeds.push_back({i, "grad." + name.getValue().str()});
+    }
     SmallVector<Operation *> ops;
     for (Operation &op : gradFn.getBody().front().without_terminator())
       ops.push_back(&op);
@@ -142,26 +156,49 @@ struct DSV3AutodiffPass : dsv3::impl::DSV3AutodiffPassBase<DSV3AutodiffPass> {
 
     // The forward's results keep their attributes; each gradient is named
     // for output files and carries its role and parameter for the runtime.
+    // The gradient of every named float input (a pipeline stage's hidden
+    // state from the previous stage) is a result `grad.<input>`, zero when
+    // the objective does not depend on it. The model's own inputs are
+    // token and document ids, which have none.
+    SmallVector<std::pair<Value, std::string>> inputGrads;
+    for (unsigned j = 0; j < numInputs; ++j) {
+      Value arg = body.getArgument(j);
+      auto name = forward.getArgAttrOfType<StringAttr>(j, DSV3Dialect::kInputName);
+      if (!isFloatTensor(arg) || !name)
+        continue;
+      Value g = sweep.gradient(arg);
+      inputGrads.push_back({g ? g : sweep.zeros(arg.getLoc(), arg.getType()),
+                            "grad." + name.getValue().str()});
+    }
+
     SmallVector<Value> results(ret.getOperands());
     SmallVector<DictionaryAttr> resultAttrs;
     for (unsigned i = 0; i < forward.getNumResults(); ++i)
       resultAttrs.push_back(forward.getResultAttrDict(i));
+    for (auto &[g, name] : inputGrads) {
+      results.push_back(g);
+      resultAttrs.push_back(nullptr);
+    }
     for (auto &[name, g] : paramGrads) {
       results.push_back(g);
       resultAttrs.push_back(nullptr);
     }
     func::ReturnOp::create(b, ret.getLoc(), results);
     ret.erase();
-    gradFn.setType(FunctionType::get(&getContext(),
-                                     gradFn.getFunctionType().getInputs(),
+    gradFn.setType(FunctionType::get(&getContext(), body.getArgumentTypes(),
                                      ValueRange(results).getTypes()));
     gradFn.removeResAttrsAttr();
     for (auto [i, attrs] : llvm::enumerate(resultAttrs))
       if (attrs)
         gradFn.setResultAttrs(i, attrs);
+    for (auto [k, seed] : llvm::enumerate(seeds))
+      setInput(gradFn, numInputs + k, seed.second);
+    unsigned next = forward.getNumResults();
+    for (auto &[g, name] : inputGrads)
+      setOutput(gradFn, next++, name, OutputRole::Activation);
     for (auto [k, entry] : llvm::enumerate(paramGrads))
-      setOutput(gradFn, forward.getNumResults() + k, "grad." + entry.first.str(),
-                OutputRole::Gradient, entry.first);
+      setOutput(gradFn, next + k, "grad." + entry.first.str(), OutputRole::Gradient,
+                entry.first);
     if (!keepForward)
       forward.erase();
   }

@@ -108,7 +108,7 @@ inline const std::vector<std::string> &outputRoles() {
   static const std::vector<std::string> roles{
       "value",      "logits",     "loss",         "mtp_logits",   "mtp_loss",
       "balance_loss", "total_loss", "gradient", "expert_ids", "parameters",
-      "first_moment", "second_moment"};
+      "first_moment", "second_moment", "activation", "saved"};
   return roles;
 }
 

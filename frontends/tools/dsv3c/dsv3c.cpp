@@ -334,7 +334,7 @@ std::unique_ptr<dsv3::rt::Communicator> worldComm;
 /// `launch`, the job's size. Every rank computes the same answer.
 llvm::Expected<dsv3::rt::ParallelPlan> resolvePlan(const dsv3::ModelDescription &desc,
                                                    int64_t batch, const std::string &batchSource,
-                                                   bool launch) {
+                                                   bool launch, bool allowPipeline = false) {
   dsv3::ParallelSettings s = desc.parallel;
   std::string source = desc.path;
   for (auto [flag, value] : {std::pair<cl::opt<int64_t> *, int64_t *>{&dataParallel, &s.data},
@@ -361,7 +361,7 @@ llvm::Expected<dsv3::rt::ParallelPlan> resolvePlan(const dsv3::ModelDescription 
   }
   if (llvm::Error e = dsv3::checkParallelPlan(desc.config, s, source))
     return std::move(e);
-  if (s.pipeline > 1)
+  if (s.pipeline > 1 && !allowPipeline)
     return llvm::createStringError(source + ": pipeline parallelism (--pp " +
                                    std::to_string(s.pipeline) +
                                    ") needs the pipeline schedule, which is not built yet; use "
@@ -424,9 +424,21 @@ int runCompile() {
   auto options = compileOptions(*desc, *mode, batchSize, seqLen, false);
   if (!options)
     return fail(options.takeError());
-  auto plan = resolvePlan(*desc, batchSize, "--batch", /*launch=*/false);
+  auto plan = resolvePlan(*desc, batchSize, "--batch", /*launch=*/false,
+                          /*allowPipeline=*/true);
   if (!plan)
     return fail(plan.takeError());
+  if (plan->pipeline > 1) {
+    auto kind = dsv3::rt::parseScheduleKind(scheduleOpt);
+    if (!kind)
+      return fail("--schedule=" + scheduleOpt +
+                  " is not a schedule (1f1b, zb1p, dualpipe, dualpipev)");
+    if (*mode == dsv3::CompileMode::Eval)
+      return fail("--pp " + std::to_string(plan->pipeline) +
+                  " splits the training step: compile it with --mode=grad or train-step");
+    options->pipelineStages =
+        plan->pipeline * (*kind == dsv3::rt::ScheduleKind::DualPipeV ? 2 : 1);
+  }
   options->expertParallel = plan->expert;
   options->routingNodes = plan->routingNodes;
   options->maxNodesPerToken = plan->maxNodesPerToken;
