@@ -323,9 +323,11 @@ llvm::Expected<OwningOpRef<ModuleOp>> Importer::run() {
     if (stageOf(c.numHiddenLayers) != stage) {
       end(h);
       h = begin(stage = stageOf(c.numHiddenLayers));
+    }
+    // MTP embeds the shifted tokens with the first stage's table.
+    if (stage != 0)
       emb = param("model.embed_tokens.weight", {c.vocabSize, c.hiddenSize},
                   ParamRole::Embedding);
-    }
     // Depth k predicts token i+k+1 from position i; its input is the
     // previous depth's normed hidden state (depth 1: the main model's).
     Value prev = rmsNorm(h, "model.norm.weight");
