@@ -89,5 +89,10 @@ void dsv3::setOutput(FunctionOpInterface fn, unsigned index, StringRef name, Out
   fn.setResultAttr(index, DSV3Dialect::kOutputRole, OutputRoleAttr::get(ctx, role));
 }
 
+bool dsv3::isFloatTensor(Value v) {
+  auto t = dyn_cast<RankedTensorType>(v.getType());
+  return t && isa<FloatType>(t.getElementType());
+}
+
 #define GET_OP_CLASSES
 #include "ir/DSV3/DSV3Ops.cpp.inc"

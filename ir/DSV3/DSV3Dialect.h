@@ -38,6 +38,10 @@ void setInput(mlir::FunctionOpInterface fn, unsigned index, llvm::StringRef name
 /// expert choices, the parameter it belongs to) as verified attributes.
 void setOutput(mlir::FunctionOpInterface fn, unsigned index, llvm::StringRef name,
                OutputRole role, llvm::StringRef param = {});
+
+/// A ranked tensor of floats: what gradients flow through (ids, indices and
+/// masks carry none).
+bool isFloatTensor(mlir::Value v);
 } // namespace dsv3
 
 #endif // DSV3_IR_DSV3DIALECT_H

@@ -28,11 +28,6 @@ using namespace dsv3;
 
 namespace {
 
-bool isFloatTensor(Value v) {
-  auto t = dyn_cast<RankedTensorType>(v.getType());
-  return t && isa<FloatType>(t.getElementType());
-}
-
 /// The reverse sweep of one function body: gradients by value, summed over
 /// uses. What each op contributes is its DifferentiableOpInterface rule.
 class ReverseSweep : public GradientSweep {

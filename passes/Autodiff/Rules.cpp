@@ -19,11 +19,6 @@ using namespace mlir;
 namespace dsv3 {
 namespace {
 
-bool isFloatTensor(Value v) {
-  auto t = dyn_cast<RankedTensorType>(v.getType());
-  return t && isa<FloatType>(t.getElementType());
-}
-
 LogicalResult addFGradient(arith::AddFOp a, OpBuilder &b,
                            GradientSweep &sweep) {
   sweep.accumulate(a.getLhs(), sweep.gradient(a));

@@ -27,6 +27,8 @@
 #include "mlir/IR/IRMapping.h"
 #include "llvm/ADT/SetVector.h"
 
+#include <functional>
+
 namespace dsv3 {
 #define GEN_PASS_DEF_DSV3PIPELINEPARTITIONPASS
 #include "passes/Passes.h.inc"
@@ -36,11 +38,6 @@ using namespace mlir;
 using namespace dsv3;
 
 namespace {
-
-bool isFloatTensor(Value v) {
-  auto t = dyn_cast<RankedTensorType>(v.getType());
-  return t && isa<FloatType>(t.getElementType());
-}
 
 /// One stage's gradient function and how its results divide.
 class StageSplitter {
