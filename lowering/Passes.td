@@ -91,6 +91,22 @@ def DSV3MaterializeParamsPass : Pass<"dsv3-materialize-params", "::mlir::ModuleO
                            "::mlir::bufferization::BufferizationDialect"];
 }
 
+def DSV3UnshareInitsPass : Pass<"dsv3-unshare-inits"> {
+  let summary = "Give each destination-passing op its own `tensor.empty` (or zero-filled empty) init";
+  let description = [{
+    CSE merges identical inits: two GEMMs that start from the same
+    `linalg.fill(tensor.empty)`. Empty-tensor elimination then follows the
+    first GEMM's init back to the empty and replaces it with the caller's
+    output buffer, so the second GEMM also starts in that buffer and
+    bufferization can end up writing one result over the other. Cloning the
+    init chain per use (it is only an allocation and a fill, which every
+    user needs anyway) keeps each output's buffer to itself. Runs right
+    before `eliminate-empty-tensors`.
+  }];
+  let dependentDialects = ["::mlir::linalg::LinalgDialect",
+                           "::mlir::tensor::TensorDialect"];
+}
+
 def DSV3FuseElementwisePass : Pass<"dsv3-fuse-elementwise"> {
   let summary = "Fuse elementwise linalg producers into consumers that read each element once";
   let description = [{

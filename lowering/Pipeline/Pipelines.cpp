@@ -103,7 +103,9 @@ void buildLLVMPipeline(OpPassManager &pm, const CPUPipelineOptions &options) {
   if (options.fuseElementwise)
     pm.addNestedPass<func::FuncOp>(createDSV3FuseElementwisePass());
   pm.addPass(createCanonicalizerPass());
-  // Let the last op of each output write straight into the caller's buffer.
+  // Let the last op of each output write straight into the caller's buffer
+  // (sound only when no two ops share an init).
+  pm.addNestedPass<func::FuncOp>(createDSV3UnshareInitsPass());
   pm.addPass(bufferization::createEmptyTensorEliminationPass());
   pm.addPass(bufferization::createOneShotBufferizePass());
   bufferization::buildBufferDeallocationPipeline(pm);
