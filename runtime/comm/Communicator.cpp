@@ -12,6 +12,7 @@ namespace {
 class Done : public Request {
 public:
   Error wait() override { return Error::success(); }
+  Expected<bool> test() override { return true; }
 };
 
 class SingleProcess : public Communicator {

@@ -29,6 +29,11 @@ public:
   virtual ~Request() = default;
   /// Blocks until the operation completed on this rank.
   virtual Error wait() = 0;
+  /// Whether the operation completed, without blocking. Under MPI this is
+  /// also a polling point: MPI moves started operations on only inside its
+  /// calls, so code that computes between a start and its wait calls this
+  /// to let the transfer progress.
+  virtual Expected<bool> test() = 0;
 };
 using RequestPtr = std::unique_ptr<Request>;
 

@@ -72,6 +72,9 @@ public:
   std::vector<int> counts[4]; // all-to-all: kept alive until completion
 
   Error wait() override {
+    if (finished)
+      return Error::success();
+    finished = true;
     auto start = std::chrono::steady_clock::now();
     int code = MPI_Wait(&request, MPI_STATUS_IGNORE);
     auto end = std::chrono::steady_clock::now();
@@ -83,10 +86,24 @@ public:
     return Error::success();
   }
 
+  Expected<bool> test() override {
+    int done = 0;
+    int code = MPI_Test(&request, &done, MPI_STATUS_IGNORE);
+    if (code != MPI_SUCCESS)
+      return mpiError(op, code);
+    if (done && !finished) {
+      finished = true;
+      TraceRecorder::process().record(op, TraceLane::Communication, started,
+                                      std::chrono::steady_clock::now());
+    }
+    return done != 0;
+  }
+
 private:
   CommStats &stats;
   const char *op;
   std::chrono::steady_clock::time_point started;
+  bool finished = false;
 };
 
 /// A communicator over an MPI communicator: the world, or a group split

@@ -18,31 +18,37 @@ Expected<std::unique_ptr<ProcessGroups>> ProcessGroups::create(std::unique_ptr<C
   std::unique_ptr<ProcessGroups> g(new ProcessGroups());
   g->plan_ = plan;
   int w = world->rank();
-  int ep = static_cast<int>(plan.expert);
-  int replica = w / ep, index = w % ep;
-  auto data = world->split(/*color=*/index, /*key=*/replica);
+  int ep = static_cast<int>(plan.expert), pp = static_cast<int>(plan.pipeline);
+  int replica = w / (ep * pp), stage = (w / ep) % pp, index = w % ep;
+  auto data = world->split(/*color=*/stage * ep + index, /*key=*/replica);
   if (!data)
     return data.takeError();
-  auto expert = world->split(/*color=*/replica, /*key=*/index);
+  auto expert = world->split(/*color=*/replica * pp + stage, /*key=*/index);
   if (!expert)
     return expert.takeError();
+  auto pipeline = world->split(/*color=*/replica * ep + index, /*key=*/stage);
+  if (!pipeline)
+    return pipeline.takeError();
   g->world_ = std::move(world);
   g->data_ = std::move(*data);
   g->expert_ = std::move(*expert);
+  g->pipeline_ = std::move(*pipeline);
   setProcessGroup(CommGroup::World, g->world_.get());
   setProcessGroup(CommGroup::Data, g->data_.get());
   setProcessGroup(CommGroup::Expert, g->expert_.get());
+  setProcessGroup(CommGroup::Pipeline, g->pipeline_.get());
   return g;
 }
 
 ProcessGroups::~ProcessGroups() {
-  for (CommGroup group : {CommGroup::World, CommGroup::Data, CommGroup::Expert})
+  for (CommGroup group :
+       {CommGroup::World, CommGroup::Data, CommGroup::Expert, CommGroup::Pipeline})
     setProcessGroup(group, nullptr);
 }
 
 CommStats ProcessGroups::commTotals() const {
   CommStats total;
-  for (Communicator *c : {world_.get(), data_.get(), expert_.get()}) {
+  for (Communicator *c : {world_.get(), data_.get(), expert_.get(), pipeline_.get()}) {
     total.bytesSent += c->stats().bytesSent;
     total.bytesReceived += c->stats().bytesReceived;
     total.waitSeconds += c->stats().waitSeconds;
@@ -77,6 +83,15 @@ Expected<double> reduceGradients(ProcessGroups &groups, const ParamLayout &layou
     return Error::failure("optimizer state in " + std::to_string(shard.count) +
                           " shards over " + std::to_string(plan.data) + " data-parallel ranks");
   out.assign(size, 0.f);
+  // Each pipeline rank holds the gradients of its stages (DualPipe: both
+  // copies of a stage add theirs); after this sum every pipeline rank has
+  // all of them and the rest is the same on each.
+  if (plan.pipeline > 1) {
+    grads.resize(std::max<size_t>(grads.size(), total));
+    if (Error e = Communicator::complete(
+            groups.pipeline().allReduceSum(ElementType::F32, grads.data(), total)))
+      return e;
+  }
   if (shard.count == 1) {
     grads.resize(std::max<size_t>(grads.size(), total));
     if (plan.data > 1)
@@ -132,6 +147,9 @@ Expected<double> reduceGradients(ProcessGroups &groups, const ParamLayout &layou
   Communicator &over = shard.count > 1 ? groups.world() : groups.expert();
   if (Error e = Communicator::complete(over.allReduceSum(ElementType::F32, &sq, 1)))
     return e;
+  // Summed over the world, every pipeline rank's identical copy counted.
+  if (shard.count > 1)
+    sq /= static_cast<float>(plan.pipeline);
   return double(sq);
 }
 

@@ -1,14 +1,18 @@
 //===- Parallel.h - one job's ranks and what they share --------*- C++ -*-===//
 //
-// Part of the runtime core (no LLVM). A job of dp x ep ranks (pp with the
-// pipeline schedule) runs one compiled program per rank:
-//   - world rank w = d * ep + e: replica (data-parallel index) d, expert-
-//     parallel index e, so the ranks of one replica are neighbours (one
-//     node, as DeepSeek-V3 places its expert groups);
-//   - the ranks of replica d share its block of the batch and the "expert"
-//     group; the ranks with the same e form the "data" group;
+// Part of the runtime core (no LLVM). A job of dp x pp x ep ranks runs one
+// compiled program per rank:
+//   - world rank w = (d * pp + p) * ep + e: replica (data-parallel index)
+//     d, pipeline rank p, expert-parallel index e, so the expert group of
+//     one pipeline rank of one replica are neighbours (one node, as
+//     DeepSeek-V3 places its expert groups);
+//   - the ranks of replica d share its block of the batch; those with the
+//     same (d, p) form the "expert" group, the same (p, e) the "data"
+//     group, the same (d, e) the "pipeline" group, along which a
+//     micro-batch's hidden states travel from stage to stage;
 //   - parameters are replicated, except routed experts, which rank e of
-//     each replica holds block e of (ParamSlot::shard).
+//     each replica holds block e of (ParamSlot::shard); a pipeline rank
+//     computes the gradients of its stages only.
 // Compiled code reaches the groups by name through runtime/comm/Groups.h;
 // this file splits the world into them, picks each rank's batch rows and
 // expert blocks, and turns per-rank outputs into what one process would
@@ -50,8 +54,10 @@ public:
   Communicator &world() { return *world_; }
   Communicator &data() { return *data_; }
   Communicator &expert() { return *expert_; }
+  Communicator &pipeline() { return *pipeline_; }
   int64_t dataRank() const { return data_->rank(); }
   int64_t expertRank() const { return expert_->rank(); }
+  int64_t pipelineRank() const { return pipeline_->rank(); }
   bool isRoot() const { return world_->rank() == 0; }
   /// All-to-all bytes and time inside communication so far, over this
   /// rank's groups.
@@ -60,7 +66,7 @@ public:
 private:
   ProcessGroups() = default;
   ParallelPlan plan_;
-  std::unique_ptr<Communicator> world_, data_, expert_;
+  std::unique_ptr<Communicator> world_, data_, expert_, pipeline_;
 };
 
 /// Rows [d * B / dp, (d + 1) * B / dp) of a [B, T] batch, for replica d.
@@ -69,9 +75,11 @@ std::vector<int64_t> replicaRows(const std::vector<int64_t> &batch, int64_t rows
 
 /// Turns this rank's gradients `grads` (the flat buffer, in layout order)
 /// into the job's: each parameter's gradient summed over the ranks that
-/// hold it (replicated parameters: the world; expert blocks: the data
-/// group) and divided by dp x ep, since each replica's loss is a mean over
-/// its rows and each of its ep ranks differentiates all of it.
+/// hold it (replicated parameters: the world; expert blocks: the data and
+/// pipeline groups; with pp > 1 the pipeline group first adds the stages'
+/// parts, zero where a rank does not run the stage) and divided by dp x
+/// ep, since each replica's loss is a mean over its rows and each of its
+/// ep ranks differentiates all of it.
 /// `out` receives the slice of `shard`: with one shard the whole buffer
 /// (all-reduce over the data group), with dp shards (ZeRO-1) this rank's
 /// slice only (reduce-scatter over the data group; `grads` is padded to

@@ -68,7 +68,38 @@ double Simulation::worstBubble() const {
   return worst;
 }
 
-Expected<Simulation> simulate(const PipelineSchedule &s, const ChunkCosts &costs) {
+namespace {
+
+/// What a step runs, for grouping measured durations: pass and stage of
+/// its chunk and of the backward paired with it (-1 when none).
+std::tuple<int, int, int, int> kindOf(const ScheduleStep &step) {
+  const std::optional<Chunk> &b = step.overlappedBackward;
+  return {static_cast<int>(step.chunk.pass), step.chunk.stage, b ? static_cast<int>(b->pass) : -1,
+          b ? b->stage : -1};
+}
+
+} // namespace
+
+StepCost meanCostsByKind(const PipelineSchedule &s,
+                         const std::vector<std::vector<double>> &durations) {
+  std::map<std::tuple<int, int, int, int>, std::pair<double, int>> sums;
+  for (int r = 0; r < s.ranks && r < static_cast<int>(durations.size()); ++r)
+    for (size_t i = 0; i < s.steps[r].size() && i < durations[r].size(); ++i) {
+      auto &[sum, n] = sums[kindOf(s.steps[r][i])];
+      sum += durations[r][i];
+      ++n;
+    }
+  std::map<std::tuple<int, int, int, int>, double> means;
+  for (auto &[kind, sn] : sums)
+    means[kind] = sn.first / sn.second;
+  return [means](int, const ScheduleStep &step) {
+    auto it = means.find(kindOf(step));
+    return it == means.end() ? 0.0 : it->second;
+  };
+}
+
+Expected<Simulation> simulate(const PipelineSchedule &s, const ChunkCosts &costs,
+                              const StepCost &stepCost) {
   // Finish time (and rank) of each (forward?, stage, mb): forward output, or
   // input gradient (from B or Bi).
   using Key = std::tuple<bool, int, int>;
@@ -129,7 +160,8 @@ Expected<Simulation> simulate(const PipelineSchedule &s, const ChunkCosts &costs
         if (!ready)
           break;
         sim.messages += messages;
-        double start = std::max(freeAt[r], *ready), end = start + costs.of(step);
+        double start = std::max(freeAt[r], *ready),
+               end = start + (stepCost ? stepCost(r, step) : costs.of(step));
         SimulatedRank &rank = sim.ranks[r];
         rank.steps.push_back({start, end});
         rank.busy += end - start;

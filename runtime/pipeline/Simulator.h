@@ -21,6 +21,8 @@
 
 #include "runtime/pipeline/Schedule.h"
 
+#include <functional>
+
 namespace dsv3::rt {
 
 /// Time of each chunk kind, in any unit. B is the full backward, W its
@@ -60,7 +62,21 @@ struct Simulation {
   double worstBubble() const;
 };
 
-Expected<Simulation> simulate(const PipelineSchedule &schedule, const ChunkCosts &costs);
+/// The cost of one step of one rank, for costs that differ by stage.
+using StepCost = std::function<double(int rank, const ScheduleStep &step)>;
+
+/// Replays `schedule`; each step costs `costs.of(step)`, or `stepCost` when
+/// given (messages still take `costs.comm`).
+Expected<Simulation> simulate(const PipelineSchedule &schedule, const ChunkCosts &costs,
+                              const StepCost &stepCost = nullptr);
+
+/// Costs from a measured run: for each kind of step (the pass and stage of
+/// each chunk, e.g. every "F of stage 2" or every "F of stage 0 & B of
+/// stage 3"), the mean of its measured durations `durations[rank][step]`.
+/// Stages differ (the first embeds, the last ends in the head and the
+/// loss), so one mean per pass would mispredict the waits between them.
+StepCost meanCostsByKind(const PipelineSchedule &schedule,
+                         const std::vector<std::vector<double>> &durations);
 
 /// The bubble per rank the DualPipe README's formula gives for these costs
 /// (absolute time, with PP = the number of stages): 1f1b (PP-1)(F+B), zb1p

@@ -26,6 +26,8 @@
 #include "runtime/io/Safetensors.h"
 #include "runtime/comm/Mpi.h"
 #include "runtime/parallel/Parallel.h"
+#include "runtime/pipeline/CommTransport.h"
+#include "runtime/pipeline/Executor.h"
 #include "runtime/pipeline/Schedule.h"
 #include "runtime/pipeline/Simulator.h"
 #include "lowering/Passes.h"
@@ -137,8 +139,8 @@ cl::opt<int64_t> maxNodesPerToken(
              "(DeepSeek-V3: 4; default: [parallel] max_nodes_per_token; 0: off)"),
     cl::init(-1), cl::cat(parallelCat));
 cl::opt<int64_t> pipelineParallel("pp",
-                                  cl::desc("Pipeline stages (default: [parallel] pipeline, "
-                                           "else 1; only 1 until the pipeline schedule)"),
+                                  cl::desc("Pipeline ranks (default: [parallel] pipeline, "
+                                           "else 1), run with --schedule and --micro-batches"),
                                   cl::init(0), cl::cat(parallelCat));
 
 cl::opt<std::string> scheduleOpt(
@@ -238,7 +240,7 @@ cl::opt<std::string> logJsonOpt(
 cl::opt<std::string> traceOpt(
     "trace",
     cl::desc("Write a Chrome/Perfetto trace: per rank, a compute and a communication lane"),
-    cl::value_desc("FILE.json"), cl::cat(trainCat));
+    cl::value_desc("FILE.json"), cl::cat(runCat));
 cl::opt<std::string> plotOpt("plot", cl::desc("Loss curve SVG"),
                              cl::cat(trainCat));
 cl::opt<std::string> saveOpt("save",
@@ -364,8 +366,7 @@ llvm::Expected<dsv3::rt::ParallelPlan> resolvePlan(const dsv3::ModelDescription 
   if (s.pipeline > 1 && !allowPipeline)
     return llvm::createStringError(source + ": pipeline parallelism (--pp " +
                                    std::to_string(s.pipeline) +
-                                   ") needs the pipeline schedule, which is not built yet; use "
-                                   "--pp 1");
+                                   ") runs in 'grad' so far, not in this command; use --pp 1");
   if (batch % s.data != 0)
     return llvm::createStringError(batchSource + ": a batch of " + std::to_string(batch) +
                                    " sequences does not split over " + std::to_string(s.data) +
@@ -477,6 +478,138 @@ int runCompile() {
   return 0;
 }
 
+/// `grad --pp P`: this rank's program of the pipeline schedule over its
+/// replica's rows (`ids`, [rows, T]) as N micro-batches, each stage's
+/// chunks compiled for one micro-batch; rank 0 writes the losses and every
+/// parameter gradient under the one-process names.
+/// The schedule of --schedule over `plan.pipeline` ranks for a replica of
+/// `rows` sequences in --micro-batches parts (default: one sequence each).
+llvm::Expected<dsv3::rt::PipelineSchedule> pipelineSchedule(const dsv3::rt::ParallelPlan &plan,
+                                                            int64_t rows) {
+  auto kind = dsv3::rt::parseScheduleKind(scheduleOpt);
+  if (!kind)
+    return llvm::createStringError("--schedule=" + scheduleOpt +
+                                   " is not a schedule (1f1b, zb1p, dualpipe, dualpipev)");
+  int64_t microBatches = microBatchesOpt > 0 ? microBatchesOpt.getValue() : rows;
+  if (rows % microBatches != 0)
+    return llvm::createStringError(tokensPath + ": a replica's " + std::to_string(rows) +
+                                   " sequences do not split into " +
+                                   std::to_string(microBatches) + " micro-batches");
+  auto schedule = dsv3::rt::buildSchedule(*kind, plan.pipeline, microBatches);
+  if (!schedule)
+    return llvm::createStringError(schedule.error().message());
+  return std::move(*schedule);
+}
+
+int runPipelineGrad(const dsv3::ModelDescription &desc, const std::vector<int64_t> &ids,
+                    const std::vector<int64_t> &shape, const std::vector<int64_t> *segments,
+                    const dsv3::rt::ParallelPlan &plan,
+                    const dsv3::rt::PipelineSchedule &schedule) {
+  int64_t rows = shape[0], cols = shape[1];
+  int64_t perMicroBatch = rows / schedule.microBatches;
+  auto options = compileOptions(desc, dsv3::CompileMode::Grad, perMicroBatch, cols,
+                                segments != nullptr);
+  if (!options)
+    return fail(options.takeError());
+  options->shapeSource = tokensPath;
+  options->pipelineStages = schedule.stages;
+  options->expertParallel = plan.expert;
+  options->routingNodes = plan.routingNodes;
+  options->maxNodesPerToken = plan.maxNodesPerToken;
+  dsv3::Compiler compiler;
+  auto model = compiler.load(desc, *options, cacheDirectory(), job->expertRank());
+  if (!model)
+    return fail(model.takeError());
+  dsv3::rt::Session &session = *model->session;
+
+  auto inputs = [&](int mb) {
+    int64_t offset = mb * perMicroBatch * cols;
+    std::vector<std::pair<std::string, dsv3::rt::BufferArg>> args{
+        {"input_ids", {const_cast<int64_t *>(ids.data()) + offset, {perMicroBatch, cols}}}};
+    if (segments)
+      args.push_back({"segment_ids",
+                      {const_cast<int64_t *>(segments->data()) + offset, {perMicroBatch, cols}}});
+    return args;
+  };
+  dsv3::rt::CommunicatorTransport transport(job->pipeline());
+  dsv3::rt::PipelineRank program(schedule, static_cast<int>(job->pipelineRank()),
+                                 session.executable(), session.parameters().data(), inputs,
+                                 transport);
+  if (!traceOpt.empty())
+    if (dsv3::rt::Error e = dsv3::rt::startJobTrace(job.get()))
+      return fail(std::move(e));
+  // Every rank starts together, so the makespan is the last rank's end.
+  if (dsv3::rt::Error e = dsv3::rt::agreeAcrossRanks(job.get(), dsv3::rt::Error::success(),
+                                                      "starting the pipeline"))
+    return fail(std::move(e));
+  auto start = std::chrono::steady_clock::now();
+  {
+    TimingScope t = compiler.timing().nest("execute");
+    if (dsv3::rt::Error e = program.runToEnd())
+      return fail(std::move(e));
+  }
+  double elapsed =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  if (!traceOpt.empty())
+    if (dsv3::rt::Error e = dsv3::rt::writeJobTrace(traceOpt, job.get()))
+      return fail(std::move(e));
+
+  // The measured bubble of each pipeline rank (makespan - busy) next to the
+  // simulator's, replaying the schedule with the measured chunk costs.
+  size_t longest = 0;
+  for (const auto &steps : schedule.steps)
+    longest = std::max(longest, steps.size());
+  std::vector<float> mine(longest + 1, 0.f), all((longest + 1) * schedule.ranks);
+  mine[0] = static_cast<float>(elapsed);
+  for (const dsv3::rt::PipelineRank::StepTime &t : program.stepTimes())
+    mine[1 + t.step] = static_cast<float>(t.end - t.start);
+  if (dsv3::rt::Error e = dsv3::rt::Communicator::complete(job->pipeline().allGather(
+          dsv3::rt::ElementType::F32, mine.data(), all.data(), static_cast<int64_t>(mine.size()))))
+    return fail(std::move(e));
+  std::string timeline;
+  {
+    double makespan = 0;
+    std::vector<std::vector<double>> durations(schedule.ranks);
+    for (int r = 0; r < schedule.ranks; ++r) {
+      makespan = std::max(makespan, double(all[r * (longest + 1)]));
+      for (size_t i = 0; i < schedule.steps[r].size(); ++i)
+        durations[r].push_back(all[r * (longest + 1) + 1 + i]);
+    }
+    auto predicted = dsv3::rt::simulate(schedule, dsv3::rt::ChunkCosts{},
+                                        dsv3::rt::meanCostsByKind(schedule, durations));
+    if (!predicted)
+      return fail(predicted.error().message());
+    llvm::raw_string_ostream os(timeline);
+    os << llvm::format("pipeline %s: %d ranks, %d stages, %d micro-batches; makespan %.1f ms "
+                       "(simulated with the measured chunk costs: %.1f ms)\n",
+                       dsv3::rt::scheduleName(schedule.kind), schedule.ranks, schedule.stages,
+                       schedule.microBatches, makespan * 1e3, predicted->makespan * 1e3);
+    for (int r = 0; r < schedule.ranks; ++r) {
+      double busy = 0;
+      for (double d : durations[r])
+        busy += d;
+      os << llvm::format("  rank %d: busy %.1f ms, bubble %.1f ms measured, %.1f ms simulated\n",
+                         r, busy * 1e3, (makespan - busy) * 1e3,
+                         predicted->ranks[r].bubble * 1e3);
+    }
+  }
+  dsv3::rt::EntryPoint local, global;
+  std::unique_ptr<dsv3::rt::OutputBuffers> localOutputs, jobOutputs;
+  if (dsv3::rt::Error e = program.stepOutputs(job->pipeline(), local, localOutputs))
+    return fail(std::move(e));
+  if (dsv3::rt::Error e = dsv3::rt::gatherOutputs(local, *localOutputs, session.layout(), *job,
+                                                  global, jobOutputs))
+    return fail(std::move(e));
+  if (!job->isRoot())
+    return 0;
+  std::string summary;
+  if (dsv3::rt::Error e = dsv3::rt::writeOutputs(global, *jobOutputs, outputPath,
+                                                 "dsv3c grad", summary))
+    return fail(std::move(e));
+  llvm::outs() << summary << timeline;
+  return 0;
+}
+
 /// `eval` and `grad`: compile for the token batch, load weights, run once,
 /// write every output (gradients of stacked expert parameters are split back
 /// into hub names).
@@ -496,9 +629,17 @@ int runOnTokens(bool gradient) {
   (*data)->fill(0, 0, 0, ids);
   std::vector<int64_t> shape{(*data)->batch(), (*data)->seqLen()};
   const std::vector<int64_t> *segments = (*data)->segments();
-  auto plan = resolvePlan(*desc, shape[0], tokensPath, /*launch=*/true);
+  auto plan = resolvePlan(*desc, shape[0], tokensPath, /*launch=*/true,
+                          /*allowPipeline=*/gradient);
   if (!plan)
     return fail(plan.takeError());
+  std::optional<dsv3::rt::PipelineSchedule> schedule;
+  if (plan->pipeline > 1) {
+    auto s = pipelineSchedule(*plan, shape[0] / plan->data);
+    if (!s)
+      return fail(s.takeError());
+    schedule = std::move(*s);
+  }
   if (llvm::Error e = startJob(*plan))
     return fail(std::move(e));
   std::vector<int64_t> segmentRows;
@@ -509,6 +650,8 @@ int runOnTokens(bool gradient) {
       segments = &(segmentRows = dsv3::rt::replicaRows(*segments, shape[0], shape[1], *job));
     shape[0] /= plan->data;
   }
+  if (schedule)
+    return runPipelineGrad(*desc, ids, shape, segments, *plan, *schedule);
   auto options =
       compileOptions(*desc, gradient ? dsv3::CompileMode::Grad : dsv3::CompileMode::Eval,
                      shape[0], shape[1], segments != nullptr);

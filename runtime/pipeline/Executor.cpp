@@ -1,0 +1,334 @@
+//===- Executor.cpp - one pipeline rank running its schedule --------------===//
+#include "runtime/pipeline/Executor.h"
+
+#include "runtime/support/Trace.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <thread>
+
+namespace dsv3::rt {
+
+//===----------------------------------------------------------------------===//
+// In-process transport
+//===----------------------------------------------------------------------===//
+
+class InProcessTransport::Endpoint : public PipelineTransport {
+public:
+  Endpoint(InProcessTransport &owner, int rank) : owner(owner), rank(rank) {}
+  Error send(int to, int64_t tag, const std::vector<float> &data) override {
+    owner.mailbox[{rank, to, tag}] = data;
+    return Error::success();
+  }
+  Expected<bool> tryReceive(int from, int64_t tag, std::vector<float> &data) override {
+    auto it = owner.mailbox.find({from, rank, tag});
+    if (it == owner.mailbox.end())
+      return false;
+    if (it->second.size() != data.size())
+      return Error::failure("pipeline message " + std::to_string(tag) + " from rank " +
+                            std::to_string(from) + " has " +
+                            std::to_string(it->second.size()) + " floats, expected " +
+                            std::to_string(data.size()));
+    data = std::move(it->second);
+    owner.mailbox.erase(it);
+    return true;
+  }
+
+private:
+  InProcessTransport &owner;
+  int rank;
+};
+
+InProcessTransport::InProcessTransport(int ranks) {
+  for (int r = 0; r < ranks; ++r)
+    endpoints.push_back(std::make_unique<Endpoint>(*this, r));
+}
+
+InProcessTransport::~InProcessTransport() = default;
+
+PipelineTransport &InProcessTransport::endpoint(int rank) { return *endpoints.at(rank); }
+
+//===----------------------------------------------------------------------===//
+// PipelineRank
+//===----------------------------------------------------------------------===//
+
+namespace {
+
+double secondsSince(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+const auto processStart = std::chrono::steady_clock::now();
+
+bool isLoss(const std::string &role) {
+  return role == "total_loss" || role == "loss" || role == "mtp_loss" || role == "balance_loss";
+}
+
+const InputSlot *inputNamed(const EntryPoint &e, const std::string &name) {
+  for (const InputSlot &s : e.inputs)
+    if (s.name == name)
+      return &s;
+  return nullptr;
+}
+
+} // namespace
+
+PipelineRank::PipelineRank(const PipelineSchedule &schedule, int rank,
+                           const Executable &executable, float *params, MicroBatchInputs inputs,
+                           PipelineTransport &transport)
+    : schedule(schedule), rank(rank), executable(executable), params(params),
+      inputs(std::move(inputs)), transport(transport),
+      grads(executable.layout().totalElements, 0.0f) {}
+
+std::string PipelineRank::entryOf(const Chunk &c) const {
+  std::string stage = "stage" + std::to_string(c.stage);
+  switch (c.pass) {
+  case ChunkPass::Forward:
+    return stage + "_forward";
+  case ChunkPass::Backward:
+    return stage + "_backward";
+  case ChunkPass::BackwardInput:
+    return stage + "_backward_input";
+  case ChunkPass::BackwardWeight:
+    return stage + "_backward_weight";
+  }
+  return "";
+}
+
+int64_t PipelineRank::tagOf(bool gradient, int stage, int mb) const {
+  return ((gradient ? 1 : 0) * int64_t(schedule.stages) + stage) * schedule.microBatches + mb;
+}
+
+Expected<bool> PipelineRank::ready(const Chunk &c) {
+  // What this chunk receives from another stage: a forward its input
+  // hidden state, a backward its output's gradient.
+  bool forward = c.pass == ChunkPass::Forward;
+  bool backward = c.pass == ChunkPass::Backward || c.pass == ChunkPass::BackwardInput;
+  int from = forward ? c.stage - 1 : c.stage + 1;
+  if ((!forward && !backward) || from < 0 || from >= schedule.stages)
+    return true;
+  std::string name = forward ? "hidden" : "grad.hidden";
+  Store &store = held[{c.stage, c.microBatch}];
+  if (store.count(name))
+    return true;
+  // The seed is received by the micro-batch's first backward chunk of the
+  // stage even when only its W reads it (stage 0's Bi computes nothing), so
+  // look it up in the whole backward's signature.
+  std::string entry = forward ? entryOf(c) : "stage" + std::to_string(c.stage) + "_backward";
+  const EntryPoint *e = executable.entry(entry);
+  if (!e)
+    return Error::failure("the compiled module has no entry point '" + entry +
+                          "' (compile with pipeline stages)");
+  const InputSlot *slot = inputNamed(*e, name);
+  if (!slot) // the last stage's backward has no seed
+    return true;
+  int peer = schedule.rankOf(from, c.microBatch);
+  if (peer == rank)
+    return Error::failure("pipeline rank " + std::to_string(rank) + ": " +
+                          chunkLabel(schedule, rank, c) + " runs before its local input");
+  HostTensor t(slot->type, slot->shape);
+  std::vector<float> data(t.numElements());
+  Expected<bool> got = transport.tryReceive(peer, tagOf(!forward, c.stage, c.microBatch), data);
+  if (!got || !*got)
+    return got;
+  std::memcpy(t.bytes.data(), data.data(), t.bytes.size());
+  heldBytes += t.bytes.size();
+  peakHeld = std::max(peakHeld, heldBytes);
+  store.emplace(name, std::move(t));
+  return true;
+}
+
+Error PipelineRank::run(const Chunk &c) {
+  std::string name = entryOf(c);
+  const EntryPoint *e = executable.entry(name);
+  if (!e)
+    return Error::failure("the compiled module has no entry point '" + name + "'");
+  Store &store = held[{c.stage, c.microBatch}];
+  std::vector<std::pair<std::string, BufferArg>> tokens = inputs(c.microBatch);
+  std::vector<BufferArg> args;
+  for (const InputSlot &in : e->inputs) {
+    auto t = std::find_if(tokens.begin(), tokens.end(),
+                          [&](const auto &p) { return p.first == in.name; });
+    if (t != tokens.end()) {
+      args.push_back(t->second);
+      continue;
+    }
+    auto it = store.find(in.name);
+    if (it == store.end())
+      return Error::failure("pipeline rank " + std::to_string(rank) + ": " +
+                            chunkLabel(schedule, rank, c) + " (" + name + ") needs '" + in.name +
+                            "', which no earlier chunk left");
+    args.push_back(it->second.arg());
+  }
+  std::vector<HostTensor> outs;
+  outs.reserve(e->outputs.size());
+  std::vector<BufferArg> outArgs;
+  for (const OutputSlot &o : e->outputs)
+    outs.emplace_back(o.type, o.shape);
+  for (HostTensor &t : outs)
+    outArgs.push_back(t.arg());
+  if (Error err = executable.call(name, params, args, outArgs))
+    return err;
+
+  const ParamLayout &layout = executable.layout();
+  for (size_t i = 0; i < outs.size(); ++i) {
+    const OutputSlot &o = e->outputs[i];
+    HostTensor &t = outs[i];
+    auto keep = [&](int stage, const std::string &as) {
+      heldBytes += t.bytes.size();
+      peakHeld = std::max(peakHeld, heldBytes);
+      held[{stage, c.microBatch}].insert_or_assign(as, std::move(t));
+    };
+    if (o.role == "activation") {
+      // "hidden" goes to the next stage, "grad.hidden" to the previous one,
+      // where it is the gradient of that stage's output (its seed).
+      bool gradient = o.name == "grad.hidden";
+      int to = gradient ? c.stage - 1 : c.stage + 1;
+      if (to < 0 || to >= schedule.stages)
+        continue;
+      int peer = schedule.rankOf(to, c.microBatch);
+      if (peer == rank) {
+        keep(to, o.name);
+      } else {
+        std::vector<float> data(t.f32(), t.f32() + t.numElements());
+        if (Error err = transport.send(peer, tagOf(gradient, to, c.microBatch), data))
+          return err;
+      }
+    } else if (o.role == "saved") {
+      keep(c.stage, o.name);
+    } else if (o.role == "gradient") {
+      const ParamSlot *slot = layout.find(o.param);
+      if (!slot || slot->numElements() != t.numElements())
+        return Error::failure(name + ": gradient '" + o.name +
+                              "' does not match the parameter layout");
+      float *g = grads.data() + slot->offset;
+      const float *d = t.f32();
+      for (int64_t k = 0; k < t.numElements(); ++k)
+        g[k] += d[k];
+    } else if (isLoss(o.role) && o.shape.empty()) {
+      lossSums[o.role] += t.f32()[0];
+    }
+  }
+  return Error::success();
+}
+
+void PipelineRank::release(int stage, int mb) {
+  auto it = held.find({stage, mb});
+  if (it == held.end())
+    return;
+  for (auto &[name, t] : it->second)
+    heldBytes -= t.bytes.size();
+  held.erase(it);
+}
+
+Expected<PipelineRank::Progress> PipelineRank::step() {
+  const std::vector<ScheduleStep> &steps = schedule.steps[rank];
+  if (next >= steps.size())
+    return Progress::Done;
+  if (Error e = transport.progress())
+    return e;
+  const ScheduleStep &s = steps[next];
+  std::vector<Chunk> chunks{s.chunk};
+  if (s.overlappedBackward)
+    chunks.push_back(*s.overlappedBackward);
+  for (const Chunk &c : chunks) {
+    Expected<bool> r = ready(c);
+    if (!r)
+      return r.takeError();
+    if (!*r)
+      return Progress::Blocked;
+  }
+  double start = secondsSince(processStart);
+  auto begin = TraceRecorder::Clock::now();
+  for (const Chunk &c : chunks) {
+    if (Error e = run(c))
+      return e;
+    // The backward that ends a micro-batch's use of a stage frees what it
+    // kept (B, or the W after a Bi).
+    if (c.pass == ChunkPass::Backward || c.pass == ChunkPass::BackwardWeight)
+      release(c.stage, c.microBatch);
+  }
+  times.push_back({start, secondsSince(processStart), next});
+  // The trace's compute lane names each step as the schedule table does.
+  if (TraceRecorder::process().enabled())
+    TraceRecorder::process().record(stepLabel(schedule, rank, s), TraceLane::Compute, begin,
+                                    TraceRecorder::Clock::now());
+  if (++next == steps.size()) {
+    if (Error e = transport.flush())
+      return e;
+    // Each micro-batch's loss is a mean over its tokens; the step's is the
+    // mean over micro-batches.
+    float scale = 1.0f / static_cast<float>(schedule.microBatches);
+    for (float &g : grads)
+      g *= scale;
+    for (auto &[name, v] : lossSums)
+      v /= schedule.microBatches;
+  }
+  return Progress::Ran;
+}
+
+Error PipelineRank::stepOutputs(Communicator &pipeline, EntryPoint &entry,
+                                std::unique_ptr<OutputBuffers> &buffers) const {
+  if (next < schedule.steps[rank].size())
+    return Error::failure("pipeline rank " + std::to_string(rank) +
+                          ": the step's outputs are read before its last chunk ran");
+  entry = EntryPoint{};
+  entry.name = "forward_grad";
+  // Losses as the forward chunks name them (the same on every rank: one
+  // executable), then gradients in layout order.
+  for (const char *role : {"total_loss", "loss", "mtp_loss", "balance_loss"}) {
+    for (const EntryPoint &e : executable.entries()) {
+      auto o = std::find_if(e.outputs.begin(), e.outputs.end(), [&](const OutputSlot &s) {
+        return s.role == role && s.shape.empty() && s.type == ElementType::F32;
+      });
+      if (o != e.outputs.end()) {
+        entry.outputs.push_back(*o);
+        break;
+      }
+    }
+  }
+  size_t losses = entry.outputs.size();
+  const ParamLayout &layout = executable.layout();
+  std::map<std::string, const OutputSlot *> gradientOf;
+  for (const EntryPoint &e : executable.entries())
+    for (const OutputSlot &o : e.outputs)
+      if (o.role == "gradient")
+        gradientOf.emplace(o.param, &o);
+  for (const ParamSlot &slot : layout.slots)
+    if (auto it = gradientOf.find(slot.name); it != gradientOf.end())
+      entry.outputs.push_back(*it->second);
+
+  std::vector<float> sums;
+  for (size_t i = 0; i < losses; ++i) {
+    auto it = lossSums.find(entry.outputs[i].role);
+    sums.push_back(it == lossSums.end() ? 0.0f : static_cast<float>(it->second));
+  }
+  if (!sums.empty())
+    if (Error e = Communicator::complete(
+            pipeline.allReduceSum(ElementType::F32, sums.data(), static_cast<int64_t>(sums.size()))))
+      return e;
+  buffers = std::make_unique<OutputBuffers>(entry);
+  for (size_t i = 0; i < entry.outputs.size(); ++i) {
+    if (i < losses) {
+      buffers->f32(i)[0] = sums[i];
+      continue;
+    }
+    const ParamSlot *slot = layout.find(entry.outputs[i].param);
+    std::copy_n(grads.begin() + slot->offset, slot->numElements(), buffers->f32(i));
+  }
+  return Error::success();
+}
+
+Error PipelineRank::runToEnd() {
+  for (;;) {
+    Expected<Progress> p = step();
+    if (!p)
+      return p.takeError();
+    if (*p == Progress::Done)
+      return Error::success();
+    if (*p == Progress::Blocked)
+      std::this_thread::yield();
+  }
+}
+
+} // namespace dsv3::rt
