@@ -20,6 +20,7 @@ public:
   int rank() const override { return 0; }
   int size() const override { return 1; }
   std::string backend() const override { return "single-process"; }
+  bool threadSafe() const override { return true; }
 
   Expected<RequestPtr> allReduceSum(ElementType type, void *, int64_t count) override {
     if (Error e = checkElements("", type, count, /*sums=*/true))

@@ -52,6 +52,10 @@ public:
   virtual int size() const = 0;
   /// "single-process" or "mpi", for messages and metrics.
   virtual std::string backend() const = 0;
+  /// Whether a second thread may start and test operations while the main
+  /// thread (compiled code) runs others: what a progress thread needs
+  /// (MPI_THREAD_MULTIPLE under MPI).
+  virtual bool threadSafe() const = 0;
 
   /// Sums `count` elements of `data` over all ranks, in place.
   virtual Expected<RequestPtr> allReduceSum(ElementType type, void *data, int64_t count) = 0;

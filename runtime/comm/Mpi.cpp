@@ -63,6 +63,9 @@ MPI_Datatype datatype(ElementType type) {
 /// MPI counts are int: larger exchanges are refused instead of truncated.
 bool fitsInt(int64_t v) { return v >= 0 && v <= INT_MAX; }
 
+/// The thread support MPI_Init_thread granted.
+int threadLevel = 0;
+
 class MpiRequest : public Request {
 public:
   MpiRequest(CommStats &stats, const char *op)
@@ -124,6 +127,7 @@ public:
   int rank() const override { return rank_; }
   int size() const override { return size_; }
   std::string backend() const override { return "mpi"; }
+  bool threadSafe() const override { return threadLevel == MPI_THREAD_MULTIPLE; }
 
   Expected<RequestPtr> allReduceSum(ElementType type, void *data, int64_t count) override {
     if (Error e = checkCount("all-reduce", type, count, /*sums=*/true))
@@ -261,9 +265,10 @@ Expected<std::unique_ptr<Communicator>> mpiCommunicator(int &argc, char **&argv)
   int initialized = 0;
   MPI_Initialized(&initialized);
   if (!initialized) {
-    // Only the main thread calls MPI; kernels run on TBB workers.
-    int provided = 0;
-    if (int code = MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);
+    // Kernels run on TBB workers and never call MPI; the main thread does,
+    // and a pipeline rank's progress thread tests its messages meanwhile
+    // when the library allows it (else the executor polls between chunks).
+    if (int code = MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &threadLevel);
         code != MPI_SUCCESS)
       return mpiError("MPI_Init_thread", code);
     MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);

@@ -3,11 +3,36 @@
 
 namespace dsv3::rt {
 
+CommunicatorTransport::CommunicatorTransport(Communicator &pipeline, bool progressThread)
+    : comm(pipeline) {
+  if (progressThread && comm.size() > 1 && comm.threadSafe())
+    poller = std::thread([this] {
+      while (!stopping.load(std::memory_order_relaxed)) {
+        {
+          std::lock_guard<std::mutex> lock(mutex);
+          testAll();
+        }
+        std::this_thread::sleep_for(kPollInterval);
+      }
+    });
+}
+
 CommunicatorTransport::~CommunicatorTransport() {
+  stopping = true;
+  if (poller.joinable())
+    poller.join();
   // A step that failed half-way may leave transfers behind; MPI must see
   // them complete before their buffers go.
   for (Pending &p : sends)
     (void)p.request->wait();
+}
+
+void CommunicatorTransport::testAll() {
+  // Errors surface when the owner tests or waits on the request itself.
+  for (Pending &p : sends)
+    (void)p.request->test();
+  for (auto &[key, p] : receives)
+    (void)p.request->test();
 }
 
 Expected<int> CommunicatorTransport::messageTag(int64_t tag) const {
@@ -22,6 +47,7 @@ Error CommunicatorTransport::send(int to, int64_t tag, const std::vector<float> 
   Expected<int> t = messageTag(tag);
   if (!t)
     return t.takeError();
+  std::lock_guard<std::mutex> lock(mutex);
   sends.push_back({data, nullptr});
   Pending &p = sends.back();
   Expected<RequestPtr> r =
@@ -38,6 +64,7 @@ Expected<bool> CommunicatorTransport::tryReceive(int from, int64_t tag, std::vec
   Expected<int> t = messageTag(tag);
   if (!t)
     return t.takeError();
+  std::lock_guard<std::mutex> lock(mutex);
   auto key = std::make_pair(from, tag);
   auto it = receives.find(key);
   if (it == receives.end()) {
@@ -58,6 +85,7 @@ Expected<bool> CommunicatorTransport::tryReceive(int from, int64_t tag, std::vec
 }
 
 Error CommunicatorTransport::progress() {
+  std::lock_guard<std::mutex> lock(mutex);
   for (auto it = sends.begin(); it != sends.end();) {
     Expected<bool> done = it->request->test();
     if (!done)
@@ -68,6 +96,7 @@ Error CommunicatorTransport::progress() {
 }
 
 Error CommunicatorTransport::flush() {
+  std::lock_guard<std::mutex> lock(mutex);
   for (Pending &p : sends)
     if (Error e = p.request->wait())
       return e;

@@ -7,11 +7,13 @@
 // executor asks for it and tested, never waited on, so a rank whose input
 // has not arrived reports "blocked" and polls again.
 //
-// Progress: MPI moves a started transfer on only inside MPI calls. The
-// executor calls progress() at every step boundary, which tests every
-// pending send (the polling points are the chunk boundaries: a transfer
-// started before a chunk completes at the latest when the chunk ends and
-// the rank polls again, not while compiled code runs).
+// Progress: MPI moves a started transfer on only inside MPI calls, and a
+// hidden state above the eager size needs its sender to call MPI again
+// after the receiver answered. When the communicator allows a second
+// thread (MPI_THREAD_MULTIPLE), a progress thread tests every pending send
+// and posted receive every `kPollInterval` while compiled code computes;
+// otherwise the only polling points are the executor's step boundaries
+// (progress()), and a message may wait for its sender's next chunk.
 //
 //===----------------------------------------------------------------------===//
 #ifndef DSV3_RUNTIME_PIPELINE_COMMTRANSPORT_H
@@ -20,16 +22,27 @@
 #include "runtime/comm/Communicator.h"
 #include "runtime/pipeline/Executor.h"
 
+#include <atomic>
+#include <chrono>
 #include <list>
 #include <map>
+#include <mutex>
+#include <thread>
 
 namespace dsv3::rt {
 
 class CommunicatorTransport : public PipelineTransport {
 public:
+  static constexpr std::chrono::microseconds kPollInterval{50};
+
   /// `pipeline` must outlive this object; its rank r is pipeline rank r.
-  explicit CommunicatorTransport(Communicator &pipeline) : comm(pipeline) {}
+  /// `progressThread`: test pending messages from a second thread when the
+  /// communicator allows it.
+  explicit CommunicatorTransport(Communicator &pipeline, bool progressThread = true);
   ~CommunicatorTransport() override;
+
+  /// Whether a progress thread runs (else: polling at step boundaries).
+  bool hasProgressThread() const { return poller.joinable(); }
 
   Error send(int to, int64_t tag, const std::vector<float> &data) override;
   Expected<bool> tryReceive(int from, int64_t tag, std::vector<float> &data) override;
@@ -42,10 +55,15 @@ private:
     RequestPtr request;
   };
   Expected<int> messageTag(int64_t tag) const;
+  /// Tests every pending request once; the caller holds `mutex`.
+  void testAll();
 
   Communicator &comm;
+  std::mutex mutex; // guards the lists and the requests in them
   std::list<Pending> sends;                           // until completed
   std::map<std::pair<int, int64_t>, Pending> receives; // (from, tag), posted
+  std::atomic<bool> stopping{false};
+  std::thread poller;
 };
 
 } // namespace dsv3::rt

@@ -23,6 +23,8 @@ void TraceRecorder::record(std::string name, TraceLane lane, Clock::time_point b
   auto micros = [&](Clock::time_point t) {
     return std::chrono::duration<double, std::micro>(t - origin).count();
   };
+  // A communication progress thread records completions too.
+  std::lock_guard<std::mutex> lock(mutex);
   list.push_back({std::move(name), lane, micros(begin), micros(end)});
 }
 

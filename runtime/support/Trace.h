@@ -12,6 +12,7 @@
 #define DSV3_RUNTIME_SUPPORT_TRACE_H
 
 #include <chrono>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -44,6 +45,7 @@ public:
 private:
   bool on = false;
   Clock::time_point origin;
+  std::mutex mutex; // guards list
   std::vector<Span> list;
 };
 

@@ -581,9 +581,12 @@ int runPipelineGrad(const dsv3::ModelDescription &desc, const std::vector<int64_
       return fail(predicted.error().message());
     llvm::raw_string_ostream os(timeline);
     os << llvm::format("pipeline %s: %d ranks, %d stages, %d micro-batches; makespan %.1f ms "
-                       "(simulated with the measured chunk costs: %.1f ms)\n",
+                       "(simulated with the measured chunk costs: %.1f ms); messages progressed "
+                       "by %s\n",
                        dsv3::rt::scheduleName(schedule.kind), schedule.ranks, schedule.stages,
-                       schedule.microBatches, makespan * 1e3, predicted->makespan * 1e3);
+                       schedule.microBatches, makespan * 1e3, predicted->makespan * 1e3,
+                       transport.hasProgressThread() ? "a progress thread"
+                                                     : "polling between chunks");
     for (int r = 0; r < schedule.ranks; ++r) {
       double busy = 0;
       for (double d : durations[r])
