@@ -52,6 +52,18 @@ inline const std::vector<std::string> &paramRoles() {
   return roles;
 }
 
+/// The scalar objectives a step returns, in the order tools list them.
+inline const std::vector<std::string> &lossRoles() {
+  static const std::vector<std::string> roles{"total_loss", "loss", "mtp_loss", "balance_loss"};
+  return roles;
+}
+inline bool isLossRole(const std::string &role) {
+  for (const std::string &r : lossRoles())
+    if (r == role)
+      return true;
+  return false;
+}
+
 /// The flat parameter buffer of a compiled module.
 struct ParamLayout {
   std::vector<ParamSlot> slots;

@@ -64,9 +64,6 @@ std::vector<int64_t> replicaRows(const std::vector<int64_t> &batch, int64_t rows
 
 namespace {
 
-bool isLoss(const std::string &role) {
-  return role == "loss" || role == "mtp_loss" || role == "balance_loss" || role == "total_loss";
-}
 bool isPerToken(const std::string &role) {
   return role == "logits" || role == "mtp_logits" || role == "expert_ids";
 }
@@ -168,7 +165,7 @@ Error gatherOutputs(const EntryPoint &entry, OutputBuffers &local, const ParamLa
         o.shape[0] *= plan.expert;
     } else if (isPerToken(o.role)) {
       o.shape[0] *= plan.data;
-    } else if (!isLoss(o.role) && plan.data > 1) {
+    } else if (!isLossRole(o.role) && plan.data > 1) {
       return Error::failure("output '" + o.name + "' (" + o.role +
                             ") has no rule to combine it across data-parallel replicas");
     }
@@ -198,7 +195,7 @@ Error gatherOutputs(const EntryPoint &entry, OutputBuffers &local, const ParamLa
       } else {
         std::memcpy(out.f32(), sum, n * sizeof(float));
       }
-    } else if (isLoss(o.role)) {
+    } else if (isLossRole(o.role)) {
       if (Error e = Communicator::complete(groups.data().allReduceSum(ElementType::F32, in.f32(), n)))
         return e;
       for (int64_t k = 0; k < n; ++k)

@@ -43,12 +43,12 @@ Expected<int> CommunicatorTransport::messageTag(int64_t tag) const {
   return static_cast<int>(tag);
 }
 
-Error CommunicatorTransport::send(int to, int64_t tag, const std::vector<float> &data) {
+Error CommunicatorTransport::send(int to, int64_t tag, std::vector<float> data) {
   Expected<int> t = messageTag(tag);
   if (!t)
     return t.takeError();
   std::lock_guard<std::mutex> lock(mutex);
-  sends.push_back({data, nullptr});
+  sends.push_back({std::move(data), nullptr});
   Pending &p = sends.back();
   Expected<RequestPtr> r =
       comm.send(ElementType::F32, p.data.data(), static_cast<int64_t>(p.data.size()), to, *t);

@@ -41,10 +41,11 @@ public:
   explicit CommunicatorTransport(Communicator &pipeline, bool progressThread = true);
   ~CommunicatorTransport() override;
 
-  /// Whether a progress thread runs (else: polling at step boundaries).
-  bool hasProgressThread() const { return poller.joinable(); }
+  std::string progressMode() const override {
+    return poller.joinable() ? "a progress thread" : "polling between chunks";
+  }
 
-  Error send(int to, int64_t tag, const std::vector<float> &data) override;
+  Error send(int to, int64_t tag, std::vector<float> data) override;
   Expected<bool> tryReceive(int from, int64_t tag, std::vector<float> &data) override;
   Error progress() override;
   Error flush() override;

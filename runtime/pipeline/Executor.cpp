@@ -1,10 +1,12 @@
 //===- Executor.cpp - one pipeline rank running its schedule --------------===//
 #include "runtime/pipeline/Executor.h"
 
+#include "runtime/pipeline/Simulator.h"
 #include "runtime/support/Trace.h"
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <thread>
 
@@ -17,10 +19,11 @@ namespace dsv3::rt {
 class InProcessTransport::Endpoint : public PipelineTransport {
 public:
   Endpoint(InProcessTransport &owner, int rank) : owner(owner), rank(rank) {}
-  Error send(int to, int64_t tag, const std::vector<float> &data) override {
-    owner.mailbox[{rank, to, tag}] = data;
+  Error send(int to, int64_t tag, std::vector<float> data) override {
+    owner.mailbox[{rank, to, tag}] = std::move(data);
     return Error::success();
   }
+  std::string progressMode() const override { return "one process's round-robin"; }
   Expected<bool> tryReceive(int from, int64_t tag, std::vector<float> &data) override {
     auto it = owner.mailbox.find({from, rank, tag});
     if (it == owner.mailbox.end())
@@ -55,13 +58,10 @@ PipelineTransport &InProcessTransport::endpoint(int rank) { return *endpoints.at
 
 namespace {
 
-double secondsSince(std::chrono::steady_clock::time_point start) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-}
 const auto processStart = std::chrono::steady_clock::now();
-
-bool isLoss(const std::string &role) {
-  return role == "total_loss" || role == "loss" || role == "mtp_loss" || role == "balance_loss";
+/// Seconds from the process's start to `t`.
+double processSeconds(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration<double>(t - processStart).count();
 }
 
 const InputSlot *inputNamed(const EntryPoint &e, const std::string &name) {
@@ -114,7 +114,8 @@ Expected<bool> PipelineRank::ready(const Chunk &c) {
   // The seed is received by the micro-batch's first backward chunk of the
   // stage even when only its W reads it (stage 0's Bi computes nothing), so
   // look it up in the whole backward's signature.
-  std::string entry = forward ? entryOf(c) : "stage" + std::to_string(c.stage) + "_backward";
+  std::string entry =
+      entryOf(forward ? c : Chunk{ChunkPass::Backward, c.stage, c.microBatch});
   const EntryPoint *e = executable.entry(entry);
   if (!e)
     return Error::failure("the compiled module has no entry point '" + entry +
@@ -190,8 +191,8 @@ Error PipelineRank::run(const Chunk &c) {
       if (peer == rank) {
         keep(to, o.name);
       } else {
-        std::vector<float> data(t.f32(), t.f32() + t.numElements());
-        if (Error err = transport.send(peer, tagOf(gradient, to, c.microBatch), data))
+        if (Error err = transport.send(peer, tagOf(gradient, to, c.microBatch),
+                                       std::vector<float>(t.f32(), t.f32() + t.numElements())))
           return err;
       }
     } else if (o.role == "saved") {
@@ -205,7 +206,7 @@ Error PipelineRank::run(const Chunk &c) {
       const float *d = t.f32();
       for (int64_t k = 0; k < t.numElements(); ++k)
         g[k] += d[k];
-    } else if (isLoss(o.role) && o.shape.empty()) {
+    } else if (isLossRole(o.role) && o.shape.empty()) {
       lossSums[o.role] += t.f32()[0];
     }
   }
@@ -238,8 +239,7 @@ Expected<PipelineRank::Progress> PipelineRank::step() {
     if (!*r)
       return Progress::Blocked;
   }
-  double start = secondsSince(processStart);
-  auto begin = TraceRecorder::Clock::now();
+  auto begin = std::chrono::steady_clock::now();
   for (const Chunk &c : chunks) {
     if (Error e = run(c))
       return e;
@@ -248,11 +248,11 @@ Expected<PipelineRank::Progress> PipelineRank::step() {
     if (c.pass == ChunkPass::Backward || c.pass == ChunkPass::BackwardWeight)
       release(c.stage, c.microBatch);
   }
-  times.push_back({start, secondsSince(processStart), next});
+  auto end = std::chrono::steady_clock::now();
+  times.push_back({processSeconds(begin), processSeconds(end), next});
   // The trace's compute lane names each step as the schedule table does.
   if (TraceRecorder::process().enabled())
-    TraceRecorder::process().record(stepLabel(schedule, rank, s), TraceLane::Compute, begin,
-                                    TraceRecorder::Clock::now());
+    TraceRecorder::process().record(stepLabel(schedule, rank, s), TraceLane::Compute, begin, end);
   if (++next == steps.size()) {
     if (Error e = transport.flush())
       return e;
@@ -276,7 +276,7 @@ Error PipelineRank::stepOutputs(Communicator &pipeline, EntryPoint &entry,
   entry.name = "forward_grad";
   // Losses as the forward chunks name them (the same on every rank: one
   // executable), then gradients in layout order.
-  for (const char *role : {"total_loss", "loss", "mtp_loss", "balance_loss"}) {
+  for (const std::string &role : lossRoles()) {
     for (const EntryPoint &e : executable.entries()) {
       auto o = std::find_if(e.outputs.begin(), e.outputs.end(), [&](const OutputSlot &s) {
         return s.role == role && s.shape.empty() && s.type == ElementType::F32;
@@ -317,6 +317,52 @@ Error PipelineRank::stepOutputs(Communicator &pipeline, EntryPoint &entry,
     std::copy_n(grads.begin() + slot->offset, slot->numElements(), buffers->f32(i));
   }
   return Error::success();
+}
+
+Expected<std::string> PipelineRank::measuredBubbles(Communicator &pipeline,
+                                                    double elapsed) const {
+  // Each rank's elapsed time, then its step durations, padded to the
+  // longest program.
+  size_t longest = 0;
+  for (const auto &steps : schedule.steps)
+    longest = std::max(longest, steps.size());
+  size_t row = longest + 1;
+  std::vector<float> mine(row, 0.f), all(row * schedule.ranks);
+  mine[0] = static_cast<float>(elapsed);
+  for (const StepTime &t : times)
+    mine[1 + t.step] = static_cast<float>(t.end - t.start);
+  if (Error e = Communicator::complete(pipeline.allGather(ElementType::F32, mine.data(),
+                                                          all.data(), int64_t(row))))
+    return e;
+  double makespan = 0;
+  std::vector<std::vector<double>> durations(schedule.ranks);
+  for (int r = 0; r < schedule.ranks; ++r) {
+    makespan = std::max(makespan, double(all[r * row]));
+    durations[r].assign(all.begin() + r * row + 1,
+                        all.begin() + r * row + 1 + schedule.steps[r].size());
+  }
+  auto predicted = simulate(schedule, ChunkCosts{}, meanCostsByKind(schedule, durations));
+  if (!predicted)
+    return predicted.takeError();
+  char line[320];
+  std::snprintf(line, sizeof line,
+                "pipeline %s: %d ranks, %d stages, %d micro-batches; makespan %.1f ms "
+                "(simulated with the measured chunk costs: %.1f ms); messages progressed by "
+                "%s\n",
+                scheduleName(schedule.kind), schedule.ranks, schedule.stages,
+                schedule.microBatches, makespan * 1e3, predicted->makespan * 1e3,
+                transport.progressMode().c_str());
+  std::string out = line;
+  for (int r = 0; r < schedule.ranks; ++r) {
+    double busy = 0;
+    for (double d : durations[r])
+      busy += d;
+    std::snprintf(line, sizeof line,
+                  "  rank %d: busy %.1f ms, bubble %.1f ms measured, %.1f ms simulated\n", r,
+                  busy * 1e3, (makespan - busy) * 1e3, predicted->ranks[r].bubble * 1e3);
+    out += line;
+  }
+  return out;
 }
 
 Error PipelineRank::runToEnd() {

@@ -36,8 +36,9 @@ namespace dsv3::rt {
 class PipelineTransport {
 public:
   virtual ~PipelineTransport() = default;
-  /// Sends `data` to pipeline rank `to` (the transport may keep a copy).
-  virtual Error send(int to, int64_t tag, const std::vector<float> &data) = 0;
+  /// Sends `data` to pipeline rank `to` (the transport keeps it until the
+  /// message is out).
+  virtual Error send(int to, int64_t tag, std::vector<float> data) = 0;
   /// Fills `data` (already sized) with the message `tag` from `from` if it
   /// has arrived; false if not yet.
   virtual Expected<bool> tryReceive(int from, int64_t tag, std::vector<float> &data) = 0;
@@ -45,6 +46,8 @@ public:
   virtual Error progress() { return Error::success(); }
   /// Called after the last step: waits until this rank's sends completed.
   virtual Error flush() { return Error::success(); }
+  /// What moves messages on, for reports ("a progress thread", ...).
+  virtual std::string progressMode() const = 0;
 };
 
 /// Ranks that share one process: messages wait in a map. (MPI jobs use
@@ -100,6 +103,13 @@ public:
   /// Every rank of `pipeline` must call it.
   Error stepOutputs(Communicator &pipeline, EntryPoint &entry,
                     std::unique_ptr<OutputBuffers> &buffers) const;
+
+  /// After the last step, every rank's busy time and measured bubble
+  /// (makespan - busy; the ranks started together `elapsed` seconds ago on
+  /// this rank) beside the simulator's replay of the schedule with the
+  /// measured chunk costs (meanCostsByKind), as lines to print. Every rank
+  /// of `pipeline` must call it.
+  Expected<std::string> measuredBubbles(Communicator &pipeline, double elapsed) const;
 
 private:
   using Store = std::map<std::string, HostTensor>;

@@ -554,48 +554,9 @@ int runPipelineGrad(const dsv3::ModelDescription &desc, const std::vector<int64_
     if (dsv3::rt::Error e = dsv3::rt::writeJobTrace(traceOpt, job.get()))
       return fail(std::move(e));
 
-  // The measured bubble of each pipeline rank (makespan - busy) next to the
-  // simulator's, replaying the schedule with the measured chunk costs.
-  size_t longest = 0;
-  for (const auto &steps : schedule.steps)
-    longest = std::max(longest, steps.size());
-  std::vector<float> mine(longest + 1, 0.f), all((longest + 1) * schedule.ranks);
-  mine[0] = static_cast<float>(elapsed);
-  for (const dsv3::rt::PipelineRank::StepTime &t : program.stepTimes())
-    mine[1 + t.step] = static_cast<float>(t.end - t.start);
-  if (dsv3::rt::Error e = dsv3::rt::Communicator::complete(job->pipeline().allGather(
-          dsv3::rt::ElementType::F32, mine.data(), all.data(), static_cast<int64_t>(mine.size()))))
-    return fail(std::move(e));
-  std::string timeline;
-  {
-    double makespan = 0;
-    std::vector<std::vector<double>> durations(schedule.ranks);
-    for (int r = 0; r < schedule.ranks; ++r) {
-      makespan = std::max(makespan, double(all[r * (longest + 1)]));
-      for (size_t i = 0; i < schedule.steps[r].size(); ++i)
-        durations[r].push_back(all[r * (longest + 1) + 1 + i]);
-    }
-    auto predicted = dsv3::rt::simulate(schedule, dsv3::rt::ChunkCosts{},
-                                        dsv3::rt::meanCostsByKind(schedule, durations));
-    if (!predicted)
-      return fail(predicted.error().message());
-    llvm::raw_string_ostream os(timeline);
-    os << llvm::format("pipeline %s: %d ranks, %d stages, %d micro-batches; makespan %.1f ms "
-                       "(simulated with the measured chunk costs: %.1f ms); messages progressed "
-                       "by %s\n",
-                       dsv3::rt::scheduleName(schedule.kind), schedule.ranks, schedule.stages,
-                       schedule.microBatches, makespan * 1e3, predicted->makespan * 1e3,
-                       transport.hasProgressThread() ? "a progress thread"
-                                                     : "polling between chunks");
-    for (int r = 0; r < schedule.ranks; ++r) {
-      double busy = 0;
-      for (double d : durations[r])
-        busy += d;
-      os << llvm::format("  rank %d: busy %.1f ms, bubble %.1f ms measured, %.1f ms simulated\n",
-                         r, busy * 1e3, (makespan - busy) * 1e3,
-                         predicted->ranks[r].bubble * 1e3);
-    }
-  }
+  auto timeline = program.measuredBubbles(job->pipeline(), elapsed);
+  if (!timeline)
+    return fail(timeline.error().message());
   dsv3::rt::EntryPoint local, global;
   std::unique_ptr<dsv3::rt::OutputBuffers> localOutputs, jobOutputs;
   if (dsv3::rt::Error e = program.stepOutputs(job->pipeline(), local, localOutputs))
@@ -609,7 +570,7 @@ int runPipelineGrad(const dsv3::ModelDescription &desc, const std::vector<int64_
   if (dsv3::rt::Error e = dsv3::rt::writeOutputs(global, *jobOutputs, outputPath,
                                                  "dsv3c grad", summary))
     return fail(std::move(e));
-  llvm::outs() << summary << timeline;
+  llvm::outs() << summary << *timeline;
   return 0;
 }
 
