@@ -56,6 +56,20 @@ PipelineTransport &InProcessTransport::endpoint(int rank) { return *endpoints.at
 // PipelineRank
 //===----------------------------------------------------------------------===//
 
+MicroBatchInputs splitRows(const int64_t *ids, const int64_t *segments, int64_t rows,
+                           int64_t seqLen, int microBatches) {
+  int64_t perMicroBatch = rows / microBatches;
+  return [=](int mb) {
+    int64_t offset = mb * perMicroBatch * seqLen;
+    std::vector<std::pair<std::string, BufferArg>> args{
+        {"input_ids", {const_cast<int64_t *>(ids) + offset, {perMicroBatch, seqLen}}}};
+    if (segments)
+      args.push_back(
+          {"segment_ids", {const_cast<int64_t *>(segments) + offset, {perMicroBatch, seqLen}}});
+    return args;
+  };
+}
+
 namespace {
 
 const auto processStart = std::chrono::steady_clock::now();
@@ -208,6 +222,17 @@ Error PipelineRank::run(const Chunk &c) {
         g[k] += d[k];
     } else if (isLossRole(o.role) && o.shape.empty()) {
       lossSums[o.role] += t.f32()[0];
+    } else if (o.role == "expert_ids" && !o.param.empty()) {
+      const ParamSlot *bias = layout.find(o.param);
+      if (!bias)
+        return Error::failure(name + ": expert choices '" + o.name + "' name '" + o.param +
+                              "', which is not a parameter");
+      std::vector<int64_t> &load = loads[o.param];
+      load.resize(bias->numElements(), 0);
+      const int64_t *ids = t.i64();
+      for (int64_t k = 0; k < t.numElements(); ++k)
+        if (ids[k] >= 0 && ids[k] < bias->numElements())
+          ++load[ids[k]];
     }
   }
   return Error::success();

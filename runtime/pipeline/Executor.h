@@ -68,6 +68,12 @@ private:
 /// The token rows of one micro-batch, as the chunks' inputs name them.
 using MicroBatchInputs = std::function<std::vector<std::pair<std::string, BufferArg>>(int mb)>;
 
+/// `rows` token sequences (and their segment ids, when packed) as
+/// `microBatches` consecutive slices, named as the chunks' inputs are. The
+/// arrays must outlive the returned function.
+MicroBatchInputs splitRows(const int64_t *ids, const int64_t *segments, int64_t rows,
+                           int64_t seqLen, int microBatches);
+
 /// One rank's run of one step's schedule.
 class PipelineRank {
 public:
@@ -87,6 +93,10 @@ public:
   /// and averaged over micro-batches (total_loss, loss, mtp_loss,
   /// balance_loss: each stage's part; the job's value is the sum over ranks).
   const std::map<std::string, double> &losses() const { return lossSums; }
+  /// Tokens routed to each expert by this rank's stages, summed over the
+  /// step's micro-batches, by routing bias (the parameter an `expert_ids`
+  /// output names): what auxiliary-loss-free balancing updates from.
+  const std::map<std::string, std::vector<int64_t>> &expertLoads() const { return loads; }
   /// Wall time of each step and what it ran, for traces and the bubble.
   struct StepTime {
     double start, end;
@@ -130,6 +140,7 @@ private:
   int64_t heldBytes = 0, peakHeld = 0;
   std::vector<float> grads;
   std::map<std::string, double> lossSums;
+  std::map<std::string, std::vector<int64_t>> loads;
   std::vector<StepTime> times;
 };
 

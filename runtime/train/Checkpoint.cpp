@@ -223,7 +223,8 @@ Error saveCheckpoint(const std::string &dir, const CheckpointInfo &info, Session
 
   std::vector<uint8_t> m, v;
   Error written = gatherMoments(session, job, m, v);
-  if (!written && (!job || job->dataRank() == 0))
+  // One replica's expert ranks write (pipeline ranks hold the same values).
+  if (!written && (!job || (job->dataRank() == 0 && job->pipelineRank() == 0)))
     written = writeRankFiles(tmp, info, session, expertRank, files, m, v);
   if (Error e = agreeAcrossRanks(job, std::move(written), "writing the checkpoint"))
     return e;

@@ -2,6 +2,8 @@
 #include "runtime/train/Trainer.h"
 
 #include "runtime/train/Checkpoint.h"
+#include "runtime/pipeline/CommTransport.h"
+#include "runtime/pipeline/Executor.h"
 #include "runtime/support/File.h"
 #include "runtime/support/Trace.h"
 
@@ -71,8 +73,24 @@ struct OutputRoles {
   struct Routing {
     int output;
     int64_t biasOffset, experts;
+    std::string bias;
   };
   std::vector<Routing> routing;
+
+  /// Records an `expert_ids` output that names its layer's routing bias.
+  Error addRouting(const OutputSlot &o, int out, const ParamLayout &layout) {
+    const ParamSlot *s = layout.find(o.param);
+    if (!s || s->role != "routing_bias")
+      return Error::failure("expert choices '" + o.name + "' name '" + o.param +
+                            "', which is not a routing bias");
+    routing.push_back({out, s->offset, s->numElements(), o.param});
+    return Error::success();
+  }
+};
+
+/// The step's scalar losses, summed over micro-batches (then averaged).
+struct StepLosses {
+  double loss = 0, mtpLoss = 0, balanceLoss = 0, totalLoss = 0;
 };
 
 Expected<OutputRoles> assignRoles(const EntryPoint &entry, const ParamLayout &layout) {
@@ -94,16 +112,93 @@ Expected<OutputRoles> assignRoles(const EntryPoint &entry, const ParamLayout &la
         return Error::failure("gradient '" + o.name + "' of unknown parameter '" + o.param + "'");
       r.grads.push_back({out, s->offset});
     } else if (o.role == "expert_ids" && !o.param.empty()) {
-      const ParamSlot *s = layout.find(o.param);
-      if (!s || s->role != "routing_bias")
-        return Error::failure("expert choices '" + o.name + "' name '" + o.param +
-                              "', which is not a routing bias");
-      r.routing.push_back({out, s->offset, s->numElements()});
+      if (Error e = r.addRouting(o, out, layout))
+        return e;
     }
   }
   if (r.loss < 0 || r.totalLoss < 0)
     return Error::failure("forward_grad lacks loss/total_loss outputs");
   return r;
+}
+
+/// The same for a pipelined step, whose chunks the executor runs (it sums
+/// their gradients, losses and expert loads): which losses exist and the
+/// routed layers, once each.
+Expected<OutputRoles> assignPipelineRoles(const Executable &exe, const ParamLayout &layout) {
+  if (!exe.entry("stage0_forward"))
+    return Error::failure("a pipelined step needs the pipeline chunks (stage0_forward, ...): "
+                          "compile it with pipeline stages");
+  OutputRoles r;
+  for (const EntryPoint &e : exe.entries())
+    for (const OutputSlot &o : e.outputs) {
+      if (o.role == "mtp_loss")
+        r.mtpLoss = 0;
+      else if (o.role == "balance_loss")
+        r.balanceLoss = 0;
+      else if (o.role == "expert_ids" && !o.param.empty() &&
+               std::none_of(r.routing.begin(), r.routing.end(),
+                            [&](const OutputRoles::Routing &x) { return x.bias == o.param; }))
+        if (Error err = r.addRouting(o, -1, layout))
+          return err;
+    }
+  return r;
+}
+
+/// One micro-batch of a pipelined step: this rank's program of the
+/// schedule over the replica's `rows` (split into the schedule's
+/// micro-batches). Adds this rank's stages' gradients, loss parts and
+/// expert loads; the pipeline group's sum is the step's.
+Error runPipelined(const PipelineSchedule &schedule, ProcessGroups &job, Session &session,
+                   const std::vector<int64_t> &ids, const std::vector<int64_t> *segments,
+                   int64_t rows, int64_t seqLen, const OutputRoles &roles,
+                   std::vector<float> &grads, StepLosses &losses,
+                   std::vector<std::vector<int64_t>> &loads) {
+  CommunicatorTransport transport(job.pipeline());
+  PipelineRank program(schedule, static_cast<int>(job.pipelineRank()), session.executable(),
+                       session.parameters().data(),
+                       splitRows(ids.data(), segments ? segments->data() : nullptr, rows, seqLen,
+                                 schedule.microBatches),
+                       transport);
+  if (Error e = program.runToEnd())
+    return e;
+  const std::vector<float> &g = program.gradients();
+  for (size_t k = 0; k < g.size(); ++k)
+    grads[k] += g[k];
+  auto part = [&](const char *role) {
+    auto it = program.losses().find(role);
+    return it == program.losses().end() ? 0.0 : it->second;
+  };
+  losses.loss += part("loss");
+  losses.mtpLoss += part("mtp_loss");
+  losses.balanceLoss += part("balance_loss");
+  losses.totalLoss += part("total_loss");
+  for (size_t r = 0; r < roles.routing.size(); ++r) {
+    loads[r].resize(roles.routing[r].experts, 0);
+    auto it = program.expertLoads().find(roles.routing[r].bias);
+    if (it != program.expertLoads().end())
+      for (size_t x = 0; x < it->second.size() && x < loads[r].size(); ++x)
+        loads[r][x] += it->second[x];
+  }
+  return Error::success();
+}
+
+/// Sums each pipeline rank's parts of the step's losses and expert loads
+/// (every rank then holds the replica's).
+Error sumOverPipeline(ProcessGroups &job, StepLosses &losses,
+                      std::vector<std::vector<int64_t>> &loads) {
+  double *values[] = {&losses.loss, &losses.mtpLoss, &losses.balanceLoss, &losses.totalLoss};
+  float parts[4];
+  for (int i = 0; i < 4; ++i)
+    parts[i] = static_cast<float>(*values[i]);
+  if (Error e = Communicator::complete(job.pipeline().allReduceSum(ElementType::F32, parts, 4)))
+    return e;
+  for (int i = 0; i < 4; ++i)
+    *values[i] = parts[i];
+  for (std::vector<int64_t> &l : loads)
+    if (Error e = Communicator::complete(
+            job.pipeline().allReduceSum(ElementType::I64, l.data(), l.size())))
+      return e;
+  return Error::success();
 }
 
 /// A loss curve as SVG.
@@ -168,9 +263,14 @@ std::string rankLogPath(const std::string &logPath, int rank) {
   return stem + ".rank-" + std::to_string(rank) + ext;
 }
 
-Error train(const TrainConfig &c, Session &session, const DataSource &data, ProcessGroups *job) {
+Error train(const TrainConfig &c, Session &session, const DataSource &data, ProcessGroups *job,
+            const PipelineSchedule *pipeline) {
   if (job && job->plan().single())
     job = nullptr;
+  if (pipeline && (!job || job->plan().pipeline != pipeline->ranks))
+    return Error::failure("a pipeline schedule of " +
+                          std::to_string(pipeline ? pipeline->ranks : 0) +
+                          " ranks needs a job with as many pipeline ranks");
   bool root = !job || job->isRoot();
   const OptimizerShard &shard = session.shard();
   if (shard.count > 1 && (!job || shard.count != job->plan().data))
@@ -179,9 +279,10 @@ Error train(const TrainConfig &c, Session &session, const DataSource &data, Proc
                           std::to_string(job ? job->plan().data : 1) + " data-parallel ranks");
   const ParamLayout &layout = session.layout();
   const EntryPoint *entry = session.executable().entry("forward_grad");
-  if (!entry || !session.trains())
+  if ((!entry && !pipeline) || !session.trains())
     return Error::failure("training needs forward_grad and adamw_step");
-  auto roles = assignRoles(*entry, layout);
+  auto roles = pipeline ? assignPipelineRoles(session.executable(), layout)
+                        : assignRoles(*entry, layout);
   if (!roles)
     return roles.takeError();
   // Padded to whole optimizer shards: a ZeRO-1 job reduce-scatters it.
@@ -194,7 +295,7 @@ Error train(const TrainConfig &c, Session &session, const DataSource &data, Proc
       return step.takeError();
     startStep = *step;
   }
-  OutputBuffers &outputs = session.outputs("forward_grad");
+  OutputBuffers *outputs = pipeline ? nullptr : &session.outputs("forward_grad");
 
   std::ofstream log;
   if (!c.logJsonPath.empty() && root) {
@@ -225,7 +326,7 @@ Error train(const TrainConfig &c, Session &session, const DataSource &data, Proc
     auto stepStart = Clock::now();
     CommStats commBefore = job ? job->commTotals() : CommStats{};
     std::fill(grads.begin(), grads.end(), 0.f);
-    double loss = 0, mtpLoss = 0, balanceLoss = 0, totalLoss = 0;
+    StepLosses losses;
     // Expert loads per routed layer, over all micro-batches of the step.
     std::vector<std::vector<int64_t>> loads(roles->routing.size());
     for (int64_t micro = 0; micro < c.gradAccumulation; ++micro) {
@@ -236,6 +337,12 @@ Error train(const TrainConfig &c, Session &session, const DataSource &data, Proc
         if (segs)
           segs = &(segmentRows = replicaRows(*segs, data.batch(), data.seqLen(), *job));
       }
+      if (pipeline) {
+        if (Error e = runPipelined(*pipeline, *job, session, ids, segs, rows, data.seqLen(),
+                                   *roles, grads, losses, loads))
+          return e;
+        continue;
+      }
       std::vector<BufferArg> inputs{{ids.data(), {rows, data.seqLen()}}};
       if (segs)
         inputs.push_back({const_cast<int64_t *>(segs->data()), {rows, data.seqLen()}});
@@ -244,31 +351,30 @@ Error train(const TrainConfig &c, Session &session, const DataSource &data, Proc
         if (Error e = session.run("forward_grad", inputs))
           return e;
       }
-      loss += outputs.f32(roles->loss)[0];
-      totalLoss += outputs.f32(roles->totalLoss)[0];
+      losses.loss += outputs->f32(roles->loss)[0];
+      losses.totalLoss += outputs->f32(roles->totalLoss)[0];
       if (roles->mtpLoss >= 0)
-        mtpLoss += outputs.f32(roles->mtpLoss)[0];
+        losses.mtpLoss += outputs->f32(roles->mtpLoss)[0];
       if (roles->balanceLoss >= 0)
-        balanceLoss += outputs.f32(roles->balanceLoss)[0];
+        losses.balanceLoss += outputs->f32(roles->balanceLoss)[0];
       for (auto [out, offset] : roles->grads) {
-        const float *g = outputs.f32(out);
-        for (int64_t k = 0, n = outputs.tensors[out].numElements(); k < n; ++k)
+        const float *g = outputs->f32(out);
+        for (int64_t k = 0, n = outputs->tensors[out].numElements(); k < n; ++k)
           grads[offset + k] += g[k];
       }
       for (size_t r = 0; r < roles->routing.size(); ++r) {
         const OutputRoles::Routing &role = roles->routing[r];
         loads[r].resize(role.experts, 0);
-        const int64_t *ids = outputs.i64(role.output);
-        for (int64_t k = 0, n = outputs.tensors[role.output].numElements(); k < n; ++k)
+        const int64_t *ids = outputs->i64(role.output);
+        for (int64_t k = 0, n = outputs->tensors[role.output].numElements(); k < n; ++k)
           if (ids[k] >= 0 && ids[k] < role.experts)
             ++loads[r][ids[k]];
       }
     }
     double inv = 1.0 / c.gradAccumulation;
-    loss *= inv;
-    mtpLoss *= inv;
-    balanceLoss *= inv;
-    totalLoss *= inv;
+    auto &[loss, mtpLoss, balanceLoss, totalLoss] = losses;
+    for (double *v : {&loss, &mtpLoss, &balanceLoss, &totalLoss})
+      *v *= inv;
     double sq = 0;
     for (float &g : grads) {
       g *= inv;
@@ -283,6 +389,10 @@ Error train(const TrainConfig &c, Session &session, const DataSource &data, Proc
           sum += l[x];
         rankLoad.push_back(sum);
       }
+    // Each pipeline rank computed its stages' parts.
+    if (pipeline)
+      if (Error e = sumOverPipeline(*job, losses, loads))
+        return e;
     if (job) {
       auto jobSq = reduceGradients(*job, layout, shard, grads, shardGrads);
       if (!jobSq)

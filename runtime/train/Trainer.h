@@ -12,6 +12,7 @@
 
 #include "runtime/exec/Session.h"
 #include "runtime/parallel/Parallel.h"
+#include "runtime/pipeline/Schedule.h"
 #include "runtime/train/Data.h"
 
 #include <optional>
@@ -53,11 +54,17 @@ double updateRoutingBias(const std::vector<int64_t> &load, double gamma, float *
 /// Every rank of a job also writes its own JSON lines beside the log
 /// (rankLogPath): all-to-all bytes, time inside communication and the
 /// tokens its experts received, per step.
+/// With a `pipeline` schedule (the job's plan has pipeline ranks), the
+/// session holds the pipeline chunks (dsv3-pipeline-partition) instead of
+/// forward_grad: each step's micro-batch runs this rank's program of the
+/// schedule over the replica's rows (runtime/pipeline), its stages' loss
+/// parts, gradients and expert loads are summed over the pipeline group,
+/// and every pipeline rank applies the same AdamW update.
+Error train(const TrainConfig &config, Session &session, const DataSource &data,
+            ProcessGroups *job = nullptr, const PipelineSchedule *pipeline = nullptr);
+
 /// `log.jsonl` -> `log.rank-R.jsonl`: where rank R's metrics go.
 std::string rankLogPath(const std::string &logPath, int rank);
-
-Error train(const TrainConfig &config, Session &session, const DataSource &data,
-            ProcessGroups *job = nullptr);
 
 } // namespace dsv3::rt
 

@@ -169,21 +169,29 @@ void PrintTo(const PipelineCase &c, std::ostream *os) {
       << " --micro-batches " << c.microBatches;
 }
 
-class PipelineGrad : public ::testing::TestWithParam<PipelineCase> {
-protected:
-  /// 8 sequences of the tiny model's vocabulary and the one-process
-  /// outputs over them, made once.
-  static void SetUpTestSuite() {
-    std::string dir = scratchDir("pipeline-single");
-    tokens = dir + "/tokens.safetensors";
+/// 8 sequences of 16 of the tiny model's vocabulary (an LCG), written once
+/// per test process; enough rows for 8 pipeline micro-batches.
+const std::string &eightSequences() {
+  static const std::string path = [] {
+    std::string p = scratchDir("pipeline-tokens") + "/tokens.safetensors";
     std::vector<int64_t> ids;
     uint64_t x = 12345;
     for (int i = 0; i < 8 * 16; ++i) {
       x = x * 6364136223846793005ull + 1442695040888963407ull;
       ids.push_back(static_cast<int64_t>((x >> 33) % 512));
     }
-    writeTokens(tokens, {8, 16}, ids);
-    single = dir + "/grad.safetensors";
+    writeTokens(p, {8, 16}, ids);
+    return p;
+  }();
+  return path;
+}
+
+class PipelineGrad : public ::testing::TestWithParam<PipelineCase> {
+protected:
+  /// The one-process outputs over the 8 sequences, made once.
+  static void SetUpTestSuite() {
+    tokens = eightSequences();
+    single = scratchDir("pipeline-single") + "/grad.safetensors";
     RunResult r = runDsv3c("grad " + sourcePath("models/tiny") + " --tokens " + tokens + " -o " +
                            single);
     ASSERT_EQ(r.exitCode, 0) << r.output;
@@ -210,9 +218,27 @@ INSTANTIATE_TEST_SUITE_P(Schedules, PipelineGrad,
                                            PipelineCase{"zb1p", 2, 2, 1, 4}),
                          pipelineCaseName);
 
-/// `train` for 4 steps under a plan follows the one-process trajectory:
-/// every step's losses and gradient norm within 1e-5 relative (AdamW,
-/// clipping, MTP and routing-bias updates on, from global loads).
+/// Two training logs of 4 steps agree: every step's losses, gradient norm
+/// and expert-load imbalance within 1e-5 relative.
+void expectSameTrajectory(const std::string &got, const std::string &want,
+                          const std::string &plan) {
+  for (const char *key : {"loss", "mtp_loss", "total_loss", "grad_norm", "load_imbalance"}) {
+    std::vector<double> w = logField(want, key), g = logField(got, key);
+    ASSERT_EQ(w.size(), 4u) << key;
+    ASSERT_EQ(g.size(), 4u) << plan << " " << key;
+    double worst = 0;
+    for (size_t i = 0; i < w.size(); ++i) {
+      double rel = std::abs(g[i] - w[i]) / std::max(std::abs(w[i]), 1e-12);
+      EXPECT_LE(rel, 1e-5) << plan << " " << key << " at step " << i + 1;
+      worst = std::max(worst, rel);
+    }
+    std::printf("%s %-14s worst relative difference over 4 steps %.1e\n", plan.c_str(), key,
+                worst);
+  }
+}
+
+/// `train` for 4 steps under a plan follows the one-process trajectory
+/// (AdamW, clipping, MTP and routing-bias updates on, from global loads).
 class ParallelTrain : public ::testing::TestWithParam<Case> {};
 
 TEST_P(ParallelTrain, FollowsOneProcess) {
@@ -222,23 +248,10 @@ TEST_P(ParallelTrain, FollowsOneProcess) {
                      sourcePath(c.tokens) + " --steps 4 --log-json ";
   RunResult one = runDsv3c(args + dir + "/one.jsonl");
   ASSERT_EQ(one.exitCode, 0) << one.output;
-  RunResult job = runCommand(mpirun(c.dp * c.ep) + args + dir + "/job.jsonl --dp " +
-                             std::to_string(c.dp) + " --ep " + std::to_string(c.ep));
+  std::string plan = "--dp " + std::to_string(c.dp) + " --ep " + std::to_string(c.ep);
+  RunResult job = runCommand(mpirun(c.dp * c.ep) + args + dir + "/job.jsonl " + plan);
   ASSERT_EQ(job.exitCode, 0) << job.output;
-  for (const char *key : {"loss", "mtp_loss", "total_loss", "grad_norm", "load_imbalance"}) {
-    std::vector<double> want = logField(dir + "/one.jsonl", key),
-                        got = logField(dir + "/job.jsonl", key);
-    ASSERT_EQ(want.size(), 4u) << key;
-    ASSERT_EQ(got.size(), 4u) << key;
-    double worst = 0;
-    for (size_t i = 0; i < want.size(); ++i) {
-      double rel = std::abs(got[i] - want[i]) / std::max(std::abs(want[i]), 1e-12);
-      EXPECT_LE(rel, 1e-5) << key << " at step " << i + 1;
-      worst = std::max(worst, rel);
-    }
-    std::printf("--dp %d --ep %d %-14s worst relative difference over 4 steps %.1e\n", c.dp,
-                c.ep, key, worst);
-  }
+  expectSameTrajectory(dir + "/job.jsonl", dir + "/one.jsonl", plan);
 }
 
 INSTANTIATE_TEST_SUITE_P(
@@ -280,6 +293,25 @@ void expectSameCheckpoint(const std::string &got, const std::string &want,
     std::printf("%s checkpoint%s: %zu tensors, worst relative L2 %.2e\n", plan.c_str(), part,
                 (*ws)->names().size(), worst);
   }
+}
+
+/// `train --pp 2 --schedule dualpipev --micro-batches 8` over the 8
+/// sequences follows the one-process trajectory for 4 steps, and its
+/// checkpoint is the one-process checkpoint: each pipeline rank sums its
+/// stages' gradients, loss parts and expert loads with the others', then
+/// every rank applies the same update.
+TEST(PipelineTrain, FollowsOneProcessAndSaves) {
+  std::string dir = scratchDir("pipeline-train");
+  std::string args = "train " + sourcePath("models/tiny") + " --tokens " + eightSequences() +
+                     " --steps 4 --log-json ";
+  RunResult one = runDsv3c(args + dir + "/one.jsonl --save " + dir + "/one");
+  ASSERT_EQ(one.exitCode, 0) << one.output;
+  std::string plan = "--pp 2 --schedule dualpipev --micro-batches 8";
+  RunResult job =
+      runCommand(mpirun(2) + args + dir + "/job.jsonl --save " + dir + "/job " + plan);
+  ASSERT_EQ(job.exitCode, 0) << job.output;
+  expectSameTrajectory(dir + "/job.jsonl", dir + "/one.jsonl", plan);
+  expectSameCheckpoint(dir + "/job", dir + "/one", plan);
 }
 
 /// A checkpoint saved under one plan is the one-process checkpoint (hub

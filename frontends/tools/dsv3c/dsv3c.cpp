@@ -366,7 +366,7 @@ llvm::Expected<dsv3::rt::ParallelPlan> resolvePlan(const dsv3::ModelDescription 
   if (s.pipeline > 1 && !allowPipeline)
     return llvm::createStringError(source + ": pipeline parallelism (--pp " +
                                    std::to_string(s.pipeline) +
-                                   ") runs in 'grad' so far, not in this command; use --pp 1");
+                                   ") runs in 'grad' and 'train' so far, not in this command; use --pp 1");
   if (batch % s.data != 0)
     return llvm::createStringError(batchSource + ": a batch of " + std::to_string(batch) +
                                    " sequences does not split over " + std::to_string(s.data) +
@@ -485,14 +485,15 @@ int runCompile() {
 /// The schedule of --schedule over `plan.pipeline` ranks for a replica of
 /// `rows` sequences in --micro-batches parts (default: one sequence each).
 llvm::Expected<dsv3::rt::PipelineSchedule> pipelineSchedule(const dsv3::rt::ParallelPlan &plan,
-                                                            int64_t rows) {
+                                                            int64_t rows,
+                                                            const std::string &rowSource) {
   auto kind = dsv3::rt::parseScheduleKind(scheduleOpt);
   if (!kind)
     return llvm::createStringError("--schedule=" + scheduleOpt +
                                    " is not a schedule (1f1b, zb1p, dualpipe, dualpipev)");
   int64_t microBatches = microBatchesOpt > 0 ? microBatchesOpt.getValue() : rows;
   if (rows % microBatches != 0)
-    return llvm::createStringError(tokensPath + ": a replica's " + std::to_string(rows) +
+    return llvm::createStringError(rowSource + ": a replica's " + std::to_string(rows) +
                                    " sequences do not split into " +
                                    std::to_string(microBatches) + " micro-batches");
   auto schedule = dsv3::rt::buildSchedule(*kind, plan.pipeline, microBatches);
@@ -522,15 +523,8 @@ int runPipelineGrad(const dsv3::ModelDescription &desc, const std::vector<int64_
     return fail(model.takeError());
   dsv3::rt::Session &session = *model->session;
 
-  auto inputs = [&](int mb) {
-    int64_t offset = mb * perMicroBatch * cols;
-    std::vector<std::pair<std::string, dsv3::rt::BufferArg>> args{
-        {"input_ids", {const_cast<int64_t *>(ids.data()) + offset, {perMicroBatch, cols}}}};
-    if (segments)
-      args.push_back({"segment_ids",
-                      {const_cast<int64_t *>(segments->data()) + offset, {perMicroBatch, cols}}});
-    return args;
-  };
+  auto inputs = dsv3::rt::splitRows(ids.data(), segments ? segments->data() : nullptr, rows, cols,
+                                    schedule.microBatches);
   dsv3::rt::CommunicatorTransport transport(job->pipeline());
   dsv3::rt::PipelineRank program(schedule, static_cast<int>(job->pipelineRank()),
                                  session.executable(), session.parameters().data(), inputs,
@@ -599,7 +593,7 @@ int runOnTokens(bool gradient) {
     return fail(plan.takeError());
   std::optional<dsv3::rt::PipelineSchedule> schedule;
   if (plan->pipeline > 1) {
-    auto s = pipelineSchedule(*plan, shape[0] / plan->data);
+    auto s = pipelineSchedule(*plan, shape[0] / plan->data, tokensPath);
     if (!s)
       return fail(s.takeError());
     schedule = std::move(*s);
@@ -712,19 +706,32 @@ int runTrain() {
     if (dsv3::rt::Error e = dsv3::rt::checkResumeSource(c.resumePath))
       return fail(std::move(e));
 
-  auto plan = resolvePlan(*desc, data->batch(),
-                          tokensPath.empty() ? std::string("--batch") : tokensPath.getValue(),
-                          /*launch=*/true);
+  std::string batchSource =
+      tokensPath.empty() ? std::string("--batch") : tokensPath.getValue();
+  auto plan = resolvePlan(*desc, data->batch(), batchSource, /*launch=*/true,
+                          /*allowPipeline=*/true);
   if (!plan)
     return fail(plan.takeError());
+  // Each rank compiles one replica's step (batch / dp rows, its experts);
+  // with pipeline ranks, the chunks of one pipeline micro-batch.
+  int64_t replicaRows = data->batch() / plan->data, compiledRows = replicaRows;
+  std::optional<dsv3::rt::PipelineSchedule> schedule;
+  if (plan->pipeline > 1) {
+    auto s = pipelineSchedule(*plan, replicaRows, batchSource);
+    if (!s)
+      return fail(s.takeError());
+    schedule = std::move(*s);
+    compiledRows = replicaRows / schedule->microBatches;
+  }
   if (llvm::Error e = startJob(*plan))
     return fail(std::move(e));
-  // Each rank compiles one replica's step (batch / dp rows, its experts).
-  auto options = compileOptions(*desc, dsv3::CompileMode::TrainStep, data->batch() / plan->data,
+  auto options = compileOptions(*desc, dsv3::CompileMode::TrainStep, compiledRows,
                                 data->seqLen(), data->segments() != nullptr);
   if (!options)
     return fail(options.takeError());
   options->shapeSource = modelPath;
+  if (schedule)
+    options->pipelineStages = schedule->stages;
   options->expertParallel = plan->expert;
   options->routingNodes = plan->routingNodes;
   options->maxNodesPerToken = plan->maxNodesPerToken;
@@ -745,12 +752,17 @@ int runTrain() {
                  << model->session->parameters().size() << " parameters";
     if (job)
       llvm::outs() << " on rank 0 of " << plan->ranks() << " (data " << plan->data
-                   << " x expert " << plan->expert << ")";
+                   << " x expert " << plan->expert << " x pipeline " << plan->pipeline << ")";
+    if (schedule)
+      llvm::outs() << "; pipeline schedule " << dsv3::rt::scheduleName(schedule->kind) << ", "
+                   << schedule->stages << " stages, " << schedule->microBatches
+                   << " pipeline micro-batches per micro-batch";
     llvm::outs() << "\n";
     llvm::outs().flush();
   }
   TimingScope t = compiler.timing().nest("train");
-  if (dsv3::rt::Error e = dsv3::rt::train(c, *model->session, *data, job.get()))
+  if (dsv3::rt::Error e = dsv3::rt::train(c, *model->session, *data, job.get(),
+                                          schedule ? &*schedule : nullptr))
     return fail(std::move(e));
   if (!root)
     return 0;

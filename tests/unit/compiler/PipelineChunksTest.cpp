@@ -93,10 +93,7 @@ protected:
     const rt::Executable &exe = *model->module.executable;
     std::vector<float> &params = model->session->parameters();
     rt::InProcessTransport transport(ranks);
-    auto rows = [&](int mb) {
-      return std::vector<std::pair<std::string, rt::BufferArg>>{
-          {"input_ids", {ids.data() + mb * kSeq, {1, kSeq}}}};
-    };
+    auto rows = rt::splitRows(ids.data(), nullptr, kRows, kSeq, kRows);
     std::vector<std::unique_ptr<rt::PipelineRank>> programs;
     for (int r = 0; r < ranks; ++r)
       programs.push_back(std::make_unique<rt::PipelineRank>(
