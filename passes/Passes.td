@@ -88,6 +88,22 @@ def DSV3PipelinePartitionPass : Pass<"dsv3-pipeline-partition", "::mlir::ModuleO
   let dependentDialects = ["::mlir::func::FuncDialect"];
 }
 
+def DSV3CommOverlapPass : Pass<"dsv3-comm-overlap", "::mlir::ModuleOp"> {
+  let summary = "Start each expert all-to-all early and wait for it late, with independent compute between";
+  let description = [{
+    Every `dsv3.all_to_all` becomes `dsv3.all_to_all_start` (moved up to
+    right after the producers of its operands) and `dsv3.wait` (every
+    side-effect-free op that does not depend on the exchanged rows moves
+    above it, so it sits right before the first consumer). What lies
+    between runs while the rows travel: the shared expert during dispatch
+    and combine, the weight gradients in a backward. Ops with effects,
+    collectives included, keep their order, so every rank issues the same
+    collectives in the same order. Each wait records how many ops moved
+    above it (`overlapped_ops`). Run on tensor-level IR after
+    `dsv3-expert-parallel` and `dsv3-autodiff`.
+  }];
+}
+
 def DSV3NodeLimitedRoutingPass : Pass<"dsv3-node-limited-routing", "::mlir::ModuleOp"> {
   let summary = "Limit each token's routed experts to a few nodes of the expert-parallel group";
   let description = [{

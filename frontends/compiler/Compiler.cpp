@@ -58,6 +58,7 @@ std::unique_ptr<DSV3PipelineOptions> pipelineOptions(const CompileOptions &optio
   p->routingNodes = options.routingNodes;
   p->maxNodesPerToken = options.maxNodesPerToken;
   p->pipelineStages = options.pipelineStages;
+  p->commOverlap = options.commOverlap;
   return p;
 }
 
@@ -195,6 +196,7 @@ Compiler::compile(const ModelDescription &desc, const CompileOptions &options,
                       " fuse=" + (options.cpu.fuseElementwise ? "1" : "0") +
                       " fp8=" + options.fp8.value_or("off") +
                       " ep=" + std::to_string(options.expertParallel) +
+                      (options.commOverlap ? "" : " no-overlap") +
                       (options.maxNodesPerToken > 0
                            ? " nodes=" + std::to_string(options.routingNodes) + "/" +
                                  std::to_string(options.maxNodesPerToken)

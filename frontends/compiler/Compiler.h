@@ -63,6 +63,9 @@ struct CompileOptions {
   /// the module has F, Bi, W and B chunks per stage
   /// (dsv3-pipeline-partition).
   int64_t pipelineStages = 1;
+  /// With expert parallelism: compute between each all-to-all's start and
+  /// wait (dsv3-comm-overlap); off, every exchange blocks where it stands.
+  bool commOverlap = true;
   std::string dumpDir;          ///< one numbered file per phase when set
   /// The file the batch shape came from (the tokens), named in shape
   /// errors; the description's path when empty.

@@ -8,11 +8,13 @@
 // passed by its number (runtime/comm/Groups.h). `dsv3.rank_rows` and its
 // gradient become slices at an offset computed from the runtime's rank.
 //
-// Today a `*_start` op runs its collective to completion where it stands
-// and `dsv3.wait` just hands the value on: the IR already says where
-// compute may overlap; the runtime's nonblocking requests behind these
-// calls come with the overlap pass. Send and receive are lowered with the
-// pipeline schedule.
+// `dsv3.all_to_all_start` becomes a nonblocking start into a fresh
+// destination and its `dsv3.wait` a call that completes it (with the
+// source as an operand, so bufferization keeps the source alive and
+// unchanged while the transfer reads it): what dsv3-comm-overlap puts
+// between them runs while the rows travel. The other `*_start` ops still
+// run their collective where they stand and their wait hands the value on.
+// Point-to-point messages are the pipeline executor's (runtime/pipeline).
 //
 //===----------------------------------------------------------------------===//
 #include "ir/Codegen/CodegenDialect.h"
@@ -98,6 +100,36 @@ FailureOr<Value> callCollective(OpBuilder &b, Operation *op, StringRef name, Val
   auto call = codegen::UkernelOp::create(b, loc, TypeRange{dest.getType()}, StringRef(kernel), ins,
                                          ValueRange{dest}, /*collective=*/true);
   return expandRows(b, loc, call.getResult(0), resultType);
+}
+
+/// A nonblocking all-to-all: the start call into a fresh destination, and
+/// each wait a call that completes it.
+LogicalResult lowerAllToAllStart(AllToAllStartOp start) {
+  OpBuilder b(start);
+  Location loc = start.getLoc();
+  auto type = cast<RankedTensorType>(start.getType().getResultType());
+  FailureOr<Value> started =
+      callCollective(b, start, "dsv3rt_all_to_all_start", start.getX(),
+                     {start.getSendCounts(), start.getRecvCounts()}, type);
+  if (failed(started))
+    return failure();
+  std::string kernel = type.getElementType().isF32() ? "dsv3rt_all_to_all_wait_f32"
+                                                     : "dsv3rt_all_to_all_wait_i64";
+  for (Operation *user : llvm::make_early_inc_range(start->getUsers())) {
+    auto wait = dyn_cast<WaitOp>(user);
+    if (!wait)
+      return user->emitOpError() << "uses a request other than by dsv3.wait";
+    b.setInsertionPoint(wait);
+    Value rows = collapseRows(b, loc, *started);
+    auto call = codegen::UkernelOp::create(
+        b, wait.getLoc(), TypeRange{rows.getType()}, StringRef(kernel),
+        ValueRange{collapseRows(b, loc, start.getX()), rows}, ValueRange{rows},
+        /*collective=*/true);
+    wait.getResult()[0].replaceAllUsesWith(expandRows(b, loc, call.getResult(0), type));
+    wait.erase();
+  }
+  start.erase();
+  return success();
 }
 
 /// The yielded tensor type of a collective (its request's for a start).
@@ -225,6 +257,11 @@ struct DSV3LowerCommPass : dsv3::impl::DSV3LowerCommPassBase<DSV3LowerCommPass> 
       }
       if (auto r = dyn_cast<RankRowsOp>(op)) {
         if (failed(lowerRankRows(module, r)))
+          return signalPassFailure();
+        continue;
+      }
+      if (auto start = dyn_cast<AllToAllStartOp>(op)) {
+        if (failed(lowerAllToAllStart(start)))
           return signalPassFailure();
         continue;
       }

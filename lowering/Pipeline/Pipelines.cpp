@@ -146,6 +146,8 @@ LogicalResult buildTensorPipeline(OpPassManager &pm, const DSV3PipelineOptions &
   } else if (options.differentiate) {
     pm.addPass(createDSV3AutodiffPass());
   }
+  if (options.expertParallel > 1 && options.commOverlap)
+    pm.addPass(createDSV3CommOverlapPass());
   if (options.fp8) {
     std::unique_ptr<Pass> fp8 = createDSV3FP8TileQuantizePass();
     std::string problem;

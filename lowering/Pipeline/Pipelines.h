@@ -71,6 +71,11 @@ struct DSV3PipelineOptions : public mlir::PassPipelineOptions<DSV3PipelineOption
                      "with N pipeline stages); each is differentiated and split into "
                      "F/Bi/W chunks (dsv3-pipeline-partition)"),
       llvm::cl::init(1)};
+  Option<bool> commOverlap{
+      *this, "comm-overlap",
+      llvm::cl::desc("With expert parallelism: start each all-to-all early and wait late, "
+                     "with independent compute between (dsv3-comm-overlap)"),
+      llvm::cl::init(true)};
   CPUPipelineOptions cpu() const { return {fuseElementwise, ukernels}; }
 };
 

@@ -4,6 +4,12 @@
 #include "runtime/comm/Groups.h"
 
 #include <cstring>
+#include <algorithm>
+#include <chrono>
+#include <condition_variable>
+#include <map>
+#include <mutex>
+#include <thread>
 #include <string>
 #include <vector>
 
@@ -71,9 +77,18 @@ template <class T> void reduceScatter(int64_t group, CommMatrix<T> *x, CommMatri
   out.storeTo(*y);
 }
 
+/// An all-to-all in flight: its request and the dense views its transfer
+/// reads and writes (private copies stay alive with it).
+template <class T> struct StartedAllToAll {
+  Communicator *comm;
+  RequestPtr request;
+  Dense<T> in, out;
+  int64_t received;
+};
+
 template <class T>
-void allToAll(int64_t group, CommMatrix<T> *x, CommCounts *sendCounts, CommCounts *recvCounts,
-              CommMatrix<T> *y) {
+StartedAllToAll<T> startAllToAll(int64_t group, CommMatrix<T> *x, CommCounts *sendCounts,
+                                 CommCounts *recvCounts, CommMatrix<T> *y) {
   Communicator &comm = groupOf(group);
   int64_t ranks = comm.size();
   if (sendCounts->size != ranks || recvCounts->size != ranks)
@@ -97,13 +112,110 @@ void allToAll(int64_t group, CommMatrix<T> *x, CommCounts *sendCounts, CommCount
     comm.abort("compiled code: all-to-all sends " + std::to_string(sent) + " of " +
                std::to_string(in.rows) + " rows and receives " + std::to_string(received) +
                " rows into a capacity of " + std::to_string(out.rows));
-  check(comm, "all-to-all",
-        Communicator::complete(
-            comm.allToAllV(elementTypeOf<T>(), in.data, sc, so, out.data, rc, ro)));
+  Expected<RequestPtr> request =
+      comm.allToAllV(elementTypeOf<T>(), in.data, sc, so, out.data, rc, ro);
+  if (!request)
+    check(comm, "all-to-all", request.takeError());
+  return {&comm, std::move(*request), std::move(in), std::move(out), received};
+}
+
+template <class T> void finishAllToAll(StartedAllToAll<T> &a, CommMatrix<T> *y) {
+  check(*a.comm, "all-to-all", a.request->wait());
   // Rows past the received ones are zero, as dsv3.all_to_all says.
-  std::memset(static_cast<void *>(out.data + received * cols), 0,
-              (out.rows - received) * cols * sizeof(T));
-  out.storeTo(*y);
+  std::memset(static_cast<void *>(a.out.data + a.received * a.out.cols), 0,
+              (a.out.rows - a.received) * a.out.cols * sizeof(T));
+  a.out.storeTo(*y);
+}
+
+template <class T>
+void allToAll(int64_t group, CommMatrix<T> *x, CommCounts *sendCounts, CommCounts *recvCounts,
+              CommMatrix<T> *y) {
+  StartedAllToAll<T> a = startAllToAll(group, x, sendCounts, recvCounts, y);
+  finishAllToAll(a, y);
+}
+
+/// The started all-to-alls compiled code has not waited for, by the
+/// address of their destination.
+template <class T> std::map<const T *, StartedAllToAll<T>> &pendingAllToAlls() {
+  static std::map<const T *, StartedAllToAll<T>> pending;
+  return pending;
+}
+std::mutex pendingMutex;
+std::condition_variable pendingChanged;
+int64_t pendingCount = 0;
+std::vector<Communicator *> pendingComms; // the groups of the pending ones
+
+/// While compiled code computes between an all-to-all's start and wait,
+/// this thread lets MPI move the transfer on (every 20 us). It sleeps while
+/// nothing is in flight; only for communicators that allow a second thread.
+class ProgressThread {
+public:
+  ProgressThread() : thread([this] { run(); }) {}
+  ~ProgressThread() {
+    {
+      std::lock_guard<std::mutex> lock(pendingMutex);
+      stop = true;
+    }
+    pendingChanged.notify_all();
+    thread.join();
+  }
+
+private:
+  void run() {
+    std::unique_lock<std::mutex> lock(pendingMutex);
+    while (!stop) {
+      if (pendingCount == 0) {
+        pendingChanged.wait(lock);
+        continue;
+      }
+      for (Communicator *c : pendingComms)
+        c->progress();
+      lock.unlock();
+      std::this_thread::sleep_for(std::chrono::microseconds(20));
+      lock.lock();
+    }
+  }
+  bool stop = false;
+  std::thread thread;
+};
+
+template <class T>
+void allToAllStart(int64_t group, CommMatrix<T> *x, CommCounts *sendCounts,
+                   CommCounts *recvCounts, CommMatrix<T> *y) {
+  StartedAllToAll<T> a = startAllToAll(group, x, sendCounts, recvCounts, y);
+  Communicator *comm = a.comm;
+  if (comm->threadSafe())
+    static ProgressThread progress; // started with the first exchange in flight
+  std::lock_guard<std::mutex> lock(pendingMutex);
+  auto [it, inserted] = pendingAllToAlls<T>().emplace(y->data + y->offset, std::move(a));
+  if (!inserted)
+    comm->abort("compiled code: a second all-to-all started into the buffer of one in flight");
+  ++pendingCount;
+  if (std::find(pendingComms.begin(), pendingComms.end(), comm) == pendingComms.end())
+    pendingComms.push_back(comm);
+  pendingChanged.notify_all();
+}
+
+/// Completes the all-to-all started into `started`; its result goes to `y`
+/// (the same buffer unless bufferization copied). `x`, the source, is an
+/// operand so that it stays alive and unchanged until here.
+template <class T>
+void allToAllWait(CommMatrix<T> *x, CommMatrix<T> *started, CommMatrix<T> *y) {
+  (void)x;
+  std::unique_lock<std::mutex> lock(pendingMutex);
+  auto it = pendingAllToAlls<T>().find(started->data + started->offset);
+  if (it == pendingAllToAlls<T>().end())
+    processGroup(CommGroup::World)
+        .abort("compiled code waits for an all-to-all that was not started");
+  StartedAllToAll<T> a = std::move(it->second);
+  pendingAllToAlls<T>().erase(it);
+  --pendingCount;
+  lock.unlock();
+  finishAllToAll(a, started);
+  if (y->data + y->offset != started->data + started->offset)
+    for (int64_t r = 0; r < y->sizes[0]; ++r)
+      for (int64_t c = 0; c < y->sizes[1]; ++c)
+        *y->at(r, c) = *started->at(r, c);
 }
 
 } // namespace
@@ -130,6 +242,15 @@ int64_t dsv3rt_comm_size(int64_t group) { return groupOf(group).size(); }
                                                CommCounts *sendCounts,                     \
                                                CommCounts *recvCounts, CommMatrix<T> *y) { \
     allToAll(group, x, sendCounts, recvCounts, y);                                         \
+  }                                                                                        \
+  void _mlir_ciface_dsv3rt_all_to_all_start_##SUFFIX(                                      \
+      int64_t group, CommMatrix<T> *x, CommCounts *sendCounts, CommCounts *recvCounts,     \
+      CommMatrix<T> *y) {                                                                  \
+    allToAllStart(group, x, sendCounts, recvCounts, y);                                    \
+  }                                                                                        \
+  void _mlir_ciface_dsv3rt_all_to_all_wait_##SUFFIX(CommMatrix<T> *x, CommMatrix<T> *started, \
+                                                    CommMatrix<T> *y) {                    \
+    allToAllWait(x, started, y);                                                           \
   }
 DSV3RT_COMM_DEFINE(float, f32)
 DSV3RT_COMM_DEFINE(int64_t, i64)
@@ -147,7 +268,11 @@ const CommSymbol *commSymbols() {
       {"_mlir_ciface_dsv3rt_reduce_scatter_" #SUFFIX,                                      \
        reinterpret_cast<void *>(&_mlir_ciface_dsv3rt_reduce_scatter_##SUFFIX)},            \
       {"_mlir_ciface_dsv3rt_all_to_all_" #SUFFIX,                                          \
-       reinterpret_cast<void *>(&_mlir_ciface_dsv3rt_all_to_all_##SUFFIX)},
+       reinterpret_cast<void *>(&_mlir_ciface_dsv3rt_all_to_all_##SUFFIX)},                \
+      {"_mlir_ciface_dsv3rt_all_to_all_start_" #SUFFIX,                                    \
+       reinterpret_cast<void *>(&_mlir_ciface_dsv3rt_all_to_all_start_##SUFFIX)},          \
+      {"_mlir_ciface_dsv3rt_all_to_all_wait_" #SUFFIX,                                     \
+       reinterpret_cast<void *>(&_mlir_ciface_dsv3rt_all_to_all_wait_##SUFFIX)},
   static const CommSymbol symbols[] = {
       {"dsv3rt_comm_rank", reinterpret_cast<void *>(&dsv3rt_comm_rank)},
       {"dsv3rt_comm_size", reinterpret_cast<void *>(&dsv3rt_comm_size)},

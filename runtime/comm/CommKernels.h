@@ -4,7 +4,8 @@
 // tensor arrives as a strided 2-D memref descriptor [rows, columns] (the
 // lowering collapses the trailing dimensions), counts as 1-D i64
 // descriptors, the group as its CommGroup number. They run the operation on
-// processGroup(group) and wait for it. Compiled code has no error path, so
+// processGroup(group) and wait for it; an all-to-all may also be started
+// and waited for separately (dsv3-comm-overlap puts compute between). Compiled code has no error path, so
 // a failed operation (or an all-to-all that would overflow its static
 // capacity) ends the job on every rank with a message naming this one.
 // Part of the runtime core: no LLVM.
@@ -45,7 +46,14 @@ int64_t dsv3rt_comm_size(int64_t group);
       int64_t group, dsv3::rt::CommMatrix<T> *x, dsv3::rt::CommMatrix<T> *y);              \
   void _mlir_ciface_dsv3rt_all_to_all_##SUFFIX(                                            \
       int64_t group, dsv3::rt::CommMatrix<T> *x, dsv3::rt::CommCounts *sendCounts,         \
-      dsv3::rt::CommCounts *recvCounts, dsv3::rt::CommMatrix<T> *y);
+      dsv3::rt::CommCounts *recvCounts, dsv3::rt::CommMatrix<T> *y);                       \
+  /* Nonblocking: start into y, then wait(x, y as started, result). */                      \
+  void _mlir_ciface_dsv3rt_all_to_all_start_##SUFFIX(                                      \
+      int64_t group, dsv3::rt::CommMatrix<T> *x, dsv3::rt::CommCounts *sendCounts,         \
+      dsv3::rt::CommCounts *recvCounts, dsv3::rt::CommMatrix<T> *y);                       \
+  void _mlir_ciface_dsv3rt_all_to_all_wait_##SUFFIX(dsv3::rt::CommMatrix<T> *x,            \
+                                                    dsv3::rt::CommMatrix<T> *started,      \
+                                                    dsv3::rt::CommMatrix<T> *y);
 DSV3RT_COMM_DECLARE(float, f32)
 DSV3RT_COMM_DECLARE(int64_t, i64)
 #undef DSV3RT_COMM_DECLARE

@@ -81,6 +81,46 @@ private:
 
 RequestPtr completedRequest() { return std::make_unique<Done>(); }
 
+namespace {
+LinkModel processLinkModel;
+} // namespace
+
+void setLinkModel(const LinkModel &model) { processLinkModel = model; }
+const LinkModel &linkModel() { return processLinkModel; }
+
+Expected<LinkModel> parseLinkModel(const std::string &text) {
+  LinkModel m;
+  auto bad = [&](const std::string &why) {
+    return Error::failure("--link-model '" + text + "': " + why +
+                          " (expected bw=GB/s,lat=us, e.g. bw=50,lat=5)");
+  };
+  size_t at = 0;
+  while (at <= text.size()) {
+    size_t end = text.find(',', at);
+    std::string item = text.substr(at, end == std::string::npos ? std::string::npos : end - at);
+    size_t eq = item.find('=');
+    if (eq == std::string::npos)
+      return bad("'" + item + "' is not key=value");
+    std::string key = item.substr(0, eq), value = item.substr(eq + 1);
+    char *rest = nullptr;
+    double v = std::strtod(value.c_str(), &rest);
+    if (value.empty() || *rest != '\0' || !(v >= 0) || v > 1e9)
+      return bad("'" + value + "' is not a non-negative number");
+    if (key == "bw")
+      m.bytesPerSecond = v * 1e9;
+    else if (key == "lat")
+      m.latencySeconds = v * 1e-6;
+    else
+      return bad("unknown key '" + key + "'");
+    if (end == std::string::npos)
+      break;
+    at = end + 1;
+  }
+  if (!m.enabled())
+    return bad("a link of infinite bandwidth and no latency models nothing");
+  return m;
+}
+
 Error Communicator::complete(Expected<RequestPtr> op) {
   if (!op)
     return op.takeError();

@@ -43,7 +43,31 @@ struct CommStats {
   int64_t bytesSent = 0;     ///< to other ranks (all-to-all, send)
   int64_t bytesReceived = 0; ///< from other ranks (all-to-all, recv)
   double waitSeconds = 0;    ///< inside Request::wait
+  /// All-to-all exchanges: how many, the seconds from each start to its
+  /// completion (in flight), and the part of that spent blocked in wait
+  /// (exposed: compute ran during the rest).
+  int64_t allToAlls = 0;
+  double allToAllFlightSeconds = 0, allToAllExposedSeconds = 0;
 };
+
+/// A measurement aid, off by default: ranks that share one machine see no
+/// real cross-node link, so with a link model every request between ranks
+/// completes no earlier than `latencySeconds + bytes / bytesPerSecond`
+/// after its start (bytes: what this rank sends over the link; a ring for
+/// sums). It makes communication long enough to observe what compute hides.
+struct LinkModel {
+  double bytesPerSecond = 0, latencySeconds = 0;
+  bool enabled() const { return bytesPerSecond > 0 || latencySeconds > 0; }
+  /// Modeled seconds for `bytes`.
+  double seconds(int64_t bytes) const {
+    return latencySeconds + (bytesPerSecond > 0 ? double(bytes) / bytesPerSecond : 0.0);
+  }
+};
+/// "bw=GB/s,lat=us" (either may be left out) or an error naming the text.
+Expected<LinkModel> parseLinkModel(const std::string &text);
+/// The process's link model (every communicator's requests follow it).
+void setLinkModel(const LinkModel &model);
+const LinkModel &linkModel();
 
 class Communicator {
 public:
@@ -87,6 +111,11 @@ public:
   /// Ends the job on every rank with `message` (prefixed by this rank) on
   /// stderr: a rank that cannot go on must not leave its peers waiting.
   [[noreturn]] virtual void abort(const std::string &message) = 0;
+
+  /// Lets started operations move on without waiting for any (MPI
+  /// progresses nonblocking operations only inside its calls). Callable
+  /// from a second thread when threadSafe().
+  virtual void progress() {}
 
   CommStats &stats() { return stats_; }
 

@@ -7,6 +7,8 @@
 #include <climits>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <thread>
 
 #ifdef DSV3_HAVE_MPI
 #include <mpi.h>
@@ -66,10 +68,17 @@ bool fitsInt(int64_t v) { return v >= 0 && v <= INT_MAX; }
 /// The thread support MPI_Init_thread granted.
 int threadLevel = 0;
 
+using Clock = std::chrono::steady_clock;
+
 class MpiRequest : public Request {
 public:
-  MpiRequest(CommStats &stats, const char *op)
-      : stats(stats), op(op), started(std::chrono::steady_clock::now()) {}
+  /// `linkBytes`: what this rank sends over the link, for the link model.
+  MpiRequest(CommStats &stats, const char *op, int64_t linkBytes = 0)
+      : stats(stats), op(op), started(Clock::now()), due(started) {
+    if (linkModel().enabled())
+      due += std::chrono::duration_cast<Clock::duration>(
+          std::chrono::duration<double>(linkModel().seconds(linkBytes)));
+  }
   const char *name() const { return op; }
   MPI_Request request = MPI_REQUEST_NULL;
   std::vector<int> counts[4]; // all-to-all: kept alive until completion
@@ -77,36 +86,54 @@ public:
   Error wait() override {
     if (finished)
       return Error::success();
-    finished = true;
-    auto start = std::chrono::steady_clock::now();
-    int code = MPI_Wait(&request, MPI_STATUS_IGNORE);
-    auto end = std::chrono::steady_clock::now();
+    auto start = Clock::now();
+    int code = mpiDone ? MPI_SUCCESS : MPI_Wait(&request, MPI_STATUS_IGNORE);
+    mpiDone = true;
+    // The link model: not before its modeled transfer ends.
+    if (Clock::now() < due)
+      std::this_thread::sleep_until(due);
+    auto end = Clock::now();
     stats.waitSeconds += std::chrono::duration<double>(end - start).count();
-    // The trace shows the operation from its start to its completion.
-    TraceRecorder::process().record(op, TraceLane::Communication, started, end);
+    finish(end, std::chrono::duration<double>(end - start).count());
     if (code != MPI_SUCCESS)
       return mpiError(op, code);
     return Error::success();
   }
 
   Expected<bool> test() override {
-    int done = 0;
-    int code = MPI_Test(&request, &done, MPI_STATUS_IGNORE);
-    if (code != MPI_SUCCESS)
-      return mpiError(op, code);
-    if (done && !finished) {
-      finished = true;
-      TraceRecorder::process().record(op, TraceLane::Communication, started,
-                                      std::chrono::steady_clock::now());
+    if (finished)
+      return true;
+    if (!mpiDone) {
+      int done = 0;
+      int code = MPI_Test(&request, &done, MPI_STATUS_IGNORE);
+      if (code != MPI_SUCCESS)
+        return mpiError(op, code);
+      mpiDone = done != 0;
     }
-    return done != 0;
+    auto now = Clock::now();
+    if (!mpiDone || now < due)
+      return false;
+    finish(now, 0);
+    return true;
   }
 
 private:
+  /// Completion at `end`, after `blocked` seconds in wait.
+  void finish(Clock::time_point end, double blocked) {
+    finished = true;
+    if (std::strcmp(op, "all-to-all") == 0) {
+      ++stats.allToAlls;
+      stats.allToAllFlightSeconds += std::chrono::duration<double>(end - started).count();
+      stats.allToAllExposedSeconds += blocked;
+    }
+    // The trace shows the operation from its start to its completion.
+    TraceRecorder::process().record(op, TraceLane::Communication, started, end);
+  }
+
   CommStats &stats;
   const char *op;
-  std::chrono::steady_clock::time_point started;
-  bool finished = false;
+  Clock::time_point started, due;
+  bool mpiDone = false, finished = false;
 };
 
 /// A communicator over an MPI communicator: the world, or a group split
@@ -128,11 +155,18 @@ public:
   int size() const override { return size_; }
   std::string backend() const override { return "mpi"; }
   bool threadSafe() const override { return threadLevel == MPI_THREAD_MULTIPLE; }
+  void progress() override {
+    // Any MPI call runs the progress engine; a probe changes nothing else.
+    int flag = 0;
+    MPI_Iprobe(MPI_ANY_SOURCE, MPI_ANY_TAG, comm, &flag, MPI_STATUS_IGNORE);
+  }
 
   Expected<RequestPtr> allReduceSum(ElementType type, void *data, int64_t count) override {
     if (Error e = checkCount("all-reduce", type, count, /*sums=*/true))
       return e;
-    auto r = std::make_unique<MpiRequest>(stats_, "all-reduce");
+    // A ring sends 2 (n-1)/n of the data.
+    auto r = std::make_unique<MpiRequest>(stats_, "all-reduce",
+                                          2 * (size_ - 1) * count * elementSize(type) / size_);
     int code = MPI_Iallreduce(MPI_IN_PLACE, data, static_cast<int>(count), datatype(type),
                               MPI_SUM, comm, &r->request);
     return started(std::move(r), code);
@@ -142,7 +176,8 @@ public:
                                  int64_t count) override {
     if (Error e = checkCount("all-gather", type, count, /*sums=*/false))
       return e;
-    auto r = std::make_unique<MpiRequest>(stats_, "all-gather");
+    auto r = std::make_unique<MpiRequest>(stats_, "all-gather",
+                                          (size_ - 1) * count * elementSize(type));
     int code = MPI_Iallgather(send, static_cast<int>(count), datatype(type), recv,
                               static_cast<int>(count), datatype(type), comm,
                               &r->request);
@@ -153,7 +188,8 @@ public:
                                         int64_t count) override {
     if (Error e = checkCount("reduce-scatter", type, count, /*sums=*/true))
       return e;
-    auto r = std::make_unique<MpiRequest>(stats_, "reduce-scatter");
+    auto r = std::make_unique<MpiRequest>(stats_, "reduce-scatter",
+                                          (size_ - 1) * count * elementSize(type));
     int code = MPI_Ireduce_scatter_block(send, recv, static_cast<int>(count), datatype(type),
                                          MPI_SUM, comm, &r->request);
     return started(std::move(r), code);
@@ -166,7 +202,12 @@ public:
                                  const std::vector<int64_t> &recvOffsets) override {
     if (Error e = checkAllToAll(sendCounts, sendOffsets, recvCounts, recvOffsets))
       return e;
-    auto r = std::make_unique<MpiRequest>(stats_, "all-to-all");
+    size_t es = elementSize(type);
+    int64_t linkBytes = 0;
+    for (int p = 0; p < size_; ++p)
+      if (p != rank_)
+        linkBytes += sendCounts[p] * es;
+    auto r = std::make_unique<MpiRequest>(stats_, "all-to-all", linkBytes);
     const std::vector<int64_t> *from[4] = {&sendCounts, &sendOffsets, &recvCounts, &recvOffsets};
     for (int k = 0; k < 4; ++k)
       for (int64_t v : *from[k]) {
@@ -174,7 +215,6 @@ public:
           return Error::failure("all-to-all: a count or offset exceeds MPI's int range");
         r->counts[k].push_back(static_cast<int>(v));
       }
-    size_t es = elementSize(type);
     for (int p = 0; p < size_; ++p)
       if (p != rank_) {
         stats_.bytesSent += sendCounts[p] * es;
@@ -190,7 +230,7 @@ public:
                             int tag) override {
     if (Error e = checkMessage("send to", count, peer, tag))
       return e;
-    auto r = std::make_unique<MpiRequest>(stats_, "send");
+    auto r = std::make_unique<MpiRequest>(stats_, "send", count * elementSize(type));
     stats_.bytesSent += count * elementSize(type);
     int code = MPI_Isend(data, static_cast<int>(count), datatype(type), peer, tag,
                          comm, &r->request);
@@ -201,7 +241,7 @@ public:
                             int tag) override {
     if (Error e = checkMessage("receive from", count, peer, tag))
       return e;
-    auto r = std::make_unique<MpiRequest>(stats_, "receive");
+    auto r = std::make_unique<MpiRequest>(stats_, "receive", count * elementSize(type));
     stats_.bytesReceived += count * elementSize(type);
     int code = MPI_Irecv(data, static_cast<int>(count), datatype(type), peer, tag,
                          comm, &r->request);

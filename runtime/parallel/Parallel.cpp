@@ -52,8 +52,41 @@ CommStats ProcessGroups::commTotals() const {
     total.bytesSent += c->stats().bytesSent;
     total.bytesReceived += c->stats().bytesReceived;
     total.waitSeconds += c->stats().waitSeconds;
+    total.allToAlls += c->stats().allToAlls;
+    total.allToAllFlightSeconds += c->stats().allToAllFlightSeconds;
+    total.allToAllExposedSeconds += c->stats().allToAllExposedSeconds;
   }
   return total;
+}
+
+Expected<std::string> allToAllReport(ProcessGroups &groups, const CommStats &before) {
+  CommStats now = groups.commTotals();
+  float row[3] = {static_cast<float>(now.allToAlls - before.allToAlls),
+                  static_cast<float>(now.allToAllFlightSeconds - before.allToAllFlightSeconds),
+                  static_cast<float>(now.allToAllExposedSeconds - before.allToAllExposedSeconds)};
+  std::vector<float> all(3 * groups.world().size());
+  if (Error e = Communicator::complete(
+          groups.world().allGather(ElementType::F32, row, all.data(), 3)))
+    return e;
+  std::string text;
+  double flight = 0, exposed = 0;
+  char line[200];
+  for (int r = 0; r < groups.world().size(); ++r) {
+    const float *x = &all[3 * r];
+    flight += x[1];
+    exposed += x[2];
+    std::snprintf(line, sizeof(line),
+                  "  rank %d: %.0f all-to-alls, %.2f ms in flight, %.2f ms exposed (%.0f%% "
+                  "hidden)\n",
+                  r, x[0], x[1] * 1e3, x[2] * 1e3, x[1] > 0 ? 100.0 * (1 - x[2] / x[1]) : 0.0);
+    text += line;
+  }
+  std::snprintf(line, sizeof(line),
+                "all-to-all: %.2f ms in flight over the ranks, %.2f ms exposed: %.0f%% hidden "
+                "behind compute%s\n",
+                flight * 1e3, exposed * 1e3, flight > 0 ? 100.0 * (1 - exposed / flight) : 0.0,
+                linkModel().enabled() ? " (under the link model)" : "");
+  return line + text;
 }
 
 std::vector<int64_t> replicaRows(const std::vector<int64_t> &batch, int64_t rows, int64_t cols,

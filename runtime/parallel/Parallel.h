@@ -99,6 +99,12 @@ Error gatherOutputs(const EntryPoint &entry, OutputBuffers &local, const ParamLa
                     ProcessGroups &groups, EntryPoint &global,
                     std::unique_ptr<OutputBuffers> &buffers);
 
+/// Each rank's expert all-to-alls since `before` (its commTotals() then):
+/// how many, their time in flight and the part exposed (blocked in wait;
+/// compute ran during the rest), as lines for rank 0 to print, with the
+/// job's hidden share. Every rank must call it.
+Expected<std::string> allToAllReport(ProcessGroups &groups, const CommStats &before);
+
 /// Every rank of `groups` (one process: null) learns whether any rank
 /// failed; a barrier as well. A rank that did not fail reports `what` as
 /// failed on another rank (the failing one keeps its own message).

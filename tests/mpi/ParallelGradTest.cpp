@@ -156,17 +156,19 @@ INSTANTIATE_TEST_SUITE_P(
 struct PipelineCase {
   const char *schedule;
   int pp, dp, ep, microBatches;
+  const char *model = "models/tiny";
 };
 
 std::string pipelineCaseName(const ::testing::TestParamInfo<PipelineCase> &info) {
   const PipelineCase &c = info.param;
-  return std::string(c.schedule) + "_pp" + std::to_string(c.pp) + "_dp" + std::to_string(c.dp) +
-         "_ep" + std::to_string(c.ep);
+  bool deep = std::string(c.model).find("tiny-deep") != std::string::npos;
+  return std::string(deep ? "deep_" : "") + c.schedule + "_pp" + std::to_string(c.pp) + "_dp" +
+         std::to_string(c.dp) + "_ep" + std::to_string(c.ep);
 }
 
 void PrintTo(const PipelineCase &c, std::ostream *os) {
-  *os << "--schedule " << c.schedule << " --pp " << c.pp << " --dp " << c.dp << " --ep " << c.ep
-      << " --micro-batches " << c.microBatches;
+  *os << c.model << " --schedule " << c.schedule << " --pp " << c.pp << " --dp " << c.dp
+      << " --ep " << c.ep << " --micro-batches " << c.microBatches;
 }
 
 /// 8 sequences of 16 of the tiny model's vocabulary (an LCG), written once
@@ -188,35 +190,72 @@ const std::string &eightSequences() {
 
 class PipelineGrad : public ::testing::TestWithParam<PipelineCase> {
 protected:
-  /// The one-process outputs over the 8 sequences, made once.
-  static void SetUpTestSuite() {
-    tokens = eightSequences();
-    single = scratchDir("pipeline-single") + "/grad.safetensors";
-    RunResult r = runDsv3c("grad " + sourcePath("models/tiny") + " --tokens " + tokens + " -o " +
-                           single);
-    ASSERT_EQ(r.exitCode, 0) << r.output;
+  /// The one-process outputs of `model` over the 8 sequences.
+  static std::string single(const std::string &model) {
+    std::string out = scratchDir("pipeline-single") + "/grad.safetensors";
+    RunResult r = runDsv3c("grad " + sourcePath(model) + " --tokens " + eightSequences() +
+                           " -o " + out);
+    EXPECT_EQ(r.exitCode, 0) << r.output;
+    return out;
   }
-  static std::string tokens, single;
 };
-std::string PipelineGrad::tokens, PipelineGrad::single;
 
 TEST_P(PipelineGrad, EqualsOneProcess) {
   const PipelineCase &c = GetParam();
+  std::string want = single(c.model);
   std::string plan = "--pp " + std::to_string(c.pp) + " --dp " + std::to_string(c.dp) +
                      " --ep " + std::to_string(c.ep) + " --schedule " + c.schedule +
                      " --micro-batches " + std::to_string(c.microBatches);
   std::string out = scratchDir("pipeline") + "/grad.safetensors";
-  RunResult r = runCommand(mpirun(c.pp * c.dp * c.ep) + "grad " + sourcePath("models/tiny") +
-                           " --tokens " + tokens + " -o " + out + " " + plan);
+  RunResult r = runCommand(mpirun(c.pp * c.dp * c.ep) + "grad " + sourcePath(c.model) +
+                           " --tokens " + eightSequences() + " -o " + out + " " + plan);
   ASSERT_EQ(r.exitCode, 0) << r.output;
-  expectSameOutputs(out, single, plan, Expected::LossesAndGradients);
+  expectSameOutputs(out, want, plan, Expected::LossesAndGradients);
 }
 
-INSTANTIATE_TEST_SUITE_P(Schedules, PipelineGrad,
-                         ::testing::Values(PipelineCase{"dualpipev", 2, 1, 1, 8},
-                                           PipelineCase{"dualpipe", 2, 1, 2, 8},
-                                           PipelineCase{"zb1p", 2, 2, 1, 4}),
-                         pipelineCaseName);
+// tiny-deep has 8 pipeline units (7 layers and the MTP block): DualPipeV
+// over 4 ranks runs 8 stages, each rank holding stages r and 7 - r.
+INSTANTIATE_TEST_SUITE_P(
+    Schedules, PipelineGrad,
+    ::testing::Values(PipelineCase{"dualpipev", 2, 1, 1, 8}, PipelineCase{"dualpipe", 2, 1, 2, 8},
+                      PipelineCase{"zb1p", 2, 2, 1, 4},
+                      PipelineCase{"dualpipev", 4, 1, 1, 8, "models/tiny-deep/model.toml"}),
+    pipelineCaseName);
+
+/// The exchanges without dsv3-comm-overlap (each blocks where it stands)
+/// under the link model give the same gradients, and the report counts
+/// every rank's 15 all-to-alls (3 MoE layers: counts, dispatch and combine
+/// forward, the two row exchanges backward), each in flight at least the
+/// modeled 5 us of latency.
+TEST(ParallelExchanges, BlockingUnderTheLinkModel) {
+  std::string tokens = sourcePath("tests/golden/tiny/reference.safetensors");
+  std::string want = scratchDir("exchanges-single") + "/grad.safetensors";
+  RunResult one = runDsv3c("grad " + sourcePath("models/tiny") + " --tokens " + tokens + " -o " +
+                           want);
+  ASSERT_EQ(one.exitCode, 0) << one.output;
+  std::string out = scratchDir("exchanges") + "/grad.safetensors";
+  RunResult r = runCommand(mpirun(2) + "grad " + sourcePath("models/tiny") + " --tokens " +
+                           tokens + " -o " + out +
+                           " --ep 2 --comm-overlap=false --link-model bw=50,lat=5");
+  ASSERT_EQ(r.exitCode, 0) << r.output;
+  expectSameOutputs(out, want, "--ep 2 --comm-overlap=false");
+  EXPECT_NE(r.output.find("(under the link model)"), std::string::npos) << r.output;
+  for (int rank = 0; rank < 2; ++rank) {
+    std::string key = "rank " + std::to_string(rank) + ": ";
+    size_t at = r.output.find(key);
+    ASSERT_NE(at, std::string::npos) << r.output;
+    int count = 0;
+    double flight = 0, exposed = 0;
+    ASSERT_EQ(std::sscanf(r.output.c_str() + at + key.size(),
+                          "%d all-to-alls, %lf ms in flight, %lf ms exposed", &count, &flight,
+                          &exposed),
+              3)
+        << r.output;
+    EXPECT_EQ(count, 15) << key;
+    EXPECT_GE(flight, 15 * 5e-3) << key << "ms: each exchange lasts the modeled latency";
+    EXPECT_LE(exposed, flight + 1e-3) << key;
+  }
+}
 
 /// Two training logs of 4 steps agree: every step's losses, gradient norm
 /// and expert-load imbalance within 1e-5 relative.

@@ -151,6 +151,16 @@ cl::opt<int64_t> microBatchesOpt(
     "micro-batches",
     cl::desc("Micro-batches per step through the pipeline (DualPipe(V): at least 2 x pp)"),
     cl::init(0), cl::cat(parallelCat));
+cl::opt<bool> commOverlapOpt(
+    "comm-overlap",
+    cl::desc("With --ep > 1: compute between each all-to-all's start and wait "
+             "(dsv3-comm-overlap; --comm-overlap=false blocks at each exchange)"),
+    cl::init(true), cl::cat(parallelCat));
+cl::opt<std::string> linkModelOpt(
+    "link-model",
+    cl::desc("Measurement aid, off by default: every request between ranks completes no "
+             "earlier than its bytes take on a link of this bandwidth and latency"),
+    cl::value_desc("bw=GB/s,lat=us"), cl::cat(parallelCat));
 cl::opt<std::string> costsOpt(
     "costs",
     cl::desc("Chunk costs for the simulation: F=,B=,W=,FB=,comm= (B the full backward, W "
@@ -307,6 +317,7 @@ llvm::Expected<dsv3::CompileOptions> compileOptions(const dsv3::ModelDescription
   o->cpu.useUkernels = !noUkernels;
   o->optLevel = jitOptLevel;
   o->dumpDir = dumpDir;
+  o->commOverlap = commOverlapOpt;
   return o;
 }
 
@@ -396,6 +407,12 @@ llvm::Expected<dsv3::rt::ParallelPlan> resolvePlan(const dsv3::ModelDescription 
 
 /// Splits the world by `plan` (a no-op for one process).
 llvm::Error startJob(const dsv3::rt::ParallelPlan &plan) {
+  if (!linkModelOpt.empty()) {
+    auto link = dsv3::rt::parseLinkModel(linkModelOpt);
+    if (!link)
+      return llvm::createStringError(link.error().message());
+    dsv3::rt::setLinkModel(*link);
+  }
   if (plan.single())
     return llvm::Error::success();
   auto groups = dsv3::rt::ProcessGroups::create(std::move(worldComm), plan);
@@ -536,6 +553,7 @@ int runPipelineGrad(const dsv3::ModelDescription &desc, const std::vector<int64_
   if (dsv3::rt::Error e = dsv3::rt::agreeAcrossRanks(job.get(), dsv3::rt::Error::success(),
                                                       "starting the pipeline"))
     return fail(std::move(e));
+  dsv3::rt::CommStats commBefore = job->commTotals();
   auto start = std::chrono::steady_clock::now();
   {
     TimingScope t = compiler.timing().nest("execute");
@@ -551,6 +569,12 @@ int runPipelineGrad(const dsv3::ModelDescription &desc, const std::vector<int64_
   auto timeline = program.measuredBubbles(job->pipeline(), elapsed);
   if (!timeline)
     return fail(timeline.error().message());
+  if (plan.expert > 1) {
+    auto exchanges = dsv3::rt::allToAllReport(*job, commBefore);
+    if (!exchanges)
+      return fail(exchanges.error().message());
+    *timeline += *exchanges;
+  }
   dsv3::rt::EntryPoint local, global;
   std::unique_ptr<dsv3::rt::OutputBuffers> localOutputs, jobOutputs;
   if (dsv3::rt::Error e = program.stepOutputs(job->pipeline(), local, localOutputs))
@@ -625,6 +649,14 @@ int runOnTokens(bool gradient) {
     return fail(model.takeError());
   const std::string &entryName = model->module.entry;
   dsv3::rt::Session &session = *model->session;
+  // Exchanges are measured from a common start, after every rank compiled.
+  dsv3::rt::CommStats commBefore;
+  if (job) {
+    if (dsv3::rt::Error e = dsv3::rt::agreeAcrossRanks(job.get(), dsv3::rt::Error::success(),
+                                                        "compiling"))
+      return fail(std::move(e));
+    commBefore = job->commTotals();
+  }
   {
     TimingScope t = compiler.timing().nest("execute");
     std::vector<dsv3::rt::BufferArg> inputs{{ids.data(), shape}};
@@ -652,6 +684,13 @@ int runOnTokens(bool gradient) {
   dsv3::rt::OutputBuffers *outputs = &session.outputs(entryName);
   dsv3::rt::EntryPoint jobEntry;
   std::unique_ptr<dsv3::rt::OutputBuffers> jobOutputs;
+  std::string exchanges;
+  if (job && plan->expert > 1) {
+    auto report = dsv3::rt::allToAllReport(*job, commBefore);
+    if (!report)
+      return fail(report.error().message());
+    exchanges = *report;
+  }
   if (job) {
     // What one process would have computed, on every rank; rank 0 writes.
     if (dsv3::rt::Error e = dsv3::rt::gatherOutputs(*entry, *outputs, session.layout(), *job,
@@ -666,7 +705,7 @@ int runOnTokens(bool gradient) {
   if (dsv3::rt::Error e = dsv3::rt::writeOutputs(*entry, *outputs, outputPath,
                                                  std::string("dsv3c ") + command, summary))
     return fail(std::move(e));
-  llvm::outs() << summary;
+  llvm::outs() << summary << exchanges;
   return 0;
 }
 

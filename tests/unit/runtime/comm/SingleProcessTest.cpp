@@ -56,3 +56,25 @@ TEST(SingleProcessComm, WithoutALauncherTheWorldIsOneProcess) {
 }
 
 } // namespace
+
+/// --link-model's text: GB/s and microseconds into bytes/s and seconds, the
+/// modeled time of a transfer, and one-line errors for what is not a link.
+TEST(LinkModel, ParsesBandwidthAndLatency) {
+  auto m = parseLinkModel("bw=50,lat=5");
+  ASSERT_TRUE(static_cast<bool>(m)) << m.error().message();
+  EXPECT_DOUBLE_EQ(m->bytesPerSecond, 50e9);
+  EXPECT_DOUBLE_EQ(m->latencySeconds, 5e-6);
+  // 1 MB at 50 GB/s is 20 us, plus 5 us of latency.
+  EXPECT_NEAR(m->seconds(1000000), 25e-6, 1e-12);
+  auto latencyOnly = parseLinkModel("lat=2");
+  ASSERT_TRUE(static_cast<bool>(latencyOnly));
+  EXPECT_NEAR(latencyOnly->seconds(1 << 30), 2e-6, 1e-12);
+  for (const char *bad : {"", "bw", "bw=fast", "bw=-1", "speed=5", "bw=0,lat=0", "bw=50,"}) {
+    auto e = parseLinkModel(bad);
+    ASSERT_FALSE(static_cast<bool>(e)) << bad;
+    EXPECT_NE(e.error().message().find("--link-model '" + std::string(bad) + "'"),
+              std::string::npos)
+        << e.error().message();
+  }
+  EXPECT_FALSE(linkModel().enabled()) << "off unless set";
+}
