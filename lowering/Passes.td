@@ -35,8 +35,9 @@ def DSV3LowerCommPass : Pass<"dsv3-lower-comm", "::mlir::ModuleOp"> {
     `dsv3rt_<op>_<f32|i64>` (runtime/comm/CommKernels.h) on tensors
     collapsed to two dimensions, with the group passed by number.
     `dsv3.rank_rows` and `dsv3.rank_rows_grad` become slices at the offset
-    the runtime's rank gives (`dsv3rt_comm_rank`). Every target runs it
-    before its kernel selection.
+    the runtime's rank gives (`dsv3rt_comm_rank`). A
+    `dsv3.pipeline_schedule` is removed: the host's pipeline executor runs
+    it. Every target runs it before its kernel selection.
   }];
   let dependentDialects = ["::dsv3::codegen::CodegenDialect",
                            "::mlir::tensor::TensorDialect",

@@ -99,8 +99,18 @@ def DSV3CommOverlapPass : Pass<"dsv3-comm-overlap", "::mlir::ModuleOp"> {
     and combine, the weight gradients in a backward. Ops with effects,
     collectives included, keep their order, so every rank issues the same
     collectives in the same order. Each wait records how many ops moved
-    above it (`overlapped_ops`). Run on tensor-level IR after
-    `dsv3-expert-parallel` and `dsv3-autodiff`.
+    above it (`overlapped_ops`).
+
+    With a `dsv3.pipeline_schedule` in the module, every F&B pair it lists
+    becomes one function `@stage<a>_forward_and_stage<b>_backward` (named
+    in the pair's `fused` attribute): the backward's and the forward's ops
+    take turns, each turn ending at the start of a rows exchange, so one
+    micro-batch's dispatch or combine travels while the other micro-batch
+    computes (DeepSeek-V3's F&B order: combine(B), attention(F),
+    dispatch(F), MLP(B), dispatch(B), MLP(F), combine(F), attention(B)).
+    Its arguments and results are both chunks', named `forward.<name>` and
+    `backward.<name>`. Run on tensor-level IR after `dsv3-expert-parallel`
+    and `dsv3-autodiff` (and `dsv3-pipeline-partition`).
   }];
 }
 

@@ -1,5 +1,6 @@
 //===- Compiler.cpp - model description -> compiled module ----------------===//
 #include "frontends/compiler/Compiler.h"
+#include "frontends/compiler/ScheduleIR.h"
 
 #include "frontends/import/ModelImporter.h"
 #include "frontends/import/Optimizer.h"
@@ -114,6 +115,13 @@ llvm::Expected<OwningOpRef<ModuleOp>> Compiler::import(const ModelDescription &d
     return llvm::createStringError(
         (options.shapeSource.empty() ? desc.path : options.shapeSource) + ": " +
         llvm::toString(module.takeError()));
+  if (differentiates(options.mode) && options.schedule) {
+    if (options.schedule->stages != options.pipelineStages)
+      return llvm::createStringError(
+          "the pipeline schedule runs " + std::to_string(options.schedule->stages) +
+          " stages, the module is split into " + std::to_string(options.pipelineStages));
+    appendScheduleIR(**module, *options.schedule);
+  }
   return module;
 }
 

@@ -16,6 +16,7 @@
 #include "lowering/Pipeline/Pipelines.h"
 #include "runtime/exec/Session.h"
 #include "runtime/jit/JitModule.h"
+#include "runtime/pipeline/Schedule.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/BuiltinOps.h"
@@ -63,6 +64,9 @@ struct CompileOptions {
   /// the module has F, Bi, W and B chunks per stage
   /// (dsv3-pipeline-partition).
   int64_t pipelineStages = 1;
+  /// With pipeline stages: every rank's program, added to the module as a
+  /// `dsv3.pipeline_schedule` (F&B pairs fused by dsv3-comm-overlap).
+  std::optional<rt::PipelineSchedule> schedule;
   /// With expert parallelism: compute between each all-to-all's start and
   /// wait (dsv3-comm-overlap); off, every exchange blocks where it stands.
   bool commOverlap = true;

@@ -13,5 +13,6 @@ include "ir/DSV3/DSV3TensorOps.td"
 include "ir/DSV3/DSV3GradOps.td"
 include "ir/DSV3/DSV3FP8Ops.td"
 include "ir/DSV3/DSV3CommOps.td"
+include "ir/DSV3/DSV3PipelineOps.td"
 
 #endif // DSV3_IR_DSV3OPS_TD

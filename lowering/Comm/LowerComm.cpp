@@ -242,6 +242,11 @@ struct DSV3LowerCommPass : dsv3::impl::DSV3LowerCommPassBase<DSV3LowerCommPass> 
   using Base::Base;
   void runOnOperation() override {
     ModuleOp module = getOperation();
+    // The pipeline schedule is the host executor's program (it runs the
+    // chunk functions and carries their messages): nothing in it becomes
+    // code.
+    for (auto schedule : llvm::make_early_inc_range(module.getOps<PipelineScheduleOp>()))
+      schedule.erase();
     SmallVector<Operation *> ops;
     module.walk([&](Operation *op) {
       if (isa<AllReduceOp, AllReduceStartOp, AllGatherOp, AllGatherStartOp, ReduceScatterOp,

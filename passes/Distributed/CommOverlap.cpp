@@ -16,15 +16,29 @@
 // against each other, so every rank still issues its collectives in one
 // order fixed at compile time (all ranks compile the same IR). In a forward
 // chunk the shared expert computes during the dispatch and combine; in a
-// backward, the weight gradients do. dsv3-lower-comm turns the start and
-// wait into the runtime's nonblocking all-to-all. Runs on tensor-level IR
-// after dsv3-expert-parallel and dsv3-autodiff (and dsv3-pipeline-partition).
+// backward, the weight gradients do.
+//
+// With a `dsv3.pipeline_schedule`, each F&B pair it lists (a forward of one
+// micro-batch beside the backward of another) also becomes one function,
+// `@<forward>_and_<backward>`, whose two halves take turns: the backward
+// runs up to and including its next rows exchange's start, then the
+// forward up to its next start, and so on, so each exchange of one
+// micro-batch travels while the other micro-batch computes. For a MoE layer
+// that is DeepSeek-V3's order: combine(B) in flight during attention(F);
+// dispatch(F) and then dispatch(B) started; MLP(B) and the weight
+// gradients between; MLP(F); combine(F) in flight during attention(B). The
+// pair records the function in its `fused` attribute.
+//
+// dsv3-lower-comm turns the start and wait into the runtime's nonblocking
+// all-to-all. Runs on tensor-level IR after dsv3-expert-parallel and
+// dsv3-autodiff (and dsv3-pipeline-partition).
 //
 //===----------------------------------------------------------------------===//
 #include "ir/DSV3/DSV3Dialect.h"
 #include "passes/Passes.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/IR/IRMapping.h"
 #include "mlir/Interfaces/SideEffectInterfaces.h"
 #include "llvm/ADT/SmallPtrSet.h"
 
@@ -98,6 +112,88 @@ unsigned sinkWait(WaitOp wait) {
   return moved;
 }
 
+/// Whether `op` starts an exchange of float rows (the exchanges a fused pair
+/// alternates on; integer count exchanges are small and sized by the rows
+/// that follow them).
+bool startsRows(Operation &op) {
+  auto start = dyn_cast<AllToAllStartOp>(op);
+  return start &&
+         isa<FloatType>(cast<RankedTensorType>(start.getX().getType()).getElementType());
+}
+
+/// `attrs` with the string attribute `key` prefixed by `prefix`.
+DictionaryAttr prefixName(DictionaryAttr attrs, StringRef key, StringRef prefix) {
+  if (!attrs)
+    return attrs;
+  NamedAttrList list(attrs);
+  if (auto name = list.getNamed(key))
+    if (auto str = dyn_cast<StringAttr>(name->getValue()))
+      list.set(key, StringAttr::get(attrs.getContext(), prefix + str.getValue()));
+  return list.getDictionary(attrs.getContext());
+}
+
+/// Builds `name` from the chunks `forward` and `backward` of two
+/// micro-batches: arguments and results are both chunks' (forward first),
+/// named `forward.<name>` and `backward.<name>`; the bodies are cloned in
+/// turns that end at a rows exchange's start, the backward first.
+func::FuncOp fusePair(func::FuncOp forward, func::FuncOp backward, StringRef name) {
+  MLIRContext *ctx = forward.getContext();
+  OpBuilder b(ctx);
+  b.setInsertionPointAfter(backward);
+  SmallVector<Type> inputs, results;
+  SmallVector<Attribute> argAttrs, resultAttrs;
+  for (auto [fn, prefix] : {std::pair{forward, "forward."}, std::pair{backward, "backward."}}) {
+    llvm::append_range(inputs, fn.getArgumentTypes());
+    llvm::append_range(results, fn.getResultTypes());
+    for (unsigned i = 0; i < fn.getNumArguments(); ++i)
+      argAttrs.push_back(prefixName(fn.getArgAttrDict(i), DSV3Dialect::kInputName, prefix));
+    for (unsigned i = 0; i < fn.getNumResults(); ++i)
+      resultAttrs.push_back(
+          prefixName(fn.getResultAttrDict(i), DSV3Dialect::kOutputName, prefix));
+  }
+  auto fused = func::FuncOp::create(b, forward.getLoc(), name,
+                                    FunctionType::get(ctx, inputs, results));
+  auto dicts = [&](ArrayRef<Attribute> attrs) {
+    SmallVector<DictionaryAttr> out;
+    for (Attribute a : attrs)
+      out.push_back(a ? cast<DictionaryAttr>(a) : DictionaryAttr::get(ctx));
+    return out;
+  };
+  fused.setAllArgAttrs(dicts(argAttrs));
+  fused.setAllResultAttrs(dicts(resultAttrs));
+  Block *body = fused.addEntryBlock();
+  OpBuilder ob = OpBuilder::atBlockBegin(body);
+
+  // Stream 0 is the backward, stream 1 the forward.
+  func::FuncOp chunks[2] = {backward, forward};
+  unsigned firstArg[2] = {forward.getNumArguments(), 0};
+  IRMapping map[2];
+  SmallVector<Operation *> ops[2];
+  for (int s = 0; s < 2; ++s) {
+    Block &src = chunks[s].getBody().front();
+    for (BlockArgument a : src.getArguments())
+      map[s].map(a, body->getArgument(firstArg[s] + a.getArgNumber()));
+    for (Operation &op : src.without_terminator())
+      ops[s].push_back(&op);
+  }
+  size_t next[2] = {0, 0};
+  for (int turn = 0; next[0] < ops[0].size() || next[1] < ops[1].size(); turn ^= 1) {
+    int s = next[turn] < ops[turn].size() ? turn : turn ^ 1;
+    while (next[s] < ops[s].size()) {
+      Operation *op = ops[s][next[s]++];
+      ob.clone(*op, map[s]);
+      if (startsRows(*op))
+        break;
+    }
+  }
+  SmallVector<Value> returned;
+  for (int s : {1, 0})
+    for (Value v : chunks[s].getBody().front().getTerminator()->getOperands())
+      returned.push_back(map[s].lookupOrDefault(v));
+  func::ReturnOp::create(ob, forward.getLoc(), returned);
+  return fused;
+}
+
 struct DSV3CommOverlapPass : dsv3::impl::DSV3CommOverlapPassBase<DSV3CommOverlapPass> {
   using Base::Base;
   void runOnOperation() override {
@@ -125,6 +221,35 @@ struct DSV3CommOverlapPass : dsv3::impl::DSV3CommOverlapPassBase<DSV3CommOverlap
       wait->setAttr("overlapped_ops",
                     IntegerAttr::get(IntegerType::get(&getContext(), 64), moved));
     }
+    if (failed(fusePairs()))
+      signalPassFailure();
+  }
+
+  /// One function per distinct F&B pair of the module's schedule.
+  LogicalResult fusePairs() {
+    ModuleOp module = getOperation();
+    for (auto schedule : module.getOps<PipelineScheduleOp>()) {
+      WalkResult walk = schedule.walk([&](PipelineRunPairOp pair) {
+        std::string f = "stage" + std::to_string(pair.getForwardStage()) + "_forward";
+        std::string bw = "stage" + std::to_string(pair.getBackwardStage()) + "_backward";
+        std::string name = f + "_and_" + bw;
+        if (!module.lookupSymbol<func::FuncOp>(name)) {
+          auto forward = module.lookupSymbol<func::FuncOp>(f);
+          auto backward = module.lookupSymbol<func::FuncOp>(bw);
+          if (!forward || !backward) {
+            pair.emitOpError() << "pairs @" << f << " and @" << bw
+                               << ", which dsv3-pipeline-partition did not build";
+            return WalkResult::interrupt();
+          }
+          fusePair(forward, backward, name);
+        }
+        pair.setFusedAttr(FlatSymbolRefAttr::get(&getContext(), name));
+        return WalkResult::advance();
+      });
+      if (walk.wasInterrupted())
+        return failure();
+    }
+    return success();
   }
 };
 

@@ -288,6 +288,13 @@ struct DSV3PipelinePartitionPass
                             "on each";
       return signalPassFailure();
     }
+    // A schedule in the module must run the stages this module has.
+    for (auto schedule : module.getOps<PipelineScheduleOp>())
+      if (schedule.getStages() != stages.size()) {
+        schedule.emitOpError() << "runs " << schedule.getStages() << " stages; the module has "
+                               << stages.size() << " (@stage0_grad..)";
+        return signalPassFailure();
+      }
     for (auto [k, fn] : llvm::enumerate(stages)) {
       if (failed(StageSplitter(fn, "stage" + std::to_string(k)).run()))
         return signalPassFailure();

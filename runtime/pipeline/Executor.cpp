@@ -94,21 +94,6 @@ PipelineRank::PipelineRank(const PipelineSchedule &schedule, int rank,
       inputs(std::move(inputs)), transport(transport),
       grads(executable.layout().totalElements, 0.0f) {}
 
-std::string PipelineRank::entryOf(const Chunk &c) const {
-  std::string stage = "stage" + std::to_string(c.stage);
-  switch (c.pass) {
-  case ChunkPass::Forward:
-    return stage + "_forward";
-  case ChunkPass::Backward:
-    return stage + "_backward";
-  case ChunkPass::BackwardInput:
-    return stage + "_backward_input";
-  case ChunkPass::BackwardWeight:
-    return stage + "_backward_weight";
-  }
-  return "";
-}
-
 int64_t PipelineRank::tagOf(bool gradient, int stage, int mb) const {
   return ((gradient ? 1 : 0) * int64_t(schedule.stages) + stage) * schedule.microBatches + mb;
 }
@@ -129,7 +114,7 @@ Expected<bool> PipelineRank::ready(const Chunk &c) {
   // stage even when only its W reads it (stage 0's Bi computes nothing), so
   // look it up in the whole backward's signature.
   std::string entry =
-      entryOf(forward ? c : Chunk{ChunkPass::Backward, c.stage, c.microBatch});
+      chunkFunction(forward ? c : Chunk{ChunkPass::Backward, c.stage, c.microBatch});
   const EntryPoint *e = executable.entry(entry);
   if (!e)
     return Error::failure("the compiled module has no entry point '" + entry +
@@ -153,25 +138,39 @@ Expected<bool> PipelineRank::ready(const Chunk &c) {
   return true;
 }
 
-Error PipelineRank::run(const Chunk &c) {
-  std::string name = entryOf(c);
+Error PipelineRank::run(const std::string &name, const std::vector<ChunkCall> &calls) {
   const EntryPoint *e = executable.entry(name);
   if (!e)
     return Error::failure("the compiled module has no entry point '" + name + "'");
-  Store &store = held[{c.stage, c.microBatch}];
-  std::vector<std::pair<std::string, BufferArg>> tokens = inputs(c.microBatch);
+  // Which chunk an argument or result belongs to: a fused pair names them
+  // "forward.<name>" and "backward.<name>".
+  auto owner = [&](const std::string &full) -> std::pair<const ChunkCall *, std::string> {
+    for (const ChunkCall &call : calls)
+      if (full.compare(0, call.prefix.size(), call.prefix) == 0)
+        return {&call, full.substr(call.prefix.size())};
+    return {nullptr, full};
+  };
+  std::vector<std::vector<std::pair<std::string, BufferArg>>> tokens;
+  for (const ChunkCall &call : calls)
+    tokens.push_back(inputs(call.chunk.microBatch));
   std::vector<BufferArg> args;
   for (const InputSlot &in : e->inputs) {
-    auto t = std::find_if(tokens.begin(), tokens.end(),
-                          [&](const auto &p) { return p.first == in.name; });
-    if (t != tokens.end()) {
+    auto [call, local] = owner(in.name);
+    if (!call)
+      return Error::failure(name + ": argument '" + in.name + "' belongs to no chunk of the step");
+    const Chunk &c = call->chunk;
+    const auto &rows = tokens[call - calls.data()];
+    auto t = std::find_if(rows.begin(), rows.end(),
+                          [&](const auto &p) { return p.first == local; });
+    if (t != rows.end()) {
       args.push_back(t->second);
       continue;
     }
-    auto it = store.find(in.name);
+    Store &store = held[{c.stage, c.microBatch}];
+    auto it = store.find(local);
     if (it == store.end())
       return Error::failure("pipeline rank " + std::to_string(rank) + ": " +
-                            chunkLabel(schedule, rank, c) + " (" + name + ") needs '" + in.name +
+                            chunkLabel(schedule, rank, c) + " (" + name + ") needs '" + local +
                             "', which no earlier chunk left");
     args.push_back(it->second.arg());
   }
@@ -189,6 +188,10 @@ Error PipelineRank::run(const Chunk &c) {
   for (size_t i = 0; i < outs.size(); ++i) {
     const OutputSlot &o = e->outputs[i];
     HostTensor &t = outs[i];
+    auto [call, local] = owner(o.name);
+    if (!call)
+      return Error::failure(name + ": result '" + o.name + "' belongs to no chunk of the step");
+    const Chunk &c = call->chunk;
     auto keep = [&](int stage, const std::string &as) {
       heldBytes += t.bytes.size();
       peakHeld = std::max(peakHeld, heldBytes);
@@ -197,20 +200,20 @@ Error PipelineRank::run(const Chunk &c) {
     if (o.role == "activation") {
       // "hidden" goes to the next stage, "grad.hidden" to the previous one,
       // where it is the gradient of that stage's output (its seed).
-      bool gradient = o.name == "grad.hidden";
+      bool gradient = local == "grad.hidden";
       int to = gradient ? c.stage - 1 : c.stage + 1;
       if (to < 0 || to >= schedule.stages)
         continue;
       int peer = schedule.rankOf(to, c.microBatch);
       if (peer == rank) {
-        keep(to, o.name);
+        keep(to, local);
       } else {
         if (Error err = transport.send(peer, tagOf(gradient, to, c.microBatch),
                                        std::vector<float>(t.f32(), t.f32() + t.numElements())))
           return err;
       }
     } else if (o.role == "saved") {
-      keep(c.stage, o.name);
+      keep(c.stage, local);
     } else if (o.role == "gradient") {
       const ParamSlot *slot = layout.find(o.param);
       if (!slot || slot->numElements() != t.numElements())
@@ -265,14 +268,24 @@ Expected<PipelineRank::Progress> PipelineRank::step() {
       return Progress::Blocked;
   }
   auto begin = std::chrono::steady_clock::now();
-  for (const Chunk &c : chunks) {
-    if (Error e = run(c))
+  // An F&B pair runs as the one function dsv3-comm-overlap fused it into,
+  // when the module has it (expert exchanges to overlap); else chunk after
+  // chunk.
+  std::string fused =
+      s.overlappedBackward ? pairFunction(s.chunk, *s.overlappedBackward) : std::string();
+  if (!fused.empty() && executable.entry(fused)) {
+    if (Error e = run(fused, {{s.chunk, "forward."}, {*s.overlappedBackward, "backward."}}))
       return e;
-    // The backward that ends a micro-batch's use of a stage frees what it
-    // kept (B, or the W after a Bi).
+  } else {
+    for (const Chunk &c : chunks)
+      if (Error e = run(chunkFunction(c), {{c, ""}}))
+        return e;
+  }
+  // The backward that ends a micro-batch's use of a stage frees what it
+  // kept (B, or the W after a Bi).
+  for (const Chunk &c : chunks)
     if (c.pass == ChunkPass::Backward || c.pass == ChunkPass::BackwardWeight)
       release(c.stage, c.microBatch);
-  }
   auto end = std::chrono::steady_clock::now();
   times.push_back({processSeconds(begin), processSeconds(end), next});
   // The trace's compute lane names each step as the schedule table does.
@@ -301,8 +314,12 @@ Error PipelineRank::stepOutputs(Communicator &pipeline, EntryPoint &entry,
   entry.name = "forward_grad";
   // Losses as the forward chunks name them (the same on every rank: one
   // executable), then gradients in layout order.
+  // (A fused F&B pair renames both chunks' results: the chunks' own
+  // entries carry the one-process names.)
   for (const std::string &role : lossRoles()) {
     for (const EntryPoint &e : executable.entries()) {
+      if (isPairFunction(e.name))
+        continue;
       auto o = std::find_if(e.outputs.begin(), e.outputs.end(), [&](const OutputSlot &s) {
         return s.role == role && s.shape.empty() && s.type == ElementType::F32;
       });
@@ -317,7 +334,7 @@ Error PipelineRank::stepOutputs(Communicator &pipeline, EntryPoint &entry,
   std::map<std::string, const OutputSlot *> gradientOf;
   for (const EntryPoint &e : executable.entries())
     for (const OutputSlot &o : e.outputs)
-      if (o.role == "gradient")
+      if (o.role == "gradient" && !isPairFunction(e.name))
         gradientOf.emplace(o.param, &o);
   for (const ParamSlot &slot : layout.slots)
     if (auto it = gradientOf.find(slot.name); it != gradientOf.end())

@@ -3,7 +3,8 @@
 // Part of the runtime core (no LLVM). Runs one rank's program of a
 // PipelineSchedule over an Executable compiled with pipeline stages
 // (`stage<k>_forward`, `_backward_input`, `_backward_weight`, `_backward`,
-// from dsv3-pipeline-partition). Per (stage, micro-batch) it keeps, by name,
+// from dsv3-pipeline-partition; an F&B pair as the one function
+// dsv3-comm-overlap fused it into, when the module has it). Per (stage, micro-batch) it keeps, by name,
 // exactly what the chunks exchange: the received `hidden`, the `saved.<n>`
 // values one chunk leaves for a later one, the `grad.hidden` seed; it frees
 // them after the micro-batch's last chunk of that stage. Parameter
@@ -124,8 +125,14 @@ public:
 private:
   using Store = std::map<std::string, HostTensor>;
   Expected<bool> ready(const Chunk &chunk);
-  Error run(const Chunk &chunk);
-  std::string entryOf(const Chunk &chunk) const;
+  /// A chunk an entry point computes, and the prefix of its argument and
+  /// result names there ("" alone, "forward."/"backward." in a fused pair).
+  struct ChunkCall {
+    Chunk chunk;
+    std::string prefix;
+  };
+  /// Calls `entry` with the chunks' inputs and files their results.
+  Error run(const std::string &entry, const std::vector<ChunkCall> &calls);
   int64_t tagOf(bool gradient, int stage, int mb) const;
   void release(int stage, int mb);
 

@@ -39,6 +39,29 @@ std::optional<ScheduleKind> parseScheduleKind(std::string_view name) {
   return std::nullopt;
 }
 
+std::string chunkFunction(const Chunk &c) {
+  std::string stage = "stage" + std::to_string(c.stage);
+  switch (c.pass) {
+  case ChunkPass::Forward:
+    return stage + "_forward";
+  case ChunkPass::Backward:
+    return stage + "_backward";
+  case ChunkPass::BackwardInput:
+    return stage + "_backward_input";
+  case ChunkPass::BackwardWeight:
+    return stage + "_backward_weight";
+  }
+  return "";
+}
+
+std::string pairFunction(const Chunk &forward, const Chunk &backward) {
+  return chunkFunction(forward) + "_and_" + chunkFunction(backward);
+}
+
+bool isPairFunction(std::string_view name) {
+  return name.find("_forward_and_stage") != std::string_view::npos;
+}
+
 int PipelineSchedule::rankOf(int stage, int microBatch) const {
   switch (kind) {
   case ScheduleKind::OneFOneB:

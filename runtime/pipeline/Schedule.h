@@ -79,6 +79,16 @@ struct PipelineSchedule {
   int microBatchesPerDirection() const;
 };
 
+/// The function dsv3-pipeline-partition outlines for `chunk`:
+/// "stage<k>_forward", "_backward", "_backward_input", "_backward_weight".
+std::string chunkFunction(const Chunk &chunk);
+/// The function dsv3-comm-overlap fuses an F&B pair into (when the module
+/// has expert exchanges to overlap): "<forward>_and_<backward>".
+std::string pairFunction(const Chunk &forward, const Chunk &backward);
+/// Whether `name` is such a fused pair (its results are named
+/// "forward.<name>" and "backward.<name>").
+bool isPairFunction(std::string_view name);
+
 /// Builds `kind`'s schedule for `ranks` pipeline ranks and `microBatches`
 /// micro-batches, or says which precondition fails (DualPipe: P and N even,
 /// N >= 2P; DualPipeV: N >= 2P; 1f1b/zb1p: N >= 1).

@@ -8,6 +8,7 @@
 //
 //   dsv3c eval MODEL --tokens T.safetensors -o OUT.safetensors
 //   dsv3c compile MODEL --emit=dsv3|tensor|linalg|llvm|llvm-ir [-o FILE]
+//   dsv3c compile MODEL --mode=grad --pp 2 --emit=schedule
 //   mpirun -np 4 dsv3c grad MODEL --tokens T -o OUT --dp 2 --ep 2
 //   dsv3c schedule --pp 4 --micro-batches 10 --schedule dualpipev
 //
@@ -19,6 +20,7 @@
 //===----------------------------------------------------------------------===//
 #include "frontends/compiler/Compiler.h"
 #include "frontends/compiler/Recipe.h"
+#include "frontends/compiler/ScheduleIR.h"
 #include "frontends/model/ModelDescription.h"
 #include "frontends/support/RuntimeError.h"
 #include "runtime/io/Outputs.h"
@@ -56,6 +58,7 @@
 #include <tbb/global_control.h>
 
 #include <malloc.h>
+#include <set>
 #include <unistd.h>
 
 #include <chrono>
@@ -189,7 +192,8 @@ cl::opt<double> balanceAlpha(
 cl::opt<std::string> emit("emit",
                           cl::desc("Stop after a phase and print its IR: "
                                    "dsv3|tensor|linalg|llvm|llvm-ir; or write an "
-                                   "ahead-of-time artifact: artifact (-o DIR)"),
+                                   "ahead-of-time artifact: artifact (-o DIR); or, with "
+                                   "--pp, print every rank's schedule: schedule"),
                           cl::init("dsv3"), cl::cat(compileCat));
 cl::opt<std::string> modeOpt("mode",
                              cl::desc("What to compile: eval (the forward), grad (forward "
@@ -432,6 +436,25 @@ std::string cacheDirectory() {
 // Commands
 //===----------------------------------------------------------------------===//
 
+/// `compile --emit=schedule`: what each rank holds, its table, and the
+/// functions the F&B pairs run.
+void printScheduleFromIR(const dsv3::ScheduleFromIR &read, llvm::raw_ostream &os) {
+  const dsv3::rt::PipelineSchedule &s = read.schedule;
+  os << "schedule " << dsv3::rt::scheduleName(s.kind) << ": " << s.ranks << " ranks, "
+     << s.stages << " stages, " << s.microBatches << " micro-batches\n";
+  os << "\n" << dsv3::rt::formatScheduleTable(s);
+  std::set<std::string> fused;
+  for (const auto &rank : read.fused)
+    for (const std::string &f : rank)
+      if (!f.empty())
+        fused.insert(f);
+  if (!fused.empty()) {
+    os << "\nF&B pairs run as one function (dsv3-comm-overlap):\n";
+    for (const std::string &f : fused)
+      os << "  @" << f << "\n";
+  }
+}
+
 int runCompile() {
   auto desc = dsv3::loadModelDescription(modelPath);
   if (!desc)
@@ -454,8 +477,13 @@ int runCompile() {
     if (*mode == dsv3::CompileMode::Eval)
       return fail("--pp " + std::to_string(plan->pipeline) +
                   " splits the training step: compile it with --mode=grad or train-step");
-    options->pipelineStages =
-        plan->pipeline * (*kind == dsv3::rt::ScheduleKind::DualPipeV ? 2 : 1);
+    // Without --micro-batches, the fewest every schedule accepts.
+    int64_t microBatches = microBatchesOpt > 0 ? microBatchesOpt.getValue() : 2 * plan->pipeline;
+    auto schedule = dsv3::rt::buildSchedule(*kind, plan->pipeline, microBatches);
+    if (!schedule)
+      return fail(schedule.takeError());
+    options->pipelineStages = schedule->stages;
+    options->schedule = std::move(*schedule);
   }
   options->expertParallel = plan->expert;
   options->routingNodes = plan->routingNodes;
@@ -466,6 +494,23 @@ int runCompile() {
       return fail("compile --emit=artifact needs -o DIR");
     if (llvm::Error e = compiler.writeArtifact(*desc, *options, outputPath))
       return fail(std::move(e));
+    return 0;
+  }
+  if (emit == "schedule") {
+    // The schedule as the compiler holds it after the tensor phase (with
+    // dsv3-comm-overlap's fused pairs), as per-rank tables.
+    if (!options->schedule)
+      return fail("--emit=schedule needs --pp > 1 (or [parallel] pipeline) with --mode=grad "
+                  "or train-step");
+    auto module = compiler.import(*desc, *options);
+    if (!module)
+      return fail(module.takeError());
+    if (llvm::Error e = compiler.lower(**module, dsv3::Phase::Tensor, *options))
+      return fail(std::move(e));
+    auto read = dsv3::readScheduleIR(**module);
+    if (!read)
+      return fail(read.takeError());
+    printScheduleFromIR(*read, llvm::outs());
     return 0;
   }
   bool toLLVMIR = emit == "llvm-ir";
@@ -531,6 +576,7 @@ int runPipelineGrad(const dsv3::ModelDescription &desc, const std::vector<int64_
     return fail(options.takeError());
   options->shapeSource = tokensPath;
   options->pipelineStages = schedule.stages;
+  options->schedule = schedule;
   options->expertParallel = plan.expert;
   options->routingNodes = plan.routingNodes;
   options->maxNodesPerToken = plan.maxNodesPerToken;
@@ -769,8 +815,10 @@ int runTrain() {
   if (!options)
     return fail(options.takeError());
   options->shapeSource = modelPath;
-  if (schedule)
+  if (schedule) {
     options->pipelineStages = schedule->stages;
+    options->schedule = *schedule;
+  }
   options->expertParallel = plan->expert;
   options->routingNodes = plan->routingNodes;
   options->maxNodesPerToken = plan->maxNodesPerToken;
