@@ -1,6 +1,8 @@
 //===- Parallel.cpp - one job's ranks and what they share -----------------===//
 #include "runtime/parallel/Parallel.h"
 
+#include <thread>
+
 #include "runtime/comm/Groups.h"
 #include "runtime/support/File.h"
 #include "runtime/support/Trace.h"
@@ -244,13 +246,28 @@ Error gatherOutputs(const EntryPoint &entry, OutputBuffers &local, const ParamLa
   return Error::success();
 }
 
-Error agreeAcrossRanks(ProcessGroups *groups, Error local, const std::string &what) {
+Error agreeAcrossRanks(ProcessGroups *groups, Error local, const std::string &what,
+                       std::chrono::milliseconds poll) {
   if (!groups)
     return local;
   int64_t failed = local ? 1 : 0;
-  if (Error e =
-          Communicator::complete(groups->world().allReduceSum(ElementType::I64, &failed, 1)))
+  Expected<RequestPtr> started = groups->world().allReduceSum(ElementType::I64, &failed, 1);
+  if (!started)
+    return started.takeError();
+  if (poll.count() > 0) {
+    // Test and sleep instead of MPI's busy wait, which would take a core
+    // from the rank everyone waits for.
+    for (;;) {
+      Expected<bool> done = (*started)->test();
+      if (!done)
+        return done.takeError();
+      if (*done)
+        break;
+      std::this_thread::sleep_for(poll);
+    }
+  } else if (Error e = (*started)->wait()) {
     return e;
+  }
   if (local)
     return local;
   if (failed)

@@ -25,6 +25,7 @@
 #include "runtime/abi/Abi.h"
 #include "runtime/comm/Communicator.h"
 
+#include <chrono>
 #include <memory>
 #include <vector>
 
@@ -107,8 +108,11 @@ Expected<std::string> allToAllReport(ProcessGroups &groups, const CommStats &bef
 
 /// Every rank of `groups` (one process: null) learns whether any rank
 /// failed; a barrier as well. A rank that did not fail reports `what` as
-/// failed on another rank (the failing one keeps its own message).
-Error agreeAcrossRanks(ProcessGroups *groups, Error local, const std::string &what);
+/// failed on another rank (the failing one keeps its own message). With a
+/// `poll` period the wait sleeps between tests instead of spinning (for
+/// long waits on shared cores, such as other ranks compiling).
+Error agreeAcrossRanks(ProcessGroups *groups, Error local, const std::string &what,
+                       std::chrono::milliseconds poll = std::chrono::milliseconds(0));
 
 /// Starts recording a trace on this rank (every rank of `groups`, or one
 /// process when it is null), all from one origin taken after a barrier.

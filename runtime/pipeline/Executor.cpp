@@ -2,6 +2,7 @@
 #include "runtime/pipeline/Executor.h"
 
 #include "runtime/pipeline/Simulator.h"
+#include "runtime/pipeline/TimelineSvg.h"
 #include "runtime/support/Trace.h"
 
 #include <algorithm>
@@ -155,7 +156,8 @@ Error PipelineRank::run(const std::string &name, const std::vector<ChunkCall> &c
     tokens.push_back(inputs(call.chunk.microBatch));
   std::vector<BufferArg> args;
   for (const InputSlot &in : e->inputs) {
-    auto [call, local] = owner(in.name);
+    auto [call, localName] = owner(in.name);
+    const std::string &local = localName;
     if (!call)
       return Error::failure(name + ": argument '" + in.name + "' belongs to no chunk of the step");
     const Chunk &c = call->chunk;
@@ -286,6 +288,16 @@ Expected<PipelineRank::Progress> PipelineRank::step() {
   for (const Chunk &c : chunks)
     if (c.pass == ChunkPass::Backward || c.pass == ChunkPass::BackwardWeight)
       release(c.stage, c.microBatch);
+  // Activations in the simulator's units: a forward holds one (stage,
+  // micro-batch) from its step on, the backward that computes the input
+  // gradient (B or Bi) gives it back at the end of its step.
+  if (s.chunk.pass == ChunkPass::Forward)
+    ++liveUnits;
+  peakUnitsInStep = std::max(peakUnitsInStep, liveUnits);
+  for (const Chunk &c : chunks)
+    if (c.pass == ChunkPass::Backward || c.pass == ChunkPass::BackwardInput)
+      --liveUnits;
+  peakUnits = std::max(peakUnits, liveUnits);
   auto end = std::chrono::steady_clock::now();
   times.push_back({processSeconds(begin), processSeconds(end), next});
   // The trace's compute lane names each step as the schedule table does.
@@ -368,11 +380,18 @@ Expected<std::string> PipelineRank::measuredBubbles(Communicator &pipeline,
   size_t longest = 0;
   for (const auto &steps : schedule.steps)
     longest = std::max(longest, steps.size());
-  size_t row = longest + 1;
+  // Per rank: elapsed, peak activation units between and inside steps,
+  // peak bytes held and one unit's bytes, then the step durations.
+  constexpr size_t head = 5;
+  size_t row = longest + head;
   std::vector<float> mine(row, 0.f), all(row * schedule.ranks);
   mine[0] = static_cast<float>(elapsed);
+  mine[1] = static_cast<float>(peakUnits);
+  mine[2] = static_cast<float>(peakUnitsInStep);
+  mine[3] = static_cast<float>(peakHeld);
+  mine[4] = static_cast<float>(unitBytes());
   for (const StepTime &t : times)
-    mine[1 + t.step] = static_cast<float>(t.end - t.start);
+    mine[head + t.step] = static_cast<float>(t.end - t.start);
   if (Error e = Communicator::complete(pipeline.allGather(ElementType::F32, mine.data(),
                                                           all.data(), int64_t(row))))
     return e;
@@ -380,8 +399,8 @@ Expected<std::string> PipelineRank::measuredBubbles(Communicator &pipeline,
   std::vector<std::vector<double>> durations(schedule.ranks);
   for (int r = 0; r < schedule.ranks; ++r) {
     makespan = std::max(makespan, double(all[r * row]));
-    durations[r].assign(all.begin() + r * row + 1,
-                        all.begin() + r * row + 1 + schedule.steps[r].size());
+    durations[r].assign(all.begin() + r * row + head,
+                        all.begin() + r * row + head + schedule.steps[r].size());
   }
   auto predicted = simulate(schedule, ChunkCosts{}, meanCostsByKind(schedule, durations));
   if (!predicted)
@@ -404,7 +423,72 @@ Expected<std::string> PipelineRank::measuredBubbles(Communicator &pipeline,
                   busy * 1e3, (makespan - busy) * 1e3, predicted->ranks[r].bubble * 1e3);
     out += line;
   }
+  // Activation memory: the units the schedule holds (the simulator's count
+  // and the formula), and the bytes really held for later chunks (received
+  // states, saved values, the seeds a W still reads) in units of one
+  // forward's saved values.
+  std::snprintf(line, sizeof line,
+                "activations per rank (stage x micro-batch units; formula: %d):\n",
+                activationFormula(schedule));
+  out += line;
+  for (int r = 0; r < schedule.ranks; ++r) {
+    const float *m = &all[r * row];
+    std::snprintf(line, sizeof line,
+                  "  rank %d: peak %d units between steps, %d inside an F&B step "
+                  "(simulated %d/%d); %.2f MiB held at peak = %.1f units of %.2f MiB\n",
+                  r, int(m[1]), int(m[2]), predicted->ranks[r].peakActivations,
+                  predicted->ranks[r].peakActivationsInStep, m[3] / 1048576.0,
+                  m[4] > 0 ? m[3] / m[4] : 0.0, m[4] / 1048576.0);
+    out += line;
+  }
   return out;
+}
+
+Expected<std::string>
+PipelineRank::executedTimelineSvg(Communicator &pipeline,
+                                  std::chrono::steady_clock::time_point start) const {
+  double origin = processSeconds(start);
+  size_t longest = 0;
+  for (const auto &steps : schedule.steps)
+    longest = std::max(longest, steps.size());
+  std::vector<float> mine(2 * longest, 0.f), all(mine.size() * schedule.ranks);
+  for (const StepTime &t : times) {
+    mine[2 * t.step] = static_cast<float>((t.start - origin) * 1e3);
+    mine[2 * t.step + 1] = static_cast<float>((t.end - origin) * 1e3);
+  }
+  if (Error e = Communicator::complete(pipeline.allGather(
+          ElementType::F32, mine.data(), all.data(), static_cast<int64_t>(mine.size()))))
+    return e;
+  StepSpans spans(schedule.ranks);
+  for (int r = 0; r < schedule.ranks; ++r)
+    for (size_t i = 0; i < schedule.steps[r].size(); ++i)
+      spans[r].emplace_back(all[r * mine.size() + 2 * i], all[r * mine.size() + 2 * i + 1]);
+  char title[200];
+  std::snprintf(title, sizeof title, "%s, %d ranks, %d stages, %d micro-batches: executed",
+                scheduleName(schedule.kind), schedule.ranks, schedule.stages,
+                schedule.microBatches);
+  return timelineSvg(schedule, spans, title, "ms");
+}
+
+double PipelineRank::unitBytes() const {
+  // The mean over this rank's stages of what a forward leaves for its
+  // backward: the received hidden state and the saved values.
+  double total = 0;
+  int counted = 0;
+  for (int stage : schedule.stagesOn(rank)) {
+    const EntryPoint *e = executable.entry(chunkFunction({ChunkPass::Forward, stage, 0}));
+    if (!e)
+      continue;
+    double bytes = 0;
+    for (const OutputSlot &o : e->outputs)
+      if (o.role == "saved")
+        bytes += double(HostTensor(o.type, o.shape).bytes.size());
+    if (const InputSlot *in = inputNamed(*e, "hidden"))
+      bytes += double(HostTensor(in->type, in->shape).bytes.size());
+    total += bytes;
+    ++counted;
+  }
+  return counted ? total / counted : 0;
 }
 
 Error PipelineRank::runToEnd() {

@@ -26,6 +26,7 @@
 #include "runtime/exec/Executable.h"
 #include "runtime/pipeline/Schedule.h"
 
+#include <chrono>
 #include <functional>
 #include <map>
 #include <memory>
@@ -106,6 +107,14 @@ public:
   const std::vector<StepTime> &stepTimes() const { return times; }
   /// Peak bytes held for later chunks (received states, saved values).
   int64_t peakHeldBytes() const { return peakHeld; }
+  /// Peak activations in the simulator's units (stage x micro-batch: from
+  /// a forward's step to the end of the step of its B or Bi), between
+  /// steps and inside one.
+  int peakActivationUnits() const { return peakUnits; }
+  int peakActivationUnitsInStep() const { return peakUnitsInStep; }
+  /// The bytes of one such unit: what a forward of this rank's stages
+  /// leaves for its backward (mean over its stages).
+  double unitBytes() const;
 
   /// After the last step, what one process's `forward_grad` returns, under
   /// its names: the scalar losses (summed over the ranks of `pipeline`, so
@@ -118,9 +127,16 @@ public:
   /// After the last step, every rank's busy time and measured bubble
   /// (makespan - busy; the ranks started together `elapsed` seconds ago on
   /// this rank) beside the simulator's replay of the schedule with the
-  /// measured chunk costs (meanCostsByKind), as lines to print. Every rank
-  /// of `pipeline` must call it.
+  /// measured chunk costs (meanCostsByKind), and its peak activations
+  /// (units and bytes) beside the simulator's and the formula, as lines to
+  /// print. Every rank of `pipeline` must call it.
   Expected<std::string> measuredBubbles(Communicator &pipeline, double elapsed) const;
+  /// After the last step, every rank's steps as they ran (milliseconds from
+  /// `origin`, when the ranks started together), drawn as an SVG picture
+  /// (TimelineSvg.h). Every rank of `pipeline` must call it; each gets the
+  /// picture.
+  Expected<std::string> executedTimelineSvg(Communicator &pipeline,
+                                            std::chrono::steady_clock::time_point origin) const;
 
 private:
   using Store = std::map<std::string, HostTensor>;
@@ -145,6 +161,7 @@ private:
   size_t next = 0;
   std::map<std::pair<int, int>, Store> held; // (stage, mb) -> values by name
   int64_t heldBytes = 0, peakHeld = 0;
+  int liveUnits = 0, peakUnits = 0, peakUnitsInStep = 0;
   std::vector<float> grads;
   std::map<std::string, double> lossSums;
   std::map<std::string, std::vector<int64_t>> loads;

@@ -32,6 +32,8 @@
 #include "runtime/pipeline/Executor.h"
 #include "runtime/pipeline/Schedule.h"
 #include "runtime/pipeline/Simulator.h"
+#include "runtime/pipeline/TimelineSvg.h"
+#include "runtime/support/File.h"
 #include "lowering/Passes.h"
 #include "lowering/Pipeline/Pipelines.h"
 #include "passes/Passes.h"
@@ -177,7 +179,8 @@ cl::opt<std::string> tokensPath(
 cl::opt<unsigned> repeatOpt(
     "repeat",
     cl::desc("Run the compiled step N times and print its median time and "
-             "tokens/s on stderr (eval, grad; for benchmarking)"),
+             "tokens/s on stderr (eval, grad; for benchmarking); with --pp, N-1 "
+             "untimed warm-up steps before the measured one"),
     cl::init(1), cl::cat(runCat));
 cl::opt<double> mtpWeight("mtp-weight",
                           cl::desc("Weight of the MTP loss in total_loss"),
@@ -255,6 +258,11 @@ cl::opt<std::string> traceOpt(
     "trace",
     cl::desc("Write a Chrome/Perfetto trace: per rank, a compute and a communication lane"),
     cl::value_desc("FILE.json"), cl::cat(runCat));
+cl::opt<std::string> svgOpt(
+    "svg",
+    cl::desc("Draw the pipeline's timeline as an SVG picture, one row per rank: the "
+             "executed schedule (grad --pp) or the simulated one (schedule)"),
+    cl::value_desc("FILE.svg"), cl::cat(runCat), cl::cat(scheduleCat));
 cl::opt<std::string> plotOpt("plot", cl::desc("Loss curve SVG"),
                              cl::cat(trainCat));
 cl::opt<std::string> saveOpt("save",
@@ -432,6 +440,40 @@ std::string cacheDirectory() {
   return cacheDir.empty() ? dsv3::CompileCache::defaultDirectory() : cacheDir.getValue();
 }
 
+/// compiler.load through the compile cache, rank 0 first. Every rank of a
+/// job compiles the same module (ranks are read at run time), so rank 0
+/// compiles it into the cache while the others wait at a barrier, and they
+/// then find it there instead of each compiling it again on cores they
+/// share. Without a cache (or without a job) each process compiles; ranks
+/// of another node that does not share the cache directory compile for
+/// themselves.
+llvm::Expected<dsv3::LoadedModel> loadModel(dsv3::Compiler &compiler,
+                                            const dsv3::ModelDescription &desc,
+                                            const dsv3::CompileOptions &options,
+                                            dsv3::rt::OptimizerShard shard = {}) {
+  std::string cache = cacheDirectory();
+  int64_t expertRank = job ? job->expertRank() : 0;
+  auto load = [&] { return compiler.load(desc, options, cache, expertRank, shard); };
+  if (!job || cache.empty())
+    return load();
+  const std::string what = "compiling on rank 0";
+  const auto poll = std::chrono::milliseconds(10);
+  if (job->isRoot()) {
+    auto model = load();
+    std::string problem = model ? std::string() : llvm::toString(model.takeError());
+    if (dsv3::rt::Error e = dsv3::rt::agreeAcrossRanks(
+            job.get(),
+            problem.empty() ? dsv3::rt::Error::success() : dsv3::rt::Error::failure(problem),
+            what, poll))
+      return llvm::createStringError(e.message());
+    return model;
+  }
+  if (dsv3::rt::Error e =
+          dsv3::rt::agreeAcrossRanks(job.get(), dsv3::rt::Error::success(), what, poll))
+    return llvm::createStringError(e.message());
+  return load();
+}
+
 //===----------------------------------------------------------------------===//
 // Commands
 //===----------------------------------------------------------------------===//
@@ -581,7 +623,7 @@ int runPipelineGrad(const dsv3::ModelDescription &desc, const std::vector<int64_
   options->routingNodes = plan.routingNodes;
   options->maxNodesPerToken = plan.maxNodesPerToken;
   dsv3::Compiler compiler;
-  auto model = compiler.load(desc, *options, cacheDirectory(), job->expertRank());
+  auto model = loadModel(compiler, desc, *options);
   if (!model)
     return fail(model.takeError());
   dsv3::rt::Session &session = *model->session;
@@ -589,6 +631,17 @@ int runPipelineGrad(const dsv3::ModelDescription &desc, const std::vector<int64_
   auto inputs = dsv3::rt::splitRows(ids.data(), segments ? segments->data() : nullptr, rows, cols,
                                     schedule.microBatches);
   dsv3::rt::CommunicatorTransport transport(job->pipeline());
+  // With --repeat N, N-1 untimed steps first: the first run of each chunk
+  // pays for first-touch page faults and the exchanges' first connections,
+  // which the measured bubble and overlap should not count.
+  for (unsigned warm = 1; warm < std::max(1u, unsigned(repeatOpt)); ++warm) {
+    dsv3::rt::PipelineRank warmup(schedule, static_cast<int>(job->pipelineRank()),
+                                  session.executable(), session.parameters().data(), inputs,
+                                  transport);
+    if (dsv3::rt::Error e = dsv3::rt::agreeAcrossRanks(job.get(), warmup.runToEnd(),
+                                                        "a warm-up step"))
+      return fail(std::move(e));
+  }
   dsv3::rt::PipelineRank program(schedule, static_cast<int>(job->pipelineRank()),
                                  session.executable(), session.parameters().data(), inputs,
                                  transport);
@@ -615,6 +668,14 @@ int runPipelineGrad(const dsv3::ModelDescription &desc, const std::vector<int64_
   auto timeline = program.measuredBubbles(job->pipeline(), elapsed);
   if (!timeline)
     return fail(timeline.error().message());
+  if (!svgOpt.empty()) {
+    auto svg = program.executedTimelineSvg(job->pipeline(), start);
+    if (!svg)
+      return fail(svg.error().message());
+    if (job->isRoot())
+      if (dsv3::rt::Error e = dsv3::rt::writeFileDurably(svgOpt, svg->data(), svg->size()))
+        return fail(std::move(e));
+  }
   if (plan.expert > 1) {
     auto exchanges = dsv3::rt::allToAllReport(*job, commBefore);
     if (!exchanges)
@@ -690,7 +751,7 @@ int runOnTokens(bool gradient) {
   options->routingNodes = plan->routingNodes;
   options->maxNodesPerToken = plan->maxNodesPerToken;
   dsv3::Compiler compiler;
-  auto model = compiler.load(*desc, *options, cacheDirectory(), job ? job->expertRank() : 0);
+  auto model = loadModel(compiler, *desc, *options);
   if (!model)
     return fail(model.takeError());
   const std::string &entryName = model->module.entry;
@@ -827,7 +888,7 @@ int runTrain() {
   if (job && plan->data > 1)
     shard = {job->dataRank(), plan->data};
   dsv3::Compiler compiler;
-  auto model = compiler.load(*desc, *options, cacheDirectory(), job ? job->expertRank() : 0, shard);
+  auto model = loadModel(compiler, *desc, *options, shard);
   if (!model)
     return fail(model.takeError());
 
@@ -920,6 +981,18 @@ int runSchedule() {
                      sim->messages);
   os << "peak activations " << peak << " stage x micro-batch units (formula: "
      << dsv3::rt::activationFormula(s) << ")\n";
+  if (!svgOpt.empty()) {
+    dsv3::rt::StepSpans spans(s.ranks);
+    for (int r = 0; r < s.ranks; ++r)
+      for (const dsv3::rt::SimulatedStep &step : sim->ranks[r].steps)
+        spans[r].emplace_back(step.start, step.end);
+    std::string title = std::string(dsv3::rt::scheduleName(s.kind)) + ", " +
+                        std::to_string(s.ranks) + " ranks, " + std::to_string(s.stages) +
+                        " stages, " + std::to_string(s.microBatches) + " micro-batches: simulated";
+    std::string svg = dsv3::rt::timelineSvg(s, spans, title, "cost units");
+    if (dsv3::rt::Error e = dsv3::rt::writeFileDurably(svgOpt, svg.data(), svg.size()))
+      return fail(std::move(e));
+  }
   return 0;
 }
 
@@ -1017,9 +1090,13 @@ int main(int argc, char **argv) {
   for (auto &[name, opt] : cl::getRegisteredOptions()) {
     if (!opt->getNumOccurrences())
       continue;
+    // An option may belong to several commands' categories (--svg).
+    if (llvm::any_of(opt->Categories, [&](const cl::OptionCategory *cat) {
+          return llvm::is_contained(command->categories, cat);
+        }))
+      continue;
     for (const cl::OptionCategory *cat : commandCategories)
-      if (llvm::is_contained(opt->Categories, cat) &&
-          !llvm::is_contained(command->categories, cat)) {
+      if (llvm::is_contained(opt->Categories, cat)) {
         const char *owner = "another command";
         for (const Command &other : commands)
           if (llvm::is_contained(other.categories, cat))
