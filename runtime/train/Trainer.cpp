@@ -17,6 +17,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <unistd.h>
 
 namespace dsv3::rt {
@@ -148,12 +149,12 @@ Expected<OutputRoles> assignPipelineRoles(const Executable &exe, const ParamLayo
 /// schedule over the replica's `rows` (split into the schedule's
 /// micro-batches). Adds this rank's stages' gradients, loss parts and
 /// expert loads; the pipeline group's sum is the step's.
-Error runPipelined(const PipelineSchedule &schedule, ProcessGroups &job, Session &session,
+Error runPipelined(const PipelineSchedule &schedule, ProcessGroups &job,
+                   PipelineTransport &transport, Session &session,
                    const std::vector<int64_t> &ids, const std::vector<int64_t> *segments,
                    int64_t rows, int64_t seqLen, const OutputRoles &roles,
                    std::vector<float> &grads, StepLosses &losses,
                    std::vector<std::vector<int64_t>> &loads) {
-  CommunicatorTransport transport(job.pipeline());
   PipelineRank program(schedule, static_cast<int>(job.pipelineRank()), session.executable(),
                        session.parameters().data(),
                        splitRows(ids.data(), segments ? segments->data() : nullptr, rows, seqLen,
@@ -296,6 +297,11 @@ Error train(const TrainConfig &c, Session &session, const DataSource &data, Proc
     startStep = *step;
   }
   OutputBuffers *outputs = pipeline ? nullptr : &session.outputs("forward_grad");
+  // One transport (and its progress thread) for the whole run: every
+  // micro-step's program flushes its sends before it ends.
+  std::optional<CommunicatorTransport> transport;
+  if (pipeline)
+    transport.emplace(job->pipeline());
 
   std::ofstream log;
   if (!c.logJsonPath.empty() && root) {
@@ -338,8 +344,8 @@ Error train(const TrainConfig &c, Session &session, const DataSource &data, Proc
           segs = &(segmentRows = replicaRows(*segs, data.batch(), data.seqLen(), *job));
       }
       if (pipeline) {
-        if (Error e = runPipelined(*pipeline, *job, session, ids, segs, rows, data.seqLen(),
-                                   *roles, grads, losses, loads))
+        if (Error e = runPipelined(*pipeline, *job, *transport, session, ids, segs, rows,
+                                   data.seqLen(), *roles, grads, losses, loads))
           return e;
         continue;
       }
