@@ -112,6 +112,10 @@ def DSV3CommOverlapPass : Pass<"dsv3-comm-overlap", "::mlir::ModuleOp"> {
     `backward.<name>`. Run on tensor-level IR after `dsv3-expert-parallel`
     and `dsv3-autodiff` (and `dsv3-pipeline-partition`).
   }];
+  let options = [
+    Option<"fusePairs", "fuse-pairs", "bool", "true",
+           "Fuse each F&B pair of the module's pipeline schedule into one function">,
+  ];
 }
 
 def DSV3NodeLimitedRoutingPass : Pass<"dsv3-node-limited-routing", "::mlir::ModuleOp"> {

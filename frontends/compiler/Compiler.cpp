@@ -60,6 +60,7 @@ std::unique_ptr<DSV3PipelineOptions> pipelineOptions(const CompileOptions &optio
   p->maxNodesPerToken = options.maxNodesPerToken;
   p->pipelineStages = options.pipelineStages;
   p->commOverlap = options.commOverlap;
+  p->fusePairs = options.fusePairs;
   return p;
 }
 
@@ -205,6 +206,7 @@ Compiler::compile(const ModelDescription &desc, const CompileOptions &options,
                       " fp8=" + options.fp8.value_or("off") +
                       " ep=" + std::to_string(options.expertParallel) +
                       (options.commOverlap ? "" : " no-overlap") +
+                      (options.fusePairs ? " fuse-pairs" : "") +
                       (options.maxNodesPerToken > 0
                            ? " nodes=" + std::to_string(options.routingNodes) + "/" +
                                  std::to_string(options.maxNodesPerToken)

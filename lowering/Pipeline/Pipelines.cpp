@@ -147,7 +147,7 @@ LogicalResult buildTensorPipeline(OpPassManager &pm, const DSV3PipelineOptions &
     pm.addPass(createDSV3AutodiffPass());
   }
   if (options.expertParallel > 1 && options.commOverlap)
-    pm.addPass(createDSV3CommOverlapPass());
+    pm.addPass(createDSV3CommOverlapPass(DSV3CommOverlapPassOptions{options.fusePairs}));
   if (options.fp8) {
     std::unique_ptr<Pass> fp8 = createDSV3FP8TileQuantizePass();
     std::string problem;

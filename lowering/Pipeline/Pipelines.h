@@ -76,6 +76,11 @@ struct DSV3PipelineOptions : public mlir::PassPipelineOptions<DSV3PipelineOption
       llvm::cl::desc("With expert parallelism: start each all-to-all early and wait late, "
                      "with independent compute between (dsv3-comm-overlap)"),
       llvm::cl::init(true)};
+  Option<bool> fusePairs{
+      *this, "fuse-pairs",
+      llvm::cl::desc("With comm-overlap and a pipeline schedule: each F&B pair as one "
+                     "function whose halves' exchanges overlap the other's compute"),
+      llvm::cl::init(false)};
   CPUPipelineOptions cpu() const { return {fuseElementwise, ukernels}; }
 };
 

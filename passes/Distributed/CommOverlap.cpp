@@ -221,12 +221,12 @@ struct DSV3CommOverlapPass : dsv3::impl::DSV3CommOverlapPassBase<DSV3CommOverlap
       wait->setAttr("overlapped_ops",
                     IntegerAttr::get(IntegerType::get(&getContext(), 64), moved));
     }
-    if (failed(fusePairs()))
+    if (fusePairs && failed(fuseScheduledPairs()))
       signalPassFailure();
   }
 
   /// One function per distinct F&B pair of the module's schedule.
-  LogicalResult fusePairs() {
+  LogicalResult fuseScheduledPairs() {
     ModuleOp module = getOperation();
     for (auto schedule : module.getOps<PipelineScheduleOp>()) {
       WalkResult walk = schedule.walk([&](PipelineRunPairOp pair) {

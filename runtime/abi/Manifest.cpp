@@ -146,7 +146,11 @@ Expected<Manifest> parseManifest(const std::string &text, const std::string &pat
       if (!parseTypeAndShape(o, slot.type, slot.shape))
         return bad("output '" + slot.name +
                    "' has no known type (f32, bf16, i64) and valid shape");
-      if ((slot.role == "expert_ids") != (slot.type == ElementType::I64))
+      // Integer results are expert choices, or values a pipeline chunk
+      // saves for a later one (routing indices and counts).
+      bool integer = slot.type == ElementType::I64;
+      if ((slot.role == "expert_ids" && !integer) ||
+          (integer && slot.role != "expert_ids" && slot.role != "saved"))
         return bad("output '" + slot.name + "' of role " + slot.role + " cannot be " +
                    elementTypeName(slot.type));
       const auto &roles = outputRoles();

@@ -19,6 +19,7 @@
 #include "llvm/Support/Format.h"
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/MemoryBuffer.h"
+#include "llvm/Support/WithColor.h"
 #include "llvm/Support/Path.h"
 #include "llvm/Support/SHA256.h"
 #include "llvm/Support/TargetSelect.h"
@@ -316,8 +317,13 @@ std::unique_ptr<JitModule> CompileCache::lookup(llvm::StringRef key) const {
     return nullptr;
   rt::Expected<rt::Manifest> manifest =
       rt::parseManifest((*text)->getBuffer().str(), std::string(path));
-  if (!manifest)
+  if (!manifest) {
+    // Say so: a cache whose entries never load silently compiles every time.
+    llvm::WithColor::warning(llvm::errs(), "dsv3c")
+        << "compile cache entry unreadable, compiling again: " << manifest.error().message()
+        << "\n";
     return nullptr;
+  }
   auto jit = JitModule::load(objectPath(key), std::move(manifest->layout),
                              std::move(manifest->entries));
   if (!jit) {

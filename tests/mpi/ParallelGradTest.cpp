@@ -157,18 +157,21 @@ struct PipelineCase {
   const char *schedule;
   int pp, dp, ep, microBatches;
   const char *model = "models/tiny";
+  /// More flags ("--fuse-pairs": the experimental fused F&B pairs).
+  const char *flags = "";
 };
 
 std::string pipelineCaseName(const ::testing::TestParamInfo<PipelineCase> &info) {
   const PipelineCase &c = info.param;
   bool deep = std::string(c.model).find("tiny-deep") != std::string::npos;
   return std::string(deep ? "deep_" : "") + c.schedule + "_pp" + std::to_string(c.pp) + "_dp" +
-         std::to_string(c.dp) + "_ep" + std::to_string(c.ep);
+         std::to_string(c.dp) + "_ep" + std::to_string(c.ep) +
+         (std::string(c.flags).find("--fuse-pairs") != std::string::npos ? "_fused" : "");
 }
 
 void PrintTo(const PipelineCase &c, std::ostream *os) {
   *os << c.model << " --schedule " << c.schedule << " --pp " << c.pp << " --dp " << c.dp
-      << " --ep " << c.ep << " --micro-batches " << c.microBatches;
+      << " --ep " << c.ep << " --micro-batches " << c.microBatches << " " << c.flags;
 }
 
 /// 8 sequences of 16 of the tiny model's vocabulary (an LCG), written once
@@ -205,7 +208,7 @@ TEST_P(PipelineGrad, EqualsOneProcess) {
   std::string want = single(c.model);
   std::string plan = "--pp " + std::to_string(c.pp) + " --dp " + std::to_string(c.dp) +
                      " --ep " + std::to_string(c.ep) + " --schedule " + c.schedule +
-                     " --micro-batches " + std::to_string(c.microBatches);
+                     " --micro-batches " + std::to_string(c.microBatches) + " " + c.flags;
   std::string out = scratchDir("pipeline") + "/grad.safetensors";
   RunResult r = runCommand(mpirun(c.pp * c.dp * c.ep) + "grad " + sourcePath(c.model) +
                            " --tokens " + eightSequences() + " -o " + out + " " + plan);
@@ -218,6 +221,7 @@ TEST_P(PipelineGrad, EqualsOneProcess) {
 INSTANTIATE_TEST_SUITE_P(
     Schedules, PipelineGrad,
     ::testing::Values(PipelineCase{"dualpipev", 2, 1, 1, 8}, PipelineCase{"dualpipe", 2, 1, 2, 8},
+                      PipelineCase{"dualpipe", 2, 1, 2, 8, "models/tiny", "--fuse-pairs"},
                       PipelineCase{"zb1p", 2, 2, 1, 4},
                       PipelineCase{"dualpipev", 4, 1, 1, 8, "models/tiny-deep/model.toml"}),
     pipelineCaseName);

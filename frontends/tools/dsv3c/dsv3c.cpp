@@ -161,6 +161,12 @@ cl::opt<bool> commOverlapOpt(
     cl::desc("With --ep > 1: compute between each all-to-all's start and wait "
              "(dsv3-comm-overlap; --comm-overlap=false blocks at each exchange)"),
     cl::init(true), cl::cat(parallelCat));
+cl::opt<bool> fusePairsOpt(
+    "fuse-pairs",
+    cl::desc("With --pp and --ep > 1: run each F&B pair as one function whose halves take "
+             "turns at every exchange (dsv3-comm-overlap; experimental: DualPipe(V) --pp 4 "
+             "--ep 2 does not match one process with it yet)"),
+    cl::init(false), cl::cat(parallelCat));
 cl::opt<std::string> linkModelOpt(
     "link-model",
     cl::desc("Measurement aid, off by default: every request between ranks completes no "
@@ -330,6 +336,7 @@ llvm::Expected<dsv3::CompileOptions> compileOptions(const dsv3::ModelDescription
   o->optLevel = jitOptLevel;
   o->dumpDir = dumpDir;
   o->commOverlap = commOverlapOpt;
+  o->fusePairs = fusePairsOpt;
   return o;
 }
 

@@ -15,6 +15,8 @@ Manifest sample() {
                 {{"input_ids", ElementType::I64, {1, 2}}, {"exp_avg", ElementType::BF16, {10}}},
                 {{"logits", "logits", "", ElementType::F32, {1, 2, 3}},
                  {"topk_ids.gate", "expert_ids", "", ElementType::I64, {2, 2}},
+                 // A pipeline chunk's integer value kept for a later chunk.
+                 {"saved.3", "saved", "", ElementType::I64, {2}},
                  {"grad.embed", "gradient", "embed", ElementType::F32, {2, 3}},
                  {"loss", "loss", "", ElementType::F32, {}}}}};
   m.extraJson = R"({"mode":"eval"})";
@@ -37,7 +39,8 @@ TEST(Manifest, RoundTrips) {
   EXPECT_EQ(back->entries[0].outputs, m.entries[0].outputs);
   EXPECT_EQ(back->entries[0].inputs[1].type, ElementType::BF16);
   EXPECT_EQ(back->entries[0].outputType(1), ElementType::I64);
-  EXPECT_EQ(back->entries[0].outputs[3].shape, std::vector<int64_t>{});
+  EXPECT_EQ(back->entries[0].outputType(2), ElementType::I64);
+  EXPECT_EQ(back->entries[0].outputs[4].shape, std::vector<int64_t>{});
   EXPECT_EQ(back->extraJson, R"({"mode":"eval"})");
 }
 
@@ -78,6 +81,8 @@ TEST(Manifest, DamagedManifestsAreOneLineErrors) {
        "m.json: manifest: output 'x' has no known type (f32, bf16, i64) and valid shape"},
       {R"({"param_count":4,"params":[],"entries":[{"name":"f","inputs":[],"outputs":[{"name":"ids","role":"expert_ids","type":"f32","shape":[2]}]}]})",
        "m.json: manifest: output 'ids' of role expert_ids cannot be f32"},
+      {R"({"param_count":4,"params":[],"entries":[{"name":"f","inputs":[],"outputs":[{"name":"l","role":"loss","type":"i64","shape":[]}]}]})",
+       "m.json: manifest: output 'l' of role loss cannot be i64"},
       {R"({"param_count":4,"params":[],"entries":[{"name":"f","inputs":[],"outputs":[{"name":"g","role":"gradient","param":"w","type":"f32","shape":[4]}]}]})",
        "m.json: manifest: output 'g' names the unknown parameter 'w'"},
   };
