@@ -21,32 +21,6 @@ namespace dsv3 {
 
 namespace {
 
-const char *passName(rt::ChunkPass pass) {
-  switch (pass) {
-  case rt::ChunkPass::Forward:
-    return "F";
-  case rt::ChunkPass::Backward:
-    return "B";
-  case rt::ChunkPass::BackwardInput:
-    return "Bi";
-  case rt::ChunkPass::BackwardWeight:
-    return "W";
-  }
-  return "";
-}
-
-std::optional<rt::ChunkPass> parsePass(StringRef name) {
-  if (name == "F")
-    return rt::ChunkPass::Forward;
-  if (name == "B")
-    return rt::ChunkPass::Backward;
-  if (name == "Bi")
-    return rt::ChunkPass::BackwardInput;
-  if (name == "W")
-    return rt::ChunkPass::BackwardWeight;
-  return std::nullopt;
-}
-
 /// A message a chunk receives before it runs or sends after: the value, the
 /// stage it is an input of, and the rank at the other end.
 struct Message {
@@ -108,7 +82,7 @@ void appendScheduleIR(ModuleOp module, const rt::PipelineSchedule &s) {
                                   section);
       } else {
         const rt::Chunk &c = step.chunk;
-        PipelineRunOp::create(body, loc, body.getStringAttr(passName(c.pass)), index(c.stage),
+        PipelineRunOp::create(body, loc, body.getStringAttr(rt::passLabel(c.pass)), index(c.stage),
                               index(c.microBatch), section);
       }
       for (const rt::Chunk &c : chunks)
@@ -140,7 +114,7 @@ llvm::Expected<ScheduleFromIR> readScheduleIR(ModuleOp module) {
     for (Operation &o : rankOp.getBody().front()) {
       rt::ScheduleStep step;
       if (auto run = dyn_cast<PipelineRunOp>(o)) {
-        auto pass = parsePass(run.getPass());
+        auto pass = rt::parsePassLabel(run.getPass().str());
         if (!pass)
           return llvm::createStringError("dsv3.pipeline_run: unknown pass '" +
                                          run.getPass().str() + "'");

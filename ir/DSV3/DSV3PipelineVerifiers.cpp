@@ -175,19 +175,24 @@ LogicalResult PipelineScheduleOp::verifyRegions() {
     return "\"" + std::get<0>(k) + "\" of stage " + std::to_string(std::get<1>(k)) +
            ", micro-batch " + std::to_string(std::get<2>(k));
   };
-  for (const auto &[link, keys] : sent) {
-    auto other = received.find(link);
-    for (const MessageKey &k : keys)
-      if (other == received.end() || other->second.count(k) != keys.count(k))
-        return emitOpError() << "rank " << link.first << " sends " << describe(k)
-                             << " to rank " << link.second << ", which never receives it";
-  }
-  for (const auto &[link, keys] : received) {
-    auto other = sent.find(link);
-    for (const MessageKey &k : keys)
-      if (other == sent.end() || other->second.count(k) != keys.count(k))
+  // `from` holds one side's messages per (sender, receiver); each must be
+  // on the other side as often.
+  auto unmatched = [&](const auto &from, const auto &to, bool sends) -> LogicalResult {
+    for (const auto &[link, keys] : from) {
+      auto other = to.find(link);
+      for (const MessageKey &k : keys) {
+        if (other != to.end() && other->second.count(k) == keys.count(k))
+          continue;
+        if (sends)
+          return emitOpError() << "rank " << link.first << " sends " << describe(k)
+                               << " to rank " << link.second << ", which never receives it";
         return emitOpError() << "rank " << link.second << " receives " << describe(k)
                              << " from rank " << link.first << ", which never sends it";
-  }
+      }
+    }
+    return success();
+  };
+  if (failed(unmatched(sent, received, true)) || failed(unmatched(received, sent, false)))
+    return failure();
   return success();
 }

@@ -479,12 +479,18 @@ double PipelineRank::unitBytes() const {
     const EntryPoint *e = executable.entry(chunkFunction({ChunkPass::Forward, stage, 0}));
     if (!e)
       continue;
+    auto size = [](ElementType type, const std::vector<int64_t> &shape) {
+      double n = double(elementSize(type));
+      for (int64_t d : shape)
+        n *= double(d);
+      return n;
+    };
     double bytes = 0;
     for (const OutputSlot &o : e->outputs)
       if (o.role == "saved")
-        bytes += double(HostTensor(o.type, o.shape).bytes.size());
+        bytes += size(o.type, o.shape);
     if (const InputSlot *in = inputNamed(*e, "hidden"))
-      bytes += double(HostTensor(in->type, in->shape).bytes.size());
+      bytes += size(in->type, in->shape);
     total += bytes;
     ++counted;
   }

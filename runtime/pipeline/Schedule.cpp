@@ -247,7 +247,9 @@ std::vector<ScheduleStep> oneFOneBRank(const PipelineSchedule &s, int r, bool ze
   return std::move(p.steps);
 }
 
-std::string label(ChunkPass pass) {
+} // namespace
+
+const char *passLabel(ChunkPass pass) {
   switch (pass) {
   case ChunkPass::Forward:
     return "F";
@@ -261,7 +263,13 @@ std::string label(ChunkPass pass) {
   return "?";
 }
 
-} // namespace
+std::optional<ChunkPass> parsePassLabel(std::string_view text) {
+  for (ChunkPass pass : {ChunkPass::Forward, ChunkPass::Backward, ChunkPass::BackwardInput,
+                         ChunkPass::BackwardWeight})
+    if (text == passLabel(pass))
+      return pass;
+  return std::nullopt;
+}
 
 Expected<PipelineSchedule> buildSchedule(ScheduleKind kind, int ranks, int microBatches) {
   std::string name = scheduleName(kind);
@@ -390,7 +398,7 @@ Error validateSchedule(const PipelineSchedule &s) {
 }
 
 std::string chunkLabel(const PipelineSchedule &s, int rank, const Chunk &c) {
-  std::string text = label(c.pass) + std::to_string(c.microBatch);
+  std::string text = passLabel(c.pass) + std::to_string(c.microBatch);
   if (s.kind == ScheduleKind::DualPipeV)
     text += c.stage == rank ? "a" : "b";
   return text;

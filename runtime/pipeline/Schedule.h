@@ -79,6 +79,10 @@ struct PipelineSchedule {
   int microBatchesPerDirection() const;
 };
 
+/// "F", "B", "Bi", "W", and back.
+const char *passLabel(ChunkPass pass);
+std::optional<ChunkPass> parsePassLabel(std::string_view text);
+
 /// The function dsv3-pipeline-partition outlines for `chunk`:
 /// "stage<k>_forward", "_backward", "_backward_input", "_backward_weight".
 std::string chunkFunction(const Chunk &chunk);
