@@ -274,8 +274,7 @@ llvm::Expected<LoadedModel> Compiler::load(const ModelDescription &desc,
       if (rt::Error e = rt::loadParameters(*store, layout, params))
         return llvm::createStringError(e.message());
     } else if (rt::Error e = rt::initializeParameters(layout, *desc.initSeed,
-                                                      desc.config.initializerRange, params,
-                                                      options.expertParallel)) {
+                                                      desc.config.initializerRange, params)) {
       return llvm::createStringError(desc.path + ": " + e.message());
     }
     return llvm::Error::success();

@@ -71,9 +71,8 @@ struct CompileOptions {
   /// wait (dsv3-comm-overlap); off, every exchange blocks where it stands.
   bool commOverlap = true;
   /// With commOverlap and a schedule: fuse each F&B pair into one function
-  /// (off by default: DualPipe(V) --pp 4 --ep 2 does not match one process
-  /// with it yet).
-  bool fusePairs = false;
+  /// whose halves' exchanges overlap the other's compute.
+  bool fusePairs = true;
   std::string dumpDir;          ///< one numbered file per phase when set
   /// The file the batch shape came from (the tokens), named in shape
   /// errors; the description's path when empty.

@@ -80,7 +80,7 @@ struct DSV3PipelineOptions : public mlir::PassPipelineOptions<DSV3PipelineOption
       *this, "fuse-pairs",
       llvm::cl::desc("With comm-overlap and a pipeline schedule: each F&B pair as one "
                      "function whose halves' exchanges overlap the other's compute"),
-      llvm::cl::init(false)};
+      llvm::cl::init(true)};
   CPUPipelineOptions cpu() const { return {fuseElementwise, ukernels}; }
 };
 

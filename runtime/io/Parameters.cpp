@@ -120,30 +120,38 @@ Error loadParameters(const WeightStore &store, const ParamLayout &layout,
   return Error::success();
 }
 
+namespace {
+
+/// A generator seed for the checkpoint tensor `name`: FNV-1a of the name,
+/// mixed with the run's seed (splitmix64's finaliser).
+uint64_t tensorSeed(uint64_t seed, const std::string &name) {
+  uint64_t h = 1469598103934665603ull;
+  for (unsigned char c : name)
+    h = (h ^ c) * 1099511628211ull;
+  uint64_t z = seed + 0x9e3779b97f4a7c15ull * (h | 1);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+} // namespace
+
 Error initializeParameters(const ParamLayout &layout, uint64_t seed, double std,
-                           std::vector<float> &buffer, int64_t expertRanks) {
+                           std::vector<float> &buffer) {
   if (Error e = allocate(layout, buffer))
     return e;
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<float> normal(0.0f, static_cast<float>(std));
   for (const ParamSlot &slot : layout.slots) {
-    float *dst = buffer.data() + slot.offset;
-    int64_t n = slot.numElements();
-    if (slot.role == "norm")
-      std::fill(dst, dst + n, 1.0f);
-    else if (slot.role == "routing_bias")
-      std::fill(dst, dst + n, 0.0f);
-    else if (slot.shard.empty())
-      for (int64_t i = 0; i < n; ++i)
-        dst[i] = normal(rng);
-    else {
-      // Draw the whole stack, keep this rank's block: the values do not
-      // depend on the plan.
-      int64_t inner = n / slot.shape[0], first = slot.stackBase * inner;
-      for (int64_t i = 0, total = n * expertRanks; i < total; ++i) {
-        float v = normal(rng);
-        if (i >= first && i < first + n)
-          dst[i - first] = v;
+    for (const SlotTensor &t : slotTensors(slot)) {
+      float *dst = buffer.data() + t.offset;
+      if (slot.role == "norm") {
+        std::fill(dst, dst + t.count, 1.0f);
+      } else if (slot.role == "routing_bias") {
+        std::fill(dst, dst + t.count, 0.0f);
+      } else {
+        std::mt19937_64 rng(tensorSeed(seed, t.name));
+        std::normal_distribution<float> normal(0.0f, static_cast<float>(std));
+        for (int64_t i = 0; i < t.count; ++i)
+          dst[i] = normal(rng);
       }
     }
   }

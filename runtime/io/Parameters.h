@@ -27,10 +27,12 @@ Error loadParameters(const WeightStore &store, const ParamLayout &layout,
                      std::vector<float> &buffer);
 
 /// Fresh parameters: norms 1, routing biases 0, everything else
-/// N(0, std^2) from `seed`. An expert-sharded slot (of `expertRanks`
-/// blocks) gets the values its block has in the whole stack.
+/// N(0, std^2). Each checkpoint tensor (each expert of a stack) draws from
+/// its own generator, seeded by `seed` and its name, so the values depend
+/// neither on the layout's order (which follows the compiled module) nor
+/// on how experts are sharded.
 Error initializeParameters(const ParamLayout &layout, uint64_t seed, double std,
-                           std::vector<float> &buffer, int64_t expertRanks = 1);
+                           std::vector<float> &buffer);
 
 /// One checkpoint tensor of a slot: a stacked slot (a '*' in its name) is
 /// one tensor per expert, numbered from the slot's stackBase.

@@ -157,7 +157,8 @@ struct PipelineCase {
   const char *schedule;
   int pp, dp, ep, microBatches;
   const char *model = "models/tiny";
-  /// More flags ("--fuse-pairs": the experimental fused F&B pairs).
+  /// More flags ("--fuse-pairs=false": each F&B pair's chunks one after
+  /// the other instead of one fused function).
   const char *flags = "";
 };
 
@@ -166,7 +167,7 @@ std::string pipelineCaseName(const ::testing::TestParamInfo<PipelineCase> &info)
   bool deep = std::string(c.model).find("tiny-deep") != std::string::npos;
   return std::string(deep ? "deep_" : "") + c.schedule + "_pp" + std::to_string(c.pp) + "_dp" +
          std::to_string(c.dp) + "_ep" + std::to_string(c.ep) +
-         (std::string(c.flags).find("--fuse-pairs") != std::string::npos ? "_fused" : "");
+         (std::string(c.flags).find("--fuse-pairs=false") != std::string::npos ? "_unfused" : "");
 }
 
 void PrintTo(const PipelineCase &c, std::ostream *os) {
@@ -221,7 +222,7 @@ TEST_P(PipelineGrad, EqualsOneProcess) {
 INSTANTIATE_TEST_SUITE_P(
     Schedules, PipelineGrad,
     ::testing::Values(PipelineCase{"dualpipev", 2, 1, 1, 8}, PipelineCase{"dualpipe", 2, 1, 2, 8},
-                      PipelineCase{"dualpipe", 2, 1, 2, 8, "models/tiny", "--fuse-pairs"},
+                      PipelineCase{"dualpipe", 2, 1, 2, 8, "models/tiny", "--fuse-pairs=false"},
                       PipelineCase{"zb1p", 2, 2, 1, 4},
                       PipelineCase{"dualpipev", 4, 1, 1, 8, "models/tiny-deep/model.toml"}),
     pipelineCaseName);

@@ -163,10 +163,10 @@ cl::opt<bool> commOverlapOpt(
     cl::init(true), cl::cat(parallelCat));
 cl::opt<bool> fusePairsOpt(
     "fuse-pairs",
-    cl::desc("With --pp and --ep > 1: run each F&B pair as one function whose halves take "
-             "turns at every exchange (dsv3-comm-overlap; experimental: DualPipe(V) --pp 4 "
-             "--ep 2 does not match one process with it yet)"),
-    cl::init(false), cl::cat(parallelCat));
+    cl::desc("With --pp, --ep > 1 and --comm-overlap: run each F&B pair as one function "
+             "whose halves take turns at every exchange (dsv3-comm-overlap; "
+             "--fuse-pairs=false runs the pair's chunks one after the other)"),
+    cl::init(true), cl::cat(parallelCat));
 cl::opt<std::string> linkModelOpt(
     "link-model",
     cl::desc("Measurement aid, off by default: every request between ranks completes no "
