@@ -31,28 +31,18 @@ struct Message {
 
 /// What `c` (on `rank`) receives from another rank, if anything.
 std::optional<Message> received(const rt::PipelineSchedule &s, int rank, const rt::Chunk &c) {
-  bool forward = c.pass == rt::ChunkPass::Forward;
-  bool backward = c.pass == rt::ChunkPass::Backward || c.pass == rt::ChunkPass::BackwardInput;
-  int from = forward ? c.stage - 1 : c.stage + 1;
-  if ((!forward && !backward) || from < 0 || from >= s.stages)
+  std::optional<rt::StageMessage> m = rt::stageInput(s, c);
+  if (!m || s.rankOf(m->from, c.microBatch) == rank)
     return std::nullopt;
-  int peer = s.rankOf(from, c.microBatch);
-  if (peer == rank)
-    return std::nullopt;
-  return Message{forward ? "hidden" : "grad.hidden", c.stage, peer};
+  return Message{m->value(), m->to, s.rankOf(m->from, c.microBatch)};
 }
 
 /// What `c` (on `rank`) sends to another rank, if anything.
 std::optional<Message> sent(const rt::PipelineSchedule &s, int rank, const rt::Chunk &c) {
-  bool forward = c.pass == rt::ChunkPass::Forward;
-  bool backward = c.pass == rt::ChunkPass::Backward || c.pass == rt::ChunkPass::BackwardInput;
-  int to = forward ? c.stage + 1 : c.stage - 1;
-  if ((!forward && !backward) || to < 0 || to >= s.stages)
+  std::optional<rt::StageMessage> m = rt::stageOutput(s, c);
+  if (!m || s.rankOf(m->to, c.microBatch) == rank)
     return std::nullopt;
-  int peer = s.rankOf(to, c.microBatch);
-  if (peer == rank)
-    return std::nullopt;
-  return Message{forward ? "hidden" : "grad.hidden", to, peer};
+  return Message{m->value(), m->to, s.rankOf(m->to, c.microBatch)};
 }
 
 } // namespace

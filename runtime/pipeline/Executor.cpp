@@ -102,12 +102,11 @@ int64_t PipelineRank::tagOf(bool gradient, int stage, int mb) const {
 Expected<bool> PipelineRank::ready(const Chunk &c) {
   // What this chunk receives from another stage: a forward its input
   // hidden state, a backward its output's gradient.
-  bool forward = c.pass == ChunkPass::Forward;
-  bool backward = c.pass == ChunkPass::Backward || c.pass == ChunkPass::BackwardInput;
-  int from = forward ? c.stage - 1 : c.stage + 1;
-  if ((!forward && !backward) || from < 0 || from >= schedule.stages)
+  std::optional<StageMessage> message = stageInput(schedule, c);
+  if (!message)
     return true;
-  std::string name = forward ? "hidden" : "grad.hidden";
+  bool forward = !message->gradient;
+  std::string name = message->value();
   Store &store = held[{c.stage, c.microBatch}];
   if (store.count(name))
     return true;
@@ -123,7 +122,7 @@ Expected<bool> PipelineRank::ready(const Chunk &c) {
   const InputSlot *slot = inputNamed(*e, name);
   if (!slot) // the last stage's backward has no seed
     return true;
-  int peer = schedule.rankOf(from, c.microBatch);
+  int peer = schedule.rankOf(message->from, c.microBatch);
   if (peer == rank)
     return Error::failure("pipeline rank " + std::to_string(rank) + ": " +
                           chunkLabel(schedule, rank, c) + " runs before its local input");
@@ -202,15 +201,17 @@ Error PipelineRank::run(const std::string &name, const std::vector<ChunkCall> &c
     if (o.role == "activation") {
       // "hidden" goes to the next stage, "grad.hidden" to the previous one,
       // where it is the gradient of that stage's output (its seed).
-      bool gradient = local == "grad.hidden";
-      int to = gradient ? c.stage - 1 : c.stage + 1;
-      if (to < 0 || to >= schedule.stages)
+      std::optional<StageMessage> message = stageOutput(schedule, c);
+      if (!message)
         continue;
-      int peer = schedule.rankOf(to, c.microBatch);
+      if (local != message->value())
+        return Error::failure(name + ": " + chunkLabel(schedule, rank, c) + " returns '" + local +
+                              "', where the schedule expects '" + message->value() + "'");
+      int peer = schedule.rankOf(message->to, c.microBatch);
       if (peer == rank) {
-        keep(to, local);
+        keep(message->to, local);
       } else {
-        if (Error err = transport.send(peer, tagOf(gradient, to, c.microBatch),
+        if (Error err = transport.send(peer, tagOf(message->gradient, message->to, c.microBatch),
                                        std::vector<float>(t.f32(), t.f32() + t.numElements())))
           return err;
       }

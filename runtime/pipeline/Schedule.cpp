@@ -62,6 +62,40 @@ bool isPairFunction(std::string_view name) {
   return name.find("_forward_and_stage") != std::string_view::npos;
 }
 
+namespace {
+
+/// F (+1: to the next stage), B or Bi (-1: to the previous one), W (0).
+int direction(ChunkPass pass) {
+  switch (pass) {
+  case ChunkPass::Forward:
+    return 1;
+  case ChunkPass::Backward:
+  case ChunkPass::BackwardInput:
+    return -1;
+  case ChunkPass::BackwardWeight:
+    return 0;
+  }
+  return 0;
+}
+
+} // namespace
+
+std::optional<StageMessage> stageInput(const PipelineSchedule &schedule, const Chunk &c) {
+  int d = direction(c.pass);
+  int from = c.stage - d;
+  if (d == 0 || from < 0 || from >= schedule.stages)
+    return std::nullopt;
+  return StageMessage{d < 0, from, c.stage, c.microBatch};
+}
+
+std::optional<StageMessage> stageOutput(const PipelineSchedule &schedule, const Chunk &c) {
+  int d = direction(c.pass);
+  int to = c.stage + d;
+  if (d == 0 || to < 0 || to >= schedule.stages)
+    return std::nullopt;
+  return StageMessage{d < 0, c.stage, to, c.microBatch};
+}
+
 int PipelineSchedule::rankOf(int stage, int microBatch) const {
   switch (kind) {
   case ScheduleKind::OneFOneB:

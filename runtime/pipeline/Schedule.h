@@ -79,6 +79,25 @@ struct PipelineSchedule {
   int microBatchesPerDirection() const;
 };
 
+/// A value one stage's chunk computes for another stage's chunk of the same
+/// micro-batch: a forward's output hidden state ("hidden") for stage s+1,
+/// or a backward's input gradient ("grad.hidden") for stage s-1, where it
+/// seeds that stage's backward.
+struct StageMessage {
+  bool gradient = false;
+  int from = 0, to = 0; ///< stages
+  int microBatch = 0;
+  const char *value() const { return gradient ? "grad.hidden" : "hidden"; }
+};
+
+/// What `chunk` reads from another stage: F from s-1, B and Bi from s+1;
+/// none for stage 0's F, the last stage's B, or a W. The one rule the
+/// schedule IR, the executor and the simulator share; the message crosses
+/// ranks when `rankOf` differs at its two ends.
+std::optional<StageMessage> stageInput(const PipelineSchedule &schedule, const Chunk &chunk);
+/// What `chunk` computes for another stage (the mirror of stageInput).
+std::optional<StageMessage> stageOutput(const PipelineSchedule &schedule, const Chunk &chunk);
+
 /// "F", "B", "Bi", "W", and back.
 const char *passLabel(ChunkPass pass);
 std::optional<ChunkPass> parsePassLabel(std::string_view text);

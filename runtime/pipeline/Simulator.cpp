@@ -123,23 +123,15 @@ Expected<Simulation> simulate(const PipelineSchedule &s, const ChunkCosts &costs
       ready = std::max(ready, it->second.first + (remote ? costs.comm : 0));
       return true;
     };
-    switch (c.pass) {
-    case ChunkPass::Forward:
-      if (c.stage > 0 && !need(true, c.stage - 1))
-        return std::nullopt;
-      break;
-    case ChunkPass::Backward:
-    case ChunkPass::BackwardInput:
+    // A backward also needs its own stage's forward, a W its Bi.
+    if (c.pass == ChunkPass::Backward || c.pass == ChunkPass::BackwardInput)
       if (!need(true, c.stage))
         return std::nullopt;
-      if (c.stage + 1 < s.stages && !need(false, c.stage + 1))
+    if (c.pass == ChunkPass::BackwardWeight && !need(false, c.stage))
+      return std::nullopt;
+    if (std::optional<StageMessage> m = stageInput(s, c))
+      if (!need(!m->gradient, m->from))
         return std::nullopt;
-      break;
-    case ChunkPass::BackwardWeight:
-      if (!need(false, c.stage))
-        return std::nullopt;
-      break;
-    }
     return ready;
   };
 
