@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <set>
 #include <thread>
 
 namespace dsv3::rt {
@@ -326,12 +327,19 @@ Error PipelineRank::stepOutputs(Communicator &pipeline, EntryPoint &entry,
   entry = EntryPoint{};
   entry.name = "forward_grad";
   // Losses as the forward chunks name them (the same on every rank: one
-  // executable), then gradients in layout order.
-  // (A fused F&B pair renames both chunks' results: the chunks' own
-  // entries carry the one-process names.)
+  // executable), then gradients in layout order. Only the schedule's chunk
+  // functions carry the one-process names (a fused F&B pair prefixes its
+  // halves' results).
+  std::set<std::string> chunkEntries;
+  for (const std::vector<ScheduleStep> &steps : schedule.steps)
+    for (const ScheduleStep &s : steps) {
+      chunkEntries.insert(chunkFunction(s.chunk));
+      if (s.overlappedBackward)
+        chunkEntries.insert(chunkFunction(*s.overlappedBackward));
+    }
   for (const std::string &role : lossRoles()) {
     for (const EntryPoint &e : executable.entries()) {
-      if (isPairFunction(e.name))
+      if (!chunkEntries.count(e.name))
         continue;
       auto o = std::find_if(e.outputs.begin(), e.outputs.end(), [&](const OutputSlot &s) {
         return s.role == role && s.shape.empty() && s.type == ElementType::F32;
@@ -347,7 +355,7 @@ Error PipelineRank::stepOutputs(Communicator &pipeline, EntryPoint &entry,
   std::map<std::string, const OutputSlot *> gradientOf;
   for (const EntryPoint &e : executable.entries())
     for (const OutputSlot &o : e.outputs)
-      if (o.role == "gradient" && !isPairFunction(e.name))
+      if (o.role == "gradient" && chunkEntries.count(e.name))
         gradientOf.emplace(o.param, &o);
   for (const ParamSlot &slot : layout.slots)
     if (auto it = gradientOf.find(slot.name); it != gradientOf.end())

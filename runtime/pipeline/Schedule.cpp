@@ -58,10 +58,6 @@ std::string pairFunction(const Chunk &forward, const Chunk &backward) {
   return chunkFunction(forward) + "_and_" + chunkFunction(backward);
 }
 
-bool isPairFunction(std::string_view name) {
-  return name.find("_forward_and_stage") != std::string_view::npos;
-}
-
 namespace {
 
 /// F (+1: to the next stage), B or Bi (-1: to the previous one), W (0).

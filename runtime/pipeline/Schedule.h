@@ -108,9 +108,6 @@ std::string chunkFunction(const Chunk &chunk);
 /// The function dsv3-comm-overlap fuses an F&B pair into (when the module
 /// has expert exchanges to overlap): "<forward>_and_<backward>".
 std::string pairFunction(const Chunk &forward, const Chunk &backward);
-/// Whether `name` is such a fused pair (its results are named
-/// "forward.<name>" and "backward.<name>").
-bool isPairFunction(std::string_view name);
 
 /// Builds `kind`'s schedule for `ranks` pipeline ranks and `microBatches`
 /// micro-batches, or says which precondition fails (DualPipe: P and N even,
