@@ -1,4 +1,10 @@
 //===- TimelineSvg.cpp - a pipeline timeline as an SVG picture ------------===//
+//
+// Part of runtime/pipeline: draws one row per rank and one box per step
+// (coloured by pass, fused F&B pairs apart) for the executed run (`grad
+// --pp --svg`) and the simulator's replay (`dsv3c schedule --svg`).
+//
+//===----------------------------------------------------------------------===//
 #include "runtime/pipeline/TimelineSvg.h"
 
 #include <algorithm>
