@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 packages=(cmake ninja-build clang-22 lld-22 llvm-22-dev llvm-22-tools libmlir-22-dev
           mlir-22-tools libclang-22-dev libtbb-dev libtomlplusplus-dev libgtest-dev
           libgmock-dev libbenchmark-dev nlohmann-json3-dev libcli11-dev python3 ccache
-          openmpi-bin libopenmpi-dev)
+          openmpi-bin libopenmpi-dev libpcre2-dev libcpp-httplib-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
