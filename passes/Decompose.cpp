@@ -91,47 +91,61 @@ Value mergeLast(OpBuilder &b, Location loc, Value x) {
 // Patterns
 //===----------------------------------------------------------------------===//
 
+/// RoPE of `x [B, T, H, R]` at `positions` with the op's frequencies.
+template <class Op> Value rotate(OpBuilder &b, Location loc, Op op, Value x, Value positions) {
+  return RopeOp::create(b, loc, x.getType(), x, positions, op.getRopeInvFreqAttr(),
+                        op.getRopeAttentionScalingAttr(), UnitAttr());
+}
+
+/// The query heads of an MLA op: q_nope [B,T,H,Dn] and q_rope [B,T,H,R]
+/// rotated at `positions`.
+template <class Op>
+std::pair<Value, Value> queryHeads(OpBuilder &b, Location loc, Op op, Value positions) {
+  Value x = op.getX();
+  auto eps = op.getRmsNormEpsAttr();
+  Value q = op.getQLoraRank() > 0
+                ? linear(b, loc, rmsNorm(b, loc, linear(b, loc, x, op.getQA()), op.getQANorm(), eps),
+                         op.getQB())
+                : linear(b, loc, x, op.getQProj());
+  q = splitLast(b, loc, q, op.getNumHeads()); // [B,T,H,nope+rope]
+  int64_t nope = op.getQkNopeHeadDim(), rope = op.getQkRopeHeadDim();
+  return {sliceLast(b, loc, q, 0, nope),
+          rotate(b, loc, op, sliceLast(b, loc, q, nope, rope), positions)};
+}
+
+/// The latent of each token: c = rms_norm(kv_a(x)[:kvr]) [B,T,kvr] and the
+/// rope key rotated at `positions` [B,T,R] (one key shared by all heads).
+template <class Op>
+std::pair<Value, Value> latentKeys(OpBuilder &b, Location loc, Op op, Value x, Value positions) {
+  int64_t kvr = op.getKvLoraRank(), rope = op.getQkRopeHeadDim();
+  Value kvA = linear(b, loc, x, op.getKvA()); // [B,T,kvr+rope]
+  Value latent = rmsNorm(b, loc, sliceLast(b, loc, kvA, 0, kvr), op.getKvANorm(),
+                         op.getRmsNormEpsAttr());
+  // Rotated as a single head.
+  Value kRope = rotate(b, loc, op, splitLast(b, loc, sliceLast(b, loc, kvA, kvr, rope), 1),
+                       positions);
+  kRope = tensor::CollapseShapeOp::create(
+      b, loc, kRope, SmallVector<ReassociationIndices>{{0}, {1}, {2, 3}});
+  return {latent, kRope};
+}
+
+/// Positions 0..T-1 of every row of `x [B, T, ...]` (a full sequence).
+Value sequencePositions(OpBuilder &b, Location loc, Value x) {
+  auto shape = cast<RankedTensorType>(x.getType()).getShape();
+  return PositionsOp::create(b, loc, RankedTensorType::get({shape[0], shape[1]}, b.getI64Type()),
+                             b.getI64IntegerAttr(0));
+}
+
 /// dsv3.mla_attention -> projections, latent norms, RoPE and dsv3.mla_core.
 struct DecomposeMLA : OpRewritePattern<MLAAttentionOp> {
   using OpRewritePattern::OpRewritePattern;
   LogicalResult matchAndRewrite(MLAAttentionOp op,
                                 PatternRewriter &rw) const override {
     Location loc = op.getLoc();
-    int64_t heads = op.getNumHeads(), nope = op.getQkNopeHeadDim(),
-            rope = op.getQkRopeHeadDim(), kvr = op.getKvLoraRank(),
-            vd = op.getVHeadDim();
-    auto eps = op.getRmsNormEpsAttr();
-    Value x = op.getX();
-
-    Value q = op.getQLoraRank() > 0
-                  ? linear(rw, loc,
-                           rmsNorm(rw, loc, linear(rw, loc, x, op.getQA()),
-                                   op.getQANorm(), eps),
-                           op.getQB())
-                  : linear(rw, loc, x, op.getQProj());
-    q = splitLast(rw, loc, q, heads); // [B,T,H,nope+rope]
-    Value qNope = sliceLast(rw, loc, q, 0, nope);
-    Value qRope = sliceLast(rw, loc, q, nope, rope);
-    // Every row starts at position 0 (a full sequence).
-    auto xShape = cast<RankedTensorType>(x.getType()).getShape();
-    Value positions = PositionsOp::create(
-        rw, loc, RankedTensorType::get({xShape[0], xShape[1]}, rw.getI64Type()),
-        rw.getI64IntegerAttr(0));
-    auto ropeAttrs = [&](Value v) {
-      return RopeOp::create(rw, loc, v.getType(), v, positions, op.getRopeInvFreqAttr(),
-                            op.getRopeAttentionScalingAttr(), UnitAttr());
-    };
-    qRope = ropeAttrs(qRope);
-
-    Value kvA = linear(rw, loc, x, op.getKvA()); // [B,T,kvr+rope]
-    Value latent = rmsNorm(rw, loc, sliceLast(rw, loc, kvA, 0, kvr),
-                           op.getKvANorm(), eps);
-    // The rope key is shared by all heads: rotate it as a single head.
-    Value kRope = splitLast(rw, loc, sliceLast(rw, loc, kvA, kvr, rope), 1);
-    kRope = ropeAttrs(kRope);
-    kRope = tensor::CollapseShapeOp::create(
-        rw, loc, kRope, SmallVector<ReassociationIndices>{{0}, {1}, {2, 3}});
-
+    int64_t heads = op.getNumHeads(), nope = op.getQkNopeHeadDim(), vd = op.getVHeadDim();
+    Value positions = sequencePositions(rw, loc, op.getX());
+    auto [qNope, qRope] = queryHeads(rw, loc, op, positions);
+    auto [latent, kRope] = latentKeys(rw, loc, op, op.getX(), positions);
     Value kv = splitLast(rw, loc, linear(rw, loc, latent, op.getKvB()), heads);
     Value kNope = sliceLast(rw, loc, kv, 0, nope);
     Value v = sliceLast(rw, loc, kv, nope, vd);
@@ -140,6 +154,58 @@ struct DecomposeMLA : OpRewritePattern<MLAAttentionOp> {
     Value core = MLACoreOp::create(rw, loc, f32Tensor(vShape, rw.getContext()),
                                    qNope, qRope, kNope, kRope, v,
                                    op.getSegmentIds(), op.getSoftmaxScaleAttr());
+    rw.replaceOp(op, linear(rw, loc, mergeLast(rw, loc, core), op.getO()));
+    return success();
+  }
+};
+
+/// dsv3.mla_cache_row -> the latent and rope key of dsv3.mla_attention's
+/// decomposition (shared with it by CSE), side by side.
+struct DecomposeMLACacheRow : OpRewritePattern<MLACacheRowOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(MLACacheRowOp op, PatternRewriter &rw) const override {
+    Location loc = op.getLoc();
+    auto [latent, kRope] = latentKeys(rw, loc, op, op.getX(), op.getPositions());
+    auto shape = op.getType().getShape();
+    Value row = tensor::EmptyOp::create(rw, loc, shape, rw.getF32Type());
+    SmallVector<OpFoldResult> offsets(3, rw.getIndexAttr(0)), strides(3, rw.getIndexAttr(1));
+    SmallVector<OpFoldResult> sizes = {rw.getIndexAttr(shape[0]), rw.getIndexAttr(shape[1]),
+                                       rw.getIndexAttr(op.getKvLoraRank())};
+    row = tensor::InsertSliceOp::create(rw, loc, latent, row, offsets, sizes, strides);
+    offsets.back() = rw.getIndexAttr(op.getKvLoraRank());
+    sizes.back() = rw.getIndexAttr(op.getQkRopeHeadDim());
+    row = tensor::InsertSliceOp::create(rw, loc, kRope, row, offsets, sizes, strides);
+    rw.replaceOp(op, row);
+    return success();
+  }
+};
+
+/// dsv3.mla_cached_attention -> the query heads, kv_b split into W_UK and
+/// W_UV (views of the parameter), dsv3.mla_absorbed_core, o_proj.
+struct DecomposeMLACachedAttention : OpRewritePattern<MLACachedAttentionOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(MLACachedAttentionOp op, PatternRewriter &rw) const override {
+    Location loc = op.getLoc();
+    int64_t heads = op.getNumHeads(), nope = op.getQkNopeHeadDim(), vd = op.getVHeadDim(),
+            kvr = op.getKvLoraRank();
+    auto [qNope, qRope] = queryHeads(rw, loc, op, op.getPositions());
+    // kv_b [H*(nope+vd), kvr] viewed as [H, nope+vd, kvr].
+    Value kvB = tensor::ExpandShapeOp::create(
+        rw, loc, f32Tensor({heads, nope + vd, kvr}, rw.getContext()), op.getKvB(),
+        SmallVector<ReassociationIndices>{{0, 1}, {2}});
+    auto headRows = [&](int64_t from, int64_t count) -> Value {
+      SmallVector<OpFoldResult> offsets = {rw.getIndexAttr(0), rw.getIndexAttr(from),
+                                           rw.getIndexAttr(0)};
+      SmallVector<OpFoldResult> sizes = {rw.getIndexAttr(heads), rw.getIndexAttr(count),
+                                         rw.getIndexAttr(kvr)};
+      SmallVector<OpFoldResult> strides(3, rw.getIndexAttr(1));
+      return tensor::ExtractSliceOp::create(rw, loc, kvB, offsets, sizes, strides);
+    };
+    auto xShape = op.getX().getType().getShape();
+    Value core = MLAAbsorbedCoreOp::create(
+        rw, loc, f32Tensor({xShape[0], xShape[1], heads, vd}, rw.getContext()), qNope, qRope,
+        headRows(0, nope), headRows(nope, vd), op.getCache(), op.getRows(), op.getPositions(),
+        op.getSoftmaxScaleAttr());
     rw.replaceOp(op, linear(rw, loc, mergeLast(rw, loc, core), op.getO()));
     return success();
   }
@@ -245,7 +311,8 @@ struct DSV3DecomposePass
     : dsv3::impl::DSV3DecomposePassBase<DSV3DecomposePass> {
   void runOnOperation() override {
     RewritePatternSet patterns(&getContext());
-    patterns.add<DecomposeMLA, DecomposeMLP, DecomposeMoE, DecomposeMTPInput>(
+    patterns.add<DecomposeMLA, DecomposeMLACacheRow, DecomposeMLACachedAttention, DecomposeMLP,
+                 DecomposeMoE, DecomposeMTPInput>(
         &getContext());
     // Folding would merge the reshapes we emit; keep the IR as written so the
     // dump reads like the architecture.

@@ -32,12 +32,15 @@ llvm::StringRef modeName(CompileMode mode) {
     return "grad";
   case CompileMode::TrainStep:
     return "train-step";
+  case CompileMode::Generate:
+    return "generate";
   }
   return "";
 }
 
 std::optional<CompileMode> parseMode(llvm::StringRef name) {
-  for (CompileMode m : {CompileMode::Eval, CompileMode::Grad, CompileMode::TrainStep})
+  for (CompileMode m : {CompileMode::Eval, CompileMode::Grad, CompileMode::TrainStep,
+                        CompileMode::Generate})
     if (modeName(m) == name)
       return m;
   return std::nullopt;
@@ -45,7 +48,9 @@ std::optional<CompileMode> parseMode(llvm::StringRef name) {
 
 namespace {
 
-bool differentiates(CompileMode mode) { return mode != CompileMode::Eval; }
+bool differentiates(CompileMode mode) {
+  return mode == CompileMode::Grad || mode == CompileMode::TrainStep;
+}
 
 /// The pipeline's options for these compile options.
 std::unique_ptr<DSV3PipelineOptions> pipelineOptions(const CompileOptions &options) {
@@ -102,6 +107,12 @@ Compiler::~Compiler() = default;
 
 llvm::Expected<OwningOpRef<ModuleOp>> Compiler::import(const ModelDescription &desc,
                                                        const CompileOptions &options) {
+  if (options.mode == CompileMode::Generate) {
+    auto module = importGenerator(*ctx, desc.config, options.generate);
+    if (!module)
+      return llvm::createStringError(desc.path + ": " + llvm::toString(module.takeError()));
+    return module;
+  }
   ImportOptions io;
   io.batch = options.batch;
   io.seqLen = options.seqLen;
@@ -183,7 +194,9 @@ Compiler::compile(const ModelDescription &desc, const CompileOptions &options,
       return llvm::createStringError(desc.path + ": " + e.message());
   }
   CompiledModule c;
-  c.entry = differentiates(options.mode) ? "forward_grad" : "forward";
+  c.entry = options.mode == CompileMode::Generate ? "prefill"
+            : differentiates(options.mode)       ? "forward_grad"
+                                                 : "forward";
   auto layoutKnown = [&](const rt::ParamLayout &layout) -> llvm::Error {
     if (!onLayout)
       return llvm::Error::success();

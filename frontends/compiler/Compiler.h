@@ -12,6 +12,7 @@
 #ifndef DSV3_FRONTENDS_COMPILER_COMPILER_H
 #define DSV3_FRONTENDS_COMPILER_COMPILER_H
 
+#include "frontends/import/ModelImporter.h"
 #include "frontends/model/ModelDescription.h"
 #include "lowering/Pipeline/Pipelines.h"
 #include "runtime/exec/Session.h"
@@ -38,6 +39,7 @@ enum class CompileMode {
   Eval,      ///< @forward: logits, losses, chosen experts
   Grad,      ///< @forward_grad: losses and d total_loss / d parameter
   TrainStep, ///< @forward_grad and @adamw_step over the same parameters
+  Generate,  ///< @prefill, @decode over a latent cache (and MTP's draft steps)
 };
 llvm::StringRef modeName(CompileMode mode);
 std::optional<CompileMode> parseMode(llvm::StringRef name);
@@ -73,6 +75,8 @@ struct CompileOptions {
   /// With commOverlap and a schedule: fuse each F&B pair into one function
   /// whose halves' exchanges overlap the other's compute.
   bool fusePairs = true;
+  /// Generate: the entry points' shapes (batch and seqLen are not used).
+  GenerateShape generate;
   std::string dumpDir;          ///< one numbered file per phase when set
   /// The file the batch shape came from (the tokens), named in shape
   /// errors; the description's path when empty.

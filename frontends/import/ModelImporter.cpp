@@ -14,6 +14,7 @@
 #include "mlir/IR/Verifier.h"
 
 #include <cmath>
+#include <functional>
 
 using namespace mlir;
 
@@ -70,7 +71,26 @@ private:
     sizes[1] = b.getIndexAttr(len);
     return tensor::ExtractSliceOp::create(b, loc, x, offsets, sizes, strides);
   }
+  /// Layer l's query path (q_a/q_b or q_proj), kv_b and o_proj.
+  struct AttentionWeights {
+    Value qa, qaNorm, qb, qProj, kvb, o;
+  };
+  AttentionWeights attentionWeights(int64_t l);
+  /// Layer l's latent projection kv_a_proj_with_mqa and its norm.
+  std::pair<Value, Value> latentWeights(int64_t l);
   Value attention(int64_t l, Value x, Value segments);
+  /// The absorbed attention of new tokens over `cache` (this layer's
+  /// [B, S, row] slice) and their own `rows`.
+  Value cachedAttention(int64_t l, Value x, Value cache, Value rows, Value positions);
+  /// The cache rows of layer l's tokens at `positions`.
+  Value cacheRow(int64_t l, Value x, Value positions);
+  /// When set, decoder layers attend through it instead of attention().
+  std::function<Value(int64_t, Value)> attend;
+
+public:
+  llvm::Expected<OwningOpRef<ModuleOp>> runGenerate(const GenerateShape &shape);
+
+private:
   /// Returns the layer output; appends the chosen experts of MoE layers.
   Value decoderLayer(int64_t l, Value h, Value segments);
   /// Labels ids[:, shift : shift+len], with -1 (ignored) where the target is
@@ -113,26 +133,58 @@ private:
   SmallVector<Value> balanceLosses;
 };
 
-Value Importer::attention(int64_t l, Value x, Value segments) {
+Importer::AttentionWeights Importer::attentionWeights(int64_t l) {
   std::string p = layer(l) + "self_attn.";
   int64_t d = c.hiddenSize, h = c.numAttentionHeads, qk = c.qkHeadDim();
-  Value qa, qan, qb, qproj;
+  AttentionWeights w;
   if (c.qLoraRank > 0) {
-    qa = param(p + "q_a_proj.weight", {c.qLoraRank, d}, ParamRole::Attention);
-    qan = param(p + "q_a_layernorm.weight", {c.qLoraRank}, ParamRole::Norm);
-    qb = param(p + "q_b_proj.weight", {h * qk, c.qLoraRank}, ParamRole::Attention);
+    w.qa = param(p + "q_a_proj.weight", {c.qLoraRank, d}, ParamRole::Attention);
+    w.qaNorm = param(p + "q_a_layernorm.weight", {c.qLoraRank}, ParamRole::Norm);
+    w.qb = param(p + "q_b_proj.weight", {h * qk, c.qLoraRank}, ParamRole::Attention);
   } else {
-    qproj = param(p + "q_proj.weight", {h * qk, d}, ParamRole::Attention);
+    w.qProj = param(p + "q_proj.weight", {h * qk, d}, ParamRole::Attention);
   }
-  Value kva = param(p + "kv_a_proj_with_mqa.weight",
-                    {c.kvLoraRank + c.qkRopeHeadDim, d}, ParamRole::Attention);
-  Value kvn = param(p + "kv_a_layernorm.weight", {c.kvLoraRank}, ParamRole::Norm);
-  Value kvb = param(p + "kv_b_proj.weight",
-                    {h * (c.qkNopeHeadDim + c.vHeadDim), c.kvLoraRank}, ParamRole::Attention);
-  Value wo = param(p + "o_proj.weight", {d, h * c.vHeadDim}, ParamRole::Attention);
+  w.kvb = param(p + "kv_b_proj.weight", {h * (c.qkNopeHeadDim + c.vHeadDim), c.kvLoraRank},
+                ParamRole::Attention);
+  w.o = param(p + "o_proj.weight", {d, h * c.vHeadDim}, ParamRole::Attention);
+  return w;
+}
+
+std::pair<Value, Value> Importer::latentWeights(int64_t l) {
+  std::string p = layer(l) + "self_attn.";
+  return {param(p + "kv_a_proj_with_mqa.weight", {c.kvLoraRank + c.qkRopeHeadDim, c.hiddenSize},
+                ParamRole::Attention),
+          param(p + "kv_a_layernorm.weight", {c.kvLoraRank}, ParamRole::Norm)};
+}
+
+Value Importer::attention(int64_t l, Value x, Value segments) {
+  AttentionWeights w = attentionWeights(l);
+  auto [kva, kvaNorm] = latentWeights(l);
   return MLAAttentionOp::create(
-      b, loc, x.getType(), x, qa, qan, qb, qproj, kva, kvn, kvb, wo, segments,
-      b.getI64IntegerAttr(h), b.getI64IntegerAttr(c.qLoraRank),
+      b, loc, x.getType(), x, w.qa, w.qaNorm, w.qb, w.qProj, kva, kvaNorm, w.kvb, w.o,
+      segments, b.getI64IntegerAttr(c.numAttentionHeads), b.getI64IntegerAttr(c.qLoraRank),
+      b.getI64IntegerAttr(c.kvLoraRank), b.getI64IntegerAttr(c.qkNopeHeadDim),
+      b.getI64IntegerAttr(c.qkRopeHeadDim), b.getI64IntegerAttr(c.vHeadDim),
+      b.getF64FloatAttr(c.softmaxScale()), b.getF64FloatAttr(c.rmsNormEps),
+      b.getDenseF64ArrayAttr(c.ropeInverseFrequencies()),
+      b.getF64FloatAttr(c.ropeAttentionFactor()));
+}
+
+Value Importer::cacheRow(int64_t l, Value x, Value positions) {
+  auto [kva, kvaNorm] = latentWeights(l);
+  auto shape = cast<RankedTensorType>(x.getType()).getShape();
+  return MLACacheRowOp::create(
+      b, loc, f32({shape[0], shape[1], c.kvLoraRank + c.qkRopeHeadDim}), x, kva, kvaNorm,
+      positions, b.getI64IntegerAttr(c.kvLoraRank), b.getI64IntegerAttr(c.qkRopeHeadDim),
+      b.getF64FloatAttr(c.rmsNormEps), b.getDenseF64ArrayAttr(c.ropeInverseFrequencies()),
+      b.getF64FloatAttr(c.ropeAttentionFactor()));
+}
+
+Value Importer::cachedAttention(int64_t l, Value x, Value cache, Value rows, Value positions) {
+  AttentionWeights w = attentionWeights(l);
+  return MLACachedAttentionOp::create(
+      b, loc, x.getType(), x, w.qa, w.qaNorm, w.qb, w.qProj, w.kvb, w.o, cache, rows, positions,
+      b.getI64IntegerAttr(c.numAttentionHeads), b.getI64IntegerAttr(c.qLoraRank),
       b.getI64IntegerAttr(c.kvLoraRank), b.getI64IntegerAttr(c.qkNopeHeadDim),
       b.getI64IntegerAttr(c.qkRopeHeadDim), b.getI64IntegerAttr(c.vHeadDim),
       b.getF64FloatAttr(c.softmaxScale()), b.getF64FloatAttr(c.rmsNormEps),
@@ -142,7 +194,8 @@ Value Importer::attention(int64_t l, Value x, Value segments) {
 
 Value Importer::decoderLayer(int64_t l, Value h, Value segments) {
   std::string p = layer(l);
-  Value a = attention(l, rmsNorm(h, p + "input_layernorm.weight"), segments);
+  Value normed = rmsNorm(h, p + "input_layernorm.weight");
+  Value a = attend ? attend(l, normed) : attention(l, normed, segments);
   h = arith::AddFOp::create(b, loc, h, a);
   Value f = rmsNorm(h, p + "post_attention_layernorm.weight");
   int64_t d = c.hiddenSize;
@@ -371,12 +424,180 @@ llvm::Expected<OwningOpRef<ModuleOp>> Importer::run() {
   return module;
 }
 
+llvm::Expected<OwningOpRef<ModuleOp>> Importer::runGenerate(const GenerateShape &shape) {
+  int64_t nl = c.numHiddenLayers, row = c.kvLoraRank + c.qkRopeHeadDim;
+  bool mtp = c.numNextnPredictLayers > 0;
+  int64_t cacheLayers = nl + (mtp ? 1 : 0), capacity = shape.capacity;
+  if (shape.prefillBatch <= 0 || shape.prefillLen <= 0 || shape.decodeBatch <= 0)
+    return llvm::createStringError("generation batch and prompt length must be positive");
+  if (shape.prefillLen > capacity)
+    return llvm::createStringError("a prompt of " + std::to_string(shape.prefillLen) +
+                                   " tokens does not fit a cache of " +
+                                   std::to_string(capacity) + " rows");
+  if (capacity > c.maxPositionEmbeddings)
+    return llvm::createStringError("a cache of " + std::to_string(capacity) +
+                                   " rows exceeds max_position_embeddings (" +
+                                   std::to_string(c.maxPositionEmbeddings) + ")");
+  OwningOpRef<ModuleOp> module = ModuleOp::create(loc);
+  auto i64 = [&](ArrayRef<int64_t> s) { return RankedTensorType::get(s, b.getI64Type()); };
+  auto cacheType = f32({cacheLayers, shape.decodeBatch, capacity, row});
+  Value emb;
+
+  // One entry point: `body` builds its outputs from the arguments.
+  func::FuncOp func;
+  auto entry = [&](StringRef name, ArrayRef<std::pair<std::string, Type>> args,
+                   const std::function<void(Block &)> &body) {
+    b.setInsertionPointToEnd(module->getBody());
+    SmallVector<Type> types;
+    for (auto &a : args)
+      types.push_back(a.second);
+    func = func::FuncOp::create(b, loc, name, b.getFunctionType(types, {}));
+    for (auto [i, a] : llvm::enumerate(args))
+      setInput(func, i, a.first);
+    Block *block = func.addEntryBlock();
+    b.setInsertionPointToStart(block);
+    emb = param("model.embed_tokens.weight", {c.vocabSize, c.hiddenSize}, ParamRole::Embedding);
+    body(*block);
+    func::ReturnOp::create(b, loc, outputs);
+    func.setType(b.getFunctionType(types, ValueRange(outputs).getTypes()));
+    for (auto [i, out] : llvm::enumerate(outputNames))
+      setOutput(func, i, out.name, out.role, out.param);
+    outputs.clear();
+    outputNames.clear();
+  };
+  // Layer l's slice [B, S, row] of the cache argument.
+  auto cacheLayer = [&](Value cache, int64_t l) -> Value {
+    SmallVector<OpFoldResult> offsets = {b.getIndexAttr(l), b.getIndexAttr(0), b.getIndexAttr(0),
+                                         b.getIndexAttr(0)};
+    SmallVector<OpFoldResult> sizes = {b.getIndexAttr(1), b.getIndexAttr(shape.decodeBatch),
+                                       b.getIndexAttr(capacity), b.getIndexAttr(row)};
+    SmallVector<OpFoldResult> strides(4, b.getIndexAttr(1));
+    return tensor::ExtractSliceOp::create(b, loc, f32({shape.decodeBatch, capacity, row}), cache,
+                                          offsets, sizes, strides);
+  };
+  // [layers, B, T, row] from each layer's [B, T, row].
+  auto stackRows = [&](ArrayRef<Value> rows) -> Value {
+    auto s = cast<RankedTensorType>(rows.front().getType()).getShape();
+    int64_t n = rows.size();
+    Value all = tensor::EmptyOp::create(b, loc, ArrayRef<int64_t>{n, s[0], s[1], s[2]},
+                                        b.getF32Type());
+    for (auto [l, r] : llvm::enumerate(rows)) {
+      SmallVector<OpFoldResult> offsets = {b.getIndexAttr(l), b.getIndexAttr(0),
+                                           b.getIndexAttr(0), b.getIndexAttr(0)};
+      SmallVector<OpFoldResult> sizes = {b.getIndexAttr(1), b.getIndexAttr(s[0]),
+                                         b.getIndexAttr(s[1]), b.getIndexAttr(s[2])};
+      SmallVector<OpFoldResult> strides(4, b.getIndexAttr(1));
+      all = tensor::InsertSliceOp::create(b, loc, r, all, offsets, sizes, strides);
+    }
+    return all;
+  };
+  // The layers' attention: the naive form over a prompt (cache = null) or
+  // the absorbed form over the cache; each layer's rows collected.
+  SmallVector<Value> rows;
+  auto attendWith = [&](Value cache, Value positions) {
+    rows.clear();
+    attend = [&, cache, positions](int64_t l, Value x) -> Value {
+      Value r = cacheRow(l, x, positions);
+      rows.push_back(r);
+      if (!cache)
+        return attention(l, x, Value());
+      return cachedAttention(l, x, cacheLayer(cache, l), r, positions);
+    };
+  };
+  // The main model on `ids`: logits, the final-normed hidden state (with
+  // MTP), the cache rows and the chosen experts.
+  auto mainModel = [&](Value ids, Value positions, Value cache) {
+    int64_t bs = cast<RankedTensorType>(ids.getType()).getDimSize(0),
+            t = cast<RankedTensorType>(ids.getType()).getDimSize(1);
+    attendWith(cache, positions);
+    Value h = EmbeddingOp::create(b, loc, f32({bs, t, c.hiddenSize}), ids, emb);
+    for (int64_t l = 0; l < nl; ++l)
+      h = decoderLayer(l, h, Value());
+    SmallVector<Value> experts(outputs.begin(), outputs.end());
+    SmallVector<NamedOutput> expertNames(outputNames.begin(), outputNames.end());
+    outputs.clear();
+    outputNames.clear();
+    outputs.push_back(head(h, "model.norm.weight"));
+    outputNames.push_back({"logits", OutputRole::Logits, ""});
+    if (mtp) {
+      outputs.push_back(rmsNorm(h, "model.norm.weight"));
+      outputNames.push_back({"hidden", OutputRole::Hidden, ""});
+    }
+    outputs.push_back(stackRows(rows));
+    outputNames.push_back({"kv_rows", OutputRole::CacheRows, ""});
+    outputs.append(experts.begin(), experts.end());
+    outputNames.append(expertNames.begin(), expertNames.end());
+  };
+  // The MTP layer's draft logits for (hidden_j, token_{j+1}) at position j.
+  auto mtpModel = [&](Value ids, Value hidden, Value positions, Value cache) {
+    int64_t bs = cast<RankedTensorType>(ids.getType()).getDimSize(0),
+            t = cast<RankedTensorType>(ids.getType()).getDimSize(1);
+    std::string p = layer(nl);
+    attendWith(cache, positions); // the MTP layer is the cache's last
+    Value next = EmbeddingOp::create(b, loc, f32({bs, t, c.hiddenSize}), ids, emb);
+    Value x = MTPInputOp::create(
+        b, loc, f32({bs, t, c.hiddenSize}), hidden, next,
+        param(p + "enorm.weight", {c.hiddenSize}, ParamRole::Norm),
+        param(p + "hnorm.weight", {c.hiddenSize}, ParamRole::Norm),
+        param(p + "eh_proj.weight", {c.hiddenSize, 2 * c.hiddenSize}, ParamRole::MTPProjection),
+        b.getF64FloatAttr(c.rmsNormEps));
+    Value block = decoderLayer(nl, x, Value());
+    outputs.clear(); // the MTP layer's expert choices are not reported
+    outputNames.clear();
+    outputs.push_back(head(block, p + "shared_head.norm.weight"));
+    outputNames.push_back({"mtp_logits", OutputRole::MTPLogits, ""});
+    outputs.push_back(stackRows(rows));
+    outputNames.push_back({"kv_rows", OutputRole::CacheRows, ""});
+  };
+  auto fullPositions = [&](int64_t bs, int64_t t) -> Value {
+    return PositionsOp::create(b, loc, i64({bs, t}), b.getI64IntegerAttr(0));
+  };
+
+  int64_t bp = shape.prefillBatch, tp = shape.prefillLen, bd = shape.decodeBatch;
+  entry("prefill", {{"input_ids", i64({bp, tp})}}, [&](Block &blk) {
+    mainModel(blk.getArgument(0), fullPositions(bp, tp), Value());
+  });
+  auto step = [&](StringRef name, int64_t t) {
+    entry(name, {{"input_ids", i64({bd, t})}, {"positions", i64({bd, t})}, {"kv_cache", cacheType}},
+          [&](Block &blk) {
+            mainModel(blk.getArgument(0), blk.getArgument(1), blk.getArgument(2));
+          });
+  };
+  step("decode", 1);
+  if (mtp && shape.verifyLen > 1) {
+    step("verify", shape.verifyLen);
+    entry("mtp_prefill", {{"input_ids", i64({bp, tp})}, {"hidden", f32({bp, tp, c.hiddenSize})}},
+          [&](Block &blk) {
+            mtpModel(blk.getArgument(0), blk.getArgument(1), fullPositions(bp, tp), Value());
+          });
+    int64_t t = shape.verifyLen;
+    entry("mtp_step",
+          {{"input_ids", i64({bd, t})}, {"hidden", f32({bd, t, c.hiddenSize})},
+           {"positions", i64({bd, t})}, {"kv_cache", cacheType}},
+          [&](Block &blk) {
+            mtpModel(blk.getArgument(0), blk.getArgument(1), blk.getArgument(2),
+                     blk.getArgument(3));
+          });
+  }
+  attend = nullptr;
+  if (failed(verify(*module)))
+    return llvm::createStringError("internal error: the generation IR does not verify");
+  return module;
+}
+
 } // namespace
 
 llvm::Expected<OwningOpRef<ModuleOp>>
 importModel(MLIRContext &ctx, const ModelConfig &config,
             const ImportOptions &options) {
   return Importer(ctx, config, options).run();
+}
+
+llvm::Expected<OwningOpRef<ModuleOp>>
+importGenerator(MLIRContext &ctx, const ModelConfig &config, const GenerateShape &shape) {
+  ImportOptions options;
+  options.includeMTP = false;
+  return Importer(ctx, config, options).runGenerate(shape);
 }
 
 } // namespace dsv3

@@ -50,6 +50,38 @@ llvm::Expected<mlir::OwningOpRef<mlir::ModuleOp>>
 importModel(mlir::MLIRContext &ctx, const ModelConfig &config,
             const ImportOptions &options);
 
+/// The shapes of a generation module's entry points.
+struct GenerateShape {
+  /// @prefill and @mtp_prefill: `prefillBatch` prompts of `prefillLen`
+  /// tokens (shorter prompts are padded at the end: causal attention keeps
+  /// the padding out of the real positions).
+  int64_t prefillBatch = 1, prefillLen = 16;
+  /// @decode, @verify and @mtp_step: one row per sequence slot.
+  int64_t decodeBatch = 1;
+  /// Cache rows per slot: the longest sequence (prompt and generated).
+  int64_t capacity = 64;
+  /// Tokens per @verify and @mtp_step (1 + draft length); 0 leaves the
+  /// speculative entries out (also when the model has no MTP layer).
+  int64_t verifyLen = 2;
+};
+
+/// Builds the generation entry points over one latent KV cache
+/// `kv_cache [layers, decodeBatch, capacity, kv_lora_rank + qk_rope]`
+/// (layers: the decoder layers, then the MTP layer when there is one):
+///   @prefill(input_ids) -> (logits, [hidden], kv_rows, topk_ids...):
+///       the naive MLA form over a prompt from position 0;
+///   @decode(input_ids [B,1], positions, kv_cache) -> the same for one new
+///       token per slot, absorbed MLA over the cached prefix;
+///   @verify: @decode for verifyLen tokens per slot;
+///   @mtp_prefill(input_ids, hidden) and @mtp_step(input_ids, hidden,
+///       positions, kv_cache) -> (mtp_logits, kv_rows): the MTP layer's
+///       draft from the main model's final-normed hidden state at position j
+///       and token j+1, with its own cache layer.
+/// `kv_rows` holds the steps' new cache rows ([layers, B, T, row]); the
+/// runtime owns the cache and writes them at the tokens' positions.
+llvm::Expected<mlir::OwningOpRef<mlir::ModuleOp>>
+importGenerator(mlir::MLIRContext &ctx, const ModelConfig &config, const GenerateShape &shape);
+
 } // namespace dsv3
 
 #endif // DSV3_FRONTENDS_IMPORT_MODELIMPORTER_H

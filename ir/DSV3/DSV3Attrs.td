@@ -56,7 +56,13 @@ def DSV3_OutputRole : I32EnumAttr<"OutputRole", "the meaning of an entry point's
     // A pipeline stage's output hidden state, the next stage's input.
     I32EnumAttrCase<"Activation", 12, "activation">,
     // What a forward chunk keeps for its backward chunks (and Bi for W).
-    I32EnumAttrCase<"Saved", 13, "saved">]> {
+    I32EnumAttrCase<"Saved", 13, "saved">,
+    // A generation step's latent KV-cache rows [layers, B, T, C+R], which the
+    // runtime writes into its cache at the tokens' positions.
+    I32EnumAttrCase<"CacheRows", 14, "cache_rows">,
+    // The main model's hidden state after the final norm (the MTP draft's
+    // input).
+    I32EnumAttrCase<"Hidden", 15, "hidden">]> {
   let cppNamespace = "::dsv3";
   let genSpecializedAttr = 0;
 }

@@ -100,6 +100,77 @@ def DSV3_MLAAttentionOp : DSV3_PureOp<"mla_attention", [AttrSizedOperandSegments
   let hasVerifier = 1;
 }
 
+def DSV3_MLACacheRowOp : DSV3_PureOp<"mla_cache_row"> {
+  let summary = "the latent KV-cache row of each token of an MLA layer";
+  let description = [{
+    `[rms_norm(c, kv_a_norm) ; rope(k_rope)]` with `[c (kv_lora_rank) ;
+    k_rope] = kv_a(x)`, the rope key rotated at `positions [B, T]`: what a
+    cache keeps per token and layer (`kv_lora_rank + qk_rope_head_dim`
+    values), from which `dsv3.mla_attention` (prefill) and
+    `dsv3.mla_cached_attention` (decode) recompute keys and values. The
+    projection and norm are the attention's own: after decomposition CSE
+    shares them with the layer's `dsv3.mla_attention`.
+
+    ```mlir
+    %row = dsv3.mla_cache_row %x, kv_a %kva, kv_a_norm %kvn, positions %p
+           {kv_lora_rank = 64, qk_rope_head_dim = 16, rms_norm_eps = 1.0e-06,
+            rope_inv_freq = array<f64: ...>, rope_attention_scaling = 1.0}
+           : (tensor<1x16x256xf32>, tensor<80x256xf32>, tensor<64xf32>, tensor<1x16xi64>) -> tensor<1x16x80xf32>
+    ```
+  }];
+  let arguments = (ins DSV3_F32Tensor:$x, DSV3_F32Tensor:$kv_a,
+      DSV3_F32Tensor:$kv_a_norm, DSV3_IndexTensor:$positions,
+      I64Attr:$kv_lora_rank, I64Attr:$qk_rope_head_dim, F64Attr:$rms_norm_eps,
+      DenseF64ArrayAttr:$rope_inv_freq, F64Attr:$rope_attention_scaling);
+  let results = (outs DSV3_F32Tensor:$result);
+  let assemblyFormat = [{
+    $x `kv_a` $kv_a `kv_a_norm` $kv_a_norm `positions` $positions attr-dict
+    `:` functional-type(operands, results)
+  }];
+  let hasVerifier = 1;
+}
+
+def DSV3_MLACachedAttentionOp : DSV3_PureOp<"mla_cached_attention", [AttrSizedOperandSegments]> {
+  let summary = "MLA attention of new tokens over a latent cache, in absorbed form (decode, verify)";
+  let description = [{
+    The attention of `dsv3.mla_attention` for `T` new tokens per row that
+    continue a cached sequence: `positions [B, T]` are the new tokens'
+    positions (consecutive, row `b` starting at `positions[b, 0]`),
+    `cache [B, S, kv_lora_rank + qk_rope_head_dim]` holds the rows
+    (`dsv3.mla_cache_row`) of positions `0 .. positions[b, 0] - 1` (rows past
+    those are stale and never read), `rows [B, T, ...]` the new tokens' own.
+    A new token attends to the cached prefix and to the new tokens up to
+    itself. Absorbed form: `W_UK` (the first `qk_nope_head_dim` rows of each
+    head of `kv_b`) is folded into the query, attention runs over the shared
+    latent rows (one key of `kv_lora_rank + rope` values for every head),
+    and `W_UV` (the last `v_head_dim` rows) is applied after it; keys and
+    values are never decompressed. Equal to `dsv3.mla_attention` over the
+    whole sequence by associativity.
+
+    ```mlir
+    %y = dsv3.mla_cached_attention %x, q_a %qa, q_a_norm %qn, q_b %qb, kv_b %kvb, o %o,
+         cache %cache, rows %rows, positions %p {...}
+         : (tensor<8x1x256xf32>, ..., tensor<8x512x80xf32>, tensor<8x1x80xf32>, tensor<8x1xi64>) -> tensor<8x1x256xf32>
+    ```
+  }];
+  let arguments = (ins DSV3_F32Tensor:$x,
+      Optional<DSV3_F32Tensor>:$q_a, Optional<DSV3_F32Tensor>:$q_a_norm,
+      Optional<DSV3_F32Tensor>:$q_b, Optional<DSV3_F32Tensor>:$q_proj,
+      DSV3_F32Tensor:$kv_b, DSV3_F32Tensor:$o, DSV3_F32Tensor:$cache,
+      DSV3_F32Tensor:$rows, DSV3_IndexTensor:$positions,
+      I64Attr:$num_heads, I64Attr:$q_lora_rank, I64Attr:$kv_lora_rank,
+      I64Attr:$qk_nope_head_dim, I64Attr:$qk_rope_head_dim, I64Attr:$v_head_dim,
+      F64Attr:$softmax_scale, F64Attr:$rms_norm_eps,
+      DenseF64ArrayAttr:$rope_inv_freq, F64Attr:$rope_attention_scaling);
+  let results = (outs DSV3_F32Tensor:$result);
+  let assemblyFormat = [{
+    $x (`q_a` $q_a^)? (`q_a_norm` $q_a_norm^)? (`q_b` $q_b^)? (`q_proj` $q_proj^)?
+    `kv_b` $kv_b `o` $o `cache` $cache `rows` $rows `positions` $positions attr-dict
+    `:` functional-type(operands, results)
+  }];
+  let hasVerifier = 1;
+}
+
 def DSV3_MLPOp : DSV3_PureOp<"mlp"> {
   let summary = "SwiGLU feed-forward block: down(silu(gate(x)) * up(x))";
   let description = [{

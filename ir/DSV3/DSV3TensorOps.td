@@ -102,6 +102,32 @@ def DSV3_MLACoreOp : DSV3_PureOp<"mla_core"> {
   let hasVerifier = 1;
 }
 
+def DSV3_MLAAbsorbedCoreOp : DSV3_PureOp<"mla_absorbed_core"> {
+  let summary = "MLA attention core in absorbed form, over a latent cache and new rows";
+  let description = [{
+    `q_nope [B,T,H,Dn]`, `q_rope [B,T,H,R]` (rotated), `w_uk [H,Dn,C]`,
+    `w_uv [H,Dv,C]` (the two halves of each head of `kv_b_proj`), `cache
+    [B,S,C+R]`, `rows [B,T,C+R]` (the new tokens' latent rows `[c ; k_rope]`),
+    `positions [B,T]`; result `[B,T,H,Dv]`. Per head: `q̂ = w_ukᵀ q_nope`
+    (`[C]`), scores `softmax_scale · (q̂·c_u + q_rope·k_rope_u)` over the keys
+    `u` = cache rows `0 .. positions[b,0] - 1` then new rows `0 .. i`,
+    softmax, `ô = Σ p_u c_u`, result `w_uv ô`. Cache rows from
+    `positions[b,0]` on are never read.
+
+    ```mlir
+    %o = dsv3.mla_absorbed_core %qn, %qr, %wuk, %wuv, %cache, %rows, %p {softmax_scale = 0.27}
+         : (tensor<8x1x4x32xf32>, tensor<8x1x4x16xf32>, tensor<4x32x64xf32>, tensor<4x32x64xf32>,
+            tensor<8x512x80xf32>, tensor<8x1x80xf32>, tensor<8x1xi64>) -> tensor<8x1x4x32xf32>
+    ```
+  }];
+  let arguments = (ins DSV3_F32Tensor:$q_nope, DSV3_F32Tensor:$q_rope,
+      DSV3_F32Tensor:$w_uk, DSV3_F32Tensor:$w_uv, DSV3_F32Tensor:$cache,
+      DSV3_F32Tensor:$rows, DSV3_IndexTensor:$positions, F64Attr:$softmax_scale);
+  let results = (outs DSV3_F32Tensor:$result);
+  let assemblyFormat = "$q_nope `,` $q_rope `,` $w_uk `,` $w_uv `,` $cache `,` $rows `,` $positions attr-dict `:` functional-type(operands, results)";
+  let hasVerifier = 1;
+}
+
 def DSV3_SwiGLUOp : DSV3_PureOp<"swiglu"> {
   let summary = "silu(gate) * up, elementwise";
   let description = [{

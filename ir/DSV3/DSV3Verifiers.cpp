@@ -196,14 +196,11 @@ LogicalResult EmbeddingOp::verify() {
                  "[batch, seq] of ids and the table width");
 }
 
-LogicalResult MLAAttentionOp::verify() {
-  ShapeChecker c(*this);
-  ArrayRef<int64_t> x;
-  if (failed(c.rank(getX(), "x", 3, x)))
-    return failure();
-  int64_t d = x[2], heads = getNumHeads(), qr = getQLoraRank(),
-          kvr = getKvLoraRank(), nope = getQkNopeHeadDim(),
-          rope = getQkRopeHeadDim(), vd = getVHeadDim();
+/// The attributes and query path shared by dsv3.mla_attention and
+/// dsv3.mla_cached_attention, for inputs of hidden size `d`.
+template <class Op> LogicalResult verifyMLAQuery(Op op, ShapeChecker &c, int64_t d) {
+  int64_t heads = op.getNumHeads(), qr = op.getQLoraRank(), kvr = op.getKvLoraRank(),
+          nope = op.getQkNopeHeadDim(), rope = op.getQkRopeHeadDim(), vd = op.getVHeadDim();
   if (failed(c.positive("num_heads", heads)) ||
       failed(c.positive("kv_lora_rank", kvr)) ||
       failed(c.positive("qk_nope_head_dim", nope)) ||
@@ -211,40 +208,86 @@ LogicalResult MLAAttentionOp::verify() {
       failed(c.positive("v_head_dim", vd)))
     return failure();
   if (rope % 2 != 0)
-    return emitOpError() << "qk_rope_head_dim must be even, got " << rope;
-  if (static_cast<int64_t>(getRopeInvFreq().size()) != rope / 2)
-    return emitOpError() << "rope_inv_freq has " << getRopeInvFreq().size()
-                         << " entries, expected qk_rope_head_dim / 2 = "
-                         << rope / 2;
-  if (getSoftmaxScale().convertToDouble() <= 0)
-    return emitOpError() << "softmax_scale must be positive";
+    return op.emitOpError() << "qk_rope_head_dim must be even, got " << rope;
+  if (static_cast<int64_t>(op.getRopeInvFreq().size()) != rope / 2)
+    return op.emitOpError() << "rope_inv_freq has " << op.getRopeInvFreq().size()
+                            << " entries, expected qk_rope_head_dim / 2 = " << rope / 2;
+  if (op.getSoftmaxScale().convertToDouble() <= 0)
+    return op.emitOpError() << "softmax_scale must be positive";
   int64_t qOut = heads * (nope + rope);
   if (qr > 0) {
-    if (!getQA() || !getQANorm() || !getQB() || getQProj())
-      return emitOpError() << "q_lora_rank " << qr
-                           << " needs q_a, q_a_norm and q_b and no q_proj";
-    if (failed(c.shape(getQA(), "q_a", {qr, d}, "[q_lora_rank, hidden]")) ||
-        failed(c.shape(getQANorm(), "q_a_norm", {qr}, "[q_lora_rank]")) ||
-        failed(c.shape(getQB(), "q_b", {qOut, qr},
+    if (!op.getQA() || !op.getQANorm() || !op.getQB() || op.getQProj())
+      return op.emitOpError() << "q_lora_rank " << qr
+                              << " needs q_a, q_a_norm and q_b and no q_proj";
+    if (failed(c.shape(op.getQA(), "q_a", {qr, d}, "[q_lora_rank, hidden]")) ||
+        failed(c.shape(op.getQANorm(), "q_a_norm", {qr}, "[q_lora_rank]")) ||
+        failed(c.shape(op.getQB(), "q_b", {qOut, qr},
                        "[heads*(qk_nope+qk_rope), q_lora_rank]")))
       return failure();
   } else {
-    if (!getQProj() || getQA() || getQANorm() || getQB())
-      return emitOpError()
+    if (!op.getQProj() || op.getQA() || op.getQANorm() || op.getQB())
+      return op.emitOpError()
              << "without query compression (q_lora_rank 0) only q_proj is allowed";
-    if (failed(c.shape(getQProj(), "q_proj", {qOut, d},
+    if (failed(c.shape(op.getQProj(), "q_proj", {qOut, d},
                        "[heads*(qk_nope+qk_rope), hidden]")))
       return failure();
   }
+  if (failed(c.shape(op.getKvB(), "kv_b", {heads * (nope + vd), kvr},
+                     "[heads*(qk_nope+v_head), kv_lora_rank]")) ||
+      failed(c.shape(op.getO(), "o", {d, heads * vd}, "[hidden, heads*v_head]")))
+    return failure();
+  return success();
+}
+
+LogicalResult MLAAttentionOp::verify() {
+  ShapeChecker c(*this);
+  ArrayRef<int64_t> x;
+  if (failed(c.rank(getX(), "x", 3, x)) || failed(verifyMLAQuery(*this, c, x[2])))
+    return failure();
+  int64_t d = x[2], kvr = getKvLoraRank(), rope = getQkRopeHeadDim();
   if (failed(c.shape(getKvA(), "kv_a", {kvr + rope, d},
                      "[kv_lora_rank+qk_rope, hidden]")) ||
-      failed(c.shape(getKvANorm(), "kv_a_norm", {kvr}, "[kv_lora_rank]")) ||
-      failed(c.shape(getKvB(), "kv_b", {heads * (nope + vd), kvr},
-                     "[heads*(qk_nope+v_head), kv_lora_rank]")) ||
-      failed(c.shape(getO(), "o", {d, heads * vd}, "[hidden, heads*v_head]")))
+      failed(c.shape(getKvANorm(), "kv_a_norm", {kvr}, "[kv_lora_rank]")))
     return failure();
   if (getSegmentIds() && failed(c.shape(getSegmentIds(), "segment_ids",
                                         {x[0], x[1]}, "[batch, seq] of 'x'")))
+    return failure();
+  return c.shape(getResult(), "result", x, "the input shape");
+}
+
+LogicalResult MLACacheRowOp::verify() {
+  ShapeChecker c(*this);
+  ArrayRef<int64_t> x;
+  if (failed(c.rank(getX(), "x", 3, x)))
+    return failure();
+  int64_t kvr = getKvLoraRank(), rope = getQkRopeHeadDim();
+  if (failed(c.positive("kv_lora_rank", kvr)) || failed(c.positive("qk_rope_head_dim", rope)))
+    return failure();
+  if (rope % 2 != 0)
+    return emitOpError() << "qk_rope_head_dim must be even, got " << rope;
+  if (static_cast<int64_t>(getRopeInvFreq().size()) != rope / 2)
+    return emitOpError() << "rope_inv_freq has " << getRopeInvFreq().size()
+                         << " entries, expected qk_rope_head_dim / 2 = " << rope / 2;
+  if (failed(c.shape(getKvA(), "kv_a", {kvr + rope, x[2]}, "[kv_lora_rank+qk_rope, hidden]")) ||
+      failed(c.shape(getKvANorm(), "kv_a_norm", {kvr}, "[kv_lora_rank]")) ||
+      failed(c.shape(getPositions(), "positions", {x[0], x[1]}, "[batch, seq] of 'x'")))
+    return failure();
+  return c.shape(getResult(), "result", {x[0], x[1], kvr + rope},
+                 "[batch, seq, kv_lora_rank+qk_rope]");
+}
+
+LogicalResult MLACachedAttentionOp::verify() {
+  ShapeChecker c(*this);
+  ArrayRef<int64_t> x, cache;
+  if (failed(c.rank(getX(), "x", 3, x)) || failed(verifyMLAQuery(*this, c, x[2])) ||
+      failed(c.rank(getCache(), "cache", 3, cache)))
+    return failure();
+  int64_t row = getKvLoraRank() + getQkRopeHeadDim();
+  if (failed(c.shape(getCache(), "cache", {x[0], cache[1], row},
+                     "[batch, capacity, kv_lora_rank+qk_rope]")) ||
+      failed(c.shape(getRows(), "rows", {x[0], x[1], row},
+                     "[batch, seq, kv_lora_rank+qk_rope]")) ||
+      failed(c.shape(getPositions(), "positions", {x[0], x[1]}, "[batch, seq] of 'x'")))
     return failure();
   return c.shape(getResult(), "result", x, "the input shape");
 }
@@ -403,6 +446,28 @@ LogicalResult MLACoreOp::verify() {
   if (getSoftmaxScale().convertToDouble() <= 0)
     return emitOpError() << "softmax_scale must be positive";
   return c.shape(getResult(), "result", {b, tq, h, v[3]}, "[B, Tq, H, Dv]");
+}
+
+LogicalResult MLAAbsorbedCoreOp::verify() {
+  ShapeChecker c(*this);
+  ArrayRef<int64_t> qn, qr, uk, uv, cache;
+  if (failed(c.rank(getQNope(), "q_nope", 4, qn)) ||
+      failed(c.rank(getQRope(), "q_rope", 4, qr)) ||
+      failed(c.rank(getWUk(), "w_uk", 3, uk)) || failed(c.rank(getWUv(), "w_uv", 3, uv)) ||
+      failed(c.rank(getCache(), "cache", 3, cache)))
+    return failure();
+  int64_t b = qn[0], t = qn[1], h = qn[2], latent = uk[2], rope = qr[3];
+  if (failed(c.shape(getQRope(), "q_rope", {b, t, h, rope}, "q_nope's [B,T,H]")) ||
+      failed(c.shape(getWUk(), "w_uk", {h, qn[3], latent}, "[H, qk_nope, kv_lora_rank]")) ||
+      failed(c.shape(getWUv(), "w_uv", {h, uv[1], latent}, "[H, v_head, kv_lora_rank]")) ||
+      failed(c.shape(getCache(), "cache", {b, cache[1], latent + rope},
+                     "[B, capacity, kv_lora_rank+rope]")) ||
+      failed(c.shape(getRows(), "rows", {b, t, latent + rope}, "[B, T, kv_lora_rank+rope]")) ||
+      failed(c.shape(getPositions(), "positions", {b, t}, "[B, T]")))
+    return failure();
+  if (getSoftmaxScale().convertToDouble() <= 0)
+    return emitOpError() << "softmax_scale must be positive";
+  return c.shape(getResult(), "result", {b, t, h, uv[1]}, "[B, T, H, v_head]");
 }
 
 LogicalResult SwiGLUOp::verify() {

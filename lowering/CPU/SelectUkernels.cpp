@@ -84,6 +84,19 @@ struct SelectMLACoreGrad : OpRewritePattern<MLACoreGradOp> {
   }
 };
 
+/// dsv3.mla_absorbed_core: the decode/verify form over a latent cache.
+struct SelectMLAAbsorbedCore : OpRewritePattern<MLAAbsorbedCoreOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(MLAAbsorbedCoreOp op, PatternRewriter &rw) const override {
+    Value s = arith::ConstantOp::create(rw, op.getLoc(),
+                                        rw.getF64FloatAttr(op.getSoftmaxScale().convertToDouble()));
+    replaceWithUkernel(rw, op, "dsv3rt_mla_absorbed_attention",
+                       {op.getQNope(), op.getQRope(), op.getWUk(), op.getWUv(), op.getCache(),
+                        op.getRows(), op.getPositions(), s});
+    return success();
+  }
+};
+
 //===----------------------------------------------------------------------===//
 // Routed experts: runtime/kernels/GroupedGemm.cpp
 //===----------------------------------------------------------------------===//
@@ -232,7 +245,7 @@ struct DSV3CPUSelectUkernelsPass
     MLIRContext *ctx = &getContext();
     RewritePatternSet patterns(ctx);
     if (attention)
-      patterns.add<SelectMLACore, SelectMLACoreGrad>(ctx);
+      patterns.add<SelectMLACore, SelectMLACoreGrad, SelectMLAAbsorbedCore>(ctx);
     if (moe)
       patterns.add<SelectMoEDispatch, SelectGroupedLinear,
                    SelectGroupedLinearGradInput, SelectGroupedLinearGradWeight>(ctx);

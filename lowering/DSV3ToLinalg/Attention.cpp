@@ -1,6 +1,7 @@
 //===- Attention.cpp - lowering of dsv3.rope and dsv3.mla_core ------------===//
 //
-// Part of convert-dsv3-to-linalg. RoPE builds its cos/sin table in generated
+// Part of convert-dsv3-to-linalg (also dsv3.mla_absorbed_core, the decode
+// form over a latent cache). RoPE builds its cos/sin table in generated
 // code (float32 angle = position * inv_freq, as the reference computes it)
 // and rotates interleaved pairs. The MLA core and its gradient are written
 // as the textbook computation over a materialised [B, H, Tq, Tk] score
@@ -115,6 +116,38 @@ struct AttentionOperands {
   }
 };
 
+/// Row softmax over the last dimension of masked scores [B, H, Tq, Tk]
+/// (masked entries are -inf).
+Value softmaxRows(LinalgBuilder &lb, Value masked) {
+  auto scoreShape = cast<RankedTensorType>(masked.getType()).getShape();
+  int64_t batch = scoreShape[0], heads = scoreShape[1], tq = scoreShape[2];
+  SmallVector<AffineMap> rowMaps = {lb.identity(4), lb.map(4, {0, 1, 2})};
+  Value rowMax = lb.generic1({masked}, lb.filled({batch, heads, tq}, -INFINITY), rowMaps,
+                             lb.iters(3, 1), [](OpBuilder &nb, Location l, ValueRange a) {
+                               linalg::YieldOp::create(
+                                   nb, l, ValueRange{arith::MaximumFOp::create(nb, l, a[0], a[1])});
+                             });
+  Value e = lb.generic1({masked, rowMax}, lb.empty(scoreShape),
+                        {lb.identity(4), lb.map(4, {0, 1, 2}), lb.identity(4)}, lb.iters(4),
+                        [](OpBuilder &nb, Location l, ValueRange a) {
+                          linalg::YieldOp::create(
+                              nb, l,
+                              ValueRange{math::ExpOp::create(
+                                  nb, l, arith::SubFOp::create(nb, l, a[0], a[1]))});
+                        });
+  Value rowSum = lb.generic1({e}, lb.filled({batch, heads, tq}, 0.0), rowMaps, lb.iters(3, 1),
+                             [](OpBuilder &nb, Location l, ValueRange a) {
+                               linalg::YieldOp::create(
+                                   nb, l, ValueRange{arith::AddFOp::create(nb, l, a[1], a[0])});
+                             });
+  return lb.generic1({e, rowSum}, lb.empty(scoreShape),
+                     {lb.identity(4), lb.map(4, {0, 1, 2}), lb.identity(4)}, lb.iters(4),
+                     [](OpBuilder &nb, Location l, ValueRange a) {
+                       linalg::YieldOp::create(
+                           nb, l, ValueRange{arith::DivFOp::create(nb, l, a[0], a[1])});
+                     });
+}
+
 /// Softmax probabilities P [B, H, Tq, Tk] of the causal (and, with segment
 /// ids, per-document) scores: query i sits at position prefix + i and sees
 /// the keys u <= prefix + i of its own segment.
@@ -153,31 +186,7 @@ Value attentionProbabilities(LinalgBuilder &lb, const AttentionOperands &in) {
             nb, l, ValueRange{arith::SelectOp::create(nb, l, allowed, s,
                                                       f32Const(nb, l, -INFINITY))});
       });
-  SmallVector<AffineMap> rowMaps = {lb.identity(4), lb.map(4, {0, 1, 2})};
-  Value rowMax = lb.generic1({masked}, lb.filled({batch, heads, tq}, -INFINITY), rowMaps,
-                             lb.iters(3, 1), [](OpBuilder &nb, Location l, ValueRange a) {
-                               linalg::YieldOp::create(
-                                   nb, l, ValueRange{arith::MaximumFOp::create(nb, l, a[0], a[1])});
-                             });
-  Value e = lb.generic1({masked, rowMax}, lb.empty(scoreShape),
-                        {lb.identity(4), lb.map(4, {0, 1, 2}), lb.identity(4)}, lb.iters(4),
-                        [](OpBuilder &nb, Location l, ValueRange a) {
-                          linalg::YieldOp::create(
-                              nb, l,
-                              ValueRange{math::ExpOp::create(
-                                  nb, l, arith::SubFOp::create(nb, l, a[0], a[1]))});
-                        });
-  Value rowSum = lb.generic1({e}, lb.filled({batch, heads, tq}, 0.0), rowMaps, lb.iters(3, 1),
-                             [](OpBuilder &nb, Location l, ValueRange a) {
-                               linalg::YieldOp::create(
-                                   nb, l, ValueRange{arith::AddFOp::create(nb, l, a[1], a[0])});
-                             });
-  return lb.generic1({e, rowSum}, lb.empty(scoreShape),
-                     {lb.identity(4), lb.map(4, {0, 1, 2}), lb.identity(4)}, lb.iters(4),
-                     [](OpBuilder &nb, Location l, ValueRange a) {
-                       linalg::YieldOp::create(
-                           nb, l, ValueRange{arith::DivFOp::create(nb, l, a[0], a[1])});
-                     });
+  return softmaxRows(lb, masked);
 }
 
 /// dsv3.mla_core -> the probabilities and their product with V. The
@@ -256,9 +265,87 @@ struct LowerMLACoreGrad : OpRewritePattern<MLACoreGradOp> {
 };
 
 
+/// dsv3.mla_absorbed_core, as the textbook computation: the keys are the
+/// cache rows followed by the new rows ([B, S+T, C+R], S the capacity),
+/// masked to the cached prefix (u < positions[b,0]) and the new rows up to
+/// the query; q̂ = W_UKᵀ q_nope scores against the latent part, q_rope
+/// against the rope part, and W_UV maps the attended latent back.
+struct LowerMLAAbsorbedCore : OpRewritePattern<MLAAbsorbedCoreOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(MLAAbsorbedCoreOp op, PatternRewriter &rw) const override {
+    Location loc = op.getLoc();
+    LinalgBuilder lb(rw, loc);
+    auto mac = LinalgBuilder::multiplyAccumulate;
+    auto qs = op.getQNope().getType().getShape();
+    auto cs = op.getCache().getType().getShape();
+    int64_t batch = qs[0], t = qs[1], heads = qs[2], capacity = cs[1], width = cs[2];
+    int64_t latent = op.getWUk().getType().getDimSize(2), keys = capacity + t;
+    // q̂[b,i,h,c] = sum_d q_nope[b,i,h,d] w_uk[h,d,c]: loops (b, i, h, c, d).
+    Value qHat = lb.generic1({op.getQNope(), op.getWUk()}, lb.filled({batch, t, heads, latent}, 0.0),
+                             {lb.map(5, {0, 1, 2, 4}), lb.map(5, {2, 4, 3}), lb.map(5, {0, 1, 2, 3})},
+                             lb.iters(4, 1), mac);
+    // keys [B, S+T, C+R] = cache ++ rows.
+    SmallVector<OpFoldResult> offsets(3, rw.getIndexAttr(0)), strides(3, rw.getIndexAttr(1));
+    SmallVector<OpFoldResult> sizes = {rw.getIndexAttr(batch), rw.getIndexAttr(capacity),
+                                       rw.getIndexAttr(width)};
+    Value all = tensor::InsertSliceOp::create(rw, loc, op.getCache(), lb.empty({batch, keys, width}),
+                                              offsets, sizes, strides);
+    offsets[1] = rw.getIndexAttr(capacity);
+    sizes[1] = rw.getIndexAttr(t);
+    all = tensor::InsertSliceOp::create(rw, loc, op.getRows(), all, offsets, sizes, strides);
+    auto part = [&](int64_t from, int64_t size) -> Value {
+      SmallVector<OpFoldResult> o = {rw.getIndexAttr(0), rw.getIndexAttr(0), rw.getIndexAttr(from)};
+      SmallVector<OpFoldResult> z = {rw.getIndexAttr(batch), rw.getIndexAttr(keys),
+                                     rw.getIndexAttr(size)};
+      return tensor::ExtractSliceOp::create(rw, loc, all, o, z, strides);
+    };
+    Value kLatent = part(0, latent), kRope = part(latent, width - latent);
+    SmallVector<int64_t> scoreShape = {batch, heads, t, keys};
+    // Loops (b, h, i, u, c).
+    Value scores = lb.generic1({qHat, kLatent}, lb.filled(scoreShape, 0.0),
+                               {lb.map(5, {0, 2, 1, 4}), lb.map(5, {0, 3, 4}), lb.map(5, {0, 1, 2, 3})},
+                               lb.iters(4, 1), mac);
+    scores = lb.generic1({op.getQRope(), kRope}, scores,
+                         {lb.map(5, {0, 2, 1, 4}), lb.map(5, {0, 3, 4}), lb.map(5, {0, 1, 2, 3})},
+                         lb.iters(4, 1), mac);
+    Value positions = op.getPositions();
+    double scale = op.getSoftmaxScale().convertToDouble();
+    Value masked = lb.generic1(
+        {scores}, lb.empty(scoreShape), {lb.identity(4), lb.identity(4)}, lb.iters(4),
+        [&](OpBuilder &nb, Location l, ValueRange a) {
+          Value b = linalg::IndexOp::create(nb, l, 0);
+          Value i = linalg::IndexOp::create(nb, l, 2);
+          Value u = linalg::IndexOp::create(nb, l, 3);
+          Value cached = arith::IndexCastOp::create(
+              nb, l, nb.getIndexType(),
+              tensor::ExtractOp::create(nb, l, positions, ValueRange{b, indexConst(nb, l, 0)}));
+          Value s = indexConst(nb, l, capacity);
+          Value inCache = arith::CmpIOp::create(nb, l, arith::CmpIPredicate::ult, u, s);
+          Value prefix = arith::CmpIOp::create(nb, l, arith::CmpIPredicate::slt, u, cached);
+          Value fresh = arith::CmpIOp::create(nb, l, arith::CmpIPredicate::ule,
+                                              arith::SubIOp::create(nb, l, u, s), i);
+          Value allowed = arith::SelectOp::create(nb, l, inCache, prefix, fresh);
+          Value scaled = arith::MulFOp::create(nb, l, a[0], f32Const(nb, l, scale));
+          linalg::YieldOp::create(
+              nb, l, ValueRange{arith::SelectOp::create(nb, l, allowed, scaled,
+                                                        f32Const(nb, l, -INFINITY))});
+        });
+    Value p = softmaxRows(lb, masked);
+    // ô[b,i,h,c] = sum_u P[b,h,i,u] k_latent[b,u,c]: loops (b, i, h, c, u).
+    Value attended = lb.generic1({p, kLatent}, lb.filled({batch, t, heads, latent}, 0.0),
+                                 {lb.map(5, {0, 2, 1, 4}), lb.map(5, {0, 4, 3}), lb.map(5, {0, 1, 2, 3})},
+                                 lb.iters(4, 1), mac);
+    // out[b,i,h,v] = sum_c ô[b,i,h,c] w_uv[h,v,c]: loops (b, i, h, v, c).
+    rw.replaceOp(op, lb.generic1({attended, op.getWUv()}, lb.filled(op.getType().getShape(), 0.0),
+                                 {lb.map(5, {0, 1, 2, 4}), lb.map(5, {2, 3, 4}), lb.map(5, {0, 1, 2, 3})},
+                                 lb.iters(4, 1), mac));
+    return success();
+  }
+};
+
 } // namespace
 
 void dsv3::lowering::populateAttentionLoweringPatterns(
     RewritePatternSet &patterns) {
-  patterns.add<LowerPositions, LowerRope, LowerMLACore, LowerMLACoreGrad>(patterns.getContext());
+  patterns.add<LowerPositions, LowerRope, LowerMLACore, LowerMLACoreGrad, LowerMLAAbsorbedCore>(patterns.getContext());
 }

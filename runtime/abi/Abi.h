@@ -120,7 +120,7 @@ inline const std::vector<std::string> &outputRoles() {
   static const std::vector<std::string> roles{
       "value",      "logits",     "loss",         "mtp_logits",   "mtp_loss",
       "balance_loss", "total_loss", "gradient", "expert_ids", "parameters",
-      "first_moment", "second_moment", "activation", "saved"};
+      "first_moment", "second_moment", "activation", "saved", "cache_rows", "hidden"};
   return roles;
 }
 

@@ -199,6 +199,86 @@ void mlaAttentionGrad(const AttentionArgs &a, const Tensor4F32 &dout,
   }
 }
 
+/// dsv3.mla_absorbed_core, one batch row at a time: the absorbed queries
+/// of every head and new token, `[q̂ ; q_rope]` ([H*T, C+R], head-major), are
+/// scored against the cached prefix and the new rows by the GEMM microkernel
+/// (all heads share each latent key, so the cache is read as one [L, C+R]
+/// operand), soft-maxed, and the attended latents ([H*T, C]) are mapped
+/// back through W_UV per head.
+void mlaAbsorbedAttention(const Tensor4F32 &qNope, const Tensor4F32 &qRope,
+                          const Tensor3F32 &wUK, const Tensor3F32 &wUV,
+                          const Tensor3F32 &cache, const Tensor3F32 &rows,
+                          const MatrixI64 &positions, float scale, const Tensor4F32 &out) {
+  int64_t batches = qNope.sizes[0], t = qNope.sizes[1], heads = qNope.sizes[2],
+          nope = qNope.sizes[3], rope = qRope.sizes[3], latent = wUK.sizes[2],
+          vd = wUV.sizes[1], capacity = cache.sizes[1], width = latent + rope;
+  auto q4 = [](const Tensor4F32 &x, int64_t b, int64_t i, int64_t h, int64_t d) -> float & {
+    return x.data[x.offset + b * x.strides[0] + i * x.strides[1] + h * x.strides[2] +
+                  d * x.strides[3]];
+  };
+  auto t3 = [](const Tensor3F32 &x, int64_t a, int64_t r, int64_t c) -> float & {
+    return x.data[x.offset + a * x.strides[0] + r * x.strides[1] + c * x.strides[2]];
+  };
+  for (int64_t b = 0; b < batches; ++b) {
+    // Keys of the cached prefix: a stale or out-of-range length reads none
+    // past the capacity.
+    int64_t prefix = std::clamp<int64_t>(*positions.at(b, 0), 0, capacity);
+    int64_t keys = prefix + t, n = heads * t;
+    Scratch query(n, width), scores(n, keys), attended(n, latent);
+    tbb::parallel_for(int64_t(0), heads, [&](int64_t h) {
+      for (int64_t i = 0; i < t; ++i) {
+        float *q = query.row(h * t + i);
+        for (int64_t d = 0; d < nope; ++d) {
+          float x = q4(qNope, b, i, h, d);
+          for (int64_t c = 0; c < latent; ++c)
+            q[c] += x * t3(wUK, h, d, c);
+        }
+        for (int64_t r = 0; r < rope; ++r)
+          q[latent + r] = q4(qRope, b, i, h, r);
+      }
+    });
+    MatrixF32 cached = rowRange(batch(cache, b), 0, prefix), fresh = batch(rows, b);
+    // The key loop below reads rows as contiguous vectors.
+    Scratch cachedCopy(0, 0), freshCopy(0, 0);
+    auto contiguous = [](MatrixF32 &m, Scratch &copy) {
+      if (m.strides[1] == 1 || m.sizes[0] == 0)
+        return;
+      copy = Scratch(m.sizes[0], m.sizes[1]);
+      for (int64_t r = 0; r < m.sizes[0]; ++r)
+        for (int64_t c = 0; c < m.sizes[1]; ++c)
+          copy.row(r)[c] = at(m, r, c);
+      m = copy.view();
+    };
+    contiguous(cached, cachedCopy);
+    contiguous(fresh, freshCopy);
+    if (prefix > 0)
+      matmulNT(query.view(), cached, scores.block(0, n, 0, prefix));
+    matmulNT(query.view(), fresh, scores.block(0, n, prefix, keys));
+    tbb::parallel_for(int64_t(0), n, [&](int64_t r) {
+      int64_t i = r % t, last = prefix + i; // new row j is visible for j <= i
+      float *row = scores.row(r), mx = -INFINITY, sum = 0.0f;
+      for (int64_t u = 0; u <= last; ++u)
+        mx = std::max(mx, row[u] * scale);
+      for (int64_t u = 0; u <= last; ++u)
+        sum += (row[u] = std::exp(row[u] * scale - mx));
+      float inv = 1.0f / sum, *o = attended.row(r);
+      for (int64_t u = 0; u <= last; ++u) {
+        float p = row[u] * inv;
+        const float *key = u < prefix ? &at(cached, u, 0) : &at(fresh, u - prefix, 0);
+        for (int64_t c = 0; c < latent; ++c)
+          o[c] += p * key[c];
+      }
+      int64_t h = r / t;
+      for (int64_t v = 0; v < vd; ++v) {
+        float acc = 0.0f;
+        for (int64_t c = 0; c < latent; ++c)
+          acc += t3(wUV, h, v, c) * o[c];
+        q4(out, b, i, h, v) = acc;
+      }
+    });
+  }
+}
+
 } // namespace dsv3::rt
 
 using namespace dsv3::rt;
@@ -207,6 +287,15 @@ extern "C" void _mlir_ciface_dsv3rt_mla_attention(
     Tensor4F32 *qNope, Tensor4F32 *qRope, Tensor4F32 *kNope, Tensor3F32 *kRope,
     Tensor4F32 *v, MatrixI64 *segments, double scale, Tensor4F32 *out) {
   mlaAttention({*qNope, *qRope, *kNope, *kRope, *v, *segments, float(scale)}, *out);
+}
+
+extern "C" void _mlir_ciface_dsv3rt_mla_absorbed_attention(Tensor4F32 *qNope, Tensor4F32 *qRope,
+                                                Tensor3F32 *wUK, Tensor3F32 *wUV,
+                                                Tensor3F32 *cache, Tensor3F32 *rows,
+                                                MatrixI64 *positions, double scale,
+                                                Tensor4F32 *out) {
+  mlaAbsorbedAttention(*qNope, *qRope, *wUK, *wUV, *cache, *rows, *positions, float(scale),
+                       *out);
 }
 
 extern "C" void _mlir_ciface_dsv3rt_mla_attention_grad(

@@ -187,6 +187,13 @@ void _mlir_ciface_dsv3rt_mla_attention(
     dsv3::rt::Tensor4F32 *kNope, dsv3::rt::Tensor3F32 *kRope,
     dsv3::rt::Tensor4F32 *v, dsv3::rt::MatrixI64 *segments, double scale,
     dsv3::rt::Tensor4F32 *out);
+/// dsv3.mla_absorbed_core: q_nope [B,T,H,Dn], q_rope [B,T,H,R], w_uk
+/// [H,Dn,C], w_uv [H,Dv,C], cache [B,S,C+R], rows [B,T,C+R], positions [B,T]
+/// (row b's cached prefix is positions[b,0] rows long).
+void _mlir_ciface_dsv3rt_mla_absorbed_attention(
+    dsv3::rt::Tensor4F32 *qNope, dsv3::rt::Tensor4F32 *qRope, dsv3::rt::Tensor3F32 *wUK,
+    dsv3::rt::Tensor3F32 *wUV, dsv3::rt::Tensor3F32 *cache, dsv3::rt::Tensor3F32 *rows,
+    dsv3::rt::MatrixI64 *positions, double scale, dsv3::rt::Tensor4F32 *out);
 /// dsv3.mla_core_grad: the same operands and dout; the probabilities are
 /// recomputed.
 void _mlir_ciface_dsv3rt_mla_attention_grad(

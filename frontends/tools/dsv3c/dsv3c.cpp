@@ -23,6 +23,7 @@
 #include "frontends/compiler/ScheduleIR.h"
 #include "frontends/model/ModelDescription.h"
 #include "frontends/support/RuntimeError.h"
+#include "frontends/tools/dsv3c/Driver.h"
 #include "runtime/io/Outputs.h"
 #include "runtime/io/Parameters.h"
 #include "runtime/io/Safetensors.h"
@@ -70,13 +71,15 @@
 using namespace mlir;
 namespace cl = llvm::cl;
 
-namespace {
+namespace dsv3c {
 
 //===----------------------------------------------------------------------===//
 // Command line
 //===----------------------------------------------------------------------===//
 
 cl::OptionCategory commonCat("dsv3c options");
+cl::OptionCategory generateCat("dsv3c generation options (generate, serve)");
+cl::OptionCategory tokenizeCat("dsv3c tokenizer options (tokenize)");
 cl::OptionCategory runCat("dsv3c token input options (eval, grad, train)");
 cl::OptionCategory gradCat("dsv3c objective options (grad, train)");
 cl::OptionCategory compileCat("dsv3c compile options");
@@ -181,7 +184,7 @@ cl::opt<std::string> costsOpt(
 cl::opt<std::string> tokensPath(
     "tokens",
     cl::desc("safetensors file with input_ids (int64/int32, [batch, seq])"),
-    cl::value_desc("T.safetensors"), cl::cat(runCat));
+    cl::value_desc("T.safetensors"), cl::cat(runCat), cl::cat(generateCat));
 cl::opt<unsigned> repeatOpt(
     "repeat",
     cl::desc("Run the compiled step N times and print its median time and "
@@ -250,8 +253,10 @@ cl::opt<std::string> momentsOpt(
 cl::opt<int64_t> gradAccumOpt("grad-accum",
                               cl::desc("Micro-batches per optimizer step"),
                               cl::init(1), cl::cat(trainCat));
-cl::opt<uint64_t> seedOpt("seed", cl::desc("Data sampling seed"), cl::init(0),
-                          cl::cat(trainCat));
+cl::opt<uint64_t> seedOpt("seed",
+                          cl::desc("Seed of the data sampling (train) or of the token sampling "
+                                   "(generate)"),
+                          cl::init(0), cl::cat(trainCat), cl::cat(generateCat));
 cl::opt<std::string> corpusOpt(
     "corpus", cl::desc("Text corpus (byte-level tokens); default: the bundled one"),
     cl::init(DSV3_DEFAULT_CORPUS), cl::cat(trainCat));
@@ -1024,11 +1029,17 @@ const Command commands[] = {
     {"schedule",
      "print and simulate a pipeline schedule: per-rank table, timeline, bubble, memory",
      {&parallelCat, &scheduleCat}, runSchedule, /*needsModel=*/false},
+    {"generate",
+     "generate tokens from prompts: prefill, decode over a latent KV cache, MTP drafts",
+     {&generateCat}, runGenerate},
+    {"tokenize", "encode strings with a tokenizer.json (a JSON array of id arrays)",
+     {&tokenizeCat}, runTokenize, /*needsModel=*/false},
 };
 /// The command-specific categories; options in none of a command's own
 /// categories are rejected for it.
 const cl::OptionCategory *const commandCategories[] = {
-    &runCat, &gradCat, &compileCat, &shapeCat, &trainCat, &parallelCat, &scheduleCat};
+    &runCat, &gradCat, &compileCat, &shapeCat, &trainCat, &parallelCat, &scheduleCat,
+    &generateCat, &tokenizeCat};
 
 void printUsage() {
   llvm::outs() << "OVERVIEW: dsv3c - compiler for DeepSeek-V3-architecture models\n\n"
@@ -1041,7 +1052,9 @@ void printUsage() {
   llvm::outs() << "\nRun 'dsv3c <command> --help' for a command's options.\n";
 }
 
-} // namespace
+} // namespace dsv3c
+
+using namespace dsv3c;
 
 int main(int argc, char **argv) {
   llvm::InitLLVM init(argc, argv);

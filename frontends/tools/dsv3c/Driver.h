@@ -1,0 +1,42 @@
+//===- Driver.h - what dsv3c's command files share --------------*- C++ -*-===//
+//
+// The dsv3c driver is split by command family: dsv3c.cpp (compile, eval,
+// grad, train, schedule and the command table) and Generate.cpp (generate,
+// tokenize). This header is the little they share: the common flags, the
+// one-line error format and the compile options built from flags.
+//
+//===----------------------------------------------------------------------===//
+#ifndef DSV3_FRONTENDS_TOOLS_DSV3C_DRIVER_H
+#define DSV3_FRONTENDS_TOOLS_DSV3C_DRIVER_H
+
+#include "frontends/compiler/Compiler.h"
+#include "runtime/support/Error.h"
+
+#include "llvm/Support/CommandLine.h"
+
+#include <string>
+
+namespace dsv3c {
+
+extern llvm::cl::OptionCategory commonCat, generateCat, tokenizeCat;
+extern llvm::cl::opt<std::string> modelPath, outputPath, tokensPath;
+extern llvm::cl::opt<uint64_t> seedOpt;
+
+/// One-line error in the driver's format; returns the exit status 1.
+int fail(const llvm::Twine &msg);
+int fail(llvm::Error e);
+int fail(dsv3::rt::Error e);
+
+/// The compile cache directory ("" with --no-cache).
+std::string cacheDirectory();
+/// Compile options from the flags on top of the description's recipe.
+llvm::Expected<dsv3::CompileOptions> compileOptions(const dsv3::ModelDescription &desc,
+                                                    dsv3::CompileMode mode, int64_t batch,
+                                                    int64_t seq, bool packed);
+
+int runGenerate();
+int runTokenize();
+
+} // namespace dsv3c
+
+#endif // DSV3_FRONTENDS_TOOLS_DSV3C_DRIVER_H
