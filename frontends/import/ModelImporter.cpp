@@ -430,6 +430,11 @@ llvm::Expected<OwningOpRef<ModuleOp>> Importer::runGenerate(const GenerateShape 
   int64_t cacheLayers = nl + (mtp ? 1 : 0), capacity = shape.capacity;
   if (shape.prefillBatch <= 0 || shape.prefillLen <= 0 || shape.decodeBatch <= 0)
     return llvm::createStringError("generation batch and prompt length must be positive");
+  for (int64_t n : shape.shorterPrefills)
+    if (n <= 0 || n >= shape.prefillLen)
+      return llvm::createStringError("a shorter prefill of " + std::to_string(n) +
+                                     " tokens must lie in [1, " +
+                                     std::to_string(shape.prefillLen) + ")");
   if (shape.prefillLen > capacity)
     return llvm::createStringError("a prompt of " + std::to_string(shape.prefillLen) +
                                    " tokens does not fit a cache of " +
@@ -553,10 +558,22 @@ llvm::Expected<OwningOpRef<ModuleOp>> Importer::runGenerate(const GenerateShape 
     return PositionsOp::create(b, loc, i64({bs, t}), b.getI64IntegerAttr(0));
   };
 
-  int64_t bp = shape.prefillBatch, tp = shape.prefillLen, bd = shape.decodeBatch;
-  entry("prefill", {{"input_ids", i64({bp, tp})}}, [&](Block &blk) {
-    mainModel(blk.getArgument(0), fullPositions(bp, tp), Value());
-  });
+  int64_t bp = shape.prefillBatch, bd = shape.decodeBatch;
+  bool speculative = mtp && shape.verifyLen > 1;
+  SmallVector<int64_t> prefills(shape.shorterPrefills.begin(), shape.shorterPrefills.end());
+  prefills.push_back(shape.prefillLen);
+  for (int64_t tp : prefills) {
+    std::string suffix = tp == shape.prefillLen ? "" : "_" + std::to_string(tp);
+    entry("prefill" + suffix, {{"input_ids", i64({bp, tp})}}, [&](Block &blk) {
+      mainModel(blk.getArgument(0), fullPositions(bp, tp), Value());
+    });
+    if (speculative)
+      entry("mtp_prefill" + suffix,
+            {{"input_ids", i64({bp, tp})}, {"hidden", f32({bp, tp, c.hiddenSize})}},
+            [&](Block &blk) {
+              mtpModel(blk.getArgument(0), blk.getArgument(1), fullPositions(bp, tp), Value());
+            });
+  }
   auto step = [&](StringRef name, int64_t t) {
     entry(name, {{"input_ids", i64({bd, t})}, {"positions", i64({bd, t})}, {"kv_cache", cacheType}},
           [&](Block &blk) {
@@ -564,12 +581,8 @@ llvm::Expected<OwningOpRef<ModuleOp>> Importer::runGenerate(const GenerateShape 
           });
   };
   step("decode", 1);
-  if (mtp && shape.verifyLen > 1) {
+  if (speculative) {
     step("verify", shape.verifyLen);
-    entry("mtp_prefill", {{"input_ids", i64({bp, tp})}, {"hidden", f32({bp, tp, c.hiddenSize})}},
-          [&](Block &blk) {
-            mtpModel(blk.getArgument(0), blk.getArgument(1), fullPositions(bp, tp), Value());
-          });
     int64_t t = shape.verifyLen;
     entry("mtp_step",
           {{"input_ids", i64({bd, t})}, {"hidden", f32({bd, t, c.hiddenSize})},

@@ -14,6 +14,7 @@
 #include "mlir/IR/OwningOpRef.h"
 
 #include <optional>
+#include <vector>
 
 namespace dsv3 {
 
@@ -56,6 +57,9 @@ struct GenerateShape {
   /// tokens (shorter prompts are padded at the end: causal attention keeps
   /// the padding out of the real positions).
   int64_t prefillBatch = 1, prefillLen = 16;
+  /// Shorter prompt lengths compiled as well, as @prefill_<n> and
+  /// @mtp_prefill_<n>: a short prompt is not padded to prefillLen.
+  std::vector<int64_t> shorterPrefills;
   /// @decode, @verify and @mtp_step: one row per sequence slot.
   int64_t decodeBatch = 1;
   /// Cache rows per slot: the longest sequence (prompt and generated).

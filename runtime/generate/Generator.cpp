@@ -38,13 +38,24 @@ Expected<std::unique_ptr<Generator>> Generator::create(Session &session, bool sp
   const InputSlot *cacheSlot = input(*decode, "kv_cache");
   if (!cacheSlot || cacheSlot->shape.size() != 4)
     return Error::failure("@decode takes no kv_cache [layers, slots, capacity, row]");
-  if (speculative && (!exe.entry("verify") || !exe.entry("mtp_prefill") || !exe.entry("mtp_step")))
+  if (speculative && (!exe.entry("verify") || !exe.entry("mtp_step")))
     return Error::failure("speculative decoding needs the model's MTP layer "
                           "(num_nextn_predict_layers = 0 here)");
   std::unique_ptr<Generator> g(new Generator(session, cacheSlot->shape, speculative));
-  const InputSlot *ids = input(*prefill, "input_ids");
-  g->prefillRows = ids->shape[0];
-  g->prefillLen = ids->shape[1];
+  g->prefillRows = input(*prefill, "input_ids")->shape[0];
+  for (const EntryPoint &e : exe.entries()) {
+    if (e.name != "prefill" && e.name.rfind("prefill_", 0) != 0)
+      continue;
+    const InputSlot *ids = input(e, "input_ids");
+    if (!ids || ids->shape.size() != 2 || ids->shape[0] != g->prefillRows)
+      return Error::failure("@" + e.name + " does not take input_ids [" +
+                            std::to_string(g->prefillRows) + ", T]");
+    g->prefills.push_back({ids->shape[1], e.name, "mtp_" + e.name});
+    if (speculative && !exe.entry("mtp_" + e.name))
+      return Error::failure("@" + e.name + " has no @mtp_" + e.name);
+  }
+  std::sort(g->prefills.begin(), g->prefills.end(),
+            [](const Prefill &a, const Prefill &b) { return a.length < b.length; });
   int64_t logits = outputIndex(*decode, "logits"), rows = outputIndex(*decode, "kv_rows");
   if (logits < 0 || rows < 0)
     return Error::failure("@decode returns no logits or kv_rows");
@@ -121,10 +132,10 @@ Generator::admit(const std::vector<GenerateRequest> &requests) {
   for (const GenerateRequest &r : requests) {
     if (r.prompt.empty())
       return Error::failure("an empty prompt");
-    if (int64_t(r.prompt.size()) > prefillLen)
+    if (int64_t(r.prompt.size()) > promptCapacity())
       return Error::failure("a prompt of " + std::to_string(r.prompt.size()) +
                             " tokens is longer than the compiled prefill (" +
-                            std::to_string(prefillLen) + ")");
+                            std::to_string(promptCapacity()) + ")");
     for (int64_t id : r.prompt)
       if (id < 0 || id >= vocab_)
         return Error::failure("prompt token " + std::to_string(id) + " is outside the vocabulary [0, " +
@@ -152,18 +163,24 @@ Generator::admit(const std::vector<GenerateRequest> &requests) {
 
 Error Generator::prefillBatch(const std::vector<int64_t> &batch) {
   auto start = Clock::now();
-  int64_t rows = prefillRows, t = prefillLen;
+  // The shortest compiled length that holds the batch's longest prompt.
   // Shorter prompts are padded at the end: causal attention keeps the
   // padding out of every real position, and its rows are never written.
+  size_t longest = 0;
+  for (int64_t slot : batch)
+    longest = std::max(longest, seqs[slot].request.prompt.size());
+  const Prefill &fit = *std::find_if(prefills.begin(), prefills.end(),
+                                     [&](const Prefill &p) { return p.length >= int64_t(longest); });
+  int64_t rows = prefillRows, t = fit.length;
   std::vector<int64_t> ids(rows * t, 0);
   for (size_t b = 0; b < batch.size(); ++b) {
     const auto &prompt = seqs[batch[b]].request.prompt;
     std::copy(prompt.begin(), prompt.end(), ids.begin() + b * t);
   }
-  if (Error e = session.run("prefill", {{ids.data(), {rows, t}}}))
+  if (Error e = session.run(fit.entry, {{ids.data(), {rows, t}}}))
     return e;
-  const EntryPoint &entry = *session.executable().entry("prefill");
-  OutputBuffers &out = session.outputs("prefill");
+  const EntryPoint &entry = *session.executable().entry(fit.entry);
+  OutputBuffers &out = session.outputs(fit.entry);
   const HostTensor &logits = out.tensors[outputIndex(entry, "logits")];
   const HostTensor &kvRows = out.tensors[outputIndex(entry, "kv_rows")];
   std::vector<int64_t> next(rows * t, 0);
@@ -189,11 +206,11 @@ Error Generator::prefillBatch(const std::vector<int64_t> &batch) {
   if (speculative) {
     auto mtpStart = Clock::now();
     const HostTensor &hidden = out.tensors[outputIndex(entry, "hidden")];
-    if (Error e = session.run("mtp_prefill", {{next.data(), {rows, t}},
-                                              {const_cast<HostTensor &>(hidden).f32(), hidden.shape}}))
+    if (Error e = session.run(fit.mtpEntry, {{next.data(), {rows, t}},
+                                             {const_cast<HostTensor &>(hidden).f32(), hidden.shape}}))
       return e;
-    const EntryPoint &mtp = *session.executable().entry("mtp_prefill");
-    OutputBuffers &mout = session.outputs("mtp_prefill");
+    const EntryPoint &mtp = *session.executable().entry(fit.mtpEntry);
+    OutputBuffers &mout = session.outputs(fit.mtpEntry);
     const HostTensor &mtpLogits = mout.tensors[outputIndex(mtp, "mtp_logits")];
     const HostTensor &mtpRows = mout.tensors[outputIndex(mtp, "kv_rows")];
     for (size_t b = 0; b < batch.size(); ++b) {

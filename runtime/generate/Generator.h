@@ -75,7 +75,8 @@ public:
   int64_t slots() const { return cache.slots(); }
   int64_t freeSlots() const;
   int64_t capacity() const { return cache.capacity(); }
-  int64_t promptCapacity() const { return prefillLen; }
+  /// The longest prompt a prefill entry takes.
+  int64_t promptCapacity() const { return prefills.back().length; }
   int64_t vocab() const { return vocab_; }
   const LatentCache &latentCache() const { return cache; }
 
@@ -113,6 +114,13 @@ private:
   /// Appends `token` to the slot's output; false when the sequence ended.
   bool emit(int64_t slot, int64_t token, const float *logits);
   Error prefillBatch(const std::vector<int64_t> &slotsToFill);
+  /// A compiled prompt length and its entry points (@prefill[_<n>],
+  /// @mtp_prefill[_<n>]), shortest first.
+  struct Prefill {
+    int64_t length;
+    std::string entry, mtpEntry;
+  };
+  std::vector<Prefill> prefills;
   Error decodeStep();
   Error speculativeStep();
   /// Runs @mtp_step on (ids, hidden rows, positions) and keeps `count[b]`
@@ -123,7 +131,7 @@ private:
   Session &session;
   LatentCache cache;
   bool speculative;
-  int64_t prefillRows = 1, prefillLen = 1, verifyLen = 0, vocab_ = 0, usableVocab = 0,
+  int64_t prefillRows = 1, verifyLen = 0, vocab_ = 0, usableVocab = 0,
           hiddenSize = 0, mainLayers = 0;
   bool keepLogits_ = false;
   TokenCallback callback;
