@@ -29,19 +29,23 @@ const InputSlot *input(const EntryPoint &entry, const std::string &name) {
 
 } // namespace
 
-Expected<std::unique_ptr<Generator>> Generator::create(Session &session, bool speculative) {
+Expected<std::unique_ptr<Generator>> Generator::create(Session &session,
+                                                       bool speculative) {
   const Executable &exe = session.executable();
-  const EntryPoint *prefill = exe.entry("prefill"), *decode = exe.entry("decode");
+  const EntryPoint *prefill = exe.entry("prefill"),
+                   *decode = exe.entry("decode");
   if (!prefill || !decode)
     return Error::failure("the compiled module has no generation entry points "
                           "(@prefill, @decode)");
   const InputSlot *cacheSlot = input(*decode, "kv_cache");
   if (!cacheSlot || cacheSlot->shape.size() != 4)
-    return Error::failure("@decode takes no kv_cache [layers, slots, capacity, row]");
+    return Error::failure(
+        "@decode takes no kv_cache [layers, slots, capacity, row]");
   if (speculative && (!exe.entry("verify") || !exe.entry("mtp_step")))
     return Error::failure("speculative decoding needs the model's MTP layer "
                           "(num_nextn_predict_layers = 0 here)");
-  std::unique_ptr<Generator> g(new Generator(session, cacheSlot->shape, speculative));
+  std::unique_ptr<Generator> g(
+      new Generator(session, cacheSlot->shape, speculative));
   g->prefillRows = input(*prefill, "input_ids")->shape[0];
   for (const EntryPoint &e : exe.entries()) {
     if (e.name != "prefill" && e.name.rfind("prefill_", 0) != 0)
@@ -54,9 +58,11 @@ Expected<std::unique_ptr<Generator>> Generator::create(Session &session, bool sp
     if (speculative && !exe.entry("mtp_" + e.name))
       return Error::failure("@" + e.name + " has no @mtp_" + e.name);
   }
-  std::sort(g->prefills.begin(), g->prefills.end(),
-            [](const Prefill &a, const Prefill &b) { return a.length < b.length; });
-  int64_t logits = outputIndex(*decode, "logits"), rows = outputIndex(*decode, "kv_rows");
+  std::sort(
+      g->prefills.begin(), g->prefills.end(),
+      [](const Prefill &a, const Prefill &b) { return a.length < b.length; });
+  int64_t logits = outputIndex(*decode, "logits"),
+          rows = outputIndex(*decode, "kv_rows");
   if (logits < 0 || rows < 0)
     return Error::failure("@decode returns no logits or kv_rows");
   g->vocab_ = g->usableVocab = decode->outputs[logits].shape.back();
@@ -66,18 +72,21 @@ Expected<std::unique_ptr<Generator>> Generator::create(Session &session, bool sp
     g->verifyLen = input(*verify, "input_ids")->shape[1];
     g->hiddenSize = input(*exe.entry("mtp_step"), "hidden")->shape.back();
     if (g->verifyLen != 2)
-      return Error::failure("speculative decoding drafts one token: @verify must take 2 tokens");
+      return Error::failure(
+          "speculative decoding drafts one token: @verify must take 2 tokens");
   }
   return g;
 }
 
-Generator::Generator(Session &session, std::vector<int64_t> cacheShape, bool speculative)
+Generator::Generator(Session &session, std::vector<int64_t> cacheShape,
+                     bool speculative)
     : session(session), cache(cacheShape), speculative(speculative) {
   seqs.resize(cache.slots());
 }
 
 int64_t Generator::freeSlots() const {
-  return std::count_if(seqs.begin(), seqs.end(), [](const Sequence &s) { return !s.used; });
+  return std::count_if(seqs.begin(), seqs.end(),
+                       [](const Sequence &s) { return !s.used; });
 }
 
 bool Generator::busy() const {
@@ -85,7 +94,9 @@ bool Generator::busy() const {
                      [](const Sequence &s) { return s.used && !s.done; });
 }
 
-bool Generator::finished(int64_t slot) const { return seqs[slot].used && seqs[slot].done; }
+bool Generator::finished(int64_t slot) const {
+  return seqs[slot].used && seqs[slot].done;
+}
 
 void Generator::cancel(int64_t slot) {
   Sequence &s = seqs[slot];
@@ -107,7 +118,8 @@ bool Generator::emit(int64_t slot, int64_t token, const float *logits) {
     return false;
   s.result.tokens.push_back(token);
   if (keepLogits_)
-    s.result.stepLogits.insert(s.result.stepLogits.end(), logits, logits + vocab_);
+    s.result.stepLogits.insert(s.result.stepLogits.end(), logits,
+                               logits + vocab_);
   bool go = !callback || callback(slot, token, logits);
   auto &stops = s.request.stopTokens;
   if (!go || std::find(stops.begin(), stops.end(), token) != stops.end()) {
@@ -138,7 +150,8 @@ Generator::admit(const std::vector<GenerateRequest> &requests) {
                             std::to_string(promptCapacity()) + ")");
     for (int64_t id : r.prompt)
       if (id < 0 || id >= vocab_)
-        return Error::failure("prompt token " + std::to_string(id) + " is outside the vocabulary [0, " +
+        return Error::failure("prompt token " + std::to_string(id) +
+                              " is outside the vocabulary [0, " +
                               std::to_string(vocab_) + ")");
   }
   for (const GenerateRequest &r : requests) {
@@ -154,7 +167,8 @@ Generator::admit(const std::vector<GenerateRequest> &requests) {
   }
   for (size_t i = 0; i < slots.size(); i += prefillRows) {
     std::vector<int64_t> batch(slots.begin() + i,
-                               slots.begin() + std::min(slots.size(), i + prefillRows));
+                               slots.begin() +
+                                   std::min(slots.size(), i + prefillRows));
     if (Error e = prefillBatch(batch))
       return e;
   }
@@ -169,8 +183,10 @@ Error Generator::prefillBatch(const std::vector<int64_t> &batch) {
   size_t longest = 0;
   for (int64_t slot : batch)
     longest = std::max(longest, seqs[slot].request.prompt.size());
-  const Prefill &fit = *std::find_if(prefills.begin(), prefills.end(),
-                                     [&](const Prefill &p) { return p.length >= int64_t(longest); });
+  const Prefill &fit =
+      *std::find_if(prefills.begin(), prefills.end(), [&](const Prefill &p) {
+        return p.length >= int64_t(longest);
+      });
   int64_t rows = prefillRows, t = fit.length;
   std::vector<int64_t> ids(rows * t, 0);
   for (size_t b = 0; b < batch.size(); ++b) {
@@ -193,7 +209,8 @@ Error Generator::prefillBatch(const std::vector<int64_t> &batch) {
     s.next = s.sampler->sample(last);
     stats_.prefillTokens += n;
     // The MTP input pairs position j's hidden state with token j+1.
-    std::copy(s.request.prompt.begin() + 1, s.request.prompt.end(), next.begin() + b * t);
+    std::copy(s.request.prompt.begin() + 1, s.request.prompt.end(),
+              next.begin() + b * t);
     next[b * t + n - 1] = s.next;
   }
   double prefill = since(start);
@@ -206,8 +223,10 @@ Error Generator::prefillBatch(const std::vector<int64_t> &batch) {
   if (speculative) {
     auto mtpStart = Clock::now();
     const HostTensor &hidden = out.tensors[outputIndex(entry, "hidden")];
-    if (Error e = session.run(fit.mtpEntry, {{next.data(), {rows, t}},
-                                             {const_cast<HostTensor &>(hidden).f32(), hidden.shape}}))
+    if (Error e = session.run(
+            fit.mtpEntry,
+            {{next.data(), {rows, t}},
+             {const_cast<HostTensor &>(hidden).f32(), hidden.shape}}))
       return e;
     const EntryPoint &mtp = *session.executable().entry(fit.mtpEntry);
     OutputBuffers &mout = session.outputs(fit.mtpEntry);
@@ -216,7 +235,8 @@ Error Generator::prefillBatch(const std::vector<int64_t> &batch) {
     for (size_t b = 0; b < batch.size(); ++b) {
       Sequence &s = seqs[batch[b]];
       cache.write(mtpRows, mainLayers, b, s.length, batch[b], 0);
-      s.draft = s.sampler->argmax(mtpLogits.f32() + (b * t + s.length - 1) * vocab_);
+      s.draft =
+          s.sampler->argmax(mtpLogits.f32() + (b * t + s.length - 1) * vocab_);
     }
     prefill += since(mtpStart);
   }
@@ -288,7 +308,8 @@ Error Generator::speculativeStep() {
   const HostTensor &hidden = out.tensors[outputIndex(entry, "hidden")];
   const HostTensor &rows = out.tensors[outputIndex(entry, "kv_rows")];
   // What the MTP layer consumes next: (h_j, token j+1) for the new rows.
-  std::vector<int64_t> mtpIds(slots * t, 0), mtpPositions(slots * t, 0), count(slots, 0);
+  std::vector<int64_t> mtpIds(slots * t, 0), mtpPositions(slots * t, 0),
+      count(slots, 0);
   std::vector<float> mtpHidden(slots * t * hiddenSize, 0.0f);
   for (int64_t b = 0; b < slots; ++b) {
     if (!active[b])
@@ -323,13 +344,17 @@ Error Generator::speculativeStep() {
   return draftStep(mtpIds, mtpHidden, mtpPositions, count);
 }
 
-Error Generator::draftStep(const std::vector<int64_t> &ids, const std::vector<float> &hidden,
-                           const std::vector<int64_t> &positions, const std::vector<int64_t> &count) {
+Error Generator::draftStep(const std::vector<int64_t> &ids,
+                           const std::vector<float> &hidden,
+                           const std::vector<int64_t> &positions,
+                           const std::vector<int64_t> &count) {
   int64_t slots = cache.slots(), t = verifyLen;
-  if (Error e = session.run("mtp_step", {{const_cast<int64_t *>(ids.data()), {slots, t}},
-                                         {const_cast<float *>(hidden.data()), {slots, t, hiddenSize}},
-                                         {const_cast<int64_t *>(positions.data()), {slots, t}},
-                                         cache.arg()}))
+  if (Error e = session.run(
+          "mtp_step",
+          {{const_cast<int64_t *>(ids.data()), {slots, t}},
+           {const_cast<float *>(hidden.data()), {slots, t, hiddenSize}},
+           {const_cast<int64_t *>(positions.data()), {slots, t}},
+           cache.arg()}))
     return e;
   const EntryPoint &entry = *session.executable().entry("mtp_step");
   OutputBuffers &out = session.outputs("mtp_step");
@@ -339,7 +364,8 @@ Error Generator::draftStep(const std::vector<int64_t> &ids, const std::vector<fl
     if (count[b] == 0 || seqs[b].done)
       continue;
     cache.write(rows, mainLayers, b, count[b], b, positions[b * t]);
-    seqs[b].draft = seqs[b].sampler->argmax(logits.f32() + (b * t + count[b] - 1) * vocab_);
+    seqs[b].draft =
+        seqs[b].sampler->argmax(logits.f32() + (b * t + count[b] - 1) * vocab_);
   }
   return Error::success();
 }

@@ -62,11 +62,13 @@ class Generator {
 public:
   /// Over `session`'s generation entry points; `speculative` needs @verify
   /// and the MTP steps.
-  static Expected<std::unique_ptr<Generator>> create(Session &session, bool speculative);
+  static Expected<std::unique_ptr<Generator>> create(Session &session,
+                                                     bool speculative);
 
   /// Called with each generated token and its logits; returning false ends
   /// the sequence (a stop string, a client that left).
-  using TokenCallback = std::function<bool(int64_t slot, int64_t token, const float *logits)>;
+  using TokenCallback =
+      std::function<bool(int64_t slot, int64_t token, const float *logits)>;
   void onToken(TokenCallback fn) { callback = std::move(fn); }
   /// Usable ids: logits past them are never sampled (the tokenizer's size).
   void setUsableVocab(int64_t n) { usableVocab = std::min(n, vocab_); }
@@ -82,7 +84,8 @@ public:
 
   /// Prefills `requests` into free slots (in batches of the prefill
   /// entry's rows) and emits each one's first token; returns their slots.
-  Expected<std::vector<int64_t>> admit(const std::vector<GenerateRequest> &requests);
+  Expected<std::vector<int64_t>>
+  admit(const std::vector<GenerateRequest> &requests);
   /// One decode (or verify and draft) step of every active slot.
   Error step();
   /// True while a slot is generating.
@@ -95,7 +98,8 @@ public:
 
   /// Admits all, steps until every one finishes, and returns the results
   /// in request order.
-  Expected<std::vector<GenerateResult>> generate(const std::vector<GenerateRequest> &requests);
+  Expected<std::vector<GenerateResult>>
+  generate(const std::vector<GenerateRequest> &requests);
 
   const GenerateStats &stats() const { return stats_; }
   void resetStats() { stats_ = GenerateStats(); }
@@ -103,14 +107,15 @@ public:
 private:
   struct Sequence {
     bool used = false, done = false;
-    int64_t length = 0;    ///< main cache rows written: the position of `next`
-    int64_t next = 0;      ///< generated, not yet fed to the model
-    int64_t draft = 0;     ///< MTP's guess for the token after `next`
+    int64_t length = 0; ///< main cache rows written: the position of `next`
+    int64_t next = 0;   ///< generated, not yet fed to the model
+    int64_t draft = 0;  ///< MTP's guess for the token after `next`
     GenerateRequest request;
     GenerateResult result;
     std::optional<Sampler> sampler;
   };
-  Generator(Session &session, std::vector<int64_t> cacheShape, bool speculative);
+  Generator(Session &session, std::vector<int64_t> cacheShape,
+            bool speculative);
   /// Appends `token` to the slot's output; false when the sequence ended.
   bool emit(int64_t slot, int64_t token, const float *logits);
   Error prefillBatch(const std::vector<int64_t> &slotsToFill);
@@ -125,8 +130,10 @@ private:
   Error speculativeStep();
   /// Runs @mtp_step on (ids, hidden rows, positions) and keeps `count[b]`
   /// rows of each slot; the draft is the argmax of the last kept row.
-  Error draftStep(const std::vector<int64_t> &ids, const std::vector<float> &hidden,
-                  const std::vector<int64_t> &positions, const std::vector<int64_t> &count);
+  Error draftStep(const std::vector<int64_t> &ids,
+                  const std::vector<float> &hidden,
+                  const std::vector<int64_t> &positions,
+                  const std::vector<int64_t> &count);
 
   Session &session;
   LatentCache cache;

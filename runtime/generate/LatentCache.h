@@ -29,15 +29,17 @@ public:
   int64_t capacity() const { return shape_[2]; }
   int64_t rowWidth() const { return shape_[3]; }
   /// Bytes one token occupies (every layer's row).
-  int64_t bytesPerToken() const { return layers() * rowWidth() * int64_t(sizeof(float)); }
+  int64_t bytesPerToken() const {
+    return layers() * rowWidth() * int64_t(sizeof(float));
+  }
   int64_t bytes() const { return int64_t(data_.size() * sizeof(float)); }
   BufferArg arg() { return {data_.data(), shape_}; }
 
   /// Writes `count` rows of batch row `b` of a step's `rows` output
   /// ([n, B, T, row], layers firstLayer..firstLayer+n-1) into `slot` from
   /// position `position` on.
-  void write(const HostTensor &rows, int64_t firstLayer, int64_t b, int64_t count,
-             int64_t slot, int64_t position);
+  void write(const HostTensor &rows, int64_t firstLayer, int64_t b,
+             int64_t count, int64_t slot, int64_t position);
   /// The row of (layer, slot, position).
   const float *row(int64_t layer, int64_t slot, int64_t position) const;
 

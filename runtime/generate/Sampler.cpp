@@ -32,7 +32,8 @@ std::vector<double> Sampler::distribution(const float *logits) const {
   int64_t keep = params_.topK > 0 ? std::min(params_.topK, vocab) : vocab;
   double top = logits[order[0]] / params_.temperature, sum = 0.0;
   for (int64_t r = 0; r < keep; ++r)
-    sum += (p[order[r]] = std::exp(logits[order[r]] / params_.temperature - top));
+    sum +=
+        (p[order[r]] = std::exp(logits[order[r]] / params_.temperature - top));
   // Top-p: the smallest prefix of the sorted ids whose mass reaches top_p
   // (at least one id).
   if (params_.topP < 1.0) {

@@ -30,9 +30,9 @@ int fail(dsv3::rt::Error e);
 /// The compile cache directory ("" with --no-cache).
 std::string cacheDirectory();
 /// Compile options from the flags on top of the description's recipe.
-llvm::Expected<dsv3::CompileOptions> compileOptions(const dsv3::ModelDescription &desc,
-                                                    dsv3::CompileMode mode, int64_t batch,
-                                                    int64_t seq, bool packed);
+llvm::Expected<dsv3::CompileOptions>
+compileOptions(const dsv3::ModelDescription &desc, dsv3::CompileMode mode,
+               int64_t batch, int64_t seq, bool packed);
 
 int runGenerate();
 int runTokenize();

@@ -29,33 +29,45 @@ namespace cl = llvm::cl;
 namespace dsv3c {
 namespace {
 
-cl::opt<std::string> promptOpt("prompt", cl::desc("Prompt text (needs a tokenizer)"),
+cl::opt<std::string> promptOpt("prompt",
+                               cl::desc("Prompt text (needs a tokenizer)"),
                                cl::value_desc("TEXT"), cl::cat(generateCat));
-cl::opt<bool> chatOpt("chat",
-                      cl::desc("Render --prompt as a user turn through the chat template"),
-                      cl::cat(generateCat));
-cl::opt<int64_t> maxNewTokensOpt("max-new-tokens", cl::desc("Tokens to generate per prompt"),
+cl::opt<bool> chatOpt(
+    "chat",
+    cl::desc("Render --prompt as a user turn through the chat template"),
+    cl::cat(generateCat));
+cl::opt<int64_t> maxNewTokensOpt("max-new-tokens",
+                                 cl::desc("Tokens to generate per prompt"),
                                  cl::init(16), cl::cat(generateCat));
-cl::opt<double> temperatureOpt("temperature", cl::desc("Sampling temperature (0: greedy)"),
+cl::opt<double> temperatureOpt("temperature",
+                               cl::desc("Sampling temperature (0: greedy)"),
                                cl::init(0.0), cl::cat(generateCat));
-cl::opt<int64_t> topKOpt("top-k", cl::desc("Keep the K most likely tokens (0: all)"),
+cl::opt<int64_t> topKOpt("top-k",
+                         cl::desc("Keep the K most likely tokens (0: all)"),
                          cl::init(0), cl::cat(generateCat));
-cl::opt<double> topPOpt("top-p", cl::desc("Keep the most likely tokens up to this mass"),
+cl::opt<double> topPOpt("top-p",
+                        cl::desc("Keep the most likely tokens up to this mass"),
                         cl::init(1.0), cl::cat(generateCat));
 cl::opt<std::string> speculativeOpt(
-    "speculative", cl::desc("Speculative decoding: mtp (the model's MTP layer drafts) or none"),
+    "speculative",
+    cl::desc(
+        "Speculative decoding: mtp (the model's MTP layer drafts) or none"),
     cl::init("none"), cl::cat(generateCat));
 cl::opt<std::string> tokenizerOpt(
-    "tokenizer", cl::desc("Directory with tokenizer.json (default: the model's, if any)"),
+    "tokenizer",
+    cl::desc("Directory with tokenizer.json (default: the model's, if any)"),
     cl::value_desc("DIR"), cl::cat(generateCat), cl::cat(tokenizeCat));
-cl::opt<std::string> kvCacheDtypeOpt("kv-cache-dtype",
-                                     cl::desc("Element type of the latent KV cache: f32"),
-                                     cl::init("f32"), cl::cat(generateCat));
-cl::opt<std::string> jsonInOpt("json-in", cl::desc("JSON array of strings to encode"),
+cl::opt<std::string>
+    kvCacheDtypeOpt("kv-cache-dtype",
+                    cl::desc("Element type of the latent KV cache: f32"),
+                    cl::init("f32"), cl::cat(generateCat));
+cl::opt<std::string> jsonInOpt("json-in",
+                               cl::desc("JSON array of strings to encode"),
                                cl::value_desc("FILE"), cl::cat(tokenizeCat));
-cl::opt<bool> addSpecialOpt("add-special-tokens",
-                            cl::desc("Add the post-processor's special tokens (BOS)"),
-                            cl::cat(tokenizeCat));
+cl::opt<bool>
+    addSpecialOpt("add-special-tokens",
+                  cl::desc("Add the post-processor's special tokens (BOS)"),
+                  cl::cat(tokenizeCat));
 
 /// The tokenizer of --tokenizer, else the one beside the model (its
 /// directory, or the .toml's), else none.
@@ -63,8 +75,9 @@ llvm::Expected<std::optional<dsv3::rt::Tokenizer>> findTokenizer() {
   std::string dir = tokenizerOpt;
   if (dir.empty()) {
     std::string model = modelPath;
-    dir = llvm::sys::fs::is_directory(model) ? model
-                                             : llvm::sys::path::parent_path(model).str();
+    dir = llvm::sys::fs::is_directory(model)
+              ? model
+              : llvm::sys::path::parent_path(model).str();
     if (dir.empty())
       dir = ".";
     if (!dsv3::rt::Tokenizer::existsIn(dir))
@@ -80,15 +93,18 @@ llvm::Expected<std::optional<dsv3::rt::Tokenizer>> findTokenizer() {
 
 int runGenerate() {
   if (speculativeOpt != "mtp" && speculativeOpt != "none")
-    return fail("--speculative must be mtp or none, got '" + speculativeOpt + "'");
+    return fail("--speculative must be mtp or none, got '" + speculativeOpt +
+                "'");
   if (kvCacheDtypeOpt != "f32")
-    return fail("--kv-cache-dtype " + kvCacheDtypeOpt + " is not supported (f32)");
+    return fail("--kv-cache-dtype " + kvCacheDtypeOpt +
+                " is not supported (f32)");
   if (maxNewTokensOpt < 1)
     return fail("--max-new-tokens must be at least 1");
   if (temperatureOpt < 0 || topKOpt < 0 || topPOpt <= 0 || topPOpt > 1)
     return fail("--temperature >= 0, --top-k >= 0 and 0 < --top-p <= 1");
   if (tokensPath.empty() == promptOpt.empty())
-    return fail("generate needs either --tokens PROMPTS.safetensors or --prompt TEXT");
+    return fail(
+        "generate needs either --tokens PROMPTS.safetensors or --prompt TEXT");
   auto desc = dsv3::loadModelDescription(modelPath);
   if (!desc)
     return fail(desc.takeError());
@@ -109,13 +125,15 @@ int runGenerate() {
       prompts.emplace_back(ids.begin() + i * t, ids.begin() + (i + 1) * t);
   } else {
     if (!*tokenizer)
-      return fail("--prompt needs a tokenizer: --tokenizer DIR, or tokenizer.json beside the model");
+      return fail("--prompt needs a tokenizer: --tokenizer DIR, or "
+                  "tokenizer.json beside the model");
     const dsv3::rt::Tokenizer &tok = **tokenizer;
     if (chatOpt) {
       auto chat = dsv3::rt::ChatTemplate::fromTokenizer(tok);
       if (!chat)
         return fail(chat.error());
-      std::string text = chat->render({{"user", promptOpt}}, true, tok.bosToken());
+      std::string text =
+          chat->render({{"user", promptOpt}}, true, tok.bosToken());
       prompts.push_back(tok.encode(text, false));
     } else {
       prompts.push_back(tok.encode(promptOpt, true));
@@ -131,15 +149,18 @@ int runGenerate() {
     promptLen = std::max<int64_t>(promptLen, p.size());
   bool speculative = speculativeOpt == "mtp";
   if (speculative && desc->config.numNextnPredictLayers == 0)
-    return fail(desc->path + ": --speculative mtp needs an MTP layer (num_nextn_predict_layers is 0)");
+    return fail(desc->path + ": --speculative mtp needs an MTP layer "
+                             "(num_nextn_predict_layers is 0)");
 
-  auto options = compileOptions(*desc, dsv3::CompileMode::Generate, batch, promptLen, false);
+  auto options = compileOptions(*desc, dsv3::CompileMode::Generate, batch,
+                                promptLen, false);
   if (!options)
     return fail(options.takeError());
   options->generate.prefillBatch = batch;
   options->generate.prefillLen = promptLen;
   options->generate.decodeBatch = batch;
-  options->generate.capacity = promptLen + maxNewTokensOpt + (speculative ? 1 : 0);
+  options->generate.capacity =
+      promptLen + maxNewTokensOpt + (speculative ? 1 : 0);
   options->generate.verifyLen = speculative ? 2 : 0;
   dsv3::Compiler compiler;
   auto model = compiler.load(*desc, *options, cacheDirectory());
@@ -155,7 +176,8 @@ int runGenerate() {
   for (int64_t b = 0; b < batch; ++b) {
     requests[b].prompt = prompts[b];
     requests[b].maxNewTokens = maxNewTokensOpt;
-    requests[b].sampling = {temperatureOpt, topKOpt, topPOpt, seedOpt + uint64_t(b)};
+    requests[b].sampling = {temperatureOpt, topKOpt, topPOpt,
+                            seedOpt + uint64_t(b)};
   }
   std::optional<dsv3::rt::StreamingDecoder> stream;
   if (*tokenizer) {
@@ -186,30 +208,40 @@ int runGenerate() {
   const dsv3::rt::GenerateStats &s = g.stats();
   int64_t n = maxNewTokensOpt, vocab = g.vocab();
   llvm::errs() << llvm::format(
-      "generate: %lld sequences, prefill %lld tokens %.1f tok/s, TTFT %.1f ms, decode %lld tokens "
+      "generate: %lld sequences, prefill %lld tokens %.1f tok/s, TTFT %.1f ms, "
+      "decode %lld tokens "
       "%.1f tok/s (%.2f ms per step), latent cache %lld B/token (%lld KiB)\n",
       (long long)batch, (long long)s.prefillTokens,
-      s.prefillSeconds > 0 ? s.prefillTokens / s.prefillSeconds : 0.0, s.firstTokenSeconds * 1e3,
-      (long long)s.decodeTokens, s.decodeSeconds > 0 ? s.decodeTokens / s.decodeSeconds : 0.0,
+      s.prefillSeconds > 0 ? s.prefillTokens / s.prefillSeconds : 0.0,
+      s.firstTokenSeconds * 1e3, (long long)s.decodeTokens,
+      s.decodeSeconds > 0 ? s.decodeTokens / s.decodeSeconds : 0.0,
       s.steps ? s.decodeSeconds * 1e3 / s.steps : 0.0,
-      (long long)g.latentCache().bytesPerToken(), (long long)g.latentCache().bytes() / 1024);
+      (long long)g.latentCache().bytesPerToken(),
+      (long long)g.latentCache().bytes() / 1024);
   if (speculative && s.drafts > 0)
-    llvm::errs() << llvm::format(
-        "generate: MTP drafts %lld, accepted %lld: acceptance rate %.3f, mean acceptance length "
-        "%.3f\n",
-        (long long)s.drafts, (long long)s.accepted, double(s.accepted) / s.drafts,
-        1.0 + double(s.accepted) / s.drafts);
+    llvm::errs() << llvm::format("generate: MTP drafts %lld, accepted %lld: "
+                                 "acceptance rate %.3f, mean acceptance length "
+                                 "%.3f\n",
+                                 (long long)s.drafts, (long long)s.accepted,
+                                 double(s.accepted) / s.drafts,
+                                 1.0 + double(s.accepted) / s.drafts);
   if (outputPath.empty())
     return 0;
-  // generated_ids [B, N] (-1 after a sequence stopped), step_logits [B, N, V].
-  std::vector<int64_t> ids(batch * n, -1);
+  // prompt_ids [B, T] and generated_ids [B, N] (-1 past a shorter prompt
+  // and after a sequence stopped), step_logits [B, N, V].
+  std::vector<int64_t> promptIds(batch * promptLen, -1), ids(batch * n, -1);
+  for (int64_t b = 0; b < batch; ++b)
+    std::copy(prompts[b].begin(), prompts[b].end(),
+              promptIds.begin() + b * promptLen);
   std::vector<float> logits(batch * n * vocab, 0.0f);
   for (int64_t b = 0; b < batch; ++b) {
     const auto &r = (*results)[b];
     std::copy(r.tokens.begin(), r.tokens.end(), ids.begin() + b * n);
-    std::copy(r.stepLogits.begin(), r.stepLogits.end(), logits.begin() + b * n * vocab);
+    std::copy(r.stepLogits.begin(), r.stepLogits.end(),
+              logits.begin() + b * n * vocab);
   }
   dsv3::rt::SafetensorsWriter w;
+  w.addI64("prompt_ids", {batch, promptLen}, promptIds);
   w.addI64("generated_ids", {batch, n}, ids);
   w.addF32("step_logits", {batch, n, vocab}, logits);
   w.setMetadata("producer", "dsv3c generate");
@@ -227,7 +259,8 @@ int runTokenize() {
   auto buffer = llvm::MemoryBuffer::getFile(jsonInOpt);
   if (!buffer)
     return fail(jsonInOpt + ": " + buffer.getError().message());
-  nlohmann::json strings = nlohmann::json::parse((*buffer)->getBuffer().str(), nullptr, false);
+  nlohmann::json strings =
+      nlohmann::json::parse((*buffer)->getBuffer().str(), nullptr, false);
   if (strings.is_discarded() || !strings.is_array())
     return fail(jsonInOpt + ": expected a JSON array of strings");
   nlohmann::json out = nlohmann::json::array();
