@@ -562,3 +562,40 @@ func.func @router_node_pick(%x: tensor<4x8xf32>, %r: tensor<8x8xf32>, %b: tensor
       : (tensor<4x8xf32>, tensor<8x8xf32>, tensor<8xf32>) -> (tensor<4x3xf32>, tensor<4x3xi64>)
   return %i : tensor<4x3xi64>
 }
+
+// -----
+
+// A cache row is kv_lora_rank + qk_rope_head_dim wide.
+func.func @cache_row_width(%x: tensor<2x3x16xf32>, %kva: tensor<6x16xf32>, %kvn: tensor<4xf32>, %p: tensor<2x3xi64>) -> tensor<2x3x5xf32> {
+  // expected-error @+1 {{'result' dimension 2 is 5 but [batch, seq, kv_lora_rank+qk_rope] is 6}}
+  %r = dsv3.mla_cache_row %x kv_a %kva kv_a_norm %kvn positions %p
+      {kv_lora_rank = 4 : i64, qk_rope_head_dim = 2 : i64, rms_norm_eps = 1.0e-06 : f64,
+       rope_inv_freq = array<f64: 1.0>, rope_attention_scaling = 1.0 : f64}
+      : (tensor<2x3x16xf32>, tensor<6x16xf32>, tensor<4xf32>, tensor<2x3xi64>) -> tensor<2x3x5xf32>
+  return %r : tensor<2x3x5xf32>
+}
+
+// -----
+
+// The cache holds one row per position of each sequence of the batch.
+func.func @cached_attention_cache(%x: tensor<2x1x16xf32>, %q: tensor<12x16xf32>, %kvb: tensor<16x4xf32>, %o: tensor<16x8xf32>,
+                                  %cache: tensor<3x10x6xf32>, %rows: tensor<2x1x6xf32>, %p: tensor<2x1xi64>) -> tensor<2x1x16xf32> {
+  // expected-error @+1 {{'cache' dimension 0 is 3 but [batch, capacity, kv_lora_rank+qk_rope] is 2}}
+  %a = dsv3.mla_cached_attention %x q_proj %q kv_b %kvb o %o cache %cache rows %rows positions %p
+      {num_heads = 2 : i64, q_lora_rank = 0 : i64, kv_lora_rank = 4 : i64, qk_nope_head_dim = 4 : i64,
+       qk_rope_head_dim = 2 : i64, v_head_dim = 4 : i64, softmax_scale = 0.4 : f64, rms_norm_eps = 1.0e-06 : f64,
+       rope_inv_freq = array<f64: 1.0>, rope_attention_scaling = 1.0 : f64}
+      : (tensor<2x1x16xf32>, tensor<12x16xf32>, tensor<16x4xf32>, tensor<16x8xf32>, tensor<3x10x6xf32>, tensor<2x1x6xf32>, tensor<2x1xi64>) -> tensor<2x1x16xf32>
+  return %a : tensor<2x1x16xf32>
+}
+
+// -----
+
+// W_UK and W_UV share the latent width of the cache rows.
+func.func @absorbed_core_latent(%qn: tensor<2x1x2x3xf32>, %qr: tensor<2x1x2x2xf32>, %uk: tensor<2x3x4xf32>, %uv: tensor<2x3x5xf32>,
+                                %cache: tensor<2x5x6xf32>, %rows: tensor<2x1x6xf32>, %p: tensor<2x1xi64>) -> tensor<2x1x2x3xf32> {
+  // expected-error @+1 {{'w_uv' dimension 2 is 5 but [H, v_head, kv_lora_rank] is 4}}
+  %o = dsv3.mla_absorbed_core %qn, %qr, %uk, %uv, %cache, %rows, %p {softmax_scale = 0.5 : f64}
+      : (tensor<2x1x2x3xf32>, tensor<2x1x2x2xf32>, tensor<2x3x4xf32>, tensor<2x3x5xf32>, tensor<2x5x6xf32>, tensor<2x1x6xf32>, tensor<2x1xi64>) -> tensor<2x1x2x3xf32>
+  return %o : tensor<2x1x2x3xf32>
+}

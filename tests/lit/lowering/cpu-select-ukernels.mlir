@@ -77,6 +77,24 @@ func.func @mla_core(%q: tensor<1x4x2x3xf32>, %qr: tensor<1x4x2x2xf32>, %kr: tens
 
 // -----
 
+// The absorbed decode core is the latent attention kernel; W_UK and W_UV stay
+// views of kv_b (strided memrefs for the kernel).
+// TENSOR-LABEL: func.func @mla_absorbed_core
+// TENSOR: %[[SCALE:.*]] = arith.constant 5.000000e-01 : f64
+// TENSOR: dsv3_codegen.ukernel "dsv3rt_mla_absorbed_attention" ins(%arg0, %arg1, %arg2, %arg3, %arg4, %arg5, %arg6, %[[SCALE]] : {{.*}}, tensor<2x1xi64>, f64) outs(%{{.*}} : tensor<2x1x2x3xf32>)
+// CALL-LABEL: func.func @mla_absorbed_core
+// CALL: call @dsv3rt_mla_absorbed_attention(
+// NONE-LABEL: func.func @mla_absorbed_core
+// NONE: dsv3.mla_absorbed_core
+func.func @mla_absorbed_core(%qn: tensor<2x1x2x3xf32>, %qr: tensor<2x1x2x2xf32>, %uk: tensor<2x3x4xf32>, %uv: tensor<2x3x4xf32>,
+                             %cache: tensor<2x5x6xf32>, %rows: tensor<2x1x6xf32>, %p: tensor<2x1xi64>) -> tensor<2x1x2x3xf32> {
+  %o = dsv3.mla_absorbed_core %qn, %qr, %uk, %uv, %cache, %rows, %p {softmax_scale = 0.5 : f64}
+      : (tensor<2x1x2x3xf32>, tensor<2x1x2x2xf32>, tensor<2x3x4xf32>, tensor<2x3x4xf32>, tensor<2x5x6xf32>, tensor<2x1x6xf32>, tensor<2x1xi64>) -> tensor<2x1x2x3xf32>
+  return %o : tensor<2x1x2x3xf32>
+}
+
+// -----
+
 // Routed experts: the dispatch sort is a kernel and the gather of rows a
 // generic; the grouped GEMM reads its offsets as a memref.
 // TENSOR-LABEL: func.func @experts

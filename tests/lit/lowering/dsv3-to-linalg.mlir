@@ -117,3 +117,37 @@ func.func @experts(%x: tensor<3x8xf32>, %ids: tensor<3x2xi64>, %w: tensor<4x5x8x
   %h = dsv3.grouped_linear %rows, %w, %off : (tensor<6x8xf32>, tensor<4x5x8xf32>, tensor<5xi64>) -> tensor<6x5xf32>
   return %h, %ros : tensor<6x5xf32>, tensor<3x2xi64>
 }
+
+// -----
+
+// The absorbed core's reference: q̂ = W_UKᵀ q_nope, the keys as the cache
+// (capacity 5) followed by the new rows, scores against the latent and rope
+// parts, the mask (a cache key u is visible below positions[b, 0], a new
+// row j = u - 5 up to the query), softmax, the attended latent, W_UV.
+// CHECK-LABEL: func.func @mla_absorbed_core
+// CHECK-DAG: %[[CAP:.*]] = arith.constant 5 : index
+// CHECK: %[[QHAT:.*]] = linalg.generic {{.*}} ins(%arg0, %arg2 : tensor<2x2x2x3xf32>, tensor<2x3x4xf32>) outs(%{{.*}} : tensor<2x2x2x4xf32>)
+// CHECK: %[[K1:.*]] = tensor.insert_slice %arg4 into %{{.*}}[0, 0, 0] [2, 5, 6] [1, 1, 1] : tensor<2x5x6xf32> into tensor<2x7x6xf32>
+// CHECK: %[[K:.*]] = tensor.insert_slice %arg5 into %[[K1]][0, 5, 0] [2, 2, 6] [1, 1, 1] : tensor<2x2x6xf32> into tensor<2x7x6xf32>
+// CHECK: %[[KL:.*]] = tensor.extract_slice %[[K]][0, 0, 0] [2, 7, 4] [1, 1, 1]
+// CHECK: %[[KR:.*]] = tensor.extract_slice %[[K]][0, 0, 4] [2, 7, 2] [1, 1, 1]
+// CHECK: %[[S1:.*]] = linalg.generic {{.*}} ins(%[[QHAT]], %[[KL]] : {{.*}}) outs(%{{.*}} : tensor<2x2x2x7xf32>)
+// CHECK: %[[S:.*]] = linalg.generic {{.*}} ins(%arg1, %[[KR]] : {{.*}}) outs(%[[S1]] : tensor<2x2x2x7xf32>)
+// CHECK: linalg.generic {{.*}} ins(%[[S]] : tensor<2x2x2x7xf32>)
+// CHECK: %[[POS:.*]] = tensor.extract %arg6[%{{.*}}, %{{.*}}] : tensor<2x2xi64>
+// CHECK: %[[PREFIX:.*]] = arith.index_cast %[[POS]] : i64 to index
+// CHECK: %[[INCACHE:.*]] = arith.cmpi ult, %[[U:.*]], %[[CAP]]
+// CHECK: %[[OLD:.*]] = arith.cmpi slt, %[[U]], %[[PREFIX]]
+// CHECK: %[[J:.*]] = arith.subi %[[U]], %[[CAP]]
+// CHECK: %[[NEW:.*]] = arith.cmpi ule, %[[J]], %{{.*}}
+// CHECK: arith.select %[[INCACHE]], %[[OLD]], %[[NEW]]
+// CHECK: math.exp
+// CHECK: %[[ATT:.*]] = linalg.generic {{.*}} ins(%{{.*}}, %[[KL]] : tensor<2x2x2x7xf32>, tensor<2x7x4xf32>) outs(%{{.*}} : tensor<2x2x2x4xf32>)
+// CHECK: linalg.generic {{.*}} ins(%[[ATT]], %arg3 : tensor<2x2x2x4xf32>, tensor<2x3x4xf32>) outs(%{{.*}} : tensor<2x2x2x3xf32>)
+// CHECK-NOT: dsv3
+func.func @mla_absorbed_core(%qn: tensor<2x2x2x3xf32>, %qr: tensor<2x2x2x2xf32>, %uk: tensor<2x3x4xf32>, %uv: tensor<2x3x4xf32>,
+                             %cache: tensor<2x5x6xf32>, %rows: tensor<2x2x6xf32>, %p: tensor<2x2xi64>) -> tensor<2x2x2x3xf32> {
+  %o = dsv3.mla_absorbed_core %qn, %qr, %uk, %uv, %cache, %rows, %p {softmax_scale = 0.5 : f64}
+      : (tensor<2x2x2x3xf32>, tensor<2x2x2x2xf32>, tensor<2x3x4xf32>, tensor<2x3x4xf32>, tensor<2x5x6xf32>, tensor<2x2x6xf32>, tensor<2x2xi64>) -> tensor<2x2x2x3xf32>
+  return %o : tensor<2x2x2x3xf32>
+}

@@ -92,3 +92,52 @@ func.func @mtp(%h: tensor<1x3x4xf32>, %e: tensor<1x3x4xf32>, %n1: tensor<4xf32>,
 // RUN: dsv3-opt %s -dsv3-decompose -split-input-file \
 // RUN:   | awk '/tensor<1x4x12xf32> into tensor<1x4x2x6xf32>/ { print "    %m = dsv3.rms_norm %0, %arg3 : (tensor<1x4x12xf32>, tensor<12xf32>) -> tensor<1x4x12xf32>" } 1' \
 // RUN:   | not FileCheck %s
+
+// -----
+
+// A cache row: the latent after its norm, then the rope key rotated at the
+// given positions, side by side ([B, T, kv_lora_rank + rope]).
+// CHECK-LABEL: func.func @cache_row
+func.func @cache_row(%x: tensor<2x3x16xf32>, %kva: tensor<6x16xf32>, %kvn: tensor<4xf32>,
+                     %p: tensor<2x3xi64>) -> tensor<2x3x6xf32> {
+  // CHECK: %[[KVA:.*]] = dsv3.linear {{.*}} -> tensor<2x3x6xf32>
+  // CHECK: %[[C:.*]] = dsv3.rms_norm
+  // CHECK: %[[KR:.*]] = dsv3.rope %{{.*}}, %arg3
+  // CHECK: %[[K:.*]] = tensor.collapse_shape %[[KR]]
+  // CHECK: %[[E:.*]] = tensor.empty() : tensor<2x3x6xf32>
+  // CHECK: %[[R1:.*]] = tensor.insert_slice %[[C]] into %[[E]][0, 0, 0] [2, 3, 4] [1, 1, 1]
+  // CHECK: tensor.insert_slice %[[K]] into %[[R1]][0, 0, 4] [2, 3, 2] [1, 1, 1]
+  // CHECK-NOT: dsv3.mla_cache_row
+  %r = dsv3.mla_cache_row %x kv_a %kva kv_a_norm %kvn positions %p
+      {kv_lora_rank = 4 : i64, qk_rope_head_dim = 2 : i64, rms_norm_eps = 1.0e-06 : f64,
+       rope_inv_freq = array<f64: 1.0>, rope_attention_scaling = 1.0 : f64}
+      : (tensor<2x3x16xf32>, tensor<6x16xf32>, tensor<4xf32>, tensor<2x3xi64>) -> tensor<2x3x6xf32>
+  return %r : tensor<2x3x6xf32>
+}
+
+// -----
+
+// Decode over a cache in absorbed form: the query heads rotated at the
+// step's positions, kv_b viewed per head and split into W_UK (the first
+// qk_nope rows) and W_UV (the last v_head rows), the absorbed core over the
+// cache and the new rows, then o_proj. Nothing is decompressed.
+// CHECK-LABEL: func.func @cached_attention
+func.func @cached_attention(%x: tensor<2x1x16xf32>, %q: tensor<12x16xf32>, %kvb: tensor<16x4xf32>,
+                            %o: tensor<16x8xf32>, %cache: tensor<2x10x6xf32>, %rows: tensor<2x1x6xf32>,
+                            %p: tensor<2x1xi64>) -> tensor<2x1x16xf32> {
+  // CHECK: dsv3.rope %{{.*}}, %arg6
+  // CHECK: %[[KVB:.*]] = tensor.expand_shape %arg2 {{\[\[}}0, 1], [2]] output_shape [2, 8, 4] : tensor<16x4xf32> into tensor<2x8x4xf32>
+  // CHECK: %[[UK:.*]] = tensor.extract_slice %[[KVB]][0, 0, 0] [2, 4, 4] [1, 1, 1]
+  // CHECK: %[[UV:.*]] = tensor.extract_slice %[[KVB]][0, 4, 0] [2, 4, 4] [1, 1, 1]
+  // CHECK: %[[CORE:.*]] = dsv3.mla_absorbed_core %{{.*}}, %{{.*}}, %[[UK]], %[[UV]], %arg4, %arg5, %arg6 {softmax_scale = 4.000000e-01 : f64}
+  // CHECK-SAME: -> tensor<2x1x2x4xf32>
+  // CHECK: dsv3.linear {{.*}} -> tensor<2x1x16xf32>
+  // CHECK-NOT: dsv3.mla_cached_attention
+  // CHECK-NOT: dsv3.mla_core
+  %a = dsv3.mla_cached_attention %x q_proj %q kv_b %kvb o %o cache %cache rows %rows positions %p
+      {num_heads = 2 : i64, q_lora_rank = 0 : i64, kv_lora_rank = 4 : i64, qk_nope_head_dim = 4 : i64,
+       qk_rope_head_dim = 2 : i64, v_head_dim = 4 : i64, softmax_scale = 0.4 : f64, rms_norm_eps = 1.0e-06 : f64,
+       rope_inv_freq = array<f64: 1.0>, rope_attention_scaling = 1.0 : f64}
+      : (tensor<2x1x16xf32>, tensor<12x16xf32>, tensor<16x4xf32>, tensor<16x8xf32>, tensor<2x10x6xf32>, tensor<2x1x6xf32>, tensor<2x1xi64>) -> tensor<2x1x16xf32>
+  return %a : tensor<2x1x16xf32>
+}
