@@ -8,6 +8,8 @@ layout that `dsv3c train --save` writes.
 
   torch_peer.py MODEL_DIR --batch B --seq T --steps S [--warmup W] [--threads N]
                 [--mode forward|train] [--json OUT]
+  torch_peer.py MODEL_DIR --mode generate [--prompts P.safetensors | --batch B --seq P]
+                --new-tokens N     # greedy generation with a KV cache: TTFT, decode tok/s
   torch_peer.py --check-golden DIR     # logits/MTP/loss/grads vs HF golden data
   torch_peer.py MODEL_DIR --balance-reference TOKENS --alpha A --json OUT.safetensors
                                        # balance loss and gradients on a batch, as golden data
@@ -210,7 +212,10 @@ class MLA(nn.Module):
         if rs and rs.get("mscale_all_dim"):  # YaRN: sharpen softmax by mscale^2
             self.scale *= yarn_get_mscale(float(rs["factor"]), rs["mscale_all_dim"]) ** 2
 
-    def forward(self, x, cos, sin, mask):
+    def forward(self, x, cos, sin, mask, past=None):
+        """`past` (generation): a dict holding this layer's decompressed K and V
+        [B, H, L, .] of the earlier positions, extended in place; cos/sin and
+        mask cover the new positions only."""
         c, H = self.cfg, self.H
         B, T, _ = x.shape
         q = self.q_b_proj(self.q_a_layernorm(self.q_a_proj(x))) if c.q_lora_rank else self.q_proj(x)
@@ -224,6 +229,10 @@ class MLA(nn.Module):
         k_rot = apply_rope(k_rot.unsqueeze(1), cos, sin)  # one rope key shared by all heads
         q = torch.cat((q_nope, q_rot), -1)
         k = torch.cat((k_nope, k_rot.expand(B, H, T, c.qk_rope_head_dim)), -1)
+        if past is not None:
+            if "k" in past:
+                k, v = torch.cat((past["k"], k), 2), torch.cat((past["v"], v), 2)
+            past["k"], past["v"] = k, v
         att = torch.softmax(torch.matmul(q, k.transpose(-1, -2)) * self.scale + mask, dim=-1)
         o = torch.matmul(att, v).transpose(1, 2).reshape(B, T, H * c.v_head_dim)
         return self.o_proj(o)
@@ -306,8 +315,8 @@ class DecoderLayer(nn.Module):
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.mlp = MoE(cfg) if moe else MLP(cfg.hidden_size, cfg.intermediate_size)
 
-    def forward(self, h, cos, sin, mask):
-        h = h + self.self_attn(self.input_layernorm(h), cos, sin, mask)
+    def forward(self, h, cos, sin, mask, past=None):
+        h = h + self.self_attn(self.input_layernorm(h), cos, sin, mask, past)
         return h + self.mlp(self.post_attention_layernorm(h))
 
 
@@ -358,6 +367,17 @@ class DeepseekV3(nn.Module):
             prev = mtp(x, cos[:n], sin[:n], mask[:n, :n])
             mtp_logits.append(self.lm_head(mtp.shared_head.norm(prev)))
         return logits, mtp_logits, h
+
+    def step(self, ids, start, caches, cos, sin):
+        """Main-model logits of `ids` [B, T] at positions start.. over the
+        per-layer K/V `caches` (extended): a Hugging Face-style KV cache."""
+        cfg, T = self.cfg, ids.shape[1]
+        L = start + T
+        mask = torch.full((T, L), float("-inf")).triu(start + 1)
+        h = self.model.embed_tokens(ids)
+        for layer, past in zip(self.model.layers[:cfg.num_hidden_layers], caches):
+            h = layer(h, cos[start:L], sin[start:L], mask, past)
+        return self.lm_head(self.model.norm(h))
 
     def balance_loss(self):
         parts = [m.balance_loss for m in self.modules()
@@ -537,6 +557,57 @@ def bench(args):
     return 0
 
 
+def bench_generate(args):
+    """Greedy generation with a KV cache: prefill the prompt, then one token
+    per step; times the prefill (TTFT) and the decode steps."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model = load_model(args.model_dir)
+    model.eval()
+    cfg = model.cfg
+    if args.prompts:
+        prompt = read_safetensors(args.prompts)["input_ids"].long()
+    else:
+        torch.manual_seed(1234)
+        prompt = torch.randint(0, cfg.vocab_size, (args.batch, args.seq))
+    B, P, N = prompt.shape[0], prompt.shape[1], args.new_tokens
+    cos, sin = rope_tables(cfg, P + N)
+    runs = []
+    for _ in range(args.warmup + args.steps):
+        caches = [{} for _ in range(cfg.num_hidden_layers)]
+        out = []
+        with torch.no_grad():
+            t0 = time.perf_counter()
+            logits = model.step(prompt, 0, caches, cos, sin)
+            token = logits[:, -1].argmax(-1, keepdim=True)
+            ttft = time.perf_counter() - t0
+            out.append(token)
+            t1 = time.perf_counter()
+            for i in range(1, N):
+                logits = model.step(token, P + i - 1, caches, cos, sin)
+                token = logits[:, -1].argmax(-1, keepdim=True)
+                out.append(token)
+            decode = time.perf_counter() - t1
+        runs.append((ttft, decode))
+    runs = runs[args.warmup:]
+    ttft = statistics.median(r[0] for r in runs)
+    decode = statistics.median(r[1] for r in runs)
+    H = cfg.num_attention_heads
+    result = {"model": os.path.abspath(args.model_dir), "mode": "generate", "batch": B,
+              "prompt": P, "new_tokens": N, "threads": torch.get_num_threads(),
+              "prefill_tokens_per_s": B * P / ttft, "ttft_s": ttft,
+              "decode_tokens_per_s": B * (N - 1) / decode, "tpot_s": decode / (N - 1),
+              "cache_bytes_per_token": cfg.num_hidden_layers * H
+              * (cfg.qk_head_dim + cfg.v_head_dim) * 4,
+              "generated_ids": torch.cat(out, 1).tolist(), "torch": torch.__version__}
+    line = json.dumps(result)
+    print(line)
+    if args.json:
+        with open(args.json, "w") as f:
+            f.write(line + "\n")
+    return 0
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("model_dir", nargs="?", help="directory with config.json + model.safetensors")
@@ -550,7 +621,10 @@ def main():
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: leave)")
-    p.add_argument("--mode", choices=("forward", "train"), default="forward")
+    p.add_argument("--mode", choices=("forward", "train", "generate"), default="forward")
+    p.add_argument("--new-tokens", type=int, default=32, help="generate: tokens per sequence")
+    p.add_argument("--prompts", metavar="T.safetensors",
+                   help="generate: prompts (input_ids [B, P]) instead of random ones")
     p.add_argument("--json", metavar="OUT", help="also write the result line here")
     p.add_argument("-v", "--verbose", action="store_true", help="per-step times on stderr")
     args = p.parse_args()
@@ -566,6 +640,8 @@ def main():
             raise PeerError("MODEL_DIR (or --check-golden DIR) is required")
         if min(args.batch, args.seq, args.steps) < 1 or args.warmup < 0 or args.seq < 3:
             raise PeerError("--batch, --steps must be >= 1, --seq >= 3, --warmup >= 0")
+        if args.mode == "generate":
+            return bench_generate(args)
         return bench(args)
     except PeerError as e:
         print(f"torch_peer: error: {e}", file=sys.stderr)

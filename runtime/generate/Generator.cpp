@@ -270,6 +270,10 @@ Error Generator::decodeStep() {
   OutputBuffers &out = session.outputs("decode");
   const HostTensor &logits = out.tensors[outputIndex(entry, "logits")];
   const HostTensor &rows = out.tensors[outputIndex(entry, "kv_rows")];
+  std::vector<int64_t> fed(slots, 0);
+  for (int64_t b = 0; b < slots; ++b)
+    fed[b] = seqs[b].used && !seqs[b].done;
+  countExpertOverlap("decode", 1, fed);
   for (int64_t b = 0; b < slots; ++b) {
     Sequence &s = seqs[b];
     if (!s.used || s.done)
@@ -282,6 +286,37 @@ Error Generator::decodeStep() {
     emit(b, s.next, l);
   }
   return Error::success();
+}
+
+void Generator::countExpertOverlap(const std::string &entry, int64_t t,
+                                   const std::vector<int64_t> &count) {
+  const EntryPoint &e = *session.executable().entry(entry);
+  OutputBuffers &out = session.outputs(entry);
+  int64_t layer = 0;
+  for (size_t o = 0; o < e.outputs.size(); ++o) {
+    if (e.outputs[o].role != "expert_ids")
+      continue;
+    int64_t k = e.outputs[o].shape.back();
+    const int64_t *ids = out.i64(o);
+    for (int64_t b = 0; b < int64_t(count.size()); ++b) {
+      Sequence &s = seqs[b];
+      if (count[b] == 0)
+        continue;
+      if (int64_t(s.lastExperts.size()) <= layer)
+        s.lastExperts.resize(layer + 1);
+      for (int64_t i = 0; i < count[b]; ++i) {
+        std::vector<int64_t> now(ids + (b * t + i) * k, ids + (b * t + i + 1) * k);
+        std::vector<int64_t> &before = s.lastExperts[layer];
+        if (!before.empty()) {
+          for (int64_t x : now)
+            stats_.sharedExperts += std::count(before.begin(), before.end(), x);
+          stats_.comparedExperts += k;
+        }
+        before = std::move(now);
+      }
+    }
+    ++layer;
+  }
 }
 
 Error Generator::speculativeStep() {
@@ -341,6 +376,11 @@ Error Generator::speculativeStep() {
     const float *h = hidden.f32() + b * t * hiddenSize;
     std::copy(h, h + t * hiddenSize, mtpHidden.begin() + b * t * hiddenSize);
   }
+  // Both tokens of a verify step read their experts, accepted or not.
+  std::vector<int64_t> verified(slots, 0);
+  for (int64_t b = 0; b < slots; ++b)
+    verified[b] = active[b] ? t : 0;
+  countExpertOverlap("verify", t, verified);
   return draftStep(mtpIds, mtpHidden, mtpPositions, count);
 }
 

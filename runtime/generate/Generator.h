@@ -56,6 +56,10 @@ struct GenerateStats {
   /// Speculative: drafts verified and accepted (vLLM: acceptance rate =
   /// accepted / drafted; mean acceptance length = 1 + accepted / drafts).
   int64_t drafts = 0, accepted = 0;
+  /// Routed experts two adjacent generated tokens share, summed over MoE
+  /// layers and token pairs, and the experts compared: the fraction of a
+  /// verify step's second token's experts that the first one already reads.
+  int64_t sharedExperts = 0, comparedExperts = 0;
 };
 
 class Generator {
@@ -113,7 +117,12 @@ private:
     GenerateRequest request;
     GenerateResult result;
     std::optional<Sampler> sampler;
+    /// The experts the last token fed chose, per MoE layer.
+    std::vector<std::vector<int64_t>> lastExperts;
   };
+  /// Counts the experts adjacent tokens of each active slot share, from the
+  /// step's expert-choice outputs (tokens [b*t, b*t + count[b]) of slot b).
+  void countExpertOverlap(const std::string &entry, int64_t t, const std::vector<int64_t> &count);
   Generator(Session &session, std::vector<int64_t> cacheShape,
             bool speculative);
   /// Appends `token` to the slot's output; false when the sequence ended.

@@ -225,6 +225,10 @@ int runGenerate() {
                                  (long long)s.drafts, (long long)s.accepted,
                                  double(s.accepted) / s.drafts,
                                  1.0 + double(s.accepted) / s.drafts);
+  if (s.comparedExperts > 0)
+    llvm::errs() << llvm::format(
+        "generate: adjacent tokens share %.3f of their routed experts\n",
+        double(s.sharedExperts) / s.comparedExperts);
   if (outputPath.empty())
     return 0;
   // prompt_ids [B, T] and generated_ids [B, N] (-1 past a shorter prompt
