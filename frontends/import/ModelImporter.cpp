@@ -445,7 +445,9 @@ llvm::Expected<OwningOpRef<ModuleOp>> Importer::runGenerate(const GenerateShape 
                                    std::to_string(c.maxPositionEmbeddings) + ")");
   OwningOpRef<ModuleOp> module = ModuleOp::create(loc);
   auto i64 = [&](ArrayRef<int64_t> s) { return RankedTensorType::get(s, b.getI64Type()); };
-  auto cacheType = f32({cacheLayers, shape.decodeBatch, capacity, row});
+  Type cacheElement = shape.cacheBF16 ? Type(b.getBF16Type()) : Type(b.getF32Type());
+  auto cacheType =
+      RankedTensorType::get({cacheLayers, shape.decodeBatch, capacity, row}, cacheElement);
   Value emb;
 
   // One entry point: `body` builds its outputs from the arguments.
@@ -477,8 +479,9 @@ llvm::Expected<OwningOpRef<ModuleOp>> Importer::runGenerate(const GenerateShape 
     SmallVector<OpFoldResult> sizes = {b.getIndexAttr(1), b.getIndexAttr(shape.decodeBatch),
                                        b.getIndexAttr(capacity), b.getIndexAttr(row)};
     SmallVector<OpFoldResult> strides(4, b.getIndexAttr(1));
-    return tensor::ExtractSliceOp::create(b, loc, f32({shape.decodeBatch, capacity, row}), cache,
-                                          offsets, sizes, strides);
+    return tensor::ExtractSliceOp::create(
+        b, loc, RankedTensorType::get({shape.decodeBatch, capacity, row}, cacheElement), cache,
+        offsets, sizes, strides);
   };
   // [layers, B, T, row] from each layer's [B, T, row].
   auto stackRows = [&](ArrayRef<Value> rows) -> Value {

@@ -67,6 +67,9 @@ struct GenerateShape {
   /// Tokens per @verify and @mtp_step (1 + draft length); 0 leaves the
   /// speculative entries out (also when the model has no MTP layer).
   int64_t verifyLen = 2;
+  /// The cache's element type: BF16 halves its bytes (rows are rounded
+  /// when the runtime writes them; attention computes in float32).
+  bool cacheBF16 = false;
 };
 
 /// Builds the generation entry points over one latent KV cache

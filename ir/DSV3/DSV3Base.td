@@ -54,5 +54,8 @@ class DSV3_PureOp<string mnemonic, list<Trait> traits = []>
 // passes introduce others.
 def DSV3_F32Tensor : RankedTensorOf<[F32]>;
 def DSV3_IndexTensor : RankedTensorOf<[I64]>;
+// A latent KV cache is stored in float32 or BF16 (`--kv-cache-dtype`); the
+// attention reading it computes in float32.
+def DSV3_CacheTensor : RankedTensorOf<[F32, BF16]>;
 
 #endif // DSV3_IR_DSV3BASE_TD

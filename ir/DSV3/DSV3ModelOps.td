@@ -136,7 +136,7 @@ def DSV3_MLACachedAttentionOp : DSV3_PureOp<"mla_cached_attention", [AttrSizedOp
     The attention of `dsv3.mla_attention` for `T` new tokens per row that
     continue a cached sequence: `positions [B, T]` are the new tokens'
     positions (consecutive, row `b` starting at `positions[b, 0]`),
-    `cache [B, S, kv_lora_rank + qk_rope_head_dim]` holds the rows
+    `cache [B, S, kv_lora_rank + qk_rope_head_dim]` (float32 or BF16) holds the rows
     (`dsv3.mla_cache_row`) of positions `0 .. positions[b, 0] - 1` (rows past
     those are stale and never read), `rows [B, T, ...]` the new tokens' own.
     A new token attends to the cached prefix and to the new tokens up to
@@ -156,7 +156,7 @@ def DSV3_MLACachedAttentionOp : DSV3_PureOp<"mla_cached_attention", [AttrSizedOp
   let arguments = (ins DSV3_F32Tensor:$x,
       Optional<DSV3_F32Tensor>:$q_a, Optional<DSV3_F32Tensor>:$q_a_norm,
       Optional<DSV3_F32Tensor>:$q_b, Optional<DSV3_F32Tensor>:$q_proj,
-      DSV3_F32Tensor:$kv_b, DSV3_F32Tensor:$o, DSV3_F32Tensor:$cache,
+      DSV3_F32Tensor:$kv_b, DSV3_F32Tensor:$o, DSV3_CacheTensor:$cache,
       DSV3_F32Tensor:$rows, DSV3_IndexTensor:$positions,
       I64Attr:$num_heads, I64Attr:$q_lora_rank, I64Attr:$kv_lora_rank,
       I64Attr:$qk_nope_head_dim, I64Attr:$qk_rope_head_dim, I64Attr:$v_head_dim,

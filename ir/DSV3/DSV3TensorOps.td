@@ -107,7 +107,8 @@ def DSV3_MLAAbsorbedCoreOp : DSV3_PureOp<"mla_absorbed_core"> {
   let description = [{
     `q_nope [B,T,H,Dn]`, `q_rope [B,T,H,R]` (rotated), `w_uk [H,Dn,C]`,
     `w_uv [H,Dv,C]` (the two halves of each head of `kv_b_proj`), `cache
-    [B,S,C+R]`, `rows [B,T,C+R]` (the new tokens' latent rows `[c ; k_rope]`),
+    [B,S,C+R]` (float32 or BF16, widened on read), `rows [B,T,C+R]` (the new
+    tokens' latent rows `[c ; k_rope]`, float32),
     `positions [B,T]`; result `[B,T,H,Dv]`. Per head: `q̂ = w_ukᵀ q_nope`
     (`[C]`), scores `softmax_scale · (q̂·c_u + q_rope·k_rope_u)` over the keys
     `u` = cache rows `0 .. positions[b,0] - 1` then new rows `0 .. i`,
@@ -121,7 +122,7 @@ def DSV3_MLAAbsorbedCoreOp : DSV3_PureOp<"mla_absorbed_core"> {
     ```
   }];
   let arguments = (ins DSV3_F32Tensor:$q_nope, DSV3_F32Tensor:$q_rope,
-      DSV3_F32Tensor:$w_uk, DSV3_F32Tensor:$w_uv, DSV3_F32Tensor:$cache,
+      DSV3_F32Tensor:$w_uk, DSV3_F32Tensor:$w_uv, DSV3_CacheTensor:$cache,
       DSV3_F32Tensor:$rows, DSV3_IndexTensor:$positions, F64Attr:$softmax_scale);
   let results = (outs DSV3_F32Tensor:$result);
   let assemblyFormat = "$q_nope `,` $q_rope `,` $w_uk `,` $w_uv `,` $cache `,` $rows `,` $positions attr-dict `:` functional-type(operands, results)";

@@ -90,7 +90,9 @@ struct SelectMLAAbsorbedCore : OpRewritePattern<MLAAbsorbedCoreOp> {
   LogicalResult matchAndRewrite(MLAAbsorbedCoreOp op, PatternRewriter &rw) const override {
     Value s = arith::ConstantOp::create(rw, op.getLoc(),
                                         rw.getF64FloatAttr(op.getSoftmaxScale().convertToDouble()));
-    replaceWithUkernel(rw, op, "dsv3rt_mla_absorbed_attention",
+    bool bf16 = op.getCache().getType().getElementType().isBF16();
+    replaceWithUkernel(rw, op,
+                       bf16 ? "dsv3rt_mla_absorbed_attention_bf16" : "dsv3rt_mla_absorbed_attention",
                        {op.getQNope(), op.getQRope(), op.getWUk(), op.getWUv(), op.getCache(),
                         op.getRows(), op.getPositions(), s});
     return success();

@@ -284,11 +284,19 @@ struct LowerMLAAbsorbedCore : OpRewritePattern<MLAAbsorbedCoreOp> {
     Value qHat = lb.generic1({op.getQNope(), op.getWUk()}, lb.filled({batch, t, heads, latent}, 0.0),
                              {lb.map(5, {0, 1, 2, 4}), lb.map(5, {2, 4, 3}), lb.map(5, {0, 1, 2, 3})},
                              lb.iters(4, 1), mac);
-    // keys [B, S+T, C+R] = cache ++ rows.
+    // keys [B, S+T, C+R] = cache (widened to float32) ++ rows.
+    Value cache = op.getCache();
+    if (!op.getCache().getType().getElementType().isF32())
+      cache = lb.generic1({cache}, lb.empty({batch, capacity, width}),
+                          {lb.identity(3), lb.identity(3)}, lb.iters(3),
+                          [](OpBuilder &nb, Location l, ValueRange a) {
+                            linalg::YieldOp::create(
+                                nb, l, ValueRange{arith::ExtFOp::create(nb, l, nb.getF32Type(), a[0])});
+                          });
     SmallVector<OpFoldResult> offsets(3, rw.getIndexAttr(0)), strides(3, rw.getIndexAttr(1));
     SmallVector<OpFoldResult> sizes = {rw.getIndexAttr(batch), rw.getIndexAttr(capacity),
                                        rw.getIndexAttr(width)};
-    Value all = tensor::InsertSliceOp::create(rw, loc, op.getCache(), lb.empty({batch, keys, width}),
+    Value all = tensor::InsertSliceOp::create(rw, loc, cache, lb.empty({batch, keys, width}),
                                               offsets, sizes, strides);
     offsets[1] = rw.getIndexAttr(capacity);
     sizes[1] = rw.getIndexAttr(t);

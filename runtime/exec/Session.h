@@ -5,8 +5,10 @@
 // (AdamW moments, double-buffered so that a step writes the next state
 // while reading the current one) and, for each entry point, its output
 // buffers, allocated once from the entry's signature and overwritten by
-// every call. Decode steps will add their KV-cache state here. Executables
-// are borrowed: they must outlive the session.
+// every call. A generation's latent KV cache is not here: it belongs to the
+// generator that owns the sequences (runtime/generate/LatentCache.h) and is
+// passed to decode steps as an argument. Executables are borrowed: they
+// must outlive the session.
 //
 //===----------------------------------------------------------------------===//
 #ifndef DSV3_RUNTIME_EXEC_SESSION_H

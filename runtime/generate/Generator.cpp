@@ -45,7 +45,7 @@ Expected<std::unique_ptr<Generator>> Generator::create(Session &session,
     return Error::failure("speculative decoding needs the model's MTP layer "
                           "(num_nextn_predict_layers = 0 here)");
   std::unique_ptr<Generator> g(
-      new Generator(session, cacheSlot->shape, speculative));
+      new Generator(session, cacheSlot->shape, cacheSlot->type, speculative));
   g->prefillRows = input(*prefill, "input_ids")->shape[0];
   for (const EntryPoint &e : exe.entries()) {
     if (e.name != "prefill" && e.name.rfind("prefill_", 0) != 0)
@@ -79,8 +79,8 @@ Expected<std::unique_ptr<Generator>> Generator::create(Session &session,
 }
 
 Generator::Generator(Session &session, std::vector<int64_t> cacheShape,
-                     bool speculative)
-    : session(session), cache(cacheShape), speculative(speculative) {
+                     ElementType cacheType, bool speculative)
+    : session(session), cache(cacheShape, cacheType), speculative(speculative) {
   seqs.resize(cache.slots());
 }
 

@@ -124,7 +124,7 @@ private:
   /// step's expert-choice outputs (tokens [b*t, b*t + count[b]) of slot b).
   void countExpertOverlap(const std::string &entry, int64_t t, const std::vector<int64_t> &count);
   Generator(Session &session, std::vector<int64_t> cacheShape,
-            bool speculative);
+            ElementType cacheType, bool speculative);
   /// Appends `token` to the slot's output; false when the sequence ended.
   bool emit(int64_t slot, int64_t token, const float *logits);
   Error prefillBatch(const std::vector<int64_t> &slotsToFill);

@@ -17,6 +17,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <functional>
 #include <vector>
 
@@ -205,10 +206,30 @@ void mlaAttentionGrad(const AttentionArgs &a, const Tensor4F32 &dout,
 /// (all heads share each latent key, so the cache is read as one [L, C+R]
 /// operand), soft-maxed, and the attended latents ([H*T, C]) are mapped
 /// back through W_UV per head.
+namespace {
+/// Rows [0, prefix) of batch b of a float32 cache, as a view.
+MatrixF32 cachedPrefix(const Tensor3F32 &cache, int64_t b, int64_t prefix, Scratch &) {
+  return rowRange(batch(cache, b), 0, prefix);
+}
+/// The same of a BF16 cache, widened into `widened`.
+MatrixF32 cachedPrefix(const StridedTensor3<uint16_t> &cache, int64_t b, int64_t prefix,
+                       Scratch &widened) {
+  widened = Scratch(prefix, cache.sizes[2]);
+  StridedMatrix<uint16_t> m = cache.slice(b);
+  for (int64_t r = 0; r < prefix; ++r)
+    for (int64_t c = 0; c < m.sizes[1]; ++c) {
+      uint32_t bits = uint32_t(*m.at(r, c)) << 16;
+      std::memcpy(&widened.row(r)[c], &bits, sizeof(float));
+    }
+  return widened.view();
+}
+} // namespace
+
+template <class Cache>
 void mlaAbsorbedAttention(const Tensor4F32 &qNope, const Tensor4F32 &qRope,
-                          const Tensor3F32 &wUK, const Tensor3F32 &wUV,
-                          const Tensor3F32 &cache, const Tensor3F32 &rows,
-                          const MatrixI64 &positions, float scale, const Tensor4F32 &out) {
+                          const Tensor3F32 &wUK, const Tensor3F32 &wUV, const Cache &cache,
+                          const Tensor3F32 &rows, const MatrixI64 &positions, float scale,
+                          const Tensor4F32 &out) {
   int64_t batches = qNope.sizes[0], t = qNope.sizes[1], heads = qNope.sizes[2],
           nope = qNope.sizes[3], rope = qRope.sizes[3], latent = wUK.sizes[2],
           vd = wUV.sizes[1], capacity = cache.sizes[1], width = latent + rope;
@@ -237,9 +258,9 @@ void mlaAbsorbedAttention(const Tensor4F32 &qNope, const Tensor4F32 &qRope,
           q[latent + r] = q4(qRope, b, i, h, r);
       }
     });
-    MatrixF32 cached = rowRange(batch(cache, b), 0, prefix), fresh = batch(rows, b);
+    Scratch widened(0, 0), cachedCopy(0, 0), freshCopy(0, 0);
+    MatrixF32 cached = cachedPrefix(cache, b, prefix, widened), fresh = batch(rows, b);
     // The key loop below reads rows as contiguous vectors.
-    Scratch cachedCopy(0, 0), freshCopy(0, 0);
     auto contiguous = [](MatrixF32 &m, Scratch &copy) {
       if (m.strides[1] == 1 || m.sizes[0] == 0)
         return;
@@ -294,6 +315,14 @@ extern "C" void _mlir_ciface_dsv3rt_mla_absorbed_attention(Tensor4F32 *qNope, Te
                                                 Tensor3F32 *cache, Tensor3F32 *rows,
                                                 MatrixI64 *positions, double scale,
                                                 Tensor4F32 *out) {
+  mlaAbsorbedAttention(*qNope, *qRope, *wUK, *wUV, *cache, *rows, *positions, float(scale),
+                       *out);
+}
+
+extern "C" void _mlir_ciface_dsv3rt_mla_absorbed_attention_bf16(
+    Tensor4F32 *qNope, Tensor4F32 *qRope, Tensor3F32 *wUK, Tensor3F32 *wUV,
+    StridedTensor3<uint16_t> *cache, Tensor3F32 *rows, MatrixI64 *positions, double scale,
+    Tensor4F32 *out) {
   mlaAbsorbedAttention(*qNope, *qRope, *wUK, *wUV, *cache, *rows, *positions, float(scale),
                        *out);
 }

@@ -140,6 +140,8 @@ const KernelSymbol *kernelSymbols() {
        reinterpret_cast<void *>(&_mlir_ciface_dsv3rt_mla_attention)},
       {"_mlir_ciface_dsv3rt_mla_absorbed_attention",
        reinterpret_cast<void *>(&_mlir_ciface_dsv3rt_mla_absorbed_attention)},
+      {"_mlir_ciface_dsv3rt_mla_absorbed_attention_bf16",
+       reinterpret_cast<void *>(&_mlir_ciface_dsv3rt_mla_absorbed_attention_bf16)},
       {"_mlir_ciface_dsv3rt_mla_attention_grad",
        reinterpret_cast<void *>(&_mlir_ciface_dsv3rt_mla_attention_grad)},
       {"_mlir_ciface_dsv3rt_fp8_quantize",

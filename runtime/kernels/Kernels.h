@@ -194,6 +194,12 @@ void _mlir_ciface_dsv3rt_mla_absorbed_attention(
     dsv3::rt::Tensor4F32 *qNope, dsv3::rt::Tensor4F32 *qRope, dsv3::rt::Tensor3F32 *wUK,
     dsv3::rt::Tensor3F32 *wUV, dsv3::rt::Tensor3F32 *cache, dsv3::rt::Tensor3F32 *rows,
     dsv3::rt::MatrixI64 *positions, double scale, dsv3::rt::Tensor4F32 *out);
+/// The same over a BF16 cache (raw bits), widened to float32 on read.
+void _mlir_ciface_dsv3rt_mla_absorbed_attention_bf16(
+    dsv3::rt::Tensor4F32 *qNope, dsv3::rt::Tensor4F32 *qRope, dsv3::rt::Tensor3F32 *wUK,
+    dsv3::rt::Tensor3F32 *wUV, dsv3::rt::StridedTensor3<uint16_t> *cache,
+    dsv3::rt::Tensor3F32 *rows, dsv3::rt::MatrixI64 *positions, double scale,
+    dsv3::rt::Tensor4F32 *out);
 /// dsv3.mla_core_grad: the same operands and dout; the probabilities are
 /// recomputed.
 void _mlir_ciface_dsv3rt_mla_attention_grad(

@@ -236,6 +236,9 @@ Error saveCheckpoint(const std::string &dir, const CheckpointInfo &info, Session
     if (!finished)
       finished = writeFileDurably(tmp + "/config.json", info.configJson.data(),
                                   info.configJson.size());
+    for (const auto &[name, text] : info.files)
+      if (!finished)
+        finished = writeFileDurably(tmp + "/" + name, text.data(), text.size());
     if (!finished)
       finished = replaceDirectory(tmp, dir);
   }

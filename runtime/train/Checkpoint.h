@@ -25,6 +25,8 @@
 #include "runtime/parallel/Parallel.h"
 
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace dsv3::rt {
 
@@ -33,6 +35,9 @@ struct CheckpointInfo {
   int64_t step = 0;
   uint64_t seed = 0;
   std::string configJson; ///< the hub config.json text
+  /// Files written beside the weights, by name (the tokenizer's, so that
+  /// one directory goes from training to generation).
+  std::vector<std::pair<std::string, std::string>> files;
 };
 
 /// Fails when `dir` exists and is not a checkpoint: saving replaces the

@@ -4,6 +4,7 @@
 #include "runtime/io/Safetensors.h"
 #include "runtime/support/File.h"
 
+#include <algorithm>
 #include <optional>
 
 namespace dsv3::rt {
@@ -41,6 +42,14 @@ uint64_t mix(uint64_t x) {
   return x ^ (x >> 31);
 }
 
+/// Where row `row` of micro-batch `micro` of `step` starts among `windows`
+/// windows of a corpus: a hash of the coordinates, so any step can be
+/// replayed (resume) without drawing the ones before it.
+uint64_t windowStart(uint64_t seed, int64_t step, int64_t micro, int64_t row,
+                     uint64_t windows) {
+  return mix(mix(mix(mix(seed) ^ step) ^ micro) ^ row) % windows;
+}
+
 class ByteCorpus : public DataSource {
 public:
   ByteCorpus(MappedFile text, int64_t b, int64_t t, std::string path)
@@ -54,8 +63,7 @@ public:
     std::string_view bytes = text.text();
     uint64_t windows = bytes.size() - seqLen_ + 1;
     for (int64_t r = 0; r < batch_; ++r) {
-      uint64_t h = mix(mix(mix(mix(seed) ^ step) ^ micro) ^ r);
-      uint64_t start = h % windows;
+      uint64_t start = windowStart(seed, step, micro, r, windows);
       for (int64_t i = 0; i < seqLen_; ++i)
         out[r * seqLen_ + i] = static_cast<uint8_t>(bytes[start + i]);
     }
@@ -70,7 +78,48 @@ private:
   std::string path;
 };
 
+/// Windows of a tokenized corpus, sampled as ByteCorpus samples bytes.
+class TokenCorpus : public DataSource {
+public:
+  TokenCorpus(std::vector<int64_t> ids, int64_t b, int64_t t, std::string origin)
+      : ids(std::move(ids)), origin(std::move(origin)) {
+    batch_ = b;
+    seqLen_ = t;
+  }
+  void fill(uint64_t seed, int64_t step, int64_t micro,
+            std::vector<int64_t> &out) const override {
+    out.resize(batch_ * seqLen_);
+    uint64_t windows = ids.size() - seqLen_ + 1;
+    for (int64_t r = 0; r < batch_; ++r) {
+      uint64_t start = windowStart(seed, step, micro, r, windows);
+      std::copy_n(ids.begin() + start, seqLen_, out.begin() + r * seqLen_);
+    }
+  }
+  std::string describe() const override {
+    return origin + " (" + std::to_string(ids.size()) + " tokens)";
+  }
+
+private:
+  std::vector<int64_t> ids;
+  std::string origin;
+};
+
 } // namespace
+
+Expected<std::unique_ptr<DataSource>>
+tokenCorpus(std::vector<int64_t> ids, const std::string &origin, int64_t vocabSize,
+            int64_t batch, int64_t seqLen) {
+  if (static_cast<int64_t>(ids.size()) < seqLen + 1)
+    return fileError(origin, "corpus of " + std::to_string(ids.size()) +
+                                 " tokens is shorter than one sequence (" +
+                                 std::to_string(seqLen) + ")");
+  for (int64_t id : ids)
+    if (id < 0 || id >= vocabSize)
+      return fileError(origin, "token " + std::to_string(id) +
+                                   " is outside the model's vocabulary (" +
+                                   std::to_string(vocabSize) + ")");
+  return std::make_unique<TokenCorpus>(std::move(ids), batch, seqLen, origin);
+}
 
 Expected<std::unique_ptr<DataSource>>
 openFixedBatch(const std::string &path, int64_t vocabSize) {

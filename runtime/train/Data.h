@@ -45,6 +45,12 @@ Expected<std::unique_ptr<DataSource>>
 openByteCorpus(const std::string &path, int64_t vocabSize, int64_t batch,
                int64_t seqLen);
 
+/// Token ids of a corpus already tokenized (`dsv3c train --tokenizer`):
+/// windows sampled like the byte corpus's. `origin` names the corpus.
+Expected<std::unique_ptr<DataSource>>
+tokenCorpus(std::vector<int64_t> ids, const std::string &origin, int64_t vocabSize,
+            int64_t batch, int64_t seqLen);
+
 } // namespace dsv3::rt
 
 #endif // DSV3_RUNTIME_TRAIN_DATA_H

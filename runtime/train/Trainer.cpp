@@ -505,7 +505,8 @@ Error train(const TrainConfig &c, Session &session, const DataSource &data, Proc
       std::fflush(stdout);
     }
     if (!c.savePath.empty() && step == c.steps)
-      if (Error e = saveCheckpoint(c.savePath, {step, c.seed, c.configJson}, session, job))
+      if (Error e = saveCheckpoint(c.savePath, {step, c.seed, c.configJson, c.checkpointFiles},
+                                   session, job))
         return e;
   }
   if (!c.tracePath.empty())

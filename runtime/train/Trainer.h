@@ -34,6 +34,9 @@ struct TrainConfig {
   std::string logJsonPath, plotPath, savePath, resumePath;
   std::string tracePath;             // Chrome/Perfetto trace of the run
   std::string configJson;            // hub config.json text for checkpoints
+  /// Files every checkpoint carries beside the weights (name, content):
+  /// the tokenizer's.
+  std::vector<std::pair<std::string, std::string>> checkpointFiles;
 };
 
 /// Learning rate of 1-based `step`: linear warm-up, constant, cosine decay.

@@ -81,6 +81,14 @@ TEST(Generate, MTPSpeculativeGreedyEqualsHuggingFace) {
   expectGoldenGeneration("generate-mtp", "--speculative mtp", 1e-4);
 }
 
+/// A BF16 cache halves the bytes per token; rounding the cached latents
+/// moves the logits by about 1e-3 here and keeps every greedy token.
+TEST(Generate, BF16CacheKeepsTheGreedyTokens) {
+  expectGoldenGeneration("generate-bf16-cache", "--kv-cache-dtype bf16", 1e-2);
+  expectGoldenGeneration("generate-bf16-cache-no-ukernels",
+                         "--kv-cache-dtype bf16 --no-ukernels", 1e-2);
+}
+
 /// Step t's logits come from decoding over the cache; the full forward of
 /// prompt + generated[:-1] computes the same positions with the naive form
 /// over the whole sequence.
@@ -205,6 +213,32 @@ TEST(Generate, BadInputFailsWithOneLine) {
     EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 1)
         << r.output;
   }
+}
+
+} // namespace
+
+namespace {
+
+/// train --tokenizer reads the corpus through it and saves it with the
+/// checkpoint; generate then finds it there: one directory from training
+/// to generation, the prompt encoded as the golden encoding (BOS added).
+TEST(Generate, TrainedCheckpointCarriesItsTokenizer) {
+  nlohmann::json golden = goldenEncodings();
+  ASSERT_FALSE(golden.is_discarded());
+  const nlohmann::json &first = golden["tokenizer-512"]["strings"][0];
+  std::string dir = scratchDir("generate-trained"), tok = sourcePath("tests/golden/infer/tokenizer-512");
+  RunResult r = runDsv3c("train " + sourcePath("models/tiny/tiny.toml") + " --tokenizer " + tok +
+                         " --steps 1 --save " + dir + "/ck");
+  ASSERT_EQ(r.exitCode, 0) << r.output;
+  for (std::string name : {"tokenizer.json", "tokenizer_config.json"})
+    EXPECT_EQ(fileBytes(dir + "/ck/" + name), fileBytes(tok + "/" + name)) << name;
+  std::string text = first["text"];
+  r = runDsv3c("generate " + dir + "/ck --prompt '" + text + "' --max-new-tokens 3 -o " + dir +
+               "/out.safetensors");
+  ASSERT_EQ(r.exitCode, 0) << r.output;
+  std::unique_ptr<SafetensorsFile> out(openOrFail(dir + "/out.safetensors"));
+  ASSERT_NE(out, nullptr);
+  EXPECT_EQ(readI64(*out, "prompt_ids"), first["ids_with_special"].get<std::vector<int64_t>>());
 }
 
 } // namespace

@@ -1,9 +1,10 @@
 //===- Driver.h - what dsv3c's command files share --------------*- C++ -*-===//
 //
 // The dsv3c driver is split by command family: dsv3c.cpp (compile, eval,
-// grad, train, schedule and the command table) and Generate.cpp (generate,
-// tokenize). This header is the little they share: the common flags, the
-// one-line error format and the compile options built from flags.
+// grad, train, schedule and the command table), Generate.cpp (generate,
+// tokenize) and Serve.cpp (serve). This header is the little they share: the
+// common flags, the one-line error format and the compile options built from
+// flags.
 //
 //===----------------------------------------------------------------------===//
 #ifndef DSV3_FRONTENDS_TOOLS_DSV3C_DRIVER_H
@@ -18,9 +19,12 @@
 
 namespace dsv3c {
 
-extern llvm::cl::OptionCategory commonCat, generateCat, tokenizeCat;
+extern llvm::cl::OptionCategory commonCat, trainCat, generateCat, tokenizeCat,
+    serveCat;
 extern llvm::cl::opt<std::string> modelPath, outputPath, tokensPath;
 extern llvm::cl::opt<uint64_t> seedOpt;
+/// Generation flags that serve shares (defined in Generate.cpp).
+extern llvm::cl::opt<std::string> speculativeOpt, tokenizerOpt;
 
 /// One-line error in the driver's format; returns the exit status 1.
 int fail(const llvm::Twine &msg);
@@ -36,6 +40,7 @@ compileOptions(const dsv3::ModelDescription &desc, dsv3::CompileMode mode,
 
 int runGenerate();
 int runTokenize();
+int runServe();
 
 } // namespace dsv3c
 

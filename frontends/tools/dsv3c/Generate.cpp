@@ -48,6 +48,9 @@ cl::opt<int64_t> topKOpt("top-k",
 cl::opt<double> topPOpt("top-p",
                         cl::desc("Keep the most likely tokens up to this mass"),
                         cl::init(1.0), cl::cat(generateCat));
+} // namespace
+
+// Shared with serve (Serve.cpp) through Driver.h.
 cl::opt<std::string> speculativeOpt(
     "speculative",
     cl::desc(
@@ -55,11 +58,16 @@ cl::opt<std::string> speculativeOpt(
     cl::init("none"), cl::cat(generateCat));
 cl::opt<std::string> tokenizerOpt(
     "tokenizer",
-    cl::desc("Directory with tokenizer.json (default: the model's, if any)"),
-    cl::value_desc("DIR"), cl::cat(generateCat), cl::cat(tokenizeCat));
+    cl::desc("Directory with tokenizer.json (generate: default the model's, "
+             "if any; train: tokenizes the corpus and goes into checkpoints)"),
+    cl::value_desc("DIR"), cl::cat(generateCat), cl::cat(tokenizeCat),
+    cl::cat(trainCat));
+
+namespace {
+
 cl::opt<std::string>
     kvCacheDtypeOpt("kv-cache-dtype",
-                    cl::desc("Element type of the latent KV cache: f32"),
+                    cl::desc("Element type of the latent KV cache: f32 or bf16"),
                     cl::init("f32"), cl::cat(generateCat));
 cl::opt<std::string> jsonInOpt("json-in",
                                cl::desc("JSON array of strings to encode"),
@@ -95,9 +103,9 @@ int runGenerate() {
   if (speculativeOpt != "mtp" && speculativeOpt != "none")
     return fail("--speculative must be mtp or none, got '" + speculativeOpt +
                 "'");
-  if (kvCacheDtypeOpt != "f32")
-    return fail("--kv-cache-dtype " + kvCacheDtypeOpt +
-                " is not supported (f32)");
+  if (kvCacheDtypeOpt != "f32" && kvCacheDtypeOpt != "bf16")
+    return fail("--kv-cache-dtype must be f32 or bf16, got '" +
+                kvCacheDtypeOpt + "'");
   if (maxNewTokensOpt < 1)
     return fail("--max-new-tokens must be at least 1");
   if (temperatureOpt < 0 || topKOpt < 0 || topPOpt <= 0 || topPOpt > 1)
@@ -162,6 +170,7 @@ int runGenerate() {
   options->generate.capacity =
       promptLen + maxNewTokensOpt + (speculative ? 1 : 0);
   options->generate.verifyLen = speculative ? 2 : 0;
+  options->generate.cacheBF16 = kvCacheDtypeOpt == "bf16";
   dsv3::Compiler compiler;
   auto model = compiler.load(*desc, *options, cacheDirectory());
   if (!model)

@@ -42,6 +42,7 @@
 #include "runtime/train/Data.h"
 #include "runtime/train/Checkpoint.h"
 #include "runtime/train/Trainer.h"
+#include "runtime/text/Tokenizer.h"
 
 #include "mlir/Conversion/Passes.h"
 #include "mlir/Dialect/Bufferization/Transforms/Passes.h"
@@ -55,6 +56,7 @@
 #include "llvm/Support/CommandLine.h"
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/InitLLVM.h"
+#include "llvm/Support/MemoryBuffer.h"
 #include "llvm/Support/ToolOutputFile.h"
 #include "llvm/Support/WithColor.h"
 
@@ -80,6 +82,7 @@ namespace dsv3c {
 cl::OptionCategory commonCat("dsv3c options");
 cl::OptionCategory generateCat("dsv3c generation options (generate, serve)");
 cl::OptionCategory tokenizeCat("dsv3c tokenizer options (tokenize)");
+cl::OptionCategory serveCat("dsv3c server options (serve)");
 cl::OptionCategory runCat("dsv3c token input options (eval, grad, train)");
 cl::OptionCategory gradCat("dsv3c objective options (grad, train)");
 cl::OptionCategory compileCat("dsv3c compile options");
@@ -843,6 +846,18 @@ int runTrain() {
                : !saveOpt.empty() ? saveOpt + ".loss.svg"
                                   : std::string();
 
+  // With a tokenizer the corpus is read through it, and every checkpoint
+  // carries its files: one directory goes from training to generation.
+  std::optional<dsv3::rt::Tokenizer> tokenizer;
+  if (!tokenizerOpt.empty()) {
+    auto tok = dsv3::rt::Tokenizer::load(tokenizerOpt);
+    if (!tok)
+      return fail(tok.error());
+    tokenizer = std::move(*tok);
+    for (const char *name : {"tokenizer.json", "tokenizer_config.json"})
+      if (auto file = llvm::MemoryBuffer::getFile(tokenizer->directory() + "/" + name))
+        c.checkpointFiles.push_back({name, (*file)->getBuffer().str()});
+  }
   std::unique_ptr<dsv3::rt::DataSource> data;
   if (!tokensPath.empty()) {
     auto fixed = dsv3::rt::openFixedBatch(tokensPath, desc->config.vocabSize);
@@ -850,8 +865,17 @@ int runTrain() {
       return fail(fixed.takeError());
     data = std::move(*fixed);
   } else {
-    auto [b, t] = dsv3::recipeBatchShape(*desc, given(batchSize), given(seqLen));
-    auto corpus = dsv3::rt::openByteCorpus(corpusOpt, desc->config.vocabSize, b, t);
+    auto shape = dsv3::recipeBatchShape(*desc, given(batchSize), given(seqLen));
+    int64_t b = shape.first, t = shape.second;
+    auto corpus = [&]() -> dsv3::rt::Expected<std::unique_ptr<dsv3::rt::DataSource>> {
+      if (!tokenizer)
+        return dsv3::rt::openByteCorpus(corpusOpt, desc->config.vocabSize, b, t);
+      auto text = llvm::MemoryBuffer::getFile(corpusOpt);
+      if (!text)
+        return dsv3::rt::fileError(corpusOpt, text.getError().message());
+      return dsv3::rt::tokenCorpus(tokenizer->encode((*text)->getBuffer(), false), corpusOpt,
+                                   desc->config.vocabSize, b, t);
+    }();
     if (!corpus)
       return fail(corpus.takeError());
     data = std::move(*corpus);
@@ -1029,6 +1053,12 @@ const Command commands[] = {
     {"schedule",
      "print and simulate a pipeline schedule: per-rank table, timeline, bubble, memory",
      {&parallelCat, &scheduleCat}, runSchedule, /*needsModel=*/false},
+    // Before generate: a generation flag given to another command is
+    // reported as an option of the last command that has its category.
+    {"serve",
+     "an OpenAI-compatible HTTP server: /v1/completions, /v1/chat/completions (SSE), "
+     "/v1/models, /health, /tokenize",
+     {&serveCat, &generateCat}, runServe},
     {"generate",
      "generate tokens from prompts: prefill, decode over a latent KV cache, MTP drafts",
      {&generateCat}, runGenerate},
@@ -1039,7 +1069,7 @@ const Command commands[] = {
 /// categories are rejected for it.
 const cl::OptionCategory *const commandCategories[] = {
     &runCat, &gradCat, &compileCat, &shapeCat, &trainCat, &parallelCat, &scheduleCat,
-    &generateCat, &tokenizeCat};
+    &generateCat, &tokenizeCat, &serveCat};
 
 void printUsage() {
   llvm::outs() << "OVERVIEW: dsv3c - compiler for DeepSeek-V3-architecture models\n\n"

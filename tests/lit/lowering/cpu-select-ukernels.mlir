@@ -95,6 +95,21 @@ func.func @mla_absorbed_core(%qn: tensor<2x1x2x3xf32>, %qr: tensor<2x1x2x2xf32>,
 
 // -----
 
+// Over a BF16 cache, its own kernel widens rows as it reads them.
+// TENSOR-LABEL: func.func @mla_absorbed_core_bf16
+// TENSOR: dsv3_codegen.ukernel "dsv3rt_mla_absorbed_attention_bf16" ins({{.*}}, tensor<1x5x6xbf16>, {{.*}})
+// CALL-LABEL: func.func @mla_absorbed_core_bf16
+// CALL: call @dsv3rt_mla_absorbed_attention_bf16(
+// NONE-LABEL: func.func @mla_absorbed_core_bf16
+func.func @mla_absorbed_core_bf16(%qn: tensor<1x1x2x3xf32>, %qr: tensor<1x1x2x2xf32>, %uk: tensor<2x3x4xf32>, %uv: tensor<2x3x4xf32>,
+                                  %cache: tensor<1x5x6xbf16>, %rows: tensor<1x1x6xf32>, %p: tensor<1x1xi64>) -> tensor<1x1x2x3xf32> {
+  %o = dsv3.mla_absorbed_core %qn, %qr, %uk, %uv, %cache, %rows, %p {softmax_scale = 0.5 : f64}
+      : (tensor<1x1x2x3xf32>, tensor<1x1x2x2xf32>, tensor<2x3x4xf32>, tensor<2x3x4xf32>, tensor<1x5x6xbf16>, tensor<1x1x6xf32>, tensor<1x1xi64>) -> tensor<1x1x2x3xf32>
+  return %o : tensor<1x1x2x3xf32>
+}
+
+// -----
+
 // Routed experts: the dispatch sort is a kernel and the gather of rows a
 // generic; the grouped GEMM reads its offsets as a memref.
 // TENSOR-LABEL: func.func @experts

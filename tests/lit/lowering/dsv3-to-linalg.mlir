@@ -151,3 +151,17 @@ func.func @mla_absorbed_core(%qn: tensor<2x2x2x3xf32>, %qr: tensor<2x2x2x2xf32>,
       : (tensor<2x2x2x3xf32>, tensor<2x2x2x2xf32>, tensor<2x3x4xf32>, tensor<2x3x4xf32>, tensor<2x5x6xf32>, tensor<2x2x6xf32>, tensor<2x2xi64>) -> tensor<2x2x2x3xf32>
   return %o : tensor<2x2x2x3xf32>
 }
+
+// -----
+
+// A BF16 cache is widened to float32 before it joins the new rows.
+// CHECK-LABEL: func.func @mla_absorbed_core_bf16
+// CHECK: %[[WIDE:.*]] = linalg.generic {{.*}} ins(%arg4 : tensor<1x5x6xbf16>) outs(%{{.*}} : tensor<1x5x6xf32>)
+// CHECK: arith.extf %{{.*}} : bf16 to f32
+// CHECK: tensor.insert_slice %[[WIDE]] into %{{.*}}[0, 0, 0] [1, 5, 6] [1, 1, 1] : tensor<1x5x6xf32> into tensor<1x6x6xf32>
+func.func @mla_absorbed_core_bf16(%qn: tensor<1x1x2x3xf32>, %qr: tensor<1x1x2x2xf32>, %uk: tensor<2x3x4xf32>, %uv: tensor<2x3x4xf32>,
+                                  %cache: tensor<1x5x6xbf16>, %rows: tensor<1x1x6xf32>, %p: tensor<1x1xi64>) -> tensor<1x1x2x3xf32> {
+  %o = dsv3.mla_absorbed_core %qn, %qr, %uk, %uv, %cache, %rows, %p {softmax_scale = 0.5 : f64}
+      : (tensor<1x1x2x3xf32>, tensor<1x1x2x2xf32>, tensor<2x3x4xf32>, tensor<2x3x4xf32>, tensor<1x5x6xbf16>, tensor<1x1x6xf32>, tensor<1x1xi64>) -> tensor<1x1x2x3xf32>
+  return %o : tensor<1x1x2x3xf32>
+}

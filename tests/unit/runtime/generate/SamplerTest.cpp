@@ -153,6 +153,21 @@ TEST(Sampler, TheSeedReproducesTheSequence) {
   EXPECT_NE(x, z);
 }
 
+TEST(LatentCache, BF16RowsAreRoundedToNearestEven) {
+  LatentCache cache({1, 1, 2, 4}, ElementType::BF16);
+  EXPECT_EQ(cache.bytesPerToken(), 4 * 2);
+  HostTensor rows(ElementType::F32, {1, 1, 1, 4});
+  // 1 + 2^-8 is halfway between two BF16 values: ties go to the even one
+  // (1.0); 1 + 3*2^-8 rounds up to 1 + 2^-6; exact values stay.
+  float values[4] = {1.0f + 1.0f / 256, 1.0f + 3.0f / 256, -2.5f, 0.0f};
+  std::copy(values, values + 4, rows.f32());
+  cache.write(rows, 0, 0, 1, 0, 1);
+  EXPECT_EQ(cache.at(0, 0, 1, 0), 1.0f);
+  EXPECT_EQ(cache.at(0, 0, 1, 1), 1.0f + 1.0f / 64);
+  EXPECT_EQ(cache.at(0, 0, 1, 2), -2.5f);
+  EXPECT_EQ(cache.at(0, 0, 0, 0), 0.0f);
+}
+
 TEST(LatentCache, WritesRowsAtTheirLayerSlotAndPosition) {
   LatentCache cache({3, 2, 8, 4}); // 3 layers, 2 slots, 8 positions, rows of 4
   EXPECT_EQ(cache.bytesPerToken(), 3 * 4 * 4);
@@ -167,15 +182,15 @@ TEST(LatentCache, WritesRowsAtTheirLayerSlotAndPosition) {
   for (int64_t l = 0; l < 2; ++l)
     for (int64_t i = 0; i < 2; ++i)
       for (int64_t c = 0; c < 4; ++c)
-        EXPECT_EQ(cache.row(1 + l, 0, 5 + i)[c],
+        EXPECT_EQ(cache.at(1 + l, 0, 5 + i, c),
                   float(((l * 2 + 1) * 3 + i) * 4 + c));
   // The third token was not kept; nothing else was touched.
-  EXPECT_EQ(cache.row(1, 0, 7)[0], 0.0f);
-  EXPECT_EQ(cache.row(0, 0, 5)[0], 0.0f);
-  EXPECT_EQ(cache.row(1, 1, 5)[0], 0.0f);
+  EXPECT_EQ(cache.at(1, 0, 7, 0), 0.0f);
+  EXPECT_EQ(cache.at(0, 0, 5, 0), 0.0f);
+  EXPECT_EQ(cache.at(1, 1, 5, 0), 0.0f);
   // Rows past the capacity are dropped, not written out of bounds.
   cache.write(rows, 0, 0, 3, 1, 7);
-  EXPECT_EQ(cache.row(0, 1, 7)[0], 0.0f + 0);
+  EXPECT_EQ(cache.at(0, 1, 7, 0), 0.0f + 0);
 }
 
 } // namespace
