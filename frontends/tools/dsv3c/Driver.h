@@ -12,9 +12,11 @@
 
 #include "frontends/compiler/Compiler.h"
 #include "runtime/support/Error.h"
+#include "runtime/text/Tokenizer.h"
 
 #include "llvm/Support/CommandLine.h"
 
+#include <optional>
 #include <string>
 
 namespace dsv3c {
@@ -24,7 +26,8 @@ extern llvm::cl::OptionCategory commonCat, trainCat, generateCat, tokenizeCat,
 extern llvm::cl::opt<std::string> modelPath, outputPath, tokensPath;
 extern llvm::cl::opt<uint64_t> seedOpt;
 /// Generation flags that serve shares (defined in Generate.cpp).
-extern llvm::cl::opt<std::string> speculativeOpt, tokenizerOpt;
+extern llvm::cl::opt<std::string> speculativeOpt, tokenizerOpt,
+    kvCacheDtypeOpt;
 
 /// One-line error in the driver's format; returns the exit status 1.
 int fail(const llvm::Twine &msg);
@@ -37,6 +40,10 @@ std::string cacheDirectory();
 llvm::Expected<dsv3::CompileOptions>
 compileOptions(const dsv3::ModelDescription &desc, dsv3::CompileMode mode,
                int64_t batch, int64_t seq, bool packed);
+
+/// The tokenizer of --tokenizer, else the one beside the model (its
+/// directory, or the .toml's), else none.
+llvm::Expected<std::optional<dsv3::rt::Tokenizer>> findTokenizer();
 
 int runGenerate();
 int runTokenize();

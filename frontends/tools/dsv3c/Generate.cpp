@@ -62,13 +62,13 @@ cl::opt<std::string> tokenizerOpt(
              "if any; train: tokenizes the corpus and goes into checkpoints)"),
     cl::value_desc("DIR"), cl::cat(generateCat), cl::cat(tokenizeCat),
     cl::cat(trainCat));
-
-namespace {
-
 cl::opt<std::string>
     kvCacheDtypeOpt("kv-cache-dtype",
                     cl::desc("Element type of the latent KV cache: f32 or bf16"),
                     cl::init("f32"), cl::cat(generateCat));
+
+namespace {
+
 cl::opt<std::string> jsonInOpt("json-in",
                                cl::desc("JSON array of strings to encode"),
                                cl::value_desc("FILE"), cl::cat(tokenizeCat));
@@ -76,6 +76,8 @@ cl::opt<bool>
     addSpecialOpt("add-special-tokens",
                   cl::desc("Add the post-processor's special tokens (BOS)"),
                   cl::cat(tokenizeCat));
+
+} // namespace
 
 /// The tokenizer of --tokenizer, else the one beside the model (its
 /// directory, or the .toml's), else none.
@@ -96,8 +98,6 @@ llvm::Expected<std::optional<dsv3::rt::Tokenizer>> findTokenizer() {
     return llvm::createStringError(t.error().message());
   return std::optional<dsv3::rt::Tokenizer>(std::move(*t));
 }
-
-} // namespace
 
 int runGenerate() {
   if (speculativeOpt != "mtp" && speculativeOpt != "none")

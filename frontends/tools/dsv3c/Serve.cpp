@@ -63,13 +63,11 @@ cl::opt<std::string>
                           "(default: MODEL's name)"),
                  cl::value_desc("NAME"), cl::cat(serveCat));
 
-/// Flags of the generation category (or common ones) that serve does not
-/// read: most are per request in the server; the rest are not supported
-/// here yet.
+/// Flags of the generation category that only generate reads: the server
+/// takes these per request.
 const char *const perRequestFlags[] = {"prompt",      "chat",  "max-new-tokens",
                                        "temperature", "top-k", "top-p",
                                        "tokens",      "seed"};
-const char *const unsupportedFlags[] = {"kv-cache-dtype", "o"};
 
 /// The model's name: its directory's, or the description file's stem.
 std::string defaultModelName(const std::string &path) {
@@ -82,26 +80,16 @@ std::string defaultModelName(const std::string &path) {
   return name.empty() || name == "." ? "model" : name;
 }
 
-/// --tokenizer, else the tokenizer.json beside the model.
+/// --tokenizer, else the tokenizer.json beside the model: serving text
+/// needs one.
 llvm::Expected<dsv3::rt::Tokenizer> serverTokenizer() {
-  std::string dir = tokenizerOpt;
-  if (dir.empty()) {
-    std::string model = modelPath;
-    dir = llvm::sys::fs::is_directory(model)
-              ? model
-              : llvm::sys::path::parent_path(model).str();
-    if (dir.empty())
-      dir = ".";
-    if (!dsv3::rt::Tokenizer::existsIn(dir))
-      return llvm::createStringError("serve needs a tokenizer: --tokenizer "
-                                     "DIR, or tokenizer.json beside the model "
-                                     "(none in " +
-                                     dir + ")");
-  }
-  auto t = dsv3::rt::Tokenizer::load(dir);
-  if (!t)
-    return llvm::createStringError(t.error().message());
-  return std::move(*t);
+  auto found = findTokenizer();
+  if (!found)
+    return found.takeError();
+  if (!*found)
+    return llvm::createStringError("serve needs a tokenizer: --tokenizer DIR, or "
+                                   "tokenizer.json beside the model");
+  return std::move(**found);
 }
 
 /// SIGINT and SIGTERM, taken by one thread with sigwait(): every other
@@ -164,10 +152,11 @@ int runServe() {
       return fail(llvm::Twine("--") + name +
                   " is not an option of 'dsv3c serve': each request carries "
                   "its prompt, sampling, seed and max_tokens");
-  for (const char *name : unsupportedFlags)
-    if (given(name))
-      return fail(llvm::Twine("-") + (name[1] ? "-" : "") + name +
-                  " is not an option of 'dsv3c serve'");
+  if (given("o"))
+    return fail("-o is not an option of 'dsv3c serve': it writes no file");
+  if (kvCacheDtypeOpt != "f32" && kvCacheDtypeOpt != "bf16")
+    return fail("--kv-cache-dtype must be f32 or bf16, got '" +
+                kvCacheDtypeOpt + "'");
   if (speculativeOpt != "mtp" && speculativeOpt != "none")
     return fail("--speculative must be mtp or none, got '" + speculativeOpt +
                 "'");
@@ -235,6 +224,7 @@ int runServe() {
   for (int64_t n = 16; n < maxPrompt; n *= 4)
     options->generate.shorterPrefills.push_back(n);
   options->generate.verifyLen = speculative ? 2 : 0;
+  options->generate.cacheBF16 = kvCacheDtypeOpt == "bf16";
   dsv3::Compiler compiler;
   auto model = compiler.load(*desc, *options, cacheDirectory());
   if (!model)
@@ -250,7 +240,9 @@ int runServe() {
   llvm::errs() << "dsv3c serve: ready: model '" << serverOptions.modelName
                << "', " << parallelOpt << " slots of " << maxContextOpt
                << " tokens, prompts up to " << maxPrompt << " tokens"
-               << (speculative ? ", MTP speculative decoding" : "") << "\n";
+               << (speculative ? ", MTP speculative decoding" : "")
+               << (kvCacheDtypeOpt == "bf16" ? ", BF16 latent cache" : "")
+               << "\n";
   llvm::errs().flush();
 
   int sig = signals.wait();

@@ -4,7 +4,7 @@
 // The generation module of the golden tiny model (frontends/import
 // importGenerator) called entry by entry through a session, against the
 // Hugging Face reference of the full forward (tests/golden/tiny): @prefill's
-// logits and final-normed hidden state; @mtp_prefill's draft logits (h_j
+// logits, final-normed hidden state and chosen experts; @mtp_prefill's draft logits (h_j
 // with token j+1 at position j, the MTP layer's own cache rows); then, with
 // the first 20 rows of both caches written, @verify and @mtp_step on
 // positions 20 and 21 (q_len 2 after a cached prefix: the absorbed form and
@@ -21,6 +21,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 
 using namespace dsv3;
@@ -97,6 +98,29 @@ TEST(GenerationSteps, MatchTheFullForward) {
   EXPECT_LE(maxDiff(output(s, "prefill", "hidden"), kSeq, 0, hidden.data(),
                     kSeq, 0, kSeq, d),
             1e-4);
+  // The same experts for every token of every MoE layer as the reference
+  // forward (which `dsv3c eval` and training reproduce): the golden ids are
+  // sorted per token, the router's come in selection order.
+  {
+    const rt::EntryPoint *e = s.executable().entry("prefill");
+    int layers = 0;
+    for (size_t i = 0; i < e->outputs.size(); ++i) {
+      if (e->outputs[i].role != "expert_ids")
+        continue;
+      ++layers;
+      const rt::TensorInfo *want = (*golden)->lookup(e->outputs[i].name);
+      ASSERT_NE(want, nullptr) << e->outputs[i].name;
+      std::vector<int64_t> expected(want->numElements());
+      ASSERT_FALSE(static_cast<bool>(rt::convertToI64(*want, expected.data())));
+      int64_t k = e->outputs[i].shape.back();
+      std::vector<int64_t> got(s.outputs("prefill").i64(i),
+                               s.outputs("prefill").i64(i) + expected.size());
+      for (size_t t = 0; t < got.size(); t += k)
+        std::sort(got.begin() + t, got.begin() + t + k);
+      EXPECT_EQ(got, expected) << e->outputs[i].name;
+    }
+    EXPECT_EQ(layers, 2);
+  }
   std::vector<float> prefillHidden(output(s, "prefill", "hidden"),
                                    output(s, "prefill", "hidden") +
                                        kBatch * kSeq * d);
