@@ -8,7 +8,8 @@ batch 1 and 8: prefill tok/s, TTFT, decode tok/s, time per output token and
 cache bytes per token, for dsv3c (latent cache, absorbed MLA decode),
 dsv3c with MTP speculative decoding (acceptance rate, mean acceptance length,
 the routed experts adjacent tokens share) and bench/torch_peer.py --mode
-generate (decompressed K/V cache; best of 1 and 2 threads). The greedy
+generate (decompressed K/V cache; best of 1 and 2 threads), each after
+an untimed warm-up run. The greedy
 tokens of all three must agree. Ratios only compare numbers of this run.
 
   bench/generate.py [--model DIR] [--train-steps 150] [--prompt 64] [--new 64] [--json OUT]
@@ -60,7 +61,7 @@ def read_i64(path, name):
 
 def dsv3c_generate(model, prompts, new, out, speculative):
     cmd = [DSV3C, "generate", model, "--tokens", prompts, "--max-new-tokens", str(new),
-           "-o", out, "--speculative", "mtp" if speculative else "none"]
+           "-o", out, "--speculative", "mtp" if speculative else "none", "--repeat", "2"]
     err = run(cmd).stderr
     m = re.search(r"prefill (\d+) tokens ([\d.]+) tok/s, TTFT ([\d.]+) ms, decode (\d+) tokens "
                   r"([\d.]+) tok/s \(([\d.]+) ms per step\), latent cache (\d+) B/token", err)

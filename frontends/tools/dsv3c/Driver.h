@@ -25,6 +25,7 @@ extern llvm::cl::OptionCategory commonCat, trainCat, generateCat, tokenizeCat,
     serveCat;
 extern llvm::cl::opt<std::string> modelPath, outputPath, tokensPath;
 extern llvm::cl::opt<uint64_t> seedOpt;
+extern llvm::cl::opt<unsigned> repeatOpt;
 /// Generation flags that serve shares (defined in Generate.cpp).
 extern llvm::cl::opt<std::string> speculativeOpt, tokenizerOpt,
     kvCacheDtypeOpt;

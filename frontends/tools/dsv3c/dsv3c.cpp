@@ -192,8 +192,9 @@ cl::opt<unsigned> repeatOpt(
     "repeat",
     cl::desc("Run the compiled step N times and print its median time and "
              "tokens/s on stderr (eval, grad; for benchmarking); with --pp, N-1 "
-             "untimed warm-up steps before the measured one"),
-    cl::init(1), cl::cat(runCat));
+             "untimed warm-up steps before the measured one; generate: N-1 "
+             "untimed generations before the reported one"),
+    cl::init(1), cl::cat(runCat), cl::cat(generateCat));
 cl::opt<double> mtpWeight("mtp-weight",
                           cl::desc("Weight of the MTP loss in total_loss"),
                           cl::init(0.3), cl::cat(gradCat));
