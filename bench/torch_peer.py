@@ -504,6 +504,16 @@ def balance_reference(model_dir, tokens, alpha, out):
 
 # --------------------------------------------------------------------------- benchmark
 
+def emit(result, path):
+    """Prints the result line (and writes it to `path`); exit status 0."""
+    line = json.dumps(result)
+    print(line)
+    if path:
+        with open(path, "w") as f:
+            f.write(line + "\n")
+    return 0
+
+
 def bench(args):
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -549,12 +559,7 @@ def bench(args):
               "step_s_all": times,
               "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
               "torch": torch.__version__}
-    line = json.dumps(result)
-    print(line)
-    if args.json:
-        with open(args.json, "w") as f:
-            f.write(line + "\n")
-    return 0
+    return emit(result, args.json)
 
 
 def bench_generate(args):
@@ -600,12 +605,7 @@ def bench_generate(args):
               "cache_bytes_per_token": cfg.num_hidden_layers * H
               * (cfg.qk_head_dim + cfg.v_head_dim) * 4,
               "generated_ids": torch.cat(out, 1).tolist(), "torch": torch.__version__}
-    line = json.dumps(result)
-    print(line)
-    if args.json:
-        with open(args.json, "w") as f:
-            f.write(line + "\n")
-    return 0
+    return emit(result, args.json)
 
 
 def main():

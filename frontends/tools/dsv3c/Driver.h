@@ -12,6 +12,7 @@
 
 #include "frontends/compiler/Compiler.h"
 #include "runtime/support/Error.h"
+#include "runtime/generate/Generator.h"
 #include "runtime/text/Tokenizer.h"
 
 #include "llvm/Support/CommandLine.h"
@@ -45,6 +46,19 @@ compileOptions(const dsv3::ModelDescription &desc, dsv3::CompileMode mode,
 /// The tokenizer of --tokenizer, else the one beside the model (its
 /// directory, or the .toml's), else none.
 llvm::Expected<std::optional<dsv3::rt::Tokenizer>> findTokenizer();
+
+/// A compiled generation module, its weights and the generator over them.
+struct LoadedGenerator {
+  dsv3::LoadedModel model;
+  std::unique_ptr<dsv3::rt::Generator> generator;
+};
+/// Compiles and loads the generation module of `options.generate` (the
+/// speculative entries and the cache type from the flags) and makes its
+/// generator.
+llvm::Expected<LoadedGenerator> loadGenerator(dsv3::Compiler &compiler,
+                                              const dsv3::ModelDescription &desc,
+                                              dsv3::CompileOptions options,
+                                              bool speculative);
 
 int runGenerate();
 int runTokenize();

@@ -99,6 +99,23 @@ llvm::Expected<std::optional<dsv3::rt::Tokenizer>> findTokenizer() {
   return std::optional<dsv3::rt::Tokenizer>(std::move(*t));
 }
 
+llvm::Expected<LoadedGenerator> loadGenerator(dsv3::Compiler &compiler,
+                                              const dsv3::ModelDescription &desc,
+                                              dsv3::CompileOptions options,
+                                              bool speculative) {
+  options.generate.verifyLen = speculative ? 2 : 0;
+  options.generate.cacheBF16 = kvCacheDtypeOpt == "bf16";
+  auto model = compiler.load(desc, options, cacheDirectory());
+  if (!model)
+    return model.takeError();
+  LoadedGenerator loaded{std::move(*model), nullptr};
+  auto generator = dsv3::rt::Generator::create(*loaded.model.session, speculative);
+  if (!generator)
+    return llvm::createStringError(generator.error().message());
+  loaded.generator = std::move(*generator);
+  return std::move(loaded);
+}
+
 int runGenerate() {
   if (speculativeOpt != "mtp" && speculativeOpt != "none")
     return fail("--speculative must be mtp or none, got '" + speculativeOpt +
@@ -169,16 +186,11 @@ int runGenerate() {
   options->generate.decodeBatch = batch;
   options->generate.capacity =
       promptLen + maxNewTokensOpt + (speculative ? 1 : 0);
-  options->generate.verifyLen = speculative ? 2 : 0;
-  options->generate.cacheBF16 = kvCacheDtypeOpt == "bf16";
   dsv3::Compiler compiler;
-  auto model = compiler.load(*desc, *options, cacheDirectory());
-  if (!model)
-    return fail(model.takeError());
-  auto generator = dsv3::rt::Generator::create(*model->session, speculative);
-  if (!generator)
-    return fail((*generator ? dsv3::rt::Error::success() : generator.error()));
-  dsv3::rt::Generator &g = **generator;
+  auto loaded = loadGenerator(compiler, *desc, *options, speculative);
+  if (!loaded)
+    return fail(loaded.takeError());
+  dsv3::rt::Generator &g = *loaded->generator;
   g.keepLogits(!outputPath.empty());
 
   std::vector<dsv3::rt::GenerateRequest> requests(batch);

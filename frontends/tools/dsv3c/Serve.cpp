@@ -223,16 +223,11 @@ int runServe() {
   // Shorter prompts run through the shortest of these that holds them.
   for (int64_t n = 16; n < maxPrompt; n *= 4)
     options->generate.shorterPrefills.push_back(n);
-  options->generate.verifyLen = speculative ? 2 : 0;
-  options->generate.cacheBF16 = kvCacheDtypeOpt == "bf16";
   dsv3::Compiler compiler;
-  auto model = compiler.load(*desc, *options, cacheDirectory());
-  if (!model)
-    return fail(model.takeError());
-  auto generator = dsv3::rt::Generator::create(*model->session, speculative);
-  if (!generator)
-    return fail(generator.error());
-  dsv3::rt::Generator &g = **generator;
+  auto loaded = loadGenerator(compiler, *desc, *options, speculative);
+  if (!loaded)
+    return fail(loaded.takeError());
+  dsv3::rt::Generator &g = *loaded->generator;
   g.setUsableVocab(tokenizer->vocabSize());
   if (dsv3::rt::Error e = server.serve(g))
     return fail(std::move(e));
